@@ -1,0 +1,3 @@
+from imm.cli.main import main
+
+main()

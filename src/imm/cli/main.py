@@ -1,0 +1,205 @@
+"""``imm``: the top-level command group, global options, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from imm import __version__
+from imm.cli.context import AppContext, app
+from imm.errors import ExitStatus, ImmError
+
+# name -> "module:attribute"; modules import only click at the top, so listing them for --help stays fast.
+COMMANDS: dict[str, str] = {
+    "demo": "imm.cli.demo_cmd:demo",
+    "login": "imm.cli.auth_cmds:login",
+    "logout": "imm.cli.auth_cmds:logout",
+    "whoami": "imm.cli.auth_cmds:whoami",
+    "sync": "imm.cli.sync_cmd:sync",
+    "list": "imm.cli.cache_cmds:list_mailboxes",
+    "search": "imm.cli.cache_cmds:search",
+    "show": "imm.cli.cache_cmds:show",
+    "report": "imm.cli.report_cmds:report",
+    "recover": "imm.cli.action_cmds:recover",
+    "restore": "imm.cli.action_cmds:restore",
+    "holds": "imm.cli.action_cmds:holds",
+    "bulk": "imm.cli.bulk_cmds:bulk",
+    "audit": "imm.cli.audit_cmds:audit",
+    "cache": "imm.cli.cache_cmds:cache",
+    "config": "imm.cli.config_cmds:config",
+    "simulator": "imm.cli.simulator_cmds:simulator",
+}
+
+log = logging.getLogger("imm")
+
+
+def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None or value == () or (attr in {"verbose", "quiet"} and not value):
+            return
+        obj = app(ctx)
+        if attr == "db":
+            obj.overrides["db_path"] = value
+        elif attr == "verbose":
+            obj.verbose = max(obj.verbose, value)
+        else:
+            setattr(obj, attr, value)
+
+    return callback
+
+
+def global_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--profile, --config, --db, --verbose, --quiet: accepted by the group and by every command."""
+    options = [
+        click.option(
+            "--profile",
+            "profile_name",
+            metavar="NAME",
+            help="Tenant profile to use (IMM_PROFILE).",
+            expose_value=False,
+            callback=_set("profile_name"),
+        ),
+        click.option(
+            "--config",
+            "config_path",
+            metavar="PATH",
+            type=click.Path(path_type=Path),
+            help="Configuration file (IMM_CONFIG).",
+            expose_value=False,
+            callback=_set("config_path"),
+        ),
+        click.option(
+            "--db",
+            metavar="PATH",
+            type=click.Path(path_type=Path),
+            help="Database file (IMM_DB).",
+            expose_value=False,
+            callback=_set("db"),
+        ),
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            help="More detail (-vv for debug).",
+            expose_value=False,
+            callback=_set("verbose"),
+        ),
+        click.option(
+            "-q", "--quiet", is_flag=True, help="Only errors.", expose_value=False, callback=_set("quiet")
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _add_global_options(command: click.Command) -> click.Command:
+    if getattr(command, "_imm_global", False):
+        return command
+    names = {p.name for p in command.params}
+    if "profile_name" not in names:
+        holder = global_options(lambda: None)  # build the params on a throwaway function
+        command.params.extend(getattr(holder, "__click_params__", []))
+    command._imm_global = True  # type: ignore[attr-defined]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _add_global_options(sub)
+    return command
+
+
+def report_error(exc: ImmError) -> None:
+    """One clear line (JSON-shaped under --output json) and the hint, on stderr."""
+    obj = app()
+    if obj.output == "json":
+        body = {"error": {"code": exc.code, "message": exc.message, "exit_code": int(exc.exit_code)}}
+        if exc.hint:
+            body["error"]["hint"] = exc.hint
+        blockers = getattr(exc, "blockers", None)
+        if blockers:
+            body["error"]["blockers"] = blockers
+        click.echo(json.dumps(body, ensure_ascii=False), err=True)
+        return
+    click.secho(f"Error: {exc.message}", fg="red", err=True)
+    for blocker in getattr(exc, "blockers", None) or []:
+        click.echo(f"  - {blocker}", err=True)
+    if exc.hint:
+        click.echo(f"Hint: {exc.hint}", err=True)
+
+
+class ImmGroup(click.Group):
+    """Loads commands lazily and turns every ImmError into one line and its exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if self.get_command(ctx, name) is not None]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # a command whose module is not built yet
+            if exc.name != module_name:
+                raise
+            return None
+        command = getattr(module, attr)
+        return _add_global_options(command)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ImmError as exc:
+            log.debug("error", exc_info=True)
+            report_error(exc)
+            ctx.exit(int(exc.exit_code))
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted.", err=True)
+            ctx.exit(int(ExitStatus.INTERRUPTED))
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # an imm defect: one line, the traceback only on request
+            if os.environ.get("IMM_RAISE_ERRORS"):
+                raise
+            log.error("unexpected error", exc_info=True)
+            click.secho(f"Error: unexpected {type(exc).__name__}: {exc}", fg="red", err=True)
+            click.echo("Hint: this is a defect in imm; run with -vv for details and report it.", err=True)
+            ctx.exit(int(ExitStatus.FAILED))
+        finally:
+            obj = ctx.find_object(AppContext)
+            if obj is not None:
+                obj.close()
+
+
+@click.group(cls=ImmGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="imm")
+@global_options
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """imm, the Inactive Mailbox Manager for Exchange Online.
+
+    Inventory every inactive mailbox into a local cache, see which holds keep each one and what it costs,
+    then recover, restore or release them safely, with a tamper-evident audit log.
+
+    \b
+    Try it against a simulated tenant:   imm demo
+    Sign in to your tenant:              imm login
+    Fetch the inventory:                 imm sync
+    """
+    ctx.ensure_object(AppContext)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        cli.main(args=argv, prog_name="imm", standalone_mode=True)
+    except KeyboardInterrupt:  # raised outside a command (e.g. while parsing)
+        sys.exit(int(ExitStatus.INTERRUPTED))

@@ -1,0 +1,335 @@
+"""Configuration: a TOML file, ``IMM_*`` environment variables over it, and named profiles (one per tenant).
+
+File layout (``imm config path`` prints where it lives)::
+
+    default_profile = "contoso"
+
+    [profiles.contoso]
+    tenant_id = "contoso.onmicrosoft.com"
+    # every endpoint is a setting, so that one code path serves Microsoft's clouds and the simulator
+    authority_host = "https://login.microsoftonline.com"
+    exchange_url = "https://outlook.office365.com"
+    compliance_url = "https://ps.compliance.protection.outlook.com"
+
+    [profiles.contoso.cost]
+    currency = "EUR"
+    per_gb_month = 0.02
+
+    [profiles.contoso.cost.license_month]
+    "Exchange Online Plan 2" = 7.0
+
+Precedence: command-line flags > ``IMM_*`` environment > the profile in the file > built-in defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from imm.errors import ConfigError
+
+APP_NAME = "imm"
+DEFAULT_CLIENT_ID = "fb78d390-0c51-40cd-8e17-fdbfab77341b"  # Microsoft Exchange REST API Based Powershell
+DEFAULT_PROFILE = "default"
+DEFAULT_LICENSE_RATES: dict[str, float] = {
+    # Notional monthly chargeback per former licence; inactive mailboxes themselves need no licence.
+    "Exchange Online Plan 2": 7.0,
+    "Exchange Online Plan 1": 3.5,
+    "Exchange Online Kiosk": 1.8,
+    "Unknown": 3.5,
+}
+
+
+def user_dir(kind: str) -> Path:
+    """The folder for ``kind`` ('config', 'data', 'log'); ``IMM_USER_PATH`` puts them all under one root."""
+    root = os.environ.get("IMM_USER_PATH")
+    if root:
+        return Path(root) / kind
+    import platformdirs
+
+    if kind == "config":
+        return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+    if kind == "log":
+        return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def default_config_path() -> Path:
+    return user_dir("config") / "config.toml"
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Chargeback: a monthly rate per former licence type plus a rate per GB stored (design §6)."""
+
+    currency: str = "EUR"
+    per_gb_month: float = 0.02
+    license_month: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LICENSE_RATES))
+
+
+@dataclass(frozen=True)
+class OrgMapping:
+    """Where Company and Department come from when the directory fields were cleared at deletion."""
+
+    company_attribute: str | None = None  # e.g. "CustomAttribute5"
+    department_attribute: str | None = None
+    mapping_file: Path | None = None  # CSV keyed by address or ExchangeGuid with company,department columns
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything imm needs to know about one tenant."""
+
+    name: str = DEFAULT_PROFILE
+    tenant_id: str = "organizations"
+    client_id: str = DEFAULT_CLIENT_ID
+    authority_host: str = "https://login.microsoftonline.com"
+    exchange_url: str = "https://outlook.office365.com"
+    compliance_url: str = "https://ps.compliance.protection.outlook.com"
+    exchange_scope: str | None = None  # default: <exchange_url>/.default
+    compliance_scope: str | None = None  # default: <compliance_url>/.default
+    ca_bundle: Path | None = None
+    db_path: Path | None = None
+    token_cache_path: Path | None = None
+    backend: str = "rest"  # rest | powershell
+    certificate_path: Path | None = None  # app-only sign-in
+    certificate_password_env: str = "IMM_CERTIFICATE_PASSWORD"
+    password_public_key: str | None = None  # PEM file or XML key for SecureString parameters
+    concurrency: int = 10
+    request_timeout: float = 960.0
+    device_code_timeout: int = 300
+    audit_min_retention_days: int = 365
+    cost: CostModel = field(default_factory=CostModel)
+    org: OrgMapping = field(default_factory=OrgMapping)
+
+    @property
+    def authority(self) -> str:
+        return f"{self.authority_host.rstrip('/')}/{self.tenant_id}"
+
+    @property
+    def exchange_scopes(self) -> list[str]:
+        return [self.exchange_scope or f"{self.exchange_url.rstrip('/')}/.default"]
+
+    @property
+    def compliance_scopes(self) -> list[str]:
+        return [self.compliance_scope or f"{self.compliance_url.rstrip('/')}/.default"]
+
+    @property
+    def database_path(self) -> Path:
+        return self.db_path or user_dir("data") / f"{self.name}.db"
+
+    @property
+    def token_cache(self) -> Path:
+        return self.token_cache_path or user_dir("data") / "tokens" / f"{self.name}.json"
+
+    @property
+    def log_path(self) -> Path:
+        return user_dir("log") / f"{self.name}.log"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The loaded configuration: the file it came from and the active profile."""
+
+    path: Path
+    profile: Profile
+    profiles: tuple[str, ...] = ()
+    file_exists: bool = False
+
+
+_PATH_KEYS = {"ca_bundle", "db_path", "token_cache_path", "certificate_path"}
+_SCALAR_KEYS = {f.name for f in fields(Profile)} - {"name", "cost", "org"}
+_COST_KEYS = {"currency", "per_gb_month", "license_month"}
+_ORG_KEYS = {"company_attribute", "department_attribute", "mapping_file"}
+_TOP_KEYS = {"default_profile", "profiles"}
+
+
+def _line_of(text: str, key: str) -> int | None:
+    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if pattern.match(line):
+            return number
+    return None
+
+
+def _unknown(path: Path, text: str, key: str, where: str) -> ConfigError:
+    line = _line_of(text, key)
+    at = f"{path}:{line}" if line else str(path)
+    return ConfigError(
+        f"{at}: unknown key '{key}' in {where}",
+        hint="see README 'Configuration' for the keys a profile takes",
+    )
+
+
+def _convert(path: Path, text: str, key: str, value: Any, default: Any) -> Any:
+    """Coerce a file or environment value to the type of the default, or raise a ConfigError naming it."""
+    try:
+        if key in _PATH_KEYS:
+            return Path(os.path.expanduser(str(value))) if value not in (None, "") else None
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                return value.strip().lower() in {"1", "true", "yes", "on"}
+            return bool(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(type(value).__name__)
+        return value
+    except (TypeError, ValueError) as exc:
+        line = _line_of(text, key)
+        at = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"{at}: key '{key}' has an invalid value {value!r} ({exc})") from None
+
+
+def _build_profile(name: str, data: dict[str, Any], path: Path, text: str) -> Profile:
+    base = Profile(name=name)
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "cost":
+            if not isinstance(value, dict):
+                raise _unknown(path, text, key, f"profile '{name}' (expected a table)")
+            values["cost"] = _build_cost(value, path, text, name)
+        elif key == "org":
+            if not isinstance(value, dict):
+                raise _unknown(path, text, key, f"profile '{name}' (expected a table)")
+            values["org"] = _build_org(value, path, text, name)
+        elif key in _SCALAR_KEYS:
+            values[key] = _convert(path, text, key, value, getattr(base, key))
+        else:
+            raise _unknown(path, text, key, f"profile '{name}'")
+    return replace(base, **values)
+
+
+def _build_cost(data: dict[str, Any], path: Path, text: str, name: str) -> CostModel:
+    base = CostModel()
+    for key in data:
+        if key not in _COST_KEYS:
+            raise _unknown(path, text, key, f"[profiles.{name}.cost]")
+    rates = dict(base.license_month)
+    for licence, rate in (data.get("license_month") or {}).items():
+        rates[str(licence)] = float(_convert(path, text, str(licence), rate, 0.0))
+    return CostModel(
+        currency=str(data.get("currency", base.currency)),
+        per_gb_month=float(
+            _convert(path, text, "per_gb_month", data.get("per_gb_month", base.per_gb_month), 0.0)
+        ),
+        license_month=rates,
+    )
+
+
+def _build_org(data: dict[str, Any], path: Path, text: str, name: str) -> OrgMapping:
+    for key in data:
+        if key not in _ORG_KEYS:
+            raise _unknown(path, text, key, f"[profiles.{name}.org]")
+    mapping = data.get("mapping_file")
+    return OrgMapping(
+        company_attribute=data.get("company_attribute"),
+        department_attribute=data.get("department_attribute"),
+        mapping_file=Path(os.path.expanduser(mapping)) if mapping else None,
+    )
+
+
+def _read_file(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}, ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file ({exc})") from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path}: malformed TOML: {exc}", hint="fix the file or run with --config"
+        ) from None
+
+
+def _env_overrides(env: dict[str, str], path: Path) -> dict[str, Any]:
+    """``IMM_<KEY>`` for each scalar profile key (e.g. ``IMM_TENANT_ID``, ``IMM_CA_BUNDLE``, ``IMM_DB``)."""
+    out: dict[str, Any] = {}
+    for key in _SCALAR_KEYS:
+        value = env.get(f"IMM_{key.upper()}")
+        if value is not None:
+            out[key] = value
+    if "IMM_DB" in env:
+        out["db_path"] = env["IMM_DB"]
+    return out
+
+
+def load_config(
+    config_path: Path | None = None,
+    profile_name: str | None = None,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Load the file, pick the profile, apply the environment and then ``overrides`` (command-line flags)."""
+    env = dict(os.environ if env is None else env)
+    path = Path(config_path or env.get("IMM_CONFIG") or default_config_path())
+    data, text = _read_file(path)
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise _unknown(path, text, key, "the top level")
+    profiles = data.get("profiles", {})
+    if not isinstance(profiles, dict):
+        raise _unknown(path, text, "profiles", "the top level (expected a table)")
+    name = profile_name or env.get("IMM_PROFILE") or data.get("default_profile") or DEFAULT_PROFILE
+    if name not in profiles and (profile_name or env.get("IMM_PROFILE")) and profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise ConfigError(f"{path}: no profile named '{name}' (profiles: {known})")
+    section = profiles.get(name, {})
+    if not isinstance(section, dict):
+        raise _unknown(path, text, name, "[profiles] (expected a table)")
+    profile = _build_profile(name, section, path, text)
+    for key, value in {**_env_overrides(env, path), **(overrides or {})}.items():
+        if value is not None:
+            profile = replace(profile, **{key: _convert(path, text, key, value, getattr(profile, key))})
+    return Config(path=path, profile=profile, profiles=tuple(sorted(profiles)), file_exists=bool(text))
+
+
+def write_profile(path: Path, name: str, values: dict[str, Any], make_default: bool = False) -> None:
+    """Add or replace one profile's scalar keys in the file (used by the simulator and demo)."""
+    data, _ = _read_file(path)
+    profiles = data.setdefault("profiles", {})
+    profiles[name] = {
+        **profiles.get(name, {}),
+        **{k: str(v) if isinstance(v, Path) else v for k, v in values.items()},
+    }
+    if make_default:
+        data["default_profile"] = name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_dump_toml(data), encoding="utf-8")
+
+
+def _dump_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """A small TOML writer for the shapes this file holds (scalars and nested tables)."""
+    scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
+    tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars]
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for key, table in tables:
+        full = f"{prefix}.{_toml_key(key)}" if prefix else _toml_key(key)
+        has_scalars = any(not isinstance(v, dict) for v in table.values())
+        header = f"\n[{full}]\n" if has_scalars or not table else ""
+        out += header + _dump_toml(table, full)
+    return out
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'

@@ -1,0 +1,1 @@
+"""The local store: SQLite cache, migrations, audit log."""
