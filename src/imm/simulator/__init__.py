@@ -45,9 +45,10 @@ class SimulatorConfig:
     concurrency_budget: int = 10  # concurrent Exchange requests per tenant before 429
     retry_after_seconds: float = 1.0
     token_lifetime: int = 3600  # seconds; <= 300 makes msal refresh on every silent call
-    auto_approve_after: float | None = (
-        None  # seconds after the first poll; None: a person approves on the page
-    )
+    auto_approve_after: float | None = None  # seconds after the first poll; None: a person approves on the page
+    device_code_expires_in: int = 900  # seconds a device code stays usable (Entra: 900)
+    device_code_interval: int = 5  # polling interval the device code response asks for (at least 1)
+    app_client_id: str | None = None  # the app-only registration "imm-automation"; None: a GUID from tenant_id
     restore_seconds: float = 6.0  # time a restore request takes from Queued to Completed
     page_link_expiry: float = 1800.0  # seconds an @odata.nextLink stays valid
     state_file: Path | None = None
