@@ -1,28 +1,505 @@
-"""Simulated Exchange Online (STUB: the Exchange issue replaces this with the full REST InvokeCommand service).
+"""Simulated Exchange Online and Security & Compliance: the REST ``InvokeCommand`` layer (exo-rest.md).
 
-Interface: ``ExchangeService(config, base_url, identity)``, ``register(router)``, ``profile_extras() -> dict``,
-``close()`` (saves the state file), and ``tenant`` (the ground truth tests read and change).
+Routes (``base`` = ``https://127.0.0.1:PORT``; ``{tenant}`` = the tenant GUID or its ``*.onmicrosoft.com`` name):
+- ``POST {base}/adminapi/beta/{tenant}/InvokeCommand``: Exchange cmdlets (token audience ``{base}``).
+- ``POST {base}/compliance/adminapi/beta/{tenant}/InvokeCommand``: 302 to the regional
+  ``{base}/compliance/eur02/adminapi/beta/{tenant}/InvokeCommand`` (audience ``{base}/compliance``).
+- ``POST {base}/adminapi/v1.0/{tenant}/InvokeCommand``: 405, as observed.
+
+Each call: tenant segment → ``Authorization: Bearer`` (identity.verify_access_token; 401 + WWW-Authenticate) →
+``X-AnchorMailbox`` (400 when missing) → body → cmdlet known and role granted (403, NUL body) → concurrency budget
+(429 + Retry-After) → latency, fault injection → the cmdlet → a page of ``value`` with ``@odata.nextLink``.
+
+Test knobs on :class:`ExchangeService`: ``tenant`` (ground truth), ``fail_next(cmdlet, kind, count)``, ``counters``
+(requests per cmdlet), ``executed`` (cmdlet runs per cmdlet, continuation pages excluded), ``request_log``,
+``max_in_flight``, ``deny_role(upn, endpoint)`` / ``grant_role``, ``encrypt_password(text)``,
+``reset_counters()``. Revoking a user is the identity provider's knob (``identity.revoke_user``): its tokens then
+get 401 here.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import random
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
-from imm.simulator.server import Router
+from imm.simulator import cmdlets as exchange_cmdlets
+from imm.simulator import compliance as compliance_cmdlets
+from imm.simulator.binding import Cmdlet, Invocation, Result
+from imm.simulator.formats import ex_code
+from imm.simulator.identity import TokenRejected
+from imm.simulator.model import CmdletError
+from imm.simulator.secure import PasswordKey
+from imm.simulator.server import Request, Response, Router
+from imm.simulator.tenant import Tenant
+
+log = logging.getLogger("imm.simulator.exchange")
+
+CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
+EXPIRED_TEXT = "Expired or Invalid pagination request. Default Expiry time is 00:30:00"
+THROTTLE_TEXT = "You have reached the maximum number of concurrent requests per tenant."
+NUL_BODY = b"\x00" * 4  # the 403 body: NUL bytes (count unconfirmed)
+REGION = "eur02"
+BE_TARGET = "AM0PR02MB1234.eurprd02.prod.outlook.com"  # X-CalculatedBETarget (shape only)
+EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
+DEFAULT_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 1000  # the service caps odata.maxpagesize (unconfirmed; the module never asks for more)
+FAULT_KINDS = frozenset({"reset", "reset_after_commit", "429", "500", "503", "504", "401", "slow"})
+_ANCHOR = re.compile(r"^(UPN|SMTP|APP|MBX|OID):\S+@\S+$", re.IGNORECASE)
+_PREFER = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
+_TRANSIENT = {
+    500: ("Microsoft.Exchange.Data.Directory.ADServerSettingsChangedException", "The AD server settings changed."),
+    503: (
+        "Microsoft.Exchange.Data.Storage.StorageTransientException",
+        "Cannot open mailbox. The server is temporarily unavailable; retry the operation.",
+    ),
+    504: (
+        "Microsoft.Exchange.Data.Directory.DCOverloadedException",
+        "The domain controller is overloaded; retry the operation.",
+    ),
+}
+_STATUS_CODE = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    404: "NotFound",
+    429: "TooManyRequests",
+    500: "InternalServerError",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
+}
+
+
+@dataclass
+class _Cursor:
+    """A listing being paged: the items, how to render one, the body that must come back, warnings."""
+
+    body_key: str
+    cmdlet: str
+    items: list[Any]
+    render: Any
+    page_size: int
+    warnings: list[str]
+    truncated: bool
+    created: float
+
+
+def error_body(
+    status: int, exception_type: str, message: str, detail_code: str = "Context", top: str = "Error executing cmdlet"
+) -> dict[str, Any]:
+    """The error JSON of exo-rest.md §4; ``details[0].message`` is ``Ex…|<exception type>|<text>``."""
+    return {
+        "error": {
+            "code": _STATUS_CODE.get(status, "BadRequest"),
+            "message": top,
+            "details": [
+                {"code": detail_code, "target": "", "message": f"{ex_code(exception_type)}|{exception_type}|{message}"}
+            ],
+            "innererror": {
+                "message": message,
+                "type": "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
+                "stacktrace": "",
+                "internalexception": {"message": message, "type": exception_type, "stacktrace": ""},
+            },
+        }
+    }
+
+
+def _error(status: int, exception_type: str, message: str, **kw: Any) -> Response:
+    return Response(
+        status,
+        error_body(status, exception_type, message, **kw),
+        headers={"x-ExceptionType": exception_type.rsplit(".", 1)[-1]},
+        content_type=CONTENT_TYPE,
+    )
+
+
+def _request_error(message: str) -> Response:
+    """A malformed request (not a cmdlet failure): 400 "Invalid Operation"."""
+    return _error(
+        400,
+        "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
+        message,
+        detail_code="Client",
+        top="Invalid Operation",
+    )
+
+
+def _redacted(params: Any) -> Any:
+    if not isinstance(params, dict):
+        return params
+    return {k: ("***" if k.lower() in ("password", "credential") else v) for k, v in params.items()}
 
 
 class ExchangeService:
+    """Exchange Online + Security & Compliance for one tenant; see the module docstring for the knobs."""
+
     def __init__(self, config: Any, base_url: str, identity: Any) -> None:
         self.config = config
         self.base_url = base_url
         self.identity = identity
-        self.tenant: Any = None
+        self.tenant = Tenant(
+            config.tenant_id,
+            config.tenant_domain,
+            seed=config.seed,
+            count=config.mailboxes,
+            state_file=Path(config.state_file) if config.state_file else None,
+            restore_seconds=config.restore_seconds,
+        )
+        self.password_key = PasswordKey(Path(config.data_dir))
+        self.cmdlets: dict[str, dict[str, Cmdlet]] = {
+            "exchange": {k.lower(): v for k, v in exchange_cmdlets.CMDLETS.items()},
+            "compliance": {k.lower(): v for k, v in compliance_cmdlets.CMDLETS.items()},
+        }
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._rng = random.Random(f"faults:{config.seed}")
+        self._fail_next: dict[str, deque[str]] = {}
+        self.counters: Counter[str] = Counter()
+        self.executed: Counter[str] = Counter()
+        self.request_log: deque[dict[str, Any]] = deque(maxlen=100_000)
+        self.denied: dict[str, set[str]] = {}
+        self._paging = threading.Lock()  # guards _cursors and _links
+        self._cursors: dict[str, _Cursor] = {}
+        self._links: dict[str, tuple[str, int, float]] = {}
+
+    # ------------------------------------------------------------------ interface
 
     def register(self, router: Router) -> None:
-        return None
+        router.add(
+            "POST", r"/adminapi/beta/(?P<tenant>[^/]+)/InvokeCommand", partial(self._invoke, endpoint="exchange")
+        )
+        router.add("POST", r"/compliance/adminapi/beta/(?P<tenant>[^/]+)/InvokeCommand", self._redirect)
+        router.add(
+            "POST",
+            rf"/compliance/{REGION}/adminapi/beta/(?P<tenant>[^/]+)/InvokeCommand",
+            partial(self._invoke, endpoint="compliance"),
+        )
+        router.add("POST", r"/adminapi/v1\.0/(?P<tenant>[^/]+)/InvokeCommand", self._v1)
 
     def profile_extras(self) -> dict[str, Any]:
-        return {}
+        return {"password_public_key": str(self.password_key.public_path)}
 
     def close(self) -> None:
+        self.tenant.save()
+
+    # ------------------------------------------------------------------ test knobs
+
+    def fail_next(self, cmdlet: str, kind: str, count: int = 1) -> None:
+        """The next ``count`` calls of ``cmdlet`` ('*' = any) fail with ``kind``: 'reset', 'reset_after_commit'
+        (run the cmdlet, then drop the connection), '429', '500', '503', '504', '401', 'slow'."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; use one of {sorted(FAULT_KINDS)}")
+        with self._lock:
+            self._fail_next.setdefault(cmdlet.lower(), deque()).extend([kind] * count)
+
+    def deny_role(self, upn: str, endpoint: str = "compliance") -> None:
+        """``upn`` lacks the role for ``endpoint`` ('exchange' or 'compliance'): its calls get 403."""
+        self.denied.setdefault(upn.lower(), set()).add(endpoint)
+
+    def grant_role(self, upn: str, endpoint: str = "compliance") -> None:
+        self.denied.get(upn.lower(), set()).discard(endpoint)
+
+    def encrypt_password(self, text: str) -> str:
+        """Encrypt as a client would (tests, demo)."""
+        return self.password_key.encrypt(text)
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.counters.clear()
+            self.executed.clear()
+            self.request_log.clear()
+            self.max_in_flight = 0
+
+    # ------------------------------------------------------------------ routes
+
+    def _v1(self, request: Request, match: re.Match[str]) -> Response:
+        return Response(
+            405,
+            {
+                "error": {
+                    "code": "MethodNotAllowed",
+                    "message": "The requested resource does not support http method 'POST'.",
+                }
+            },
+        )
+
+    def _redirect(self, request: Request, match: re.Match[str]) -> Response:
+        location = f"{request.base_url}/compliance/{REGION}/adminapi/beta/{match.group('tenant')}/InvokeCommand"
+        return Response(302, b"", headers={"Location": location}, content_type="text/html; charset=utf-8")
+
+    def _invoke(self, request: Request, match: re.Match[str], endpoint: str) -> Response:
+        started = time.monotonic()
+        request_id = str(uuid.uuid4())
+        headers = {
+            "request-id": request_id,
+            "client-request-id": request.header("client-request-id") or request_id,
+            "X-CalculatedBETarget": BE_TARGET,
+        }
+        entry: dict[str, Any] = {
+            "time": time.time(),
+            "endpoint": endpoint,
+            "cmdlet": None,
+            "parameters": None,
+            "page": "$skiptoken" in request.query,
+            "client_request_id": headers["client-request-id"],
+            "anchor": request.header("X-AnchorMailbox"),
+            "caller": None,
+            "fault": None,
+        }
+        try:
+            response = self._handle(request, match, endpoint, entry)
+        except Exception:
+            log.exception("simulated Exchange failed")
+            response = _error(500, "System.InvalidOperationException", "The simulated service failed.")
+        response.headers.update(headers)
+        entry["status"] = "reset" if response.reset else response.status
+        entry["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+        with self._lock:
+            self.counters[entry["cmdlet"] or "?"] += 1
+            self.request_log.append(entry)
+        return response
+
+    def _handle(self, request: Request, match: re.Match[str], endpoint: str, entry: dict[str, Any]) -> Response:
+        config = self.config
+        tenant_segment = match.group("tenant").lower()
+        if tenant_segment not in (config.tenant_id.lower(), config.tenant_domain.lower()):
+            return self._unauthorized(f"the tenant '{match.group('tenant')}' isn't served here")
+        audience = self.base_url if endpoint == "exchange" else f"{self.base_url}/compliance"
+        auth = request.header("Authorization")
+        if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+            return self._unauthorized("no bearer token")
+        try:
+            claims = self.identity.verify_access_token(auth[7:].strip(), audience)
+        except TokenRejected as exc:
+            return self._unauthorized(exc.reason)
+        if str(claims.get("tid", config.tenant_id)).lower() != config.tenant_id.lower():
+            return self._unauthorized("the token was issued for another tenant")
+        caller = str(
+            claims.get("upn")
+            or claims.get("preferred_username")
+            or claims.get("unique_name")
+            or f"app:{claims.get('appid') or claims.get('azp') or claims.get('oid')}"
+        )
+        entry["caller"] = caller
+        anchor = request.header("X-AnchorMailbox")
+        if not anchor or not _ANCHOR.match(anchor.strip()):
+            return _request_error(
+                "The X-AnchorMailbox header is missing or invalid; expected UPN:, SMTP:, MBX: or APP: and an address."
+            )
+        try:
+            body = request.json()
+            envelope = body["CmdletInput"]
+            name = envelope["CmdletName"]
+            raw_params = envelope.get("Parameters") or {}
+            if not isinstance(name, str) or not isinstance(raw_params, dict):
+                raise TypeError
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError):
+            return _request_error("The request body isn't a valid CmdletInput.")
+        entry["cmdlet"] = name
+        entry["parameters"] = _redacted(raw_params)
+        cmdlet = self.cmdlets[endpoint].get(name.lower())
+        if cmdlet is None or endpoint in self.denied.get(caller.lower(), set()):
+            return Response(403, NUL_BODY, content_type=CONTENT_TYPE)
+        if not self._acquire():
+            return self._throttled()
+        try:
+            return self._run(request, cmdlet, raw_params, body, caller, endpoint, entry)
+        finally:
+            self._release()
+
+    def _run(
+        self,
+        request: Request,
+        cmdlet: Cmdlet,
+        raw_params: dict[str, Any],
+        body: Any,
+        caller: str,
+        endpoint: str,
+        entry: dict[str, Any],
+    ) -> Response:
+        config = self.config
+        if config.latency_ms:
+            time.sleep(config.latency_ms / 1000)
+        fault = self._next_fault(cmdlet.name)
+        entry["fault"] = fault
+        if fault == "slow":
+            time.sleep(config.faults.slow_seconds or 1.0)
+        elif fault in ("reset",):
+            return Response(reset=True)
+        elif fault == "429":
+            return self._throttled()
+        elif fault == "401":
+            return self._unauthorized("token expired")
+        elif fault in ("500", "503", "504"):
+            exception_type, text = _TRANSIENT[int(fault)]
+            return _error(int(fault), exception_type, text)
+        root = request.path.rsplit("/InvokeCommand", 1)[0]
+        context = f"{self.base_url}{root}/$metadata#Collection(Exchange.GenericHashTable)"
+        token = (request.query.get("$skiptoken") or [""])[-1]
+        body_key = json.dumps(body, sort_keys=True, ensure_ascii=False)
+        if token:
+            response = self._continue(token, body_key, context, request)
+        else:
+            response = self._execute(cmdlet, raw_params, caller, body_key, context, request)
+        if fault == "reset_after_commit":
+            return Response(reset=True)
+        return response
+
+    def _execute(
+        self, cmdlet: Cmdlet, raw_params: dict[str, Any], caller: str, body_key: str, context: str, request: Request
+    ) -> Response:
+        try:
+            params = cmdlet.bind(raw_params)
+            if cmdlet.confirm is not None and params.get("Confirm") is True:
+                return self._page_response(context, [], [], None, cmdlet.confirm(params))
+            invocation = Invocation(self.tenant, caller, params, self.password_key.decrypt)
+            with self.tenant.lock:
+                result: Result = cmdlet.run(invocation)
+                with self._lock:
+                    self.executed[cmdlet.name] += 1
+                items = list(result.items)
+                page_size = self._page_size(request)
+                warnings = list(result.warnings)
+                if len(items) <= page_size:
+                    if result.truncated:
+                        warnings.append(exchange_cmdlets.TRUNCATION_WARNING)
+                    return self._page_response(context, self._render(items, result.render, request), warnings, None)
+                cursor = _Cursor(
+                    body_key, cmdlet.name, items, result.render, page_size, warnings, result.truncated, time.monotonic()
+                )
+                page = self._render(items[:page_size], result.render, request)
+            with self._paging:
+                cursor_id = secrets.token_hex(8)
+                self._cursors[cursor_id] = cursor
+                link = self._link(cursor_id, page_size, request)
+            return self._page_response(context, page, warnings, link)
+        except CmdletError as exc:
+            return _error(exc.status, exc.exception_type, exc.message)
+
+    def _continue(self, token: str, body_key: str, context: str, request: Request) -> Response:
+        with self._paging:
+            self._purge(time.monotonic())
+            link = self._links.get(token)
+            cursor = self._cursors.get(link[0]) if link else None
+            if link is None or cursor is None or cursor.body_key != body_key:
+                return _request_error(EXPIRED_TEXT)
+            cursor_id, offset, _ = link
+            end = offset + cursor.page_size
+            next_link = self._link(cursor_id, end, request) if end < len(cursor.items) else None
+        with self.tenant.lock:
+            page = self._render(cursor.items[offset:end], cursor.render, request)
+        if next_link:
+            return self._page_response(context, page, [], next_link)
+        warnings = [exchange_cmdlets.TRUNCATION_WARNING] if cursor.truncated else []
+        return self._page_response(context, page, warnings, None)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _page_size(self, request: Request) -> int:
+        match = _PREFER.search(request.header("Prefer"))
+        if match and int(match.group(1)) > 0:
+            return min(int(match.group(1)), MAX_PAGE_SIZE)
+        return DEFAULT_PAGE_SIZE
+
+    def _link(self, cursor_id: str, offset: int, request: Request) -> str:
+        token = secrets.token_urlsafe(24)
+        self._links[token] = (cursor_id, offset, time.monotonic())
+        return f"{self.base_url}{request.path}?$skiptoken={token}"
+
+    def _purge(self, now: float) -> None:
+        expiry = self.config.page_link_expiry
+        for token, (_, _, issued) in list(self._links.items()):
+            if now - issued > expiry:
+                self._links.pop(token, None)
+        live = {cursor_id for cursor_id, _, _ in self._links.values()}
+        for cursor_id in list(self._cursors):
+            if cursor_id not in live:
+                self._cursors.pop(cursor_id, None)
+
+    def _render(self, items: list[Any], render: Any, request: Request) -> list[dict[str, Any]]:
+        rows = [render(item) for item in items] if render is not None else list(items)
+        select = (request.query.get("$select") or [""])[-1]
+        if select:
+            wanted = {s.strip().lower() for s in select.split(",") if s.strip()}
+            rows = [{k: v for k, v in row.items() if k.split("@", 1)[0].lower() in wanted} for row in rows]
+        return rows
+
+    def _page_response(
+        self,
+        context: str,
+        value: list[dict[str, Any]],
+        warnings: list[str],
+        next_link: str | None,
+        confirmation: str | None = None,
+    ) -> Response:
+        body: dict[str, Any] = {"@odata.context": context, "@adminapi.warnings": warnings, "value": value}
+        if next_link:
+            body["@odata.nextLink"] = next_link
+        if confirmation:
+            body["@adminapi.confirmationmessage"] = confirmation
+        return Response(200, body, content_type=CONTENT_TYPE)
+
+    def _acquire(self) -> bool:
+        with self._lock:
+            if self.in_flight >= self.config.concurrency_budget:
+                return False
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return True
+
+    def _release(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def _next_fault(self, cmdlet: str) -> str | None:
+        with self._lock:
+            for key in (cmdlet.lower(), "*"):
+                queue = self._fail_next.get(key)
+                if queue:
+                    return queue.popleft()
+            faults = self.config.faults
+            roll = self._rng.random
+            if faults.throttle_rate and roll() < faults.throttle_rate:
+                return "429"
+            if faults.error_5xx_rate and roll() < faults.error_5xx_rate:
+                return "503" if roll() < 0.7 else "504"
+            if faults.reset_rate and roll() < faults.reset_rate:
+                return "reset"
+            if faults.slow_rate and roll() < faults.slow_rate:
+                return "slow"
         return None
+
+    def _throttled(self) -> Response:
+        retry = self.config.retry_after_seconds
+        response = _error(429, "Microsoft.Exchange.Admin.OData.Core.ODataServiceException", THROTTLE_TEXT)
+        response.headers["Retry-After"] = f"{retry:g}"
+        return response
+
+    def _unauthorized(self, reason: str) -> Response:
+        reason = reason.replace('"', "'")
+        challenge = (
+            f'Bearer client_id="{EXCHANGE_APP_ID}", trusted_issuers="00000001-0000-0000-c000-000000000000@*", '
+            f'token_types="app_asserted_user_v1 service_asserted_app_v1", '
+            f'authorization_uri="{self.base_url}/common/oauth2/authorize", error="invalid_token", '
+            f'error_description="{reason}"'
+        )
+        return Response(
+            401,
+            b"",
+            headers={
+                "WWW-Authenticate": challenge,
+                "x-ms-diagnostics": f'2000001;reason="{reason}";error_category="invalid_token"',
+            },
+            content_type="text/plain; charset=utf-8",
+        )

@@ -156,6 +156,8 @@ class _TLSServer(ThreadingHTTPServer):
     def get_request(self) -> tuple[Any, Any]:
         """Accept plainly; the TLS handshake runs in the request's own thread, not in the accept loop."""
         sock, address = self.socket.accept()
+        # Headers and body go out in separate writes; without TCP_NODELAY, Nagle + delayed ACK add ~40 ms a reply.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -185,7 +187,9 @@ class HttpsServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> HttpsServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="imm-simulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="imm-simulator", daemon=True
+        )
         self._thread.start()
         return self
 
