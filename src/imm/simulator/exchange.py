@@ -309,6 +309,8 @@ class ExchangeService:
         entry["cmdlet"] = name
         entry["parameters"] = _redacted(raw_params)
         cmdlet = self.cmdlets[endpoint].get(name.lower())
+        if cmdlet is not None:
+            entry["cmdlet"] = cmdlet.name  # counters use the canonical spelling
         if cmdlet is None or endpoint in self.denied.get(caller.lower(), set()):
             return Response(403, NUL_BODY, content_type=CONTENT_TYPE)
         if not self._acquire():
