@@ -216,9 +216,7 @@ def _build_cost(data: dict[str, Any], path: Path, text: str, name: str) -> CostM
         rates[str(licence)] = float(_convert(path, text, str(licence), rate, 0.0))
     return CostModel(
         currency=str(data.get("currency", base.currency)),
-        per_gb_month=float(
-            _convert(path, text, "per_gb_month", data.get("per_gb_month", base.per_gb_month), 0.0)
-        ),
+        per_gb_month=float(_convert(path, text, "per_gb_month", data.get("per_gb_month", base.per_gb_month), 0.0)),
         license_month=rates,
     )
 
@@ -245,9 +243,7 @@ def _read_file(path: Path) -> tuple[dict[str, Any], str]:
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"{path}: malformed TOML: {exc}", hint="fix the file or run with --config"
-        ) from None
+        raise ConfigError(f"{path}: malformed TOML: {exc}", hint="fix the file or run with --config") from None
 
 
 def _env_overrides(env: dict[str, str], path: Path) -> dict[str, Any]:

@@ -59,8 +59,7 @@ def redact_data(value: Any) -> Any:
     """Recursively mask secret-named keys and secret-looking strings in JSON-like data (for audit details)."""
     if isinstance(value, dict):
         return {
-            k: "***" if str(k).lower().replace("-", "_") in SECRET_KEYS else redact_data(v)
-            for k, v in value.items()
+            k: "***" if str(k).lower().replace("-", "_") in SECRET_KEYS else redact_data(v) for k, v in value.items()
         }
     if isinstance(value, list | tuple):
         return [redact_data(v) for v in value]
@@ -98,9 +97,7 @@ def setup_logging(log_path: Path | None, verbose: int = 0, quiet: bool = False) 
             handler.close()
     console = logging.StreamHandler()
     console.setLevel(
-        logging.ERROR
-        if quiet
-        else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+        logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     )
     console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     console.addFilter(secret_filter)
@@ -116,9 +113,7 @@ def setup_logging(log_path: Path | None, verbose: int = 0, quiet: bool = False) 
             file_handler = None
         if file_handler is not None:
             file_handler.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
-            file_handler.setFormatter(
-                logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
-            )
+            file_handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
             file_handler.addFilter(secret_filter)
             file_handler._imm = True  # type: ignore[attr-defined]
             root.addHandler(file_handler)

@@ -92,9 +92,7 @@ def global_options(f: Callable[..., Any]) -> Callable[..., Any]:
             expose_value=False,
             callback=_set("verbose"),
         ),
-        click.option(
-            "-q", "--quiet", is_flag=True, help="Only errors.", expose_value=False, callback=_set("quiet")
-        ),
+        click.option("-q", "--quiet", is_flag=True, help="Only errors.", expose_value=False, callback=_set("quiet")),
     ]
     for option in reversed(options):
         f = option(f)

@@ -145,11 +145,7 @@ def render(
     stream = stream or sys.stdout
     if query:
         result = apply_query(list(rows), query)
-        if (
-            output == OutputFormat.TABLE
-            and isinstance(result, list)
-            and all(isinstance(r, dict) for r in result)
-        ):
+        if output == OutputFormat.TABLE and isinstance(result, list) and all(isinstance(r, dict) for r in result):
             rows = result
             keys = list(dict.fromkeys(k for r in result for k in r))
             columns = [c for c in columns if c.key in keys] or [Column(k, k) for k in keys]

@@ -10,7 +10,12 @@ import click
 
 @click.group()
 def simulator() -> None:
-    """The simulated tenant: a local HTTPS server speaking Entra ID and Exchange Online's REST protocol."""
+    """The simulated tenant: a local HTTPS server speaking Entra ID and Exchange Online's REST protocol.
+
+    \b
+    Example:
+      imm simulator serve --mailboxes 200 --write-profile sim
+    """
 
 
 @simulator.command()

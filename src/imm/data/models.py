@@ -44,9 +44,7 @@ class InactiveMailbox:
     archive_size_mb: float = 0.0
     archive_item_count: int = 0
     auto_expanding_archive: bool = False
-    mailbox_locations: list[str] = field(
-        default_factory=list
-    )  # location kinds: Primary, MainArchive, AuxArchive…
+    mailbox_locations: list[str] = field(default_factory=list)  # location kinds: Primary, MainArchive, AuxArchive…
     # --- holds, raw as Exchange reports them ---
     litigation_hold_enabled: bool = False
     litigation_hold_date: datetime | None = None

@@ -1,0 +1,434 @@
+"""Offline commands over the local cache: ``imm list``, ``imm search``, ``imm show``, ``imm cache stats|clear``.
+
+They read the SQLite cache only (no sign-in, no Exchange call). Record shapes live in
+:mod:`imm.services.inventory_view`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from imm.cli.context import app
+from imm.cli.output import output_options
+
+if TYPE_CHECKING:
+    from imm.cli.output import Column
+    from imm.data.models import InactiveMailbox
+
+EMPTY_CACHE = "The cache is empty: run `imm sync` (or `imm demo`)"
+SEARCH_LIMIT = 100
+
+SORT_HELP = (
+    "Sort by name, smtp, company, department, size, age, deleted, items, cost, expiry, identity, "
+    "or any field of the JSON output."
+)
+
+
+def _columns(output: str, query: str | None) -> list[Column]:
+    """CSV: the fixed documented columns; otherwise (JSON, --query) every field."""
+    from imm.cli.output import Column
+    from imm.services.inventory_view import CSV_FIELDS, JSON_FIELDS
+
+    names = CSV_FIELDS if output == "csv" and not query else JSON_FIELDS
+    return [Column(name, name) for name in names]
+
+
+def _render_mailboxes(mailboxes: Sequence[InactiveMailbox], output: str, query: str | None) -> None:
+    """The list/search result in the chosen format (JSON and --query see every field)."""
+    from imm.cli.output import render
+    from imm.services.inventory_view import mailbox_record, mailbox_table_row
+
+    if output == "table" and not query:
+        render(*fit_table([mailbox_table_row(m) for m in mailboxes]), output="table")
+        return
+    rows = [mailbox_record(m) for m in mailboxes]
+    if output == "json" and not query:
+        write_json_rows(rows)
+        return
+    render(rows, _columns(output, query), output, query)
+
+
+_SHRINK_WEIGHT = {"display_name": 1.6, "primary_smtp": 1.8}  # names and addresses keep more of their width
+
+
+def fit_table(rows: list[dict[str, Any]], width: int | None = None) -> tuple[list[dict[str, Any]], list[Column]]:
+    """Rows and columns of the list/search table sized to the terminal (80 columns when not one).
+
+    Numbers keep their full width; text columns shrink, widest first, to their minimum, and their values are cut
+    with an ellipsis (counting wide characters as two cells), so the table never runs off the screen.
+    """
+    from rich.cells import cell_len
+    from rich.console import Console
+    from rich.text import Text
+
+    from imm.cli.output import Column, _cell_text
+    from imm.services.inventory_view import TABLE_COLUMNS
+
+    width = width or Console().width
+    texts = [{key: _cell_text(row.get(key)) for key, *_ in TABLE_COLUMNS} for row in rows]
+    natural: dict[str, int] = {}
+    for key, header, most, _least, _right in TABLE_COLUMNS:
+        wanted = max([cell_len(header), *(cell_len(t[key]) for t in texts)])
+        natural[key] = min(wanted, most) if most else wanted
+    chrome = 3 * len(TABLE_COLUMNS) - 1  # n + 1 borders and 2n - 2 padding (no padding at the edges)
+    sizes = dict(natural)
+    shrinkable = {
+        key: max(least or 4, cell_len(header)) for key, header, most, least, right in TABLE_COLUMNS if not right
+    }
+    while sum(sizes.values()) + chrome > width:
+        candidates = [k for k, floor in shrinkable.items() if sizes[k] > floor]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda k: sizes[k] / _SHRINK_WEIGHT.get(k, 1.0))
+        sizes[widest] -= 1
+    for t in texts:
+        for key, size in sizes.items():
+            if cell_len(t[key]) > size:
+                cut = Text(t[key])
+                cut.truncate(size, overflow="ellipsis")
+                t[key] = cut.plain
+    columns = [
+        Column(key, header, max_width=sizes[key], justify="right" if right else "left", no_wrap=True)
+        for key, header, _most, _least, right in TABLE_COLUMNS
+    ]
+    return texts, columns
+
+
+def write_json_rows(rows: Sequence[dict[str, Any]], stream: Any = None) -> None:
+    """A JSON array with one record a line: fast (the C encoder; ``indent`` would use the pure-Python one) for
+    100,000s of records, and easy to grep. Datetimes as ISO 8601."""
+    import json
+    import sys
+    from datetime import date, datetime
+
+    def default(value: Any) -> Any:
+        if isinstance(value, datetime | date):
+            return value.isoformat()
+        if isinstance(value, set | frozenset):
+            return sorted(value)
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+    encode = json.JSONEncoder(ensure_ascii=False, default=default).encode
+    out = stream or sys.stdout
+    if not rows:
+        out.write("[]\n")
+        return
+    last = len(rows) - 1
+    chunks = ["[\n"]
+    for i, row in enumerate(rows):
+        chunks.append("  " + encode(row) + (",\n" if i < last else "\n"))
+    chunks.append("]\n")
+    out.write("".join(chunks))
+
+
+def _empty_cache(output: str, query: str | None) -> None:
+    """Say so on stderr; machine formats still get a valid (empty) document on stdout."""
+    click.echo(EMPTY_CACHE, err=True)
+    if output != "table" or query:
+        _render_mailboxes([], output, query)
+
+
+@click.command("list")
+@click.option("--company", metavar="NAME", help="Only this operating company (ignores case).")
+@click.option("--department", metavar="NAME", help="Only this department (ignores case).")
+@click.option(
+    "--hold-type",
+    metavar="KIND",
+    help="Only mailboxes with this kind of hold: litigation, ediscovery, inplace, retention-policy, org-policy, "
+    "label, delay, delay-release, …",
+)
+@click.option(
+    "--older-than",
+    type=click.IntRange(min=0),
+    metavar="DAYS",
+    help="Only mailboxes deleted more than DAYS days ago.",
+)
+@click.option(
+    "--min-size-mb", type=click.FloatRange(min=0), metavar="MB", help="Only mailboxes of at least MB (with archive)."
+)
+@click.option(
+    "--max-size-mb", type=click.FloatRange(min=0), metavar="MB", help="Only mailboxes of at most MB (with archive)."
+)
+@click.option(
+    "--recoverable/--not-recoverable",
+    default=None,
+    help="Only mailboxes that can (or cannot) be recovered as they are.",
+)
+@click.option(
+    "--releasable/--not-releasable",
+    default=None,
+    help="Only mailboxes whose holds have all expired (or not).",
+)
+@click.option("--sort", default="name", show_default=True, metavar="FIELD", help=SORT_HELP)
+@click.option("--desc", is_flag=True, help="Sort in descending order.")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Show at most N mailboxes.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N", help="Skip the first N mailboxes.")
+@output_options
+def list_mailboxes(
+    company: str | None,
+    department: str | None,
+    hold_type: str | None,
+    older_than: int | None,
+    min_size_mb: float | None,
+    max_size_mb: float | None,
+    recoverable: bool | None,
+    releasable: bool | None,
+    sort: str,
+    desc: bool,
+    limit: int | None,
+    offset: int,
+    output: str,
+    query: str | None,
+) -> None:
+    """List the inactive mailboxes in the local cache, filtered and sorted.
+
+    Size is the whole mailbox (primary plus archive) in MB; Age is days since deletion. JSON has every field of
+    each mailbox; CSV a fixed set of columns; --query filters the JSON with JMESPath.
+
+    \b
+    Examples:
+      imm list --company Contoso --older-than 365 --sort size --desc --limit 20
+      imm list --hold-type litigation --releasable --output csv > releasable.csv
+    """
+    from imm.data.database import MailboxFilter
+    from imm.errors import InputError
+
+    if min_size_mb is not None and max_size_mb is not None and min_size_mb > max_size_mb:
+        raise InputError(f"--min-size-mb ({min_size_mb:g}) is larger than --max-size-mb ({max_size_mb:g})")
+    filters = MailboxFilter(
+        company=company,
+        department=department,
+        hold_type=hold_type,
+        older_than_days=older_than,
+        min_size_mb=min_size_mb,
+        max_size_mb=max_size_mb,
+        recovery_eligible=recoverable,
+        releasable=releasable,
+    )
+    obj = app()
+    db = obj.database()
+    mailboxes = db.query_mailboxes(filters, sort=sort, descending=desc, limit=limit, offset=offset)
+    if not mailboxes and db.count_mailboxes() == 0:
+        _empty_cache(output, query)
+        return
+    _render_mailboxes(mailboxes, output, query)
+    if output == "table" and not query and not obj.quiet and (limit is not None or offset):
+        total = db.count_mailboxes(filters)
+        if total > len(mailboxes):
+            first = offset + 1 if mailboxes else offset
+            click.echo(
+                f"Showing {first:,}–{offset + len(mailboxes):,} of {total:,} mailboxes (--limit / --offset).",
+                err=True,
+            )
+
+
+@click.command()
+@click.argument("text")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=SEARCH_LIMIT,
+    show_default=True,
+    metavar="N",
+    help="Show at most N mailboxes (0: all).",
+)
+@output_options
+def search(text: str, limit: int, output: str, query: str | None) -> None:
+    """Find cached mailboxes by part of a name, address, UPN, company or department.
+
+    TEXT is matched literally, anywhere, ignoring case: quotes, %, _, *, -, AND, NEAR( are plain characters.
+    Matches come in display-name order (when a text matches more than 2,000 mailboxes, the limit is taken from
+    the first 2,000 found: narrow the text, or use --limit 0 for every match).
+
+    \b
+    Examples:
+      imm search smith
+      imm search "@fabrikam.com" --output json --query "[].primary_smtp"
+    """
+    obj = app()
+    db = obj.database()
+    mailboxes = db.search_mailboxes(text, limit=limit or None)
+    if not mailboxes and db.count_mailboxes() == 0:
+        _empty_cache(output, query)
+        return
+    _render_mailboxes(mailboxes, output, query)
+    if limit and len(mailboxes) == limit and not obj.quiet:
+        click.echo(f"Showing the first {limit:,} matches (--limit N for more, --limit 0 for all).", err=True)
+
+
+@click.command()
+@click.argument("identity", metavar="ID")
+@output_options
+def show(identity: str, output: str, query: str | None) -> None:
+    """Show everything the cache knows about one inactive mailbox.
+
+    ID is its ExchangeGuid, an SMTP address, UPN, DistinguishedName, LegacyExchangeDN, Name or display name.
+    Identities, sizes, every hold (raw and decoded), eligibility and blockers, expiry and cost.
+
+    \b
+    Examples:
+      imm show anna.smith@contoso.com
+      imm show 0f8fad5b-d9cb-469f-a165-70867728950e --output json
+    """
+    from imm.cli.output import render_object
+    from imm.services.inventory_view import mailbox_detail
+
+    detail = mailbox_detail(app().database(), identity)
+    if output == "table" and not query:
+        render_detail(detail)
+    else:
+        render_object(detail, output, query)
+
+
+def render_detail(detail: dict[str, Any]) -> None:
+    """The record in titled sections; keys no section names come last, under "More"."""
+    from imm.services.inventory_view import DETAIL_SECTIONS, label
+
+    sections: list[tuple[str, list[str]]] = [
+        (title, [k for k in keys if k in detail]) for title, keys in DETAIL_SECTIONS
+    ]
+    extra = [k for k in detail if not any(k in keys for _, keys in DETAIL_SECTIONS)]
+    if extra:
+        sections.append(("More", extra))
+    width = max((len(label(k)) for _, keys in sections for k in keys), default=0)
+    first = True
+    for title, keys in sections:
+        if not keys:
+            continue
+        if not first:
+            click.echo("")
+        first = False
+        click.secho(title, bold=True)
+        for key in keys:
+            lines = _detail_lines(detail[key])
+            click.echo(f"  {label(key):<{width}}  {lines[0] if lines else ''}")
+            for line in lines[1:]:
+                click.echo(f"  {'':<{width}}  {line}")
+
+
+def _detail_lines(value: Any) -> list[str]:
+    """A value as one or more lines: lists one item a line, dicts as key=value, holds by description."""
+    import json
+
+    from imm.cli.output import _cell_text, to_jsonable
+
+    if isinstance(value, list):
+        if not value:
+            return ["(none)"]
+        out = []
+        for item in value:
+            if isinstance(item, dict):
+                text = item.get("description") or item.get("summary")
+                out.append(str(text) if text else json.dumps(to_jsonable(item), ensure_ascii=False, sort_keys=True))
+            else:
+                out.append(_cell_text(item))
+        return out
+    if isinstance(value, dict):
+        return [f"{k}={_cell_text(v)}" for k, v in value.items()] or ["(none)"]
+    if isinstance(value, float):
+        return [f"{value:,.2f}"]
+    if hasattr(value, "isoformat") and not isinstance(value, str):
+        return [value.isoformat()]
+    return [_cell_text(value)]
+
+
+@click.group()
+def cache() -> None:
+    """Inspect or empty the local cache of inactive mailboxes.
+
+    \b
+    Examples:
+      imm cache stats
+      imm cache clear --yes
+    """
+
+
+@cache.command()
+@output_options
+def stats(output: str, query: str | None) -> None:
+    """How many mailboxes the cache holds, how fresh it is, and where and how big its file is.
+
+    \b
+    Example:
+      imm cache stats --output json
+    """
+    from imm.cli.output import render_object
+
+    db = app().database()
+    data = db.get_cache_stats()
+    if output == "table" and not query:
+        last = data.get("last_sync")
+        table = {
+            "Database": data["path"],
+            "File size": _human_bytes(int(data["size_bytes"])),
+            "Mailboxes": f"{data['count']:,}",
+            "Oldest entry": _when(data["oldest"]),
+            "Newest entry": _when(data["newest"]),
+            "Deleted between": (
+                f"{data['oldest_deleted']:%Y-%m-%d} and {data['newest_deleted']:%Y-%m-%d}"
+                if data["oldest_deleted"] and data["newest_deleted"]
+                else None
+            ),
+            "Last sync": (
+                f"{_when(last['finished_at'] or last['started_at'])} ({last['mode']}, {last['status']})"
+                if last
+                else "never"
+            ),
+        }
+        for key, value in table.items():
+            click.echo(f"{key:<16} {'' if value is None else value}")
+        if data["count"] == 0:
+            click.echo(EMPTY_CACHE, err=True)
+        return
+    render_object(data, output, query)
+
+
+@cache.command()
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def clear(yes: bool) -> None:
+    """Remove every cached mailbox, org-wide hold and policy; the audit log and bulk jobs stay.
+
+    The next `imm sync` fetches everything again.
+
+    \b
+    Example:
+      imm cache clear --yes
+    """
+    obj = app()
+    db = obj.database()
+    count = db.count_mailboxes()
+    if not yes:
+        click.confirm(
+            f"Remove {count:,} cached mailboxes from {db.display_path}? The audit log is kept.",
+            abort=True,
+            err=True,
+        )
+    removed = db.clear_cache()
+    _audit_clear(removed, db.display_path)
+    if not obj.quiet:
+        click.echo(f"Removed {removed:,} mailboxes from the cache.", err=True)
+
+
+def _audit_clear(removed: int, path: str) -> None:
+    """A CACHE_CLEAR audit row (when the audit log is available in this build)."""
+    try:
+        audit = app().audit()
+    except ModuleNotFoundError:  # pragma: no cover - the audit module ships with imm
+        return
+    audit.log_operation("CACHE_CLEAR", None, {"removed": removed, "database": path}, "success")
+
+
+def _when(value: Any) -> str | None:
+    return None if value is None else f"{value:%Y-%m-%d %H:%M} UTC"
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:,.0f} {unit}" if unit == "bytes" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{size} bytes"  # pragma: no cover

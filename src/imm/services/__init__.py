@@ -1,0 +1,1 @@
+"""Use cases over the store, the session and Exchange: sync, reports, actions, bulk jobs, demo."""

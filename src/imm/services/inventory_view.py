@@ -1,0 +1,227 @@
+"""How cached mailboxes are shown: the record shapes of ``imm list``, ``imm search`` and ``imm show``.
+
+- JSON (``--output json``): every :class:`~imm.data.models.InactiveMailbox` field, in the dataclass's order, with
+  datetimes as ISO 8601 UTC (:data:`JSON_FIELDS`). Stable: new fields are only ever added.
+- CSV (``--output csv``): the fixed column list :data:`CSV_FIELDS` (lists joined with ``;``).
+- Table: a few columns readable in 80 columns (:data:`TABLE_COLUMNS`); Age counts days to today.
+- ``imm show``: :func:`mailbox_detail` gives the whole record plus derived values and the mailbox's audit history
+  (:func:`audit_history`), grouped for the table view by :data:`DETAIL_SECTIONS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from imm.data.models import InactiveMailbox
+
+if TYPE_CHECKING:
+    from imm.data.database import DatabaseManager
+
+JSON_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(InactiveMailbox))
+
+CSV_FIELDS: tuple[str, ...] = (
+    "identity",
+    "display_name",
+    "primary_smtp",
+    "user_principal_name",
+    "operating_company",
+    "department",
+    "when_soft_deleted",
+    "age_days",
+    "size_mb",
+    "archive_size_mb",
+    "item_count",
+    "archive_status",
+    "license_type",
+    "monthly_cost",
+    "hold_types",
+    "litigation_hold_enabled",
+    "litigation_hold_duration",
+    "recovery_eligible",
+    "restore_eligible",
+    "releasable",
+    "holds_expire_on",
+    "tenant",
+)
+
+# (key, header, max width, min width, right-aligned) of the list/search table: fits 80 columns; numbers whole.
+TABLE_COLUMNS: tuple[tuple[str, str, int | None, int | None, bool], ...] = (
+    ("display_name", "Name", 24, 8, False),
+    ("primary_smtp", "SMTP", 30, 12, False),
+    ("operating_company", "Company", 14, None, False),
+    ("department", "Dept", 12, None, False),
+    ("total_size_mb", "Size MB", None, 7, True),
+    ("age", "Age", None, 5, True),
+    ("holds", "Holds", 24, None, False),
+)
+
+DETAIL_SECTIONS: list[tuple[str, list[str]]] = [
+    (
+        "Identity",
+        [
+            "identity",
+            "display_name",
+            "name",
+            "primary_smtp",
+            "user_principal_name",
+            "email_addresses",
+            "distinguished_name",
+            "legacy_exchange_dn",
+            "external_directory_object_id",
+            "tenant",
+        ],
+    ),
+    ("Organisation", ["operating_company", "department", "custom_attributes"]),
+    ("Lifecycle", ["when_soft_deleted", "age_days", "when_changed", "inactive_mailbox_retire_time", "last_updated"]),
+    (
+        "Size",
+        [
+            "size_mb",
+            "item_count",
+            "archive_status",
+            "archive_guid",
+            "archive_size_mb",
+            "archive_item_count",
+            "total_size_mb",
+            "auto_expanding_archive",
+            "mailbox_locations",
+        ],
+    ),
+    (
+        "Holds",
+        [
+            "hold_types",
+            "litigation_hold_enabled",
+            "litigation_hold_date",
+            "litigation_hold_duration",
+            "in_place_holds",
+            "compliance_tag_hold",
+            "delay_hold",
+            "delay_release_hold",
+            "retention_hold_enabled",
+            "hold_details",
+        ],
+    ),
+    ("Eligibility", ["recovery_eligible", "recovery_blockers", "restore_eligible", "restore_blockers"]),
+    ("Expiry", ["holds_expire_on", "expiry_reason", "releasable"]),
+    ("Cost", ["license_type", "mailbox_plan", "monthly_cost"]),
+    ("Audit history", ["audit_history"]),
+]
+
+LABELS: dict[str, str] = {
+    "identity": "ExchangeGuid",
+    "primary_smtp": "Primary SMTP",
+    "user_principal_name": "UPN",
+    "distinguished_name": "DistinguishedName",
+    "legacy_exchange_dn": "LegacyExchangeDN",
+    "external_directory_object_id": "ExternalDirectoryObjectId",
+    "archive_guid": "Archive GUID",
+    "size_mb": "Size MB",
+    "archive_size_mb": "Archive size MB",
+    "total_size_mb": "Total size MB",
+    "monthly_cost": "Monthly cost",
+    "in_place_holds": "InPlaceHolds",
+    "age_days": "Age (days)",
+    "operating_company": "Company",
+    "when_soft_deleted": "Deleted",
+    "when_changed": "Changed",
+    "inactive_mailbox_retire_time": "Retire time",
+    "last_updated": "Cached",
+    "audit_history": "Events",
+}
+
+
+def label(key: str) -> str:
+    """A human label for a record key."""
+    return LABELS.get(key) or key.replace("_", " ").capitalize()
+
+
+def mailbox_record(mailbox: InactiveMailbox) -> dict[str, Any]:
+    """The JSON shape: every field, in the dataclass's order (values as stored; datetimes stay datetimes)."""
+    d = mailbox.__dict__
+    return {name: d[name] for name in JSON_FIELDS}
+
+
+def age_in_days(mailbox: InactiveMailbox, now: datetime | None = None) -> int | None:
+    """Whole days since WhenSoftDeleted (to ``now``), else the cached ``age_days``."""
+    if mailbox.when_soft_deleted is None:
+        return mailbox.age_days
+    deleted = mailbox.when_soft_deleted
+    if deleted.tzinfo is None:
+        deleted = deleted.replace(tzinfo=UTC)
+    return max(0, ((now or datetime.now(UTC)) - deleted).days)
+
+
+def total_size_mb(mailbox: InactiveMailbox) -> float:
+    """Primary plus archive, in MB (what cost counts)."""
+    return round((mailbox.size_mb or 0.0) + (mailbox.archive_size_mb or 0.0), 2)
+
+
+def mailbox_table_row(mailbox: InactiveMailbox, now: datetime | None = None) -> dict[str, Any]:
+    """The values of the list/search table (keys of :data:`TABLE_COLUMNS`)."""
+    return {
+        "display_name": mailbox.display_name or mailbox.name,
+        "primary_smtp": mailbox.primary_smtp,
+        "operating_company": mailbox.operating_company,
+        "department": mailbox.department,
+        "total_size_mb": round(total_size_mb(mailbox)),
+        "age": age_in_days(mailbox, now),
+        "holds": ", ".join(mailbox.hold_types),
+    }
+
+
+def mailbox_detail(db: DatabaseManager, identity: str, *, now: datetime | None = None) -> dict[str, Any]:
+    """Everything the cache knows about one mailbox, found by ExchangeGuid, address, DN or name.
+
+    Raises NotFoundError / InputError (ambiguous) from :meth:`DatabaseManager.find_mailbox`.
+    """
+    mailbox = db.find_mailbox(identity)
+    detail = detail_from_mailbox(mailbox, now=now)
+    detail["audit_history"] = audit_history(db, mailbox)
+    return detail
+
+
+def audit_history(db: DatabaseManager, mailbox: InactiveMailbox) -> list[dict[str, Any]]:
+    """Every audit row about the mailbox (by ExchangeGuid, address or DN), oldest first, with a one-line summary."""
+    from imm.data.audit_logger import AuditLogger
+
+    logger = AuditLogger(db)
+    seen: dict[int, Any] = {}
+    for key in dict.fromkeys(k for k in (mailbox.identity, mailbox.primary_smtp, mailbox.distinguished_name) if k):
+        for entry in logger.get_operations_for_mailbox(key):
+            seen.setdefault(entry.id or 0, entry)
+    rows = []
+    for entry in sorted(seen.values(), key=lambda e: e.id or 0):
+        when = entry.timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        summary = f"{when} UTC  {entry.operation} {entry.result}" + (f" by {entry.user}" if entry.user else "")
+        if entry.error_message:
+            summary += f": {entry.error_message}"
+        rows.append(
+            {
+                "id": entry.id,
+                "timestamp": entry.timestamp,
+                "operation": entry.operation,
+                "result": entry.result,
+                "user": entry.user,
+                "operation_id": entry.operation_id,
+                "error_message": entry.error_message,
+                "summary": summary,
+            }
+        )
+    return rows
+
+
+def detail_from_mailbox(mailbox: InactiveMailbox, *, now: datetime | None = None) -> dict[str, Any]:
+    """The record in :data:`DETAIL_SECTIONS` order with derived values (``total_size_mb``) added."""
+    record = mailbox_record(mailbox)
+    record["total_size_mb"] = total_size_mb(mailbox)
+    ordered: dict[str, Any] = {}
+    for _, keys in DETAIL_SECTIONS:
+        for key in keys:
+            if key in record:
+                ordered[key] = record[key]
+    for key, value in record.items():  # anything a section does not name yet
+        ordered.setdefault(key, value)
+    return ordered
