@@ -1,0 +1,240 @@
+"""SessionManager: sign-in plus the Exchange Online and Security & Compliance connections, audited (seed Task 3).
+
+::
+
+    with SessionManager(config, db, authenticator) as session:
+        mailboxes = session.connection.get_inactive_mailboxes()
+    # both clients closed, DISCONNECT audited
+
+``start_session`` signs in silently when a valid token (or refresh token) is cached and runs the device code flow
+otherwise (``Authenticator.authenticate``); app-only profiles (a certificate) sign in without a person. CONNECT and
+DISCONNECT are audit rows; a failed or cancelled sign-in is a CONNECT row with result ``failure``/``cancelled`` and
+the error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from imm.config import Config, Profile
+from imm.data.audit_logger import AuditLogger, AuditResult, OperationType, error_text, is_cancellation
+from imm.errors import ImmError, SignInError
+
+if TYPE_CHECKING:
+    from imm.data.database import DatabaseManager
+
+# X-AnchorMailbox for app-only sign-in, as public clients of the admin API send it (exo-rest.md §2; the module's
+# own value lives in its DLL: unconfirmed). Delegated sign-in anchors on the signed-in user: UPN:<user>.
+log = logging.getLogger("imm.session")
+
+APP_ONLY_ANCHOR_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
+
+
+class AuthenticatorLike(Protocol):
+    """What the session needs from ``imm.auth.Authenticator``."""
+
+    def authenticate(self, scopes: list[str] | None = None) -> str: ...
+
+    def get_token(self, scopes: list[str] | None = None, force_refresh: bool = False) -> str: ...
+
+    def account(self) -> dict[str, Any] | None: ...
+
+    def token_expires_on(self, scopes: list[str] | None = None) -> datetime | None: ...
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+def anchor_mailbox(profile: Profile, username: str | None) -> str | None:
+    """``UPN:<user>`` for delegated sign-in, ``APP:SystemMailbox{…}@<tenant>`` for app-only (a certificate)."""
+    if profile.certificate_path is not None:
+        return f"APP:{APP_ONLY_ANCHOR_MAILBOX}@{profile.tenant_id}"
+    return f"UPN:{username}" if username else None
+
+
+class SessionManager:
+    """Owns one signed-in session: the authenticator's tokens and the two Exchange clients built on them.
+
+    ``config`` is the loaded ``Config`` (or a ``Profile``). Clients come from ``imm.exchange.create_backend`` (REST
+    ``ExchangeClient`` or PowerShell, as the profile says), one per endpoint; ``connection`` is
+    ``imm.exchange.cmdlets.ExchangeOperations`` over both.
+    """
+
+    def __init__(
+        self,
+        config: Config | Profile,
+        db: DatabaseManager,
+        authenticator: AuthenticatorLike,
+    ) -> None:
+        self.config = config
+        self.profile: Profile = config.profile if isinstance(config, Config) else config
+        self.db = db
+        self.authenticator = authenticator
+        self._connection: Any = None
+        self._clients: list[Closeable] = []
+        self._user: str | None = None
+        self._tenant: str | None = None
+        self._method: str | None = None
+        self._started_at: float | None = None
+
+    # ----- state -----
+
+    @property
+    def is_active(self) -> bool:
+        return self._connection is not None
+
+    @property
+    def connection(self) -> Any:
+        """The ``ExchangeOperations`` (typed cmdlets on both endpoints) of the running session."""
+        if self._connection is None:
+            raise SignInError("no Exchange session is open", hint="start the session first (imm login)")
+        return self._connection
+
+    @property
+    def user(self) -> str | None:
+        return self._user
+
+    @property
+    def tenant(self) -> str:
+        return self._tenant or self.profile.tenant_id
+
+    @property
+    def audit(self) -> AuditLogger:
+        """An audit logger that records the signed-in user and tenant (for the services this session serves)."""
+        return AuditLogger(self.db, tenant=self.tenant, user=self._user)
+
+    def get_session_info(self) -> dict[str, Any]:
+        """``connected``, ``tenant``, ``user``, ``token_expires`` (UTC datetime or None), plus profile and method."""
+        expires: datetime | None = None
+        if self.is_active:
+            try:
+                expires = self.authenticator.token_expires_on(self.profile.exchange_scopes)
+            except SignInError:
+                expires = None
+        return {
+            "connected": self.is_active,
+            "tenant": self.tenant,
+            "user": self._user,
+            "token_expires": expires,
+            "profile": self.profile.name,
+            "sign_in": self._method,
+        }
+
+    # ----- lifecycle -----
+
+    def start_session(self) -> None:
+        """Sign in (silently if possible, else device code) and open both Exchange clients. Audited."""
+        if self.is_active:
+            return
+        profile = self.profile
+        scopes = profile.exchange_scopes
+        details: dict[str, Any] = {"profile": profile.name, "exchange_url": profile.exchange_url}
+        try:
+            self._method = self._sign_in(scopes)
+            account = self.authenticator.account() or {}
+            self._user = account.get("username") or None
+            if account.get("kind") == "app" and account.get("client_id"):
+                self._user = f"app:{account['client_id']}"  # app-only: the application is who acts
+            self._tenant = account.get("tenant_id") or profile.tenant_id
+            anchor = anchor_mailbox(profile, account.get("username") or None)
+            exchange = self._build_client(profile, self._token_provider(profile.exchange_scopes), "exchange", anchor)
+            self._clients.append(exchange)
+            compliance = self._build_client(
+                profile, self._token_provider(profile.compliance_scopes), "compliance", anchor
+            )
+            self._clients.append(compliance)
+            connection = self._build_operations(exchange, compliance)
+            expires = self.authenticator.token_expires_on(scopes)
+        except BaseException as exc:
+            self._close_clients()
+            result = AuditResult.CANCELLED if is_cancellation(exc) else AuditResult.FAILURE
+            details["sign_in"] = self._method
+            if isinstance(exc, ImmError):
+                details["error_code"] = exc.code
+            try:
+                self.audit.log_operation(OperationType.CONNECT, None, details, result, error_text(exc))
+            except Exception:  # the sign-in error is what the user needs to see
+                log.error("could not record the failed sign-in in the audit log", exc_info=True)
+            self._user = self._method = None
+            raise
+        self._connection = connection
+        self._started_at = time.monotonic()
+        details.update(sign_in=self._method, anchor_mailbox=anchor, token_expires=expires)
+        self.audit.log_operation(OperationType.CONNECT, None, details, AuditResult.SUCCESS)
+
+    def end_session(self) -> None:
+        """Close both clients and record DISCONNECT. Safe to call more than once."""
+        if not self.is_active:
+            return
+        duration = time.monotonic() - (self._started_at or time.monotonic())
+        errors = self._close_clients()
+        details: dict[str, Any] = {"profile": self.profile.name, "duration_seconds": round(duration, 3)}
+        if errors:
+            details["close_errors"] = errors
+        try:
+            self.audit.log_operation(OperationType.DISCONNECT, None, details, AuditResult.SUCCESS)
+        finally:
+            self._connection = None
+            self._started_at = None
+
+    def __enter__(self) -> SessionManager:
+        self.start_session()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            self.end_session()
+            return
+        try:
+            self.end_session()
+        except Exception:  # the block's own error matters more than a failed DISCONNECT row
+            log.error("could not end the session cleanly", exc_info=True)
+
+    # ----- parts -----
+
+    def _sign_in(self, scopes: list[str]) -> str:
+        """Sign in; returns how: 'cache', 'refresh', 'device_code' or 'certificate' (the authenticator's word)."""
+        self.authenticator.authenticate(scopes)
+        source = getattr(self.authenticator, "last_token_source", None)
+        if source:
+            return str(source)
+        return "certificate" if self.profile.certificate_path is not None else "silent_or_device_code"
+
+    def _token_provider(self, scopes: list[str]) -> Callable[[bool], str]:
+        authenticator = self.authenticator
+
+        def provide(force_refresh: bool = False) -> str:
+            return authenticator.get_token(scopes, force_refresh=force_refresh)
+
+        return provide
+
+    def _build_client(
+        self, profile: Profile, provider: Callable[[bool], str], endpoint: str, anchor: str | None
+    ) -> Any:
+        from imm.exchange import create_backend
+
+        # profile.backend picks REST (ExchangeClient, the default) or PowerShell
+        return create_backend(profile, provider, endpoint=endpoint, anchor_mailbox=anchor)
+
+    def _build_operations(self, exchange: Any, compliance: Any) -> Any:
+        from imm.exchange.cmdlets import ExchangeOperations
+
+        return ExchangeOperations(exchange, compliance)
+
+    def _close_clients(self) -> list[str]:
+        errors: list[str] = []
+        while self._clients:
+            client = self._clients.pop()
+            try:
+                client.close()
+            except Exception as exc:
+                errors.append(error_text(exc))
+        return errors
