@@ -1,0 +1,509 @@
+"""What stops a recover, a restore or a hold release, and what a release would do (domain.md §4–§6, §8).
+
+Every check returns :class:`Blocker` values: a stable ``code`` (for scripts and ``--output json``), a one-line
+``message`` and the ``alternative`` an administrator can take instead. Nothing here talks to Exchange: the
+services gather the facts (is the name taken, what does the target look like) and pass them in.
+
+Blocker codes:
+
+- recover: ``auto-expanding-archive``, ``aux-primary-shards``, ``user-restorable``, ``name-taken``, ``upn-taken``;
+- restore: ``auto-expanding-archive``, ``no-archive``, ``target-missing``, ``target-inactive``,
+  ``target-no-archive``, ``target-over-quota``, ``target-archive-over-quota``, ``too-many-restore-requests``;
+- release: ``preservation-lock``, ``ediscovery-case-hold`` (can be forced), ``legacy-inplace-hold``,
+  ``unknown-hold``, ``not-on-mailbox``, ``nothing-to-release``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from imm.data.models import InactiveMailbox
+from imm.domain.holds import Hold, HoldKind, dashed_guid
+from imm.domain.parsing import format_size, parse_bool, parse_size
+from imm.errors import InputError
+
+__all__ = [
+    "Blocker",
+    "ReleasePlan",
+    "ReleaseStep",
+    "RELEASE_TYPES",
+    "LAST_HOLD_CONSEQUENCE",
+    "recovery_blockers",
+    "restore_source_blockers",
+    "restore_blockers",
+    "release_selection",
+    "release_blockers",
+    "release_plan",
+]
+
+MB = 1024 * 1024
+MAX_RESTORE_REQUESTS_PER_TARGET = 10  # auto-generated names MailboxRestore, MailboxRestore1…9 (domain.md §5)
+SOFT_DELETE_PURGE_DAYS = 183
+LAST_HOLD_CONSEQUENCE = (
+    f"this removes the last hold: the mailbox becomes soft-deleted and is purged {SOFT_DELETE_PURGE_DAYS} days later"
+)
+# An inactive mailbox is named in compliance location lists with a leading period (".user@contoso.com").
+# Documented for Set-CaseHoldPolicy (domain.md §6); used for Set-RetentionCompliancePolicy too: **unconfirmed**.
+INACTIVE_LOCATION_PREFIX = "."
+EXPORT_ALTERNATIVE = "Export its content with a Content Search / eDiscovery export"
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """One reason an action cannot go ahead. ``forceable``: an explicit ``--force`` may override it.
+
+    ``subject``: for release blockers, the raw value of the hold it is about (``Hold.raw``); else "".
+    """
+
+    code: str
+    message: str
+    alternative: str = ""
+    forceable: bool = False
+    subject: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "alternative": self.alternative,
+            "forceable": self.forceable,
+            "subject": self.subject,
+        }
+
+
+# ---------------------------------------------------------------------------------------------------- recover
+def _auto_expanding(mailbox: InactiveMailbox) -> Blocker | None:
+    shards = mailbox.mailbox_locations.count("AuxArchive")
+    if shards:
+        return Blocker(
+            "auto-expanding-archive",
+            "The mailbox has an auto-expanding archive (AuxArchive locations)",
+            EXPORT_ALTERNATIVE,
+        )
+    if mailbox.auto_expanding_archive:
+        return Blocker(
+            "auto-expanding-archive",
+            "The mailbox has auto-expanding archiving enabled (AutoExpandingArchiveEnabled)",
+            EXPORT_ALTERNATIVE,
+        )
+    return None
+
+
+def recovery_blockers(mailbox: InactiveMailbox, *, name_taken: bool = False, upn_taken: bool = False) -> list[Blocker]:
+    """Why ``New-Mailbox -InactiveMailbox`` would fail or be the wrong tool (domain.md §4, §8)."""
+    blockers: list[Blocker] = []
+    auto = _auto_expanding(mailbox)
+    if auto is not None:
+        blockers.append(auto)
+    if "AuxPrimary" in mailbox.mailbox_locations:
+        blockers.append(
+            Blocker(
+                "aux-primary-shards",
+                "The mailbox has additional primary shards (AuxPrimary locations) that cannot be recovered",
+                "Restore its content into an existing mailbox instead (imm restore)",
+            )
+        )
+    if mailbox.external_directory_object_id:
+        blockers.append(
+            Blocker(
+                "user-restorable",
+                "The user account is still within its 30-day soft-delete window (ExternalDirectoryObjectId is set)",
+                "Restore the deleted user in the Microsoft 365 admin center or Entra ID instead",
+            )
+        )
+    if name_taken:
+        blockers.append(
+            Blocker(
+                "name-taken",
+                f"The name '{mailbox.name or mailbox.display_name}' is already used by another object",
+                "Recover with a different --name",
+            )
+        )
+    if upn_taken:
+        blockers.append(
+            Blocker(
+                "upn-taken",
+                f"The user name '{mailbox.user_principal_name or mailbox.primary_smtp}' is already in use",
+                "Recover with a different --upn (an onmicrosoft.com address avoids federated-domain errors)",
+            )
+        )
+    return blockers
+
+
+# ---------------------------------------------------------------------------------------------------- restore
+def restore_source_blockers(mailbox: InactiveMailbox, *, archive: bool = False) -> list[Blocker]:
+    """The restore blockers that depend on the inactive mailbox alone (what ``analyse`` stores)."""
+    blockers: list[Blocker] = []
+    auto = _auto_expanding(mailbox)
+    if auto is not None:
+        blockers.append(auto)
+    if archive and str(mailbox.archive_status or "").lower() != "active":
+        blockers.append(
+            Blocker(
+                "no-archive",
+                f"The inactive mailbox has no archive to restore (ArchiveStatus {mailbox.archive_status or 'None'})",
+                "Restore the primary mailbox instead",
+            )
+        )
+    return blockers
+
+
+def _restore_request_count(target: Mapping[str, Any]) -> int:
+    count = target.get("RestoreRequestCount")
+    if count is not None:
+        try:
+            return int(count)
+        except (TypeError, ValueError):
+            return 0
+    requests = target.get("RestoreRequests")
+    return len(requests) if isinstance(requests, list | tuple) else 0
+
+
+def _size_or_none(value: Any) -> int | None:
+    try:
+        return parse_size(value)
+    except InputError:
+        return None
+
+
+def restore_blockers(mailbox: InactiveMailbox, target: Mapping[str, Any] | None, *, archive: bool) -> list[Blocker]:
+    """Why ``New-MailboxRestoreRequest`` from ``mailbox`` into ``target`` would fail (domain.md §5).
+
+    ``target`` is the target's Get-Mailbox record (None when it was not found), optionally merged with:
+    ``TotalItemSize`` (Get-MailboxStatistics of the target), ``ArchiveTotalItemSize`` (its archive statistics),
+    ``RestoreRequestCount`` or ``RestoreRequests`` (existing restore requests into the target). Keys that are
+    missing skip their check. ``archive=True`` restores the source's archive into the target's archive
+    (-SourceIsArchive -TargetIsArchive), so both need one. The quota checks are a preflight estimate: source size
+    (items plus Recoverable Items) + target used > quota; Exchange's own failure on quota is **unconfirmed**.
+    """
+    blockers = restore_source_blockers(mailbox, archive=archive)
+    if target is None:
+        blockers.append(
+            Blocker("target-missing", "The target mailbox does not exist", "Name an existing active mailbox as target")
+        )
+        return blockers
+    dn = str(target.get("DistinguishedName") or "")
+    if parse_bool(target.get("IsInactiveMailbox"), False) or "OU=Soft Deleted Objects" in dn:
+        blockers.append(
+            Blocker(
+                "target-inactive",
+                "The target mailbox is inactive or soft-deleted",
+                "Restore into an active mailbox (recover this one first if it is the one you need)",
+            )
+        )
+    target_archive = str(target.get("ArchiveStatus") or "None").lower() == "active"
+    if archive and not target_archive:
+        blockers.append(
+            Blocker(
+                "target-no-archive",
+                "The target mailbox has no active archive to restore the archive into",
+                "Enable the target's archive first, or restore the archive into the target's primary mailbox",
+            )
+        )
+    if archive:
+        quota_key, used_key, code = "ArchiveQuota", "ArchiveTotalItemSize", "target-archive-over-quota"
+        incoming = round(mailbox.archive_size_mb * MB)
+    else:
+        quota_key, used_key, code = "ProhibitSendReceiveQuota", "TotalItemSize", "target-over-quota"
+        incoming = round(mailbox.size_mb * MB)
+    quota = _size_or_none(target.get(quota_key))
+    used = _size_or_none(target.get(used_key))
+    if quota is not None and used is not None and used + incoming > quota:
+        blockers.append(
+            Blocker(
+                code,
+                f"The target's {quota_key} is {format_size(quota)}: {format_size(used)} used + "
+                f"{format_size(incoming)} to restore would exceed it",
+                "Raise the target's quota, restore into its archive, or choose another target",
+            )
+        )
+    requests = _restore_request_count(target)
+    if requests >= MAX_RESTORE_REQUESTS_PER_TARGET:
+        blockers.append(
+            Blocker(
+                "too-many-restore-requests",
+                f"The target already has {requests} restore requests (at most {MAX_RESTORE_REQUESTS_PER_TARGET})",
+                "Remove completed requests (Remove-MailboxRestoreRequest) or wait for them to finish",
+            )
+        )
+    return blockers
+
+
+# ---------------------------------------------------------------------------------------------------- release
+RELEASE_TYPES: tuple[str, ...] = (
+    "litigation",
+    "delay",
+    "delay-release",
+    "label",
+    "org-policy",
+    "policy",
+    "ediscovery",
+    "all-releasable",
+)
+_TYPE_KINDS: dict[str, frozenset[HoldKind]] = {
+    "litigation": frozenset({HoldKind.LITIGATION}),
+    "delay": frozenset({HoldKind.DELAY}),
+    "delay-release": frozenset({HoldKind.DELAY_RELEASE}),
+    "label": frozenset({HoldKind.COMPLIANCE_TAG}),
+    "org-policy": frozenset({HoldKind.ORG_POLICY}),
+    "policy": frozenset({HoldKind.RETENTION_POLICY, HoldKind.SKYPE_POLICY}),
+    "ediscovery": frozenset({HoldKind.EDISCOVERY}),
+    "all-releasable": frozenset(
+        {
+            HoldKind.LITIGATION,
+            HoldKind.DELAY,
+            HoldKind.DELAY_RELEASE,
+            HoldKind.COMPLIANCE_TAG,
+            HoldKind.ORG_POLICY,
+            HoldKind.RETENTION_POLICY,
+            HoldKind.SKYPE_POLICY,
+        }
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ReleaseStep:
+    """One cmdlet call that releases one hold. ``endpoint`` is "exchange" or "compliance"."""
+
+    hold: Hold
+    cmdlet: str
+    endpoint: str
+    parameters: dict[str, Any]
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hold": self.hold.kind.value,
+            "hold_raw": self.hold.raw,
+            "description": self.hold.description,
+            "cmdlet": self.cmdlet,
+            "endpoint": self.endpoint,
+            "parameters": dict(self.parameters),
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    """What ``holds release --type T`` would do to one mailbox.
+
+    ``selected``: the holds the type picks; ``steps``: the calls for those that can be released (a blocked hold has
+    no step); ``remaining``: the preserving holds left after the steps; ``removes_last_hold``: the steps leave no
+    preserving hold, so the mailbox stops being inactive (``consequence`` then says what that means).
+    """
+
+    identity: str
+    release_type: str
+    selected: tuple[Hold, ...]
+    steps: tuple[ReleaseStep, ...]
+    blockers: tuple[Blocker, ...]
+    remaining: tuple[Hold, ...]
+    removes_last_hold: bool
+    consequence: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def executable(self) -> bool:
+        """True when there is something to do and nothing blocks it."""
+        return bool(self.steps) and not self.blockers
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "release_type": self.release_type,
+            "selected": [hold.to_dict() for hold in self.selected],
+            "steps": [step.to_dict() for step in self.steps],
+            "blockers": [blocker.to_dict() for blocker in self.blockers],
+            "remaining": [hold.kind.value for hold in self.remaining],
+            "removes_last_hold": self.removes_last_hold,
+            "consequence": self.consequence,
+            "notes": list(self.notes),
+        }
+
+
+def release_selection(holds: Iterable[Hold], release_type: str) -> list[Hold]:
+    """The preserving holds a ``--type`` picks (see :data:`RELEASE_TYPES`).
+
+    ``all-releasable`` = every hold imm can release without ``--force``: litigation, policies naming the mailbox,
+    org-wide policies, label and delay holds, except Preservation-Locked policies. It does not look at expiry.
+    """
+    kinds = _TYPE_KINDS.get(release_type)
+    if kinds is None:
+        raise InputError(f"unknown hold type '{release_type}' (choose from: {', '.join(RELEASE_TYPES)})")
+    picked = [hold for hold in holds if hold.preserves and hold.kind in kinds]
+    if release_type == "all-releasable":
+        picked = [hold for hold in picked if not hold.locked]
+    return picked
+
+
+def release_blockers(holds: Sequence[Hold], selection: Iterable[Hold], *, force: bool = False) -> list[Blocker]:
+    """Why the ``selection`` of ``holds`` (all holds on the mailbox) cannot be released.
+
+    Preservation Lock cannot be released at all; an eDiscovery case hold only with ``force`` (releasing or
+    closing a case deletes the inactive mailboxes that depend on it, so it is the case owner's decision); legacy
+    In-Place and unrecognised holds need manual work. Org-wide "All" policies are not blocked: the plan excludes
+    the mailbox from them (Set-Mailbox -ExcludeFromOrgHolds) rather than editing the policy.
+    """
+    on_mailbox = set(holds)
+    found = (_hold_blocker(hold, on_mailbox, force) for hold in selection)
+    return [blocker for blocker in found if blocker is not None]
+
+
+def _hold_blocker(hold: Hold, on_mailbox: set[Hold], force: bool) -> Blocker | None:
+    found = _hold_blocker_text(hold, on_mailbox, force)
+    return None if found is None else replace(found, subject=hold.raw)
+
+
+def _hold_blocker_text(hold: Hold, on_mailbox: set[Hold], force: bool) -> Blocker | None:
+    name = hold.policy_name or (dashed_guid(hold.guid) if hold.guid else hold.raw)
+    if hold not in on_mailbox:
+        return Blocker("not-on-mailbox", f"The hold {hold.raw} is not on this mailbox", "Refresh the cache (imm sync)")
+    if hold.locked:
+        return Blocker(
+            "preservation-lock",
+            f"Policy '{name}' is under Preservation Lock: the mailbox cannot be removed from it",
+            "Nothing can release a locked policy; the mailbox stays inactive while the policy applies "
+            "(escalate to Microsoft Support if it must go)",
+        )
+    if hold.kind is HoldKind.EDISCOVERY and not force:
+        return Blocker(
+            "ediscovery-case-hold",
+            f"eDiscovery case hold '{name}': releasing or closing the case deletes the inactive mailboxes "
+            "that depend on it",
+            "Ask the case owner; re-run with --force to remove only this mailbox from the case hold",
+            forceable=True,
+        )
+    if hold.kind is HoldKind.INPLACE_LEGACY:
+        return Blocker(
+            "legacy-inplace-hold",
+            f"Legacy In-Place Hold {name} cannot be released by imm",
+            "Set-MailboxSearch -InPlaceHoldEnabled $false then Remove-MailboxSearch, or "
+            "Set-Mailbox -RemoveOrphanedHolds when the search no longer exists",
+        )
+    if hold.kind is HoldKind.UNKNOWN:
+        return Blocker(
+            "unknown-hold",
+            f"Unrecognised hold value '{hold.raw}'",
+            "Identify it with Export-MailboxDiagnosticLogs -ComponentName HoldTracking",
+        )
+    return None
+
+
+def _location(mailbox: InactiveMailbox) -> str:
+    """How a compliance location list names the inactive mailbox: ``.<smtp>``; its GUID when it has no address."""
+    return INACTIVE_LOCATION_PREFIX + mailbox.primary_smtp if mailbox.primary_smtp else mailbox.identity
+
+
+def _step(mailbox: InactiveMailbox, hold: Hold) -> ReleaseStep | None:
+    """The call that releases ``hold`` (domain.md §6), or None when imm has no call for it."""
+    identity = mailbox.identity
+    kind = hold.kind
+
+    def set_mailbox(**switches: Any) -> ReleaseStep:
+        return ReleaseStep(hold, "Set-Mailbox", "exchange", {"Identity": identity, "InactiveMailbox": True, **switches})
+
+    if kind is HoldKind.LITIGATION:
+        return set_mailbox(LitigationHoldEnabled=False)
+    if kind is HoldKind.DELAY:
+        return set_mailbox(RemoveDelayHoldApplied=True)
+    if kind is HoldKind.DELAY_RELEASE:
+        return set_mailbox(RemoveDelayReleaseHoldApplied=True)
+    if kind is HoldKind.COMPLIANCE_TAG:
+        return set_mailbox(RemoveComplianceTagHoldApplied=True)
+    if kind is HoldKind.ORG_POLICY and hold.guid:
+        # -InactiveMailbox with -ExcludeFromOrgHolds is how Set-Mailbox reaches an inactive mailbox: unconfirmed.
+        step = set_mailbox(ExcludeFromOrgHolds=hold.guid)
+        return ReleaseStep(
+            hold,
+            step.cmdlet,
+            step.endpoint,
+            step.parameters,
+            "excludes this mailbox only; the policy keeps holding every other mailbox",
+        )
+    if kind is HoldKind.RETENTION_POLICY and hold.guid:
+        return ReleaseStep(
+            hold,
+            "Set-RetentionCompliancePolicy",
+            "compliance",
+            {"Identity": dashed_guid(hold.guid), "RemoveExchangeLocation": _location(mailbox)},
+        )
+    if kind is HoldKind.SKYPE_POLICY and hold.guid:
+        return ReleaseStep(
+            hold,
+            "Set-RetentionCompliancePolicy",
+            "compliance",
+            {"Identity": dashed_guid(hold.guid), "RemoveSkypeLocation": _location(mailbox)},
+            "Skype for Business location removal for an inactive mailbox is unconfirmed",
+        )
+    if kind is HoldKind.EDISCOVERY and hold.guid:
+        return ReleaseStep(
+            hold,
+            "Set-CaseHoldPolicy",
+            "compliance",
+            {"Identity": dashed_guid(hold.guid), "RemoveExchangeLocation": _location(mailbox)},
+            "removes only this mailbox from the case hold; the case stays open",
+        )
+    return None
+
+
+def release_plan(
+    mailbox: InactiveMailbox, holds: Sequence[Hold], release_type: str, *, force: bool = False
+) -> ReleasePlan:
+    """The plan for ``holds release --type release_type`` on ``mailbox`` whose decoded holds are ``holds``.
+
+    ``force`` lets an eDiscovery case hold be released (``--type ediscovery --force``); nothing forces a
+    Preservation Lock.
+    """
+    selected = release_selection(holds, release_type)
+    on_mailbox = set(holds)
+    blockers: list[Blocker] = []
+    steps: list[ReleaseStep] = []
+    for hold in selected:
+        blocker = _hold_blocker(hold, on_mailbox, force)
+        if blocker is not None:
+            blockers.append(blocker)
+            continue
+        step = _step(mailbox, hold)
+        if step is not None:
+            steps.append(step)
+    if not selected:
+        blockers.append(
+            Blocker(
+                "nothing-to-release",
+                f"The mailbox has no {release_type} hold to release",
+                "See its holds with imm holds show",
+            )
+        )
+    released = {id(step.hold) for step in steps}
+    remaining = tuple(hold for hold in holds if hold.preserves and id(hold) not in released)
+    removes_last = bool(steps) and not remaining
+    notes: list[str] = []
+    if removes_last:
+        consequence = LAST_HOLD_CONSEQUENCE
+    elif steps:
+        kinds = ", ".join(dict.fromkeys(hold.kind.value for hold in remaining))
+        consequence = f"{len(remaining)} other hold(s) still keep the mailbox inactive ({kinds})"
+    else:
+        consequence = "nothing is released"
+    if any(step.hold.kind not in (HoldKind.DELAY, HoldKind.DELAY_RELEASE) for step in steps):
+        notes.append(
+            "Exchange may place a 30-day delay hold after a hold is removed; the mailbox then stays inactive until "
+            "it expires or is released with --type delay"
+        )
+    return ReleasePlan(
+        identity=mailbox.identity,
+        release_type=release_type,
+        selected=tuple(selected),
+        steps=tuple(steps),
+        blockers=tuple(blockers),
+        remaining=remaining,
+        removes_last_hold=removes_last,
+        consequence=consequence,
+        notes=tuple(notes),
+    )

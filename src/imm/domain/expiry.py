@@ -1,0 +1,118 @@
+"""When every hold on an inactive mailbox has run out (design §6 "Expiry").
+
+A hold "runs out" when it no longer preserves any item. Hold durations count per item from the day it was
+received or created (domain.md §1); an inactive mailbox gets no new items after its deletion, so
+``WhenSoftDeleted + duration`` is the latest day any item can still be held. imm uses that bound for Litigation
+Hold and for retention policies whose duration is known. It is an approximation on the safe side: some items run
+out earlier, none later.
+
+Holds that never run out by themselves (``expires_on`` None, the reason names the hold): unlimited Litigation
+Hold, eDiscovery case holds, legacy In-Place Holds, Preservation-Locked policies, policies with an unlimited or
+unknown duration, retention label holds (a label's duration is not visible on the mailbox), and unrecognised
+holds. Delay holds end 30 days after they were applied; Exchange does not expose that date, but the flag's stamp
+changed the mailbox, so ``WhenChanged + 30 days`` is an upper bound (**unconfirmed** that the stamp updates
+WhenChanged; ``now + 30 days`` when WhenChanged is unknown). A mailbox with no preserving hold is releasable now.
+
+A mailbox whose holds have all run out is a *candidate for release* (``releasable``): nothing in it is still
+preserved, but Exchange keeps it inactive until the holds are removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from imm.data.models import InactiveMailbox
+from imm.domain.holds import Hold, HoldKind
+
+__all__ = ["DELAY_HOLD_DAYS", "Expiry", "hold_expiry", "holds_expiry"]
+
+DELAY_HOLD_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """``expires_on``: when the last hold runs out (None: never by itself, or no hold at all — see ``releasable``).
+
+    ``reason`` is one sentence naming the hold that decides; ``releasable``: every hold has run out by ``now``.
+    """
+
+    expires_on: datetime | None
+    reason: str
+    releasable: bool
+
+
+def _name(hold: Hold) -> str:
+    if hold.policy_name:
+        return f"'{hold.policy_name}'"
+    return hold.guid or hold.raw
+
+
+def hold_expiry(mailbox: InactiveMailbox, hold: Hold, now: datetime) -> tuple[datetime | None, str]:
+    """When one preserving hold runs out, and why; ``(None, reason)`` when it never does by itself."""
+    kind = hold.kind
+    deleted = mailbox.when_soft_deleted
+    if kind is HoldKind.LITIGATION:
+        if hold.duration_days is None:
+            return None, "Litigation Hold is unlimited"
+        if deleted is None:
+            return None, "Litigation Hold has a duration but the deletion date is unknown"
+        end = deleted + timedelta(days=hold.duration_days)
+        return end, f"Litigation Hold: {hold.duration_days:,} days after deletion on {deleted.date().isoformat()}"
+    if kind in (HoldKind.RETENTION_POLICY, HoldKind.SKYPE_POLICY, HoldKind.ORG_POLICY):
+        if hold.locked:
+            return None, f"retention policy {_name(hold)} is under Preservation Lock"
+        if not hold.policy_known:
+            return None, f"retention policy {_name(hold)}: its duration is unknown"
+        if hold.duration_days is None:
+            return None, f"retention policy {_name(hold)} retains without limit"
+        if deleted is None:
+            return None, f"retention policy {_name(hold)} has a duration but the deletion date is unknown"
+        end = deleted + timedelta(days=hold.duration_days)
+        return end, (
+            f"retention policy {_name(hold)}: {hold.duration_days:,} days after deletion on "
+            f"{deleted.date().isoformat()}"
+        )
+    if kind in (HoldKind.DELAY, HoldKind.DELAY_RELEASE):
+        label = "delay hold" if kind is HoldKind.DELAY else "delay release hold"
+        changed = mailbox.when_changed
+        if changed is not None and changed <= now:
+            end = changed + timedelta(days=DELAY_HOLD_DAYS)
+            return end, f"{label}: at most {DELAY_HOLD_DAYS} days after the last change on {changed.date().isoformat()}"
+        return now + timedelta(days=DELAY_HOLD_DAYS), f"{label}: ends within {DELAY_HOLD_DAYS} days"
+    if kind is HoldKind.EDISCOVERY:
+        return None, f"eDiscovery case hold {_name(hold)} has no duration"
+    if kind is HoldKind.INPLACE_LEGACY:
+        return None, f"legacy In-Place Hold {_name(hold)} has no duration imm can read"
+    if kind is HoldKind.COMPLIANCE_TAG:
+        return None, "retention label hold: the labels' durations are not visible on the mailbox"
+    return None, f"unrecognised hold '{hold.raw}'"
+
+
+def holds_expiry(mailbox: InactiveMailbox, holds: Iterable[Hold], now: datetime) -> Expiry:
+    """When every preserving hold in ``holds`` has run out (see the module docstring for the rules)."""
+    latest: datetime | None = None
+    latest_reason = ""
+    never: list[str] = []
+    any_hold = False
+    for hold in holds:
+        if not hold.preserves:
+            continue
+        any_hold = True
+        end, reason = hold_expiry(mailbox, hold, now)
+        if end is None:
+            never.append(reason)
+        elif latest is None or end > latest:
+            latest, latest_reason = end, reason
+    if not any_hold:
+        return Expiry(None, "no hold keeps this mailbox inactive", True)
+    if never:
+        more = f" (and {len(never) - 1} more)" if len(never) > 1 else ""
+        return Expiry(None, f"never by itself: {never[0]}{more}", False)
+    assert latest is not None
+    if latest <= now:
+        return Expiry(
+            latest, f"every hold has run out; the last on {latest.date().isoformat()} ({latest_reason})", True
+        )
+    return Expiry(latest, f"every hold runs out by {latest.date().isoformat()} ({latest_reason})", False)

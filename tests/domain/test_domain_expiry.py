@@ -1,0 +1,204 @@
+"""imm.domain.expiry: when every hold has run out, at the day boundaries, and the holds that never do."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from imm.data.models import InactiveMailbox
+from imm.domain.expiry import Expiry, holds_expiry
+from imm.domain.holds import HoldAction, PolicyInfo, decode_holds
+
+G1 = "7cfb30345d454ac0a989ab3041051209"
+G2 = "1a0e3347f7f343a7aaad92e4e8a9066f"
+G3 = "c0ba3ce811b6432a8751430937152491"
+DELETED = datetime(2025, 11, 28, 10, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def mbx(**fields: Any) -> InactiveMailbox:
+    base: dict[str, Any] = {"identity": "5c8b9f0e-3d2a-4b1c-9e8f-7a6b5c4d3e2f", "when_soft_deleted": DELETED}
+    return InactiveMailbox(**{**base, **fields})
+
+
+def expiry_of(
+    mailbox: InactiveMailbox, org: list[str] | None = None, policies: Any = None, now: datetime = NOW
+) -> Expiry:
+    return holds_expiry(mailbox, decode_holds(mailbox, org or [], policies or {}), now)
+
+
+# -------------------------------------------------------------------------------- litigation at the boundaries
+
+
+@pytest.mark.parametrize(
+    ("now", "releasable"),
+    [
+        (datetime(2026, 11, 27, 12, 0, tzinfo=UTC), False),  # expires tomorrow
+        (datetime(2026, 11, 28, 9, 59, 59, tzinfo=UTC), False),  # expires later today
+        (datetime(2026, 11, 28, 10, 0, tzinfo=UTC), True),  # expires this instant
+        (datetime(2026, 11, 28, 12, 0, tzinfo=UTC), True),  # expired earlier today
+        (datetime(2026, 11, 29, 12, 0, tzinfo=UTC), True),  # expired yesterday
+    ],
+)
+def test_litigation_duration_boundaries(now: datetime, releasable: bool) -> None:
+    mailbox = mbx(litigation_hold_enabled=True, litigation_hold_duration="365.00:00:00")
+    result = expiry_of(mailbox, now=now)
+    assert result.expires_on == datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+    assert result.releasable is releasable
+    detail = "Litigation Hold: 365 days after deletion on 2025-11-28"
+    if releasable:
+        assert result.reason == f"every hold has run out; the last on 2026-11-28 ({detail})"
+    else:
+        assert result.reason == f"every hold runs out by 2026-11-28 ({detail})"
+
+
+def test_yesterday_today_tomorrow_by_deletion_date() -> None:
+    """With ``now`` fixed, mailboxes deleted 365 days ago +/- one day."""
+    for shift, releasable in ((-1, True), (0, True), (1, False)):
+        deleted = NOW - timedelta(days=365) + timedelta(days=shift)
+        mailbox = mbx(when_soft_deleted=deleted, litigation_hold_enabled=True, litigation_hold_duration="365.00:00:00")
+        result = expiry_of(mailbox)
+        assert result.expires_on == NOW + timedelta(days=shift)
+        assert result.releasable is releasable
+
+
+def test_unlimited_litigation_never_expires() -> None:
+    result = expiry_of(mbx(litigation_hold_enabled=True, litigation_hold_duration="Unlimited"))
+    assert result == Expiry(None, "never by itself: Litigation Hold is unlimited", False)
+
+
+def test_litigation_without_deletion_date() -> None:
+    mailbox = mbx(when_soft_deleted=None, litigation_hold_enabled=True, litigation_hold_duration="30.00:00:00")
+    assert expiry_of(mailbox) == Expiry(
+        None, "never by itself: Litigation Hold has a duration but the deletion date is unknown", False
+    )
+
+
+# ---------------------------------------------------------------------------------------------- never expiring
+
+
+def test_ediscovery_never_expires() -> None:
+    policies = {G1: PolicyInfo(guid=G1, name="Case 7", kind="case-hold")}
+    assert expiry_of(mbx(in_place_holds=[f"UniH{G1}"]), policies=policies) == Expiry(
+        None, "never by itself: eDiscovery case hold 'Case 7' has no duration", False
+    )
+
+
+def test_locked_policy_never_expires_even_with_a_duration() -> None:
+    policies = {G1: PolicyInfo(guid=G1, name="SEC 17a-4", locked=True, retention_days=30)}
+    assert expiry_of(mbx(in_place_holds=[f"mbx{G1}:3"]), policies=policies) == Expiry(
+        None, "never by itself: retention policy 'SEC 17a-4' is under Preservation Lock", False
+    )
+
+
+def test_policy_with_unknown_or_unlimited_duration() -> None:
+    assert expiry_of(mbx(in_place_holds=[f"mbx{G1}:2"])).reason == (
+        f"never by itself: retention policy {G1}: its duration is unknown"
+    )
+    policies = {G1: PolicyInfo(guid=G1, name="Forever", retention_days=None)}
+    assert expiry_of(mbx(in_place_holds=[f"mbx{G1}:2"]), policies=policies).reason == (
+        "never by itself: retention policy 'Forever' retains without limit"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"in_place_holds": [G3]}, f"legacy In-Place Hold {G3} has no duration imm can read"),
+        ({"in_place_holds": ["odd-value"]}, "unrecognised hold 'odd-value'"),
+        ({"compliance_tag_hold": True}, "retention label hold: the labels' durations are not visible on the mailbox"),
+    ],
+)
+def test_other_holds_never_expire(fields: dict[str, Any], reason: str) -> None:
+    assert expiry_of(mbx(**fields)) == Expiry(None, f"never by itself: {reason}", False)
+
+
+def test_one_never_expiring_hold_decides_and_more_are_counted() -> None:
+    mailbox = mbx(
+        litigation_hold_enabled=True,
+        litigation_hold_duration="30.00:00:00",
+        in_place_holds=[f"UniH{G1}", G3],
+    )
+    result = expiry_of(mailbox)
+    assert result == Expiry(None, f"never by itself: eDiscovery case hold {G1} has no duration (and 1 more)", False)
+
+
+# -------------------------------------------------------------------------------------------- policies with time
+
+
+def test_retention_policy_duration_counts_from_deletion() -> None:
+    policies = {G1: PolicyInfo(guid=G1, name="Mail 1y", retention_days=365, action=HoldAction.RETAIN_THEN_DELETE)}
+    result = expiry_of(mbx(in_place_holds=[f"mbx{G1}:3"]), policies=policies)
+    assert result.expires_on == datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+    assert result.releasable is True
+    assert result.reason == (
+        "every hold has run out; the last on 2026-11-28 (retention policy 'Mail 1y': 365 days after deletion on "
+        "2025-11-28)"
+    )
+
+
+def test_latest_hold_decides() -> None:
+    policies = {G2: PolicyInfo(guid=G2, name="Org 3y", retention_days=1095)}
+    mailbox = mbx(litigation_hold_enabled=True, litigation_hold_duration="365.00:00:00")
+    result = expiry_of(mailbox, org=[f"mbx{G2}:3"], policies=policies)
+    assert result.expires_on == DELETED + timedelta(days=1095)
+    assert result.releasable is False
+    assert result.reason == (
+        "every hold runs out by 2028-11-27 (retention policy 'Org 3y': 1,095 days after deletion on 2025-11-28)"
+    )
+
+
+def test_org_policy_excluded_does_not_count() -> None:
+    mailbox = mbx(in_place_holds=[f"-mbx{G2}"])
+    assert expiry_of(mailbox, org=[f"mbx{G2}:2"]) == Expiry(None, "no hold keeps this mailbox inactive", True)
+
+
+# ----------------------------------------------------------------------------------------------------- delays
+
+
+def test_delay_hold_known_from_when_changed() -> None:
+    changed = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    result = expiry_of(mbx(delay_hold=True, when_changed=changed))
+    assert result == Expiry(
+        datetime(2026, 12, 20, 8, 0, tzinfo=UTC),
+        "every hold runs out by 2026-12-20 (delay hold: at most 30 days after the last change on 2026-11-20)",
+        False,
+    )
+
+
+def test_delay_release_hold_long_past_is_releasable() -> None:
+    changed = datetime(2026, 9, 1, tzinfo=UTC)
+    result = expiry_of(mbx(delay_release_hold=True, when_changed=changed))
+    assert result.expires_on == datetime(2026, 10, 1, tzinfo=UTC)
+    assert result.releasable is True
+
+
+def test_delay_hold_without_a_date_expires_soon() -> None:
+    result = expiry_of(mbx(delay_hold=True, when_changed=None))
+    assert result == Expiry(
+        NOW + timedelta(days=30), "every hold runs out by 2026-12-28 (delay hold: ends within 30 days)", False
+    )
+    future = expiry_of(mbx(delay_hold=True, when_changed=NOW + timedelta(days=2)))  # clock skew: not trusted
+    assert future.expires_on == NOW + timedelta(days=30)
+
+
+# ---------------------------------------------------------------------------------------------- no hold at all
+
+
+def test_no_preserving_hold_is_releasable_now() -> None:
+    assert expiry_of(mbx()) == Expiry(None, "no hold keeps this mailbox inactive", True)
+    delete_only = mbx(in_place_holds=[f"mbx{G1}:1"])
+    assert expiry_of(delete_only) == Expiry(None, "no hold keeps this mailbox inactive", True)
+
+
+def test_hold_expiry_of_one_hold() -> None:
+    from imm.domain.expiry import hold_expiry
+
+    mailbox = mbx(litigation_hold_enabled=True, litigation_hold_duration="30.00:00:00")
+    [hold] = decode_holds(mailbox, [], {})
+    assert hold_expiry(mailbox, hold, NOW) == (
+        DELETED + timedelta(days=30),
+        "Litigation Hold: 30 days after deletion on 2025-11-28",
+    )
