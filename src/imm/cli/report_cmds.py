@@ -1,0 +1,321 @@
+"""``imm report summary|costs|holds|expiry|eligibility``: reports from the local cache (no Exchange call).
+
+Each report prints as a table by default; ``--format csv|json|xlsx|html --out FILE`` writes a file (``--out -``
+writes CSV or JSON to stdout), and ``--output json|csv`` / ``--query`` work as on every list. Every run is
+recorded in the audit log (operation REPORT). The reports themselves live in :mod:`imm.services.reports`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from imm.cli.context import app
+from imm.cli.output import output_options
+
+if TYPE_CHECKING:
+    from imm.services.reports import Report, ReportColumn, Section
+
+EMPTY_CACHE = "The cache is empty: run `imm sync` (or `imm demo`)"
+FORMATS = ("table", "csv", "json", "xlsx", "html")
+SUFFIXES = {".csv": "csv", ".json": "json", ".xlsx": "xlsx", ".html": "html", ".htm": "html"}
+TABLE_DETAIL_ROWS = 50  # rows of a detail section shown in the terminal (--section NAME shows all)
+
+
+def report_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every report takes."""
+    options = [
+        click.option(
+            "--by",
+            type=click.Choice(["company", "department"]),
+            help="Group by operating company, or by department within company.",
+        ),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(FORMATS),
+            help="table (the terminal, default), csv, json, xlsx or html; files need --out.",
+        ),
+        click.option(
+            "--out",
+            metavar="FILE",
+            help="Write the report to FILE (- for stdout with csv or json); the format follows the file's suffix.",
+        ),
+        click.option(
+            "--section",
+            metavar="NAME",
+            help="The table to print or write as CSV (default: the main one; a table report lists the others).",
+        ),
+        click.option("--company", metavar="NAME", help="Only this operating company (ignores case)."),
+        click.option("--department", metavar="NAME", help="Only this department (ignores case)."),
+        click.option("--hold-type", metavar="KIND", help="Only mailboxes with this kind of hold (e.g. litigation)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return output_options(f)
+
+
+def resolve_format(fmt: str | None, out: str | None, output: str, query: str | None) -> tuple[str, str | None]:
+    """(format, destination): destination None is the terminal, "-" stdout, else a file path."""
+    from imm.errors import InputError
+
+    target, dest = _destination(fmt, out, output)
+    if query and target not in {"json", "table"}:
+        raise InputError("--query selects from the JSON form: use it with --output json or --format json")
+    return target, dest
+
+
+def _destination(fmt: str | None, out: str | None, output: str) -> tuple[str, str | None]:
+    from pathlib import Path
+
+    from imm.errors import InputError
+
+    if fmt is None:
+        if out is None:
+            return output, None
+        if out == "-":
+            if output not in {"csv", "json"}:
+                raise InputError("--out - writes to stdout: add --format csv or --format json")
+            fmt = output
+        else:
+            fmt = SUFFIXES.get(Path(out).suffix.lower()) or (output if output != "table" else None)
+            if fmt is None:
+                raise InputError(f"cannot tell the format of {out}: add --format csv, json, xlsx or html")
+    if fmt != "table" and output != "table" and fmt != output:
+        raise InputError(f"--format {fmt} and --output {output} disagree: give one of them")
+    if fmt == "table":
+        if out is not None:
+            raise InputError("--format table prints to the terminal: drop --out, or choose csv, json, xlsx or html")
+        return output, None
+    if fmt in {"xlsx", "html"} and out in {None, "-"}:
+        raise InputError(f"--format {fmt} writes a file: add --out FILE")
+    if fmt in {"csv", "json"} and out is None:
+        raise InputError(f"--format {fmt} needs --out FILE (or --out - for stdout)")
+    return fmt, out
+
+
+def run_report(
+    kind: str,
+    *,
+    by: str | None,
+    fmt: str | None,
+    out: str | None,
+    section: str | None,
+    company: str | None,
+    department: str | None,
+    hold_type: str | None,
+    output: str,
+    query: str | None,
+) -> None:
+    """Read the cache, build the report, render or write it, and record a REPORT audit row."""
+    from datetime import UTC, datetime
+
+    from imm.data.database import MailboxFilter
+    from imm.errors import ImmError, InputError
+    from imm.services import reports
+
+    target, dest = resolve_format(fmt, out, output, query)
+    if section is not None and target not in {"table", "csv"}:
+        raise InputError(f"--section picks one table for the terminal or CSV; {target} holds every section")
+    obj = app()
+    db = obj.database()
+    filters = {"company": company, "department": department, "hold_type": hold_type}
+    chosen = {k: v for k, v in filters.items() if v is not None}
+    selection = MailboxFilter(company=company, department=department, hold_type=hold_type)
+    mailboxes = db.query_mailboxes(selection, sort="identity")
+    if not mailboxes and db.count_mailboxes() == 0:
+        click.echo(EMPTY_CACHE, err=True)
+        if target == "table":
+            return
+    report = reports.build_report(
+        kind, mailboxes, by=by, cost_model=obj.profile.cost, now=datetime.now(UTC), filters=chosen
+    )
+    details: dict[str, Any] = {
+        "kind": kind,
+        "format": target,
+        "out": dest or "-",
+        "by": report.by,
+        "mailboxes": len(mailboxes),
+    }
+    if chosen:
+        details["filters"] = chosen
+    try:
+        if target == "table":
+            print_report(report, section, query)
+        elif target == "json":
+            reports.write_json(report, dest or "-", query=query)
+        elif target == "csv":
+            reports.write_csv(report, dest or "-", section=section)
+        elif target == "xlsx":
+            reports.write_xlsx(report, str(dest))
+        else:
+            reports.write_html(report, str(dest))
+    except ImmError as exc:
+        obj.audit().log_operation("REPORT", None, details, "failure", exc.message)
+        raise
+    obj.audit().log_operation("REPORT", None, details, "success")
+    if dest not in {None, "-"} and not obj.quiet:
+        click.echo(f"Wrote the {kind} report ({target}, {len(mailboxes):,} mailboxes) to {dest}", err=True)
+
+
+def print_report(report: Report, section: str | None, query: str | None) -> None:
+    """The report in the terminal: the chosen section, or every section (long ones cut), then the notes."""
+    import json
+
+    from imm.cli.output import Column, render, to_jsonable
+    from imm.services.reports import report_json
+
+    if query:
+        result = report_json(report, query)
+        if isinstance(result, list) and result and all(isinstance(r, dict) for r in result):
+            keys = list(dict.fromkeys(k for r in result for k in r))
+            render(result, [Column(k, k) for k in keys], "table")
+        else:
+            click.echo(json.dumps(to_jsonable(result), ensure_ascii=False, indent=2))
+        return
+    sections = [report.section(section)] if section else report.sections()
+    for i, part in enumerate(sections):
+        limit = None if section or i == 0 else TABLE_DETAIL_ROWS
+        _print_section(part, limit, report.currency)
+    if not app().quiet:
+        for note in report.notes:
+            click.echo(f"Note: {note}", err=True)
+        if not section and len(sections) > 1:
+            names = ", ".join(s.name for s in sections)
+            click.echo(f"Sections: {names} (--section NAME for one, --format xlsx or html for all).", err=True)
+
+
+def fit_columns(columns: list[ReportColumn], rows: list[dict[str, Any]], width: int) -> list[tuple[ReportColumn, int]]:
+    """The columns that fit ``width`` terminal cells, each with its width.
+
+    Numbers and dates keep their full width; text columns shrink (widest first, to 8 cells) and are cut with an
+    ellipsis; long text wraps. When even that does not fit, numeric columns are left out from the right, the
+    first three excepted (files keep every column).
+    """
+    from imm.services.reports import format_value
+
+    def natural(column: ReportColumn) -> int:
+        cells = [len(format_value(r.get(column.key), column.kind)) for r in rows]
+        return max([len(column.terminal_header), *cells])
+
+    fixed = {c.key: natural(c) for c in columns if _right(c)}
+    text = {c.key: min(natural(c), 48 if c.kind == "long" else 40) for c in columns if not _right(c)}
+    kept = list(columns)
+
+    def room() -> int:
+        return width - (3 * len(kept) - 1) - sum(fixed[c.key] for c in kept if c.key in fixed)
+
+    floor = {k: min(v, 8) for k, v in text.items()}
+    droppable = [c for c in kept if c.key in fixed][3:]
+    while room() < sum(floor[c.key] for c in kept if c.key in floor) and droppable:
+        kept.remove(droppable.pop())
+    sizes = {c.key: text[c.key] for c in kept if c.key in text}
+    while sum(sizes.values()) > room():
+        candidates = [k for k in sizes if sizes[k] > floor[k]]
+        if not candidates:
+            break
+        sizes[max(candidates, key=lambda k: sizes[k])] -= 1
+    return [(c, fixed.get(c.key) or sizes[c.key]) for c in kept]
+
+
+def _right(column: ReportColumn) -> bool:
+    return column.numeric or column.kind in {"auto", "date"}
+
+
+def _print_section(section: Section, limit: int | None, currency: str) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from imm.services.reports import format_value
+
+    console = Console(soft_wrap=False)
+    rows = section.rows if limit is None else section.rows[:limit]
+    shown = [*rows, *([section.totals] if section.totals else [])]
+    fitted = fit_columns([c for c in section.columns if not c.wide], shown, console.width)
+    money = any(c.kind == "money" for c, _ in fitted)
+    title = f"{section.title} (amounts in {currency})" if money else section.title
+    table = Table(title=escape(title), header_style="bold", pad_edge=False, title_justify="left", box=box.SIMPLE_HEAD)
+    for column, size in fitted:
+        long = column.kind == "long"
+        table.add_column(
+            escape(column.terminal_header),
+            justify="right" if _right(column) else "left",
+            overflow="fold" if long else "ellipsis",
+            no_wrap=not long,
+            width=size,
+        )
+    for n, row in enumerate(rows):
+        cells = [escape(format_value(row.get(c.key), c.kind)) for c, _ in fitted]
+        table.add_row(*cells, end_section=bool(section.totals) and n == len(rows) - 1)
+    if section.totals:
+        totals = section.totals
+        table.add_row(*(escape(format_value(totals.get(c.key), c.kind)) for c, _ in fitted), style="bold")
+    console.print(table)
+    if not section.rows:
+        console.print("[dim]No rows.[/dim]")
+    elif limit is not None and len(section.rows) > limit:
+        console.print(
+            f"[dim]… {len(section.rows) - limit:,} more rows: --section {escape(section.name)} shows them all.[/dim]"
+        )
+
+
+@click.group()
+def report() -> None:
+    """Reports from the local cache: summary, costs, holds, expiry, eligibility.
+
+    Reports read the cache only (run `imm sync` first). They print as tables, or write CSV, JSON, an Excel
+    workbook (one sheet per table) or one self-contained HTML page with charts. Costs follow the profile's
+    [cost] table (a monthly rate per former licence plus a rate per GB); "savings" is what the mailboxes whose
+    holds have all expired cost per month.
+
+    \b
+    Examples:
+      imm report summary
+      imm report costs --by department --format xlsx --out costs.xlsx
+      imm report expiry --format html --out expiry.html
+    """
+
+
+def _command(kind: str, summary: str, examples: list[str]) -> click.Command:
+    def command(**options: Any) -> None:
+        run_report(kind, **options)
+
+    command.__doc__ = summary + "\n\n\b\nExamples:\n" + "\n".join(f"  {e}" for e in examples)
+    command.__name__ = kind
+    return report.command(kind)(report_options(command))
+
+
+_command(
+    "summary",
+    "Counts, size, monthly cost, recoverable and blocked, releasable and what it saves, oldest and newest, and "
+    "mailboxes per hold kind. With --by: one row per company or department.",
+    ["imm report summary", "imm report summary --by company --format csv --out summary.csv"],
+)
+_command(
+    "costs",
+    "Monthly cost by operating company (default) or department: mailboxes, GB, cost, share, and the saving if "
+    "expired holds were released. Mailboxes without a company or department are reported as (unattributed).",
+    ["imm report costs --by company", "imm report costs --by department --format xlsx --out costs.xlsx"],
+)
+_command(
+    "holds",
+    "Mailboxes and GB per kind of hold, with the policy and case names the last sync resolved (section "
+    "'policies'). With --by: hold kinds per company or department.",
+    ["imm report holds", "imm report holds --section policies --format csv --out policies.csv"],
+)
+_command(
+    "expiry",
+    "Mailboxes whose holds have all ended (releasable now) and those whose holds end within 30, 90 and 365 "
+    "days, with dates and reasons (section 'mailboxes'), and why the others never end (section 'never').",
+    ["imm report expiry", "imm report expiry --section mailboxes --format csv --out expiring.csv"],
+)
+_command(
+    "eligibility",
+    "Recoverable and restorable versus blocked, counts per blocker with the documented alternative, and the "
+    "blocked mailboxes (section 'blocked').",
+    ["imm report eligibility", "imm report eligibility --output json --query \"rows[?outcome!='eligible']\""],
+)
