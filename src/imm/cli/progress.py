@@ -1,0 +1,130 @@
+"""Progress display for long runs (sync, demo) on stderr, and Ctrl+C that stops cleanly.
+
+Imported only inside command functions (it loads Rich).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType, TracebackType
+from typing import Any
+
+_STAGES = {
+    "policies": "Reading org-wide holds and policies",
+    "listing": "Listing inactive mailboxes and policies",
+    "analysing": "Re-analysing cached mailboxes",
+    "fetching": "Fetching mailbox details",
+    "done": "Done",
+}
+
+
+class SyncProgressBar:
+    """A Rich progress bar with counts, rate and errors, on stderr; silent when disabled or not a terminal."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.enabled = enabled and self.console.is_terminal
+        self._progress: Any = None
+        self._task: Any = None
+        self._stage = ""
+        self._started = time.monotonic()
+        self._pending: list[str] = []
+
+    def __enter__(self) -> SyncProgressBar:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("{task.fields[errors]}", style="red"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+                refresh_per_second=8,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task("Starting", total=None, rate="", errors="")
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(exc_type, exc, tb)
+            self._progress = None
+
+    def update(self, event: Any) -> None:
+        """Takes an ``imm.services.sync.SyncProgress``."""
+        if self._progress is None:
+            return
+        while self._pending:
+            self._progress.console.print(self._pending.pop(0), markup=False, highlight=False)
+        stage = getattr(event, "stage", "")
+        if stage != self._stage:
+            if stage != "done":  # each stage has its own elapsed time and estimate
+                self._progress.reset(self._task)
+            self._stage = stage
+            self._started = time.monotonic()
+        total = event.total or None
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        rate = f"{event.done / elapsed:,.0f}/s" if stage == "fetching" and event.done else ""
+        errors = f"{event.errors:,} failed" if event.errors else ""
+        self._progress.update(
+            self._task,
+            description=_STAGES.get(stage, stage),
+            completed=event.done,
+            total=total if stage != "done" else max(event.done, 1),
+            rate=rate,
+            errors=errors,
+        )
+
+    def note(self, message: str) -> None:
+        """A line above the bar (or on plain stderr). Safe in a signal handler: with a bar it is printed at the
+        next update, never from inside the handler."""
+        if self._progress is not None:
+            self._pending.append(message)
+        else:
+            import os
+
+            os.write(2, (message + "\n").encode("utf-8", "replace"))
+
+
+@contextmanager
+def interrupt_sets(cancel: threading.Event, say: Callable[[str], None] | None = None) -> Iterator[None]:
+    """The first Ctrl+C sets ``cancel`` (the run stops at the next batch and keeps its work); a second one raises
+    KeyboardInterrupt. Only in the main thread; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        if say is not None:
+            say("Stopping: finishing the calls in flight and saving what was fetched (Ctrl+C again to abort)…")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

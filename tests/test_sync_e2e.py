@@ -1,0 +1,445 @@
+"""``imm sync`` end to end: the real CLI process, real msal sign-in, real httpx over TLS, a real SQLite file,
+against a simulated tenant of known content.
+
+Expectations come from the simulator's ground-truth records (``simulator.exchange.tenant``), read here directly
+(sizes in bytes, company/department fields, holds), never through imm's own parsing code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import make_simulator, run_imm
+from imm.config import write_profile
+from imm.simulator import FaultConfig, Simulator
+from imm.simulator.model import ACTIVE, INACTIVE, SOFT_DELETED
+
+pytestmark = pytest.mark.slow
+
+MIB = 1024 * 1024
+ORG = {"company_attribute": "CustomAttribute5", "department_attribute": "CustomAttribute6"}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _write_profile(sim: Simulator, home: Path, **extra: Any) -> Path:
+    config = home / "config" / "config.toml"
+    write_profile(config, "sim", {**sim.profile_values(), "org": dict(ORG), **extra}, make_default=True)
+    return config
+
+
+def _db_path(home: Path) -> Path:
+    return home / "data" / "sim.db"
+
+
+def _login(sim: Simulator, home: Path) -> None:
+    result = run_imm("login")
+    assert result.exit_code == 0, result.stderr
+
+
+def _rows(home: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(_db_path(home))
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def _cache(home: Path) -> dict[str, sqlite3.Row]:
+    return {row["identity"]: row for row in _rows(home, "SELECT * FROM inactive_mailboxes")}
+
+
+def _inactive(sim: Simulator) -> dict[str, Any]:
+    tenant = sim.exchange.tenant
+    with tenant.lock:
+        return {guid: m for guid, m in tenant.mailboxes.items() if m.state == INACTIVE}
+
+
+def _stats_calls(sim: Simulator) -> int:
+    return int(sim.exchange.executed["Get-MailboxStatistics"])
+
+
+def _expected_org(mbx: Any) -> tuple[str | None, str | None]:
+    """Company/Department as the directory has them, else from CustomAttribute5/6 (the profile's [org])."""
+    company = mbx.company or mbx.custom.get("CustomAttribute5") or None
+    department = mbx.department or mbx.custom.get("CustomAttribute6") or None
+    return company, department
+
+
+def _mb(n_bytes: int) -> float:
+    return round(n_bytes / MIB, 2)
+
+
+def _epoch(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text).astimezone(UTC).timestamp()
+
+
+# Each preserving hold the simulator reports (Tenant.hold_reasons) as imm's short hold type names.
+def _hold_type(reason: str) -> str:
+    low = reason.lower()
+    if reason == "LitigationHold":
+        return "litigation"
+    if reason == "ComplianceTagHold":
+        return "label"
+    if reason == "DelayHold":
+        return "delay"
+    if reason == "DelayReleaseHold":
+        return "delay-release"
+    if low.startswith("org:"):
+        return "org-policy"
+    if low.startswith("unih"):
+        return "ediscovery"
+    if low.startswith("mbx"):
+        return "retention-policy"
+    if low.startswith("skp"):
+        return "skype-policy"
+    return "inplace"
+
+
+def _check_mailbox(row: sqlite3.Row, mbx: Any, sim: Simulator) -> None:
+    """One cached row against the tenant's record, field by field."""
+    tenant = sim.exchange.tenant
+    assert row["display_name"] == mbx.display_name
+    assert row["primary_smtp"] == mbx.primary_smtp
+    assert row["user_principal_name"] == mbx.upn
+    # sizes and counts: items plus Recoverable Items, in MB (2**20 bytes) to two decimals
+    assert row["item_count"] == mbx.item_count + mbx.deleted_item_count
+    assert row["size_mb"] == _mb(mbx.total_bytes + mbx.deleted_bytes)
+    assert row["archive_status"] == ("Active" if mbx.archive else "None")
+    assert row["archive_size_mb"] == (_mb(mbx.archive_bytes) if mbx.archive else 0.0)
+    assert row["archive_item_count"] == (mbx.archive_item_count if mbx.archive else 0)
+    assert bool(row["auto_expanding_archive"]) is mbx.auto_expanding_archive
+    assert (row["operating_company"], row["department"]) == _expected_org(mbx)
+    assert bool(row["litigation_hold_enabled"]) is mbx.litigation_hold
+    assert json.loads(row["in_place_holds"]) == list(mbx.in_place_holds)
+    assert bool(row["delay_hold"]) is mbx.delay_hold
+    assert bool(row["delay_release_hold"]) is mbx.delay_release_hold
+    assert bool(row["compliance_tag_hold"]) is mbx.compliance_tag_hold
+    assert _epoch(row["when_changed"]) == mbx.when_changed
+    assert _epoch(row["when_soft_deleted"]) == mbx.when_soft_deleted
+    expected_types = {_hold_type(r) for r in tenant.hold_reasons(mbx)}
+    assert set(json.loads(row["hold_types"])) == expected_types, mbx.exchange_guid
+
+
+@pytest.fixture
+def tenant_1500(tmp_path: Path, imm_home: Path) -> Iterator[Simulator]:
+    """1,500 inactive mailboxes (more than the silent 1,000 default), auto-approving sign-in."""
+    with make_simulator(tmp_path, mailboxes=1500, seed=7, auto_approve_after=0.0) as sim:
+        _write_profile(sim, imm_home)
+        _login(sim, imm_home)
+        yield sim
+
+
+# ------------------------------------------------------------------------------------------------- tests
+def test_full_sync_matches_the_tenant_mailbox_by_mailbox(tenant_1500: Simulator, imm_home: Path) -> None:
+    sim = tenant_1500
+    truth = _inactive(sim)
+    assert len(truth) == 1500
+    with_archive = sum(1 for m in truth.values() if m.archive)
+    sim.exchange.reset_counters()
+
+    result = run_imm("sync", "-q")
+
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    cache = _cache(imm_home)
+    assert set(cache) == set(truth)
+    for guid, mbx in truth.items():
+        _check_mailbox(cache[guid], mbx, sim)
+    # one primary statistics call per mailbox plus one per active archive; never a truncated list
+    assert _stats_calls(sim) == 1500 + with_archive
+    listings = [e for e in sim.exchange.request_log if e["cmdlet"] == "Get-Mailbox"]
+    assert listings and all(e["parameters"].get("ResultSize") == "Unlimited" for e in listings)
+    assert all(e["parameters"].get("InactiveMailboxOnly") is True for e in listings)
+    # Company/Department from one paged Get-Recipient listing, not 1,500 calls
+    recipient_calls = [e for e in sim.exchange.request_log if e["cmdlet"] == "Get-Recipient"]
+    assert 1 <= len(recipient_calls) <= 3
+    assert recipient_calls[0]["parameters"].get("IncludeSoftDeletedRecipients") is True
+
+    # the run record and the write-ahead audit rows
+    (run,) = _rows(imm_home, "SELECT * FROM sync_runs")
+    assert (run["mode"], run["status"], run["fetched"], run["removed"], run["errors"]) == (
+        "incremental",
+        "completed",
+        1500,
+        0,
+        0,
+    )
+    assert run["finished_at"] is not None
+    audit = _rows(imm_home, "SELECT * FROM audit_log WHERE operation = 'SYNC' ORDER BY id")
+    assert [a["result"] for a in audit] == ["started", "success"]
+    assert audit[0]["operation_id"] == audit[1]["operation_id"]
+    details = json.loads(audit[1]["details"])
+    assert (details["listed"], details["fetched"], details["unchanged"], details["errors"]) == (1500, 1500, 0, 0)
+    assert audit[1]["user"] == f"admin@{sim.config.tenant_domain}"
+    # org-wide holds and policy names were stored
+    org = {r["value"] for r in _rows(imm_home, "SELECT value FROM org_holds")}
+    assert org == set(sim.exchange.tenant.org_holds)
+    names = {r["name"] for r in _rows(imm_home, "SELECT name FROM policies")}
+    assert names == {p.name for p in sim.exchange.tenant.policies.values()}
+
+
+def test_incremental_sync_fetches_exactly_the_changes(tenant_1500: Simulator, imm_home: Path) -> None:
+    sim = tenant_1500
+    tenant = sim.exchange.tenant
+    assert run_imm("sync", "-q").exit_code == 0
+    guids = sorted(_inactive(sim))
+    touched, held, released = guids[10:15], guids[20], guids[30:33]
+    purged, reactivated = guids[40:42], guids[50]
+    for guid in touched:
+        tenant.touch(guid)
+    tenant.add_hold(held, "UniH" + "0123456789abcdef0123456789abcdef")
+    tenant.update(guids[25], total_bytes=5 * 1024 * MIB, department="Legal")  # size and department changed
+    for guid in released:  # every hold goes: the mailbox becomes soft-deleted (no longer inactive)
+        mbx = tenant.mailbox(guid)
+        tenant.update(
+            guid,
+            state=SOFT_DELETED,
+            was_inactive=True,
+            retire_time=float(math.floor(time.time())),
+        )
+        assert mbx.state == SOFT_DELETED
+    for guid in purged:
+        tenant.remove_mailbox(guid)
+    tenant.update(reactivated, state=ACTIVE)  # recovered: an active mailbox now
+    changed = {*touched, held, guids[25]}
+    truth = _inactive(sim)
+    assert len(truth) == 1500 - 6
+    archives = sum(1 for g in changed if truth[g].archive)
+    sim.exchange.reset_counters()
+
+    result = run_imm("sync", "-q")
+
+    assert result.exit_code == 0, result.stderr
+    assert _stats_calls(sim) == len(changed) + archives
+    cache = _cache(imm_home)
+    assert set(cache) == set(truth)
+    for guid in changed:
+        _check_mailbox(cache[guid], truth[guid], sim)
+    assert "ediscovery" in json.loads(cache[held]["hold_types"])
+    assert cache[guids[25]]["department"] == "Legal"
+    run = _rows(imm_home, "SELECT * FROM sync_runs ORDER BY id DESC LIMIT 1")[0]
+    assert (run["status"], run["fetched"], run["removed"]) == ("completed", len(changed), 6)
+    details = json.loads(run["details"])
+    assert (details["listed"], details["unchanged"]) == (1494, 1494 - len(changed))
+
+    # nothing changed since: no statistics call at all
+    sim.exchange.reset_counters()
+    again = run_imm("sync")
+    assert again.exit_code == 0, again.stderr
+    assert _stats_calls(sim) == 0
+    assert "0 fetched" in again.stdout and "1,494 unchanged" in again.stdout
+
+    # --full reads every mailbox again
+    sim.exchange.reset_counters()
+    assert run_imm("sync", "--full", "-q").exit_code == 0
+    assert _stats_calls(sim) == 1494 + sum(1 for m in truth.values() if m.archive)
+
+
+def test_sync_under_throttling_and_faults_loses_nothing(tmp_path: Path, imm_home: Path) -> None:
+    # random faults on top of the ones forced below; the client's backoff on 5xx/resets is seconds, so few
+    faults = FaultConfig(error_5xx_rate=0.01, reset_rate=0.01, throttle_rate=0.05)
+    with make_simulator(
+        tmp_path,
+        mailboxes=400,
+        seed=11,
+        auto_approve_after=0.0,
+        latency_ms=5,
+        concurrency_budget=3,
+        retry_after_seconds=0.05,
+        faults=faults,
+    ) as sim:
+        _write_profile(sim, imm_home)
+        _login(sim, imm_home)
+        sim.exchange.fail_next("Get-MailboxStatistics", "reset", 2)
+        sim.exchange.fail_next("Get-MailboxStatistics", "503", 2)
+        sim.exchange.fail_next("Get-Mailbox", "429", 1)
+        sim.exchange.reset_counters()
+
+        result = run_imm("sync", "--concurrency", "8", "-q")
+
+        assert result.exit_code == 0, result.stderr
+        statuses = [e["status"] for e in sim.exchange.request_log]
+        assert statuses.count(429) >= 5 and 503 in statuses and "reset" in statuses
+        truth = _inactive(sim)
+        cache = _cache(imm_home)
+        assert set(cache) == set(truth)
+        for guid, mbx in truth.items():
+            _check_mailbox(cache[guid], mbx, sim)
+        assert sim.exchange.max_in_flight <= 3
+
+
+def test_ctrl_c_keeps_what_was_fetched_and_exits_130(tmp_path: Path, imm_home: Path) -> None:
+    with make_simulator(
+        tmp_path, mailboxes=1500, seed=3, auto_approve_after=0.0, latency_ms=20, concurrency_budget=4
+    ) as sim:
+        _write_profile(sim, imm_home)
+        _login(sim, imm_home)
+        env = {**os.environ}
+        env.pop("IMM_RAISE_ERRORS", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "imm", "sync"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until the first batch is in the cache
+            time.sleep(0.2)
+            if _db_path(imm_home).exists():
+                try:
+                    if _rows(imm_home, "SELECT COUNT(*) AS n FROM inactive_mailboxes")[0]["n"] >= 1:
+                        break
+                except sqlite3.OperationalError:
+                    continue
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+
+        assert proc.returncode == 130, stderr
+        assert "Traceback" not in stderr
+        kept = len(_cache(imm_home))
+        assert 0 < kept < 1500
+        assert f"{kept:,} mailboxes fetched before the interruption are kept" in stdout + stderr
+        (run,) = _rows(imm_home, "SELECT * FROM sync_runs")
+        assert (run["status"], run["fetched"]) == ("cancelled", kept)
+        audit = _rows(imm_home, "SELECT result FROM audit_log WHERE operation = 'SYNC' ORDER BY id")
+        assert [a["result"] for a in audit] == ["started", "cancelled"]
+        truth = _inactive(sim)
+        cache = _cache(imm_home)
+        for guid, row in cache.items():
+            _check_mailbox(row, truth[guid], sim)
+
+        # the next (incremental) sync fetches only what is missing
+        sim.exchange.reset_counters()
+        sim.config.latency_ms = 0
+        result = run_imm("sync", "-q")
+        assert result.exit_code == 0, result.stderr
+        missing = set(truth) - set(cache)
+        assert _stats_calls(sim) == len(missing) + sum(1 for g in missing if truth[g].archive)
+        assert set(_cache(imm_home)) == set(truth)
+
+
+def _after_listing(sim: Simulator, action: Callable[[], None], statistics: int = 0) -> threading.Thread:
+    """Run ``action`` once the inactive listing has been answered and ``statistics`` statistics calls were made."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            log = list(sim.exchange.request_log)
+            listed = any(e["cmdlet"] == "Get-Mailbox" and e["status"] == 200 for e in log)
+            if listed and sum(e["cmdlet"] == "Get-MailboxStatistics" for e in log) >= statistics:
+                action()
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_mailbox_purged_mid_sync_is_counted_and_the_run_goes_on(tmp_path: Path, imm_home: Path) -> None:
+    with make_simulator(tmp_path, mailboxes=120, seed=5, auto_approve_after=0.0, latency_ms=40) as sim:
+        _write_profile(sim, imm_home)
+        _login(sim, imm_home)
+        last = list(_inactive(sim))[-1]  # listed last, so fetched last
+        sim.exchange.reset_counters()
+        watcher = _after_listing(sim, lambda: sim.exchange.tenant.remove_mailbox(last))
+
+        result = run_imm("sync")
+
+        watcher.join(timeout=5)
+        assert result.exit_code == 1, result.stderr
+        assert "1 failed" in result.stdout + result.stderr
+        assert f"object '{last}' couldn't be found" in result.stderr
+        assert "Traceback" not in result.stderr
+        cache = _cache(imm_home)
+        assert len(cache) == 119 and last not in cache
+        run = _rows(imm_home, "SELECT * FROM sync_runs")[0]
+        assert (run["status"], run["errors"], run["fetched"]) == ("completed_with_errors", 1, 119)
+        audit = _rows(imm_home, "SELECT result, details FROM audit_log WHERE operation = 'SYNC' ORDER BY id")
+        assert [a["result"] for a in audit] == ["started", "partial"]
+        assert json.loads(audit[1]["details"])["errors"] == 1
+        # the next sync no longer lists it and is clean
+        again = run_imm("sync", "-q")
+        assert again.exit_code == 0, again.stderr
+        assert set(_cache(imm_home)) == set(_inactive(sim))
+
+
+def test_losing_the_sign_in_mid_sync_stops_the_run_and_keeps_what_was_fetched(tmp_path: Path, imm_home: Path) -> None:
+    with make_simulator(tmp_path, mailboxes=600, seed=4, auto_approve_after=0.0, latency_ms=10) as sim:
+        _write_profile(sim, imm_home)
+        _login(sim, imm_home)
+        sim.exchange.reset_counters()
+        admin = f"admin@{sim.config.tenant_domain}"
+        watcher = _after_listing(sim, lambda: sim.identity.revoke_user(admin), statistics=300)
+
+        result = run_imm("sync")
+
+        watcher.join(timeout=5)
+        assert result.exit_code == 3, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.startswith("Error: ") and "revoked" in result.stderr
+        kept = len(_cache(imm_home))
+        assert 0 < kept < 600
+        (run,) = _rows(imm_home, "SELECT * FROM sync_runs")
+        assert (run["status"], run["fetched"], run["errors"]) == ("failed", kept, 0)
+        audit = _rows(imm_home, "SELECT result FROM audit_log WHERE operation = 'SYNC' ORDER BY id")
+        assert [a["result"] for a in audit] == ["started", "failure"]
+
+
+def test_without_the_compliance_role_sync_says_so_once_and_goes_on(tmp_path: Path, imm_home: Path) -> None:
+    with make_simulator(tmp_path, mailboxes=60, seed=9, auto_approve_after=0.0) as sim:
+        _write_profile(sim, imm_home)
+        _login(sim, imm_home)
+        sim.exchange.deny_role(f"admin@{sim.config.tenant_domain}", "compliance")
+        result = run_imm("sync")
+
+        assert result.exit_code == 0, result.stderr
+        assert result.stderr.count("policy names unavailable: the account lacks the compliance role") == 1
+        assert len(_cache(imm_home)) == 60
+        assert _rows(imm_home, "SELECT COUNT(*) AS n FROM policies")[0]["n"] == 0
+
+
+def test_company_and_department_from_a_mapping_csv(tmp_path: Path, imm_home: Path) -> None:
+    """Mailboxes whose directory fields and custom attributes are empty get them from the HR export."""
+    with make_simulator(tmp_path, mailboxes=200, seed=2, auto_approve_after=0.0) as sim:
+        truth = _inactive(sim)
+        bare = [m for m in truth.values() if _expected_org(m) == (None, None)]
+        assert bare, "the generator leaves some mailboxes without company and department"
+        mapping = tmp_path / "hr.csv"
+        lines = ["address,company,department"]
+        lines += [f"{m.primary_smtp},Mapped Co {i},Dept {i}" for i, m in enumerate(bare)]
+        mapping.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        config = imm_home / "config" / "config.toml"
+        write_profile(
+            config, "sim", {**sim.profile_values(), "org": {**ORG, "mapping_file": str(mapping)}}, make_default=True
+        )
+        _login(sim, imm_home)
+        assert run_imm("sync", "-q").exit_code == 0
+        cache = _cache(imm_home)
+        for i, mbx in enumerate(bare):
+            row = cache[mbx.exchange_guid]
+            assert (row["operating_company"], row["department"]) == (f"Mapped Co {i}", f"Dept {i}")
+
+        mapping.write_text("address,company\nnot-an-address,X\n", encoding="utf-8")
+        bad = run_imm("sync")
+        assert bad.exit_code == 2
+        assert "hr.csv" in bad.stderr or "line 2" in bad.stderr
+        assert "Traceback" not in bad.stderr
