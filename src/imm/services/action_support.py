@@ -1,0 +1,444 @@
+"""What the single-mailbox actions (:mod:`imm.services.actions`) share: their results, passwords, and the small
+readers of Exchange records and writers of text they use. No I/O here.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from imm.errors import BlockedError, ImmError, InputError
+
+if TYPE_CHECKING:
+    from imm.data.models import InactiveMailbox
+    from imm.domain.eligibility import Blocker, ReleasePlan
+    from imm.domain.holds import Hold
+
+RECOVER = "recover"
+RESTORE = "restore"
+RELEASE = "release"
+SET_DURATION = "set-duration"
+ACTIONS = (RECOVER, RESTORE, RELEASE, SET_DURATION)
+
+SUCCESS = "success"
+FAILED = "failed"
+SKIPPED = "skipped"
+ALREADY_DONE = "already-done"
+
+DEFAULT_TARGET_ROOT_FOLDER = "Inactive Mailbox"  # primary → archive needs a root folder (domain.md §5)
+PASSWORD_LENGTH = 20
+_PASSWORD_SYMBOLS = "!#%+-=?@^_*"
+LICENSE_REMINDER = (
+    "Assign the new user an Exchange Online licence within 30 days: Exchange keeps Single Item Recovery and "
+    "Retention Hold on for 30 days 'to preserve data until you obtain a valid license'."
+)
+REHOLD_REMINDER = (
+    "Recovery replaced unlocked retention policies with Litigation Hold and removed Litigation Hold and In-Place "
+    "holds it had: put back the holds the data still needs."
+)
+# Get-Mailbox properties recorded in audit rows as the mailbox's state (holds and addresses).
+STATE_KEYS = (
+    "ExchangeGuid",
+    "DistinguishedName",
+    "PrimarySmtpAddress",
+    "UserPrincipalName",
+    "IsInactiveMailbox",
+    "WasInactiveMailbox",
+    "InactiveMailboxRetireTime",
+    "LitigationHoldEnabled",
+    "LitigationHoldDuration",
+    "LitigationHoldDate",
+    "InPlaceHolds",
+    "ComplianceTagHoldApplied",
+    "DelayHoldApplied",
+    "DelayReleaseHoldApplied",
+    "RetentionHoldEnabled",
+    "SingleItemRecoveryEnabled",
+    "RetainDeletedItemsFor",
+    "EmailAddresses",
+)
+# What recovery changes (domain.md §4), with words for people.
+_RECOVER_CHANGES = (
+    ("LitigationHoldEnabled", "Litigation Hold"),
+    ("LitigationHoldDuration", "Litigation Hold duration"),
+    ("InPlaceHolds", "In-place holds"),
+    ("RetentionHoldEnabled", "Retention Hold"),
+    ("RetainDeletedItemsFor", "Keep deleted items for"),
+    ("SingleItemRecoveryEnabled", "Single Item Recovery"),
+    ("ComplianceTagHoldApplied", "Retention label hold"),
+    ("DelayHoldApplied", "Delay hold"),
+)
+
+
+# ------------------------------------------------------------------------------------------------- results
+@dataclass
+class ActionPreview:
+    """What an action would do, computed by imm (never by ``-WhatIf``).
+
+    ``cmdlets`` are the calls that would run, as data (``{"cmdlet", "endpoint", "parameters"}``; a password shows as
+    ``***``). ``nothing_to_do``: the action would change nothing (e.g. no hold of that type).
+    """
+
+    identity: str
+    action: str
+    summary: list[str] = field(default_factory=list)
+    blockers: list[str] = field(default_factory=list)
+    removes_last_hold: bool = False
+    consequence: str = ""
+    cmdlets: list[dict[str, Any]] = field(default_factory=list)
+    mailbox: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    nothing_to_do: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "action": self.action,
+            "mailbox": self.mailbox,
+            "summary": list(self.summary),
+            "blockers": list(self.blockers),
+            "removes_last_hold": self.removes_last_hold,
+            "consequence": self.consequence,
+            "cmdlets": [dict(c) for c in self.cmdlets],
+            "notes": list(self.notes),
+            "nothing_to_do": self.nothing_to_do,
+        }
+
+
+@dataclass
+class ActionResult:
+    """The outcome of one action: ``status`` is success | failed | skipped | already-done."""
+
+    identity: str
+    action: str
+    status: str
+    message: str
+    operation_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (SUCCESS, SKIPPED, ALREADY_DONE)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "action": self.action,
+            "status": self.status,
+            "message": self.message,
+            "operation_id": self.operation_id,
+            "details": self.details,
+        }
+
+
+class ActionBlockedError(BlockedError):
+    """A preflight check stopped the action (exit 5). ``preview`` is the preview with its blockers filled in;
+    ``codes`` are the blocker codes (e.g. ``auto-expanding-archive``)."""
+
+    def __init__(self, preview: ActionPreview, codes: list[str], *, hint: str | None = None) -> None:
+        name = preview.mailbox.get("primary_smtp") or preview.identity
+        count = len(preview.blockers)
+        what = "blocker" if count == 1 else "blockers"
+        super().__init__(
+            f"{preview.action} of {name} is blocked ({count} {what}): {'; '.join(codes)}",
+            blockers=list(preview.blockers),
+            hint=hint,
+        )
+        self.preview = preview
+        self.codes = codes
+
+
+# ----------------------------------------------------------------------------------------------- passwords
+def generate_password(length: int = PASSWORD_LENGTH) -> str:
+    """A random password that meets Entra ID complexity (upper, lower, digit and symbol; 8–256 characters).
+
+    Look-alike characters (I, l, O, 0, 1) are left out so a person can type it from the screen.
+    """
+    if not 8 <= length <= 256:
+        raise InputError("a password must be 8 to 256 characters long")
+    upper = "".join(c for c in string.ascii_uppercase if c not in "IO")
+    lower = "".join(c for c in string.ascii_lowercase if c != "l")
+    digits = "23456789"
+    groups = (upper, lower, digits, _PASSWORD_SYMBOLS)
+    chars = [secrets.choice(group) for group in groups]
+    alphabet = "".join(groups)
+    chars += [secrets.choice(alphabet) for _ in range(length - len(chars))]
+    secrets.SystemRandom().shuffle(chars)
+    return "".join(chars)
+
+
+def check_password(password: str) -> None:
+    """InputError unless ``password`` meets Entra ID's rules (8–256 characters, 3 of 4 character classes)."""
+    if not isinstance(password, str) or not 8 <= len(password) <= 256:
+        raise InputError("the password must be 8 to 256 characters long")
+    classes = sum(
+        (
+            any(c.isupper() for c in password),
+            any(c.islower() for c in password),
+            any(c.isdigit() for c in password),
+            any(not c.isalnum() for c in password),
+        )
+    )
+    if classes < 3:
+        raise InputError("the password needs 3 of: upper-case letters, lower-case letters, digits, symbols")
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def first(value: Any) -> dict[str, Any] | None:
+    """A cmdlet result may be a record, a list of records, an iterator, or nothing."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list | tuple):
+        return value[0] if value else None
+    try:
+        for item in value:
+            return item if isinstance(item, dict) else None
+    except TypeError:
+        return None
+    return None
+
+
+def records(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [value]
+    return [item for item in value if isinstance(item, dict)]
+
+
+def plain(record: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A record without OData annotation keys."""
+    return {k: v for k, v in (record or {}).items() if "@" not in k}
+
+
+def exchange_guid(record: Mapping[str, Any] | None) -> str:
+    return str((record or {}).get("ExchangeGuid") or "").strip().lower()
+
+
+def as_list(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [value]
+
+
+def state_of(record: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The audit-relevant state of a Get-Mailbox record (holds, addresses, lifecycle)."""
+    values = plain(record)
+    return {key: values[key] for key in STATE_KEYS if key in values}
+
+
+def truthy(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value or "").strip().lower() in {"true", "1", "yes", "$true"}
+
+
+def addresses(record: Mapping[str, Any] | None) -> set[str]:
+    return {str(a).lower() for a in as_list((record or {}).get("EmailAddresses"))}
+
+
+def summary_of(mailbox: InactiveMailbox) -> dict[str, Any]:
+    return {
+        "identity": mailbox.identity,
+        "display_name": mailbox.display_name,
+        "primary_smtp": mailbox.primary_smtp,
+        "user_principal_name": mailbox.user_principal_name,
+        "when_soft_deleted": mailbox.when_soft_deleted,
+        "hold_types": list(mailbox.hold_types),
+    }
+
+
+def label_of(mailbox: InactiveMailbox) -> str:
+    name = mailbox.display_name or mailbox.name
+    smtp = mailbox.primary_smtp
+    return f"'{name}' <{smtp}>" if smtp and name else (smtp or name or mailbox.identity)
+
+
+def blocker_line(blocker: Blocker) -> str:
+    line = f"{blocker.code}: {blocker.message}"
+    return f"{line} (instead: {blocker.alternative})" if blocker.alternative else line
+
+
+def duration_text(days: int | None) -> str:
+    return "Unlimited" if days is None else f"{days} days"
+
+
+def days_of(value: Any) -> int | None:
+    from imm.domain.parsing import parse_timespan_days
+
+    try:
+        return parse_timespan_days(value)
+    except ImmError:
+        return None
+
+
+def is_exchange_item_error(exc: BaseException) -> bool:
+    """An Exchange failure that concerns this one mailbox (returned as ``failed``), not the session (raised)."""
+    from imm.exchange import AmbiguousOutcomeError, ExchangeError, ExoAuthError
+
+    return isinstance(exc, ExchangeError) and not isinstance(exc, ExoAuthError | AmbiguousOutcomeError)
+
+
+class ItemFailed(Exception):
+    """Internal: an Exchange failure about this mailbox, already recorded in the audit log."""
+
+    def __init__(self, error: BaseException, operation_id: str) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.operation_id = operation_id
+
+
+# Which `holds release --type` releases a hold of each kind.
+RELEASE_TYPE_OF_KIND = {
+    "litigation": "litigation",
+    "delay": "delay",
+    "delay-release": "delay-release",
+    "label": "label",
+    "org-policy": "org-policy",
+    "retention-policy": "policy",
+    "skype-policy": "policy",
+    "ediscovery": "ediscovery",
+    "inplace": "all-releasable",
+    "unknown": "all-releasable",
+}
+
+
+def parse_days(value: Any) -> int | None:
+    """A hold duration from a plan or an option: an int ≥ 1, or "unlimited" (None)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in {"unlimited", ""}):
+        return None
+    try:
+        days = int(str(value).strip())
+    except ValueError:
+        raise InputError(f"'{value}' is not a number of days (or 'unlimited')") from None
+    if days < 1:
+        raise InputError(f"the hold duration must be 1 day or more (got {days})")
+    return days
+
+
+def hint_for(blockers: Iterable[Blocker]) -> str | None:
+    if any(b.forceable for b in blockers):
+        return "an eDiscovery case hold can be released with --force-ediscovery (ask the case owner first)"
+    return None
+
+
+def is_soft_deleted(record: Mapping[str, Any]) -> bool:
+    dn = str(record.get("DistinguishedName") or "")
+    return "OU=Soft Deleted Objects" in dn or truthy(record.get("IsInactiveMailbox"))
+
+
+def restore_blockers_for(
+    mailbox: InactiveMailbox, target: Mapping[str, Any] | None, *, archive: bool, target_archive: bool
+) -> list[Blocker]:
+    """:func:`imm.domain.eligibility.restore_blockers` for every source/target combination.
+
+    The domain check models primary → primary and archive → archive; for archive → primary and primary → archive
+    the target-side checks run for the target part chosen and the quota check uses the source part's size.
+    """
+    from imm.domain.eligibility import Blocker, restore_blockers, restore_source_blockers
+    from imm.domain.parsing import format_size, parse_size
+
+    if archive == target_archive:
+        return restore_blockers(mailbox, target, archive=archive)
+    blockers = restore_source_blockers(mailbox, archive=archive)
+    codes = {b.code for b in blockers}
+    quota_codes = {"target-over-quota", "target-archive-over-quota", "no-archive"}
+    for blocker in restore_blockers(mailbox, target, archive=target_archive):
+        if blocker.code not in codes and blocker.code not in quota_codes:
+            blockers.append(blocker)
+            codes.add(blocker.code)
+    if target is None:
+        return blockers
+    incoming = round((mailbox.archive_size_mb if archive else mailbox.size_mb) * 1024 * 1024)
+    quota_key, used_key = (
+        ("ArchiveQuota", "ArchiveTotalItemSize") if target_archive else ("ProhibitSendReceiveQuota", "TotalItemSize")
+    )
+    try:
+        quota, used = parse_size(target.get(quota_key)), parse_size(target.get(used_key))
+    except ImmError:
+        return blockers
+    if quota is not None and used is not None and used + incoming > quota:
+        blockers.append(
+            Blocker(
+                "target-archive-over-quota" if target_archive else "target-over-quota",
+                f"The target's {quota_key} is {format_size(quota)}: {format_size(used)} used + "
+                f"{format_size(incoming)} to restore would exceed it",
+                "Raise the target's quota, restore into its archive, or choose another target",
+            )
+        )
+    return blockers
+
+
+def recover_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """What Exchange changed on recovery, in words (domain.md §4), from the inactive and the new mailbox."""
+    lines = []
+    for key, label in _RECOVER_CHANGES:
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, list) or isinstance(new, list):
+            old_set, new_set = set(as_list(old)), set(as_list(new))
+            if old_set == new_set:
+                continue
+            gone = sorted(old_set - new_set)
+            added = sorted(new_set - old_set)
+            parts = []
+            if gone:
+                parts.append("removed " + ", ".join(gone))
+            if added:
+                parts.append("added " + ", ".join(added))
+            lines.append(f"{label}: {'; '.join(parts)}")
+            continue
+        if str(old) == str(new) or (old is None and new is None):
+            continue
+        lines.append(f"{label}: {_show(old)} → {_show(new)}")
+    if truthy(after.get("LitigationHoldEnabled")) and not truthy(before.get("LitigationHoldEnabled")):
+        lines.append("Litigation Hold now replaces the unlocked retention policies that held the inactive mailbox")
+    return lines
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None or value == "":
+        return "(none)"
+    return str(value)
+
+
+def hold_expiry_text(mailbox: InactiveMailbox, hold: Hold, now: datetime) -> tuple[str, str]:
+    """(when this hold runs out: an ISO date, "never" or "" for a hold that keeps nothing; why)."""
+    from imm.domain.expiry import hold_expiry
+
+    if not hold.preserves:
+        return "", "it does not keep the mailbox inactive"
+    end, reason = hold_expiry(mailbox, hold, now)
+    return (end.date().isoformat() if end is not None else "never"), reason
+
+
+def release_text(mailbox: InactiveMailbox, hold: Hold, plan: ReleasePlan, release_type: str) -> str:
+    for blocker in plan.blockers:
+        if hold.raw in blocker.message or (hold.policy_name and hold.policy_name in blocker.message):
+            return f"cannot: {blocker.message} ({blocker.alternative})" if blocker.alternative else blocker.message
+    for step in plan.steps:
+        if step.hold is hold or step.hold.raw == hold.raw:
+            params = " ".join(_param_text(k, v) for k, v in step.parameters.items() if k != "Identity")
+            flag = " --force-ediscovery" if hold.kind.value == "ediscovery" else ""
+            return f"imm holds release {mailbox.identity} --type {release_type}{flag} ({step.cmdlet} {params})"
+    if hold.locked:
+        return "cannot: Preservation Lock"
+    return "cannot be released by imm"
+
+
+def _param_text(name: str, value: Any) -> str:
+    """``-Name value`` as PowerShell shows it (a switch without a value)."""
+    if value is True:
+        return f"-{name}"
+    if value is False:
+        return f"-{name} $false"
+    return f"-{name} {value}"

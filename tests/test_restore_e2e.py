@@ -1,0 +1,246 @@
+"""``imm restore`` (start, status --wait, --remove-x500) end to end against the simulated tenant."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from action_support import USER, ActEnv, make_env
+from imm.simulator.model import ACTIVE, Mailbox
+
+pytestmark = pytest.mark.slow
+
+NAME = re.compile(r"^imm-[0-9a-f]{8}-\d{12}(\d{2})?$")
+
+
+@pytest.fixture(scope="module")
+def act(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActEnv]:
+    yield from make_env(tmp_path_factory.mktemp("restore"), restore_seconds=0.6)
+
+
+def _source(act: ActEnv, archive: bool = False) -> Mailbox:
+    return act.pick(
+        lambda m, t: not m.auto_expanding_archive and not m.aux_archive_shards and (m.archive or not archive)
+        and m.total_bytes < 5 * 1024**3,
+        "restorable mailbox",
+    )  # fmt: skip
+
+
+def _target(act: ActEnv, source: Mailbox, archive: bool = False) -> Mailbox:
+    """An active mailbox with room for ``source`` that no other test uses as its target."""
+    special = {act.tenant.special["full_target"], act.tenant.special.get("shared_smtp")}
+    for mbx in act.active_mailboxes():
+        if mbx.primary_smtp in special or f"target:{mbx.exchange_guid}" in act.claimed:
+            continue
+        if archive and not (mbx.archive and mbx.archive_quota_bytes - mbx.archive_bytes > source.archive_bytes * 2):
+            continue
+        if mbx.quota_bytes - mbx.total_bytes > source.total_bytes * 2:
+            act.claimed.add(f"target:{mbx.exchange_guid}")
+            return mbx
+    pytest.skip("no active mailbox with room left")
+
+
+def _requests(act: ActEnv, source: Mailbox) -> list[Any]:
+    return [r for r in act.tenant.restore_requests if r.source_guid == source.exchange_guid]
+
+
+def _x500(source: Mailbox) -> str:
+    return f"X500:{source.legacy_dn}"
+
+
+# ----------------------------------------------------------------------------------------------- restore
+def test_restore_adds_x500_creates_a_named_request_and_follows_it_to_completion(act: ActEnv) -> None:
+    source = _source(act)
+    target = _target(act, source)
+    target_bytes = target.total_bytes
+
+    result, data = act.json("restore", source.primary_smtp, "--target", target.primary_smtp, "--yes")
+
+    assert result.exit_code == 0, result.stderr
+    assert data["status"] == "success"
+    [request] = _requests(act, source)
+    assert NAME.match(request.name) and request.name.startswith(f"imm-{source.exchange_guid[:8]}-")
+    assert request.target_guid == target.exchange_guid
+    assert (request.source_is_archive, request.target_is_archive, request.target_root_folder) == (False, False, "")
+    assert _x500(source) in target.extra_addresses  # the documented method: X500 first
+    assert data["details"]["request_name"] == request.name
+    assert data["details"]["x500_added"] is True
+    rows = act.audit(source.exchange_guid, "RESTORE_MAILBOX")
+    assert [r["result"] for r in rows] == ["started", "success"]
+    assert rows[0]["user"] == USER
+    assert rows[0]["details"]["request_name"] == request.name
+    assert _x500(source) not in rows[0]["details"]["before"]["target"]["EmailAddresses"]
+    assert _x500(source) in rows[1]["details"]["after"]["target"]["EmailAddresses"]
+    tracked = act.rows("SELECT * FROM restore_requests WHERE source_identity = ?", (source.exchange_guid,))
+    assert [(t["name"], t["target_guid"], t["x500_added"]) for t in tracked] == [
+        (request.name, target.exchange_guid, 1)
+    ]
+    assert act.cached(source.exchange_guid) is not None  # a restore leaves the inactive mailbox as it is
+
+    result, rows_out = act.json(
+        "restore", "status", source.exchange_guid, "--wait", "--interval", "0.1", "--timeout", "30", "--remove-x500"
+    )
+
+    assert result.exit_code == 0, result.stderr
+    [row] = rows_out
+    assert (row["name"], row["status"], row["percent_complete"]) == (request.name, "Completed", 100)
+    assert row["x500_removed"] is True
+    assert row["bytes_transferred"] == row["estimated_bytes"] == source.total_bytes
+    assert _x500(source) not in target.extra_addresses  # removed once completed
+    assert target.total_bytes == target_bytes + source.total_bytes  # the copy arrived
+    removal = act.audit(target.exchange_guid, "REMOVE_ADDRESS")
+    assert [r["result"] for r in removal] == ["started", "success"]
+    assert removal[0]["details"]["address"] == _x500(source)
+    done = act.audit(source.exchange_guid, "RESTORE_STATUS")
+    assert [(r["result"], r["details"]["status"]) for r in done] == [("success", "Completed")]
+    assert done[0]["operation_id"] == rows[0]["operation_id"]
+
+
+def test_restore_start_archive_into_the_targets_archive(act: ActEnv) -> None:
+    source = _source(act, archive=True)
+    target = _target(act, source, archive=True)
+
+    result = act.run(
+        "restore", "start", source.exchange_guid, "--target", target.exchange_guid, "--archive",
+        "--target-folder", "From the archive", "--yes",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.stderr
+    [request] = _requests(act, source)
+    assert (request.source_is_archive, request.target_is_archive) == (True, True)
+    assert request.target_root_folder == "From the archive"
+    assert "Restore the archive of inactive mailbox" in result.stdout
+
+
+def test_restore_primary_into_an_archive_gets_a_root_folder(act: ActEnv) -> None:
+    source = _source(act)
+    target = _target(act, source, archive=True)
+
+    result = act.run("restore", source.exchange_guid, "--target", target.exchange_guid, "--target-archive", "--yes")
+
+    assert result.exit_code == 0, result.stderr
+    [request] = _requests(act, source)
+    assert (request.source_is_archive, request.target_is_archive) == (False, True)
+    assert request.target_root_folder == "Inactive Mailbox"
+
+
+def test_restore_what_if_changes_nothing(act: ActEnv) -> None:
+    source = _source(act)
+    target = _target(act, source)
+    addresses = list(target.extra_addresses)
+
+    result = act.run("restore", source.exchange_guid, "--target", target.primary_smtp, "--what-if")
+
+    assert result.exit_code == 0, result.stderr
+    assert "Preview: restore" in result.stdout
+    assert f'-EmailAddresses @{{Add="{_x500(source)}"}}' in result.stdout
+    assert "New-MailboxRestoreRequest -Name imm-" in result.stdout
+    assert target.extra_addresses == addresses
+    assert _requests(act, source) == []
+    assert act.audit(source.exchange_guid, "RESTORE_MAILBOX") == []
+
+
+@pytest.mark.parametrize("case", ["target-missing", "target-over-quota", "auto-expanding-archive"])
+def test_restore_blockers_exit_5(act: ActEnv, case: str) -> None:
+    source = _source(act)
+    target = "nobody.here@contoso.com"
+    if case == "target-over-quota":
+        target = act.tenant.special["full_target"]
+    elif case == "auto-expanding-archive":
+        target = _target(act, source).primary_smtp
+        act.tenant.update(source.exchange_guid, archive=True, auto_expanding_archive=True, aux_archive_shards=1)
+    executed = act.sim.exchange.executed["New-MailboxRestoreRequest"]
+
+    result = act.run("restore", source.exchange_guid, "--target", target, "--yes")
+
+    assert result.exit_code == 5, result.stderr
+    assert f"Error: restore of {source.primary_smtp} is blocked (1 blocker): {case}" in result.stderr
+    assert act.sim.exchange.executed["New-MailboxRestoreRequest"] == executed
+    assert _requests(act, source) == []
+    assert act.audit(source.exchange_guid, "RESTORE_MAILBOX") == []
+    if case == "target-over-quota":
+        full = next(m for m in act.active_mailboxes() if m.primary_smtp == target)
+        assert _x500(source) not in full.extra_addresses
+
+
+def test_restore_ambiguous_failure_is_reconciled_not_repeated(act: ActEnv) -> None:
+    source = _source(act)
+    target = _target(act, source)
+    act.sim.exchange.fail_next("New-MailboxRestoreRequest", "reset_after_commit")
+    executed = act.sim.exchange.executed["New-MailboxRestoreRequest"]
+
+    result, data = act.json("restore", source.exchange_guid, "--target", target.exchange_guid, "--yes")
+
+    assert result.exit_code == 0, result.stderr
+    assert data["details"]["reconciled"] is True
+    assert act.sim.exchange.executed["New-MailboxRestoreRequest"] == executed + 1
+    assert len(_requests(act, source)) == 1
+    rows = act.audit(source.exchange_guid, "RESTORE_MAILBOX")
+    assert [r["result"] for r in rows] == ["started", "success"]
+    assert rows[1]["details"]["reconciled"] is True
+
+
+def test_a_failed_restore_request_exits_1_and_keeps_the_x500(act: ActEnv) -> None:
+    source = _source(act)
+    target = _target(act, source)
+    assert act.run("restore", source.exchange_guid, "--target", target.exchange_guid, "--yes").exit_code == 0
+    [request] = _requests(act, source)
+    request.fail = True  # the simulator's knob: the request ends Failed / FailedOther
+
+    result, rows = act.json(
+        "restore", "status", request.name, "--wait", "--interval", "0.1", "--timeout", "30", "--remove-x500"
+    )
+
+    assert result.exit_code == 1
+    assert [(r["status"], r["status_detail"], r["x500_removed"]) for r in rows] == [("Failed", "FailedOther", False)]
+    assert _x500(source) in target.extra_addresses  # only a completed restore loses its X500
+    done = act.audit(source.exchange_guid, "RESTORE_STATUS")
+    assert [r["result"] for r in done] == ["failure"]
+    assert done[0]["error_message"].startswith(f"restore request {request.name} ended Failed")
+
+
+def test_restore_status_table_and_errors(act: ActEnv) -> None:
+    result = act.run("restore", "status")
+    assert result.exit_code in (0, 1)  # earlier requests of this module may have failed on purpose
+    assert "Request" in result.stdout and "Status" in result.stdout
+    unknown = act.run("restore", "status", "never.restored@contoso.com")
+    assert unknown.exit_code == 4
+    assert unknown.stderr.splitlines()[0] == "Error: no restore request imm started for 'never.restored@contoso.com'"
+    missing = act.run("restore", "start", "someone")
+    assert missing.exit_code == 2
+    assert "Missing option '--target'" in missing.stderr
+
+
+def test_remove_x500_waits_for_completion(act: ActEnv) -> None:
+    source = _source(act)
+    target = _target(act, source)
+    act.tenant.restore_seconds = 60.0  # stays in progress while this test runs
+    try:
+        assert act.run("restore", source.exchange_guid, "--target", target.exchange_guid, "--yes").exit_code == 0
+        result = act.run("restore", "status", source.exchange_guid, "--remove-x500")
+    finally:
+        act.tenant.restore_seconds = 0.6
+    assert result.exit_code == 0, result.stderr
+    assert _x500(source) in target.extra_addresses
+    assert act.audit(target.exchange_guid, "REMOVE_ADDRESS") == []
+    assert target.state == ACTIVE
+
+
+def test_a_blocked_restore_is_one_json_error_under_output_json(act: ActEnv) -> None:
+    source = _source(act)
+
+    result = act.run("restore", source.exchange_guid, "--target", "nobody.at.all@contoso.com", "--yes", "-o", "json")
+
+    assert result.exit_code == 5
+    assert result.stdout == ""
+    body = json.loads(result.stderr)
+    assert body["error"]["code"] == "blocked"
+    assert body["error"]["exit_code"] == 5
+    assert body["error"]["message"] == f"restore of {source.primary_smtp} is blocked (1 blocker): target-missing"
+    assert body["error"]["blockers"] == [
+        "target-missing: The target mailbox does not exist (instead: Name an existing active mailbox as target)"
+    ]
