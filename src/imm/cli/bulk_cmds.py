@@ -1,0 +1,729 @@
+"""``imm bulk``: plan, run, resume, inspect bulk jobs (thousands of recover / restore / release / set-duration).
+
+The work lives in :mod:`imm.services.bulk` (engine, journal) and :mod:`imm.services.bulk_plan` (the CSV plan);
+this module parses options, asks the one confirmation, shows progress and prints the outcome.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from imm.cli.context import app
+from imm.cli.output import output_options
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from imm.cli.context import AppContext
+    from imm.data.jobs import Item, Job
+    from imm.services.bulk import BulkProgress, RunOutcome
+
+SAMPLE = 3  # mailboxes named in a confirmation
+SHOWN_FAILURES = 10  # failed items printed after a run (all are in the results file)
+_VERBS = {
+    "recover": "recover into new mailboxes",
+    "restore": "restore into their target mailboxes",
+    "release": "release holds on",
+    "set-duration": "change the Litigation Hold duration of",
+}
+_STAGE = {
+    "recover": "Recovering",
+    "restore": "Restoring",
+    "release": "Releasing holds",
+    "set-duration": "Setting durations",
+}
+
+
+@click.group()
+def bulk() -> None:
+    """Run recover, restore, release or set-duration on many mailboxes from a CSV plan, resumably.
+
+    A plan is checked as a whole before anything runs; runs are previews (--what-if) until --execute is given; a
+    job interrupted at any moment (Ctrl+C, a crash, a reboot) is finished by 'imm bulk resume JOB', every item
+    exactly once.
+
+    \b
+    Example:
+      imm bulk plan --releasable --company Contoso --action release --type all-releasable --out plan.csv
+      imm bulk run plan.csv                      # what-if: previews, changes nothing
+      imm bulk run plan.csv --execute --yes      # then for real
+    """
+
+
+# --------------------------------------------------------------------------------------------------- plan
+@bulk.command("plan")
+@click.option(
+    "--action",
+    type=click.Choice(["recover", "restore", "release", "set-duration"], case_sensitive=False),
+    default="release",
+    show_default=True,
+    help="What each row will do.",
+)
+@click.option("--type", "release_type", metavar="TYPE", help="release: which holds (default all-releasable).")
+@click.option("--days", type=click.IntRange(1, 36500), metavar="N", help="set-duration: the new duration in days.")
+@click.option("--unlimited", is_flag=True, help="set-duration: an unlimited duration.")
+@click.option("--target", metavar="MAILBOX", help="restore: the target mailbox for every row.")
+@click.option("--archive", is_flag=True, help="restore: restore the archive.")
+@click.option("--target-folder", metavar="FOLDER", help="restore: the folder of the target to restore into.")
+@click.option("--company", metavar="NAME", help="Only this operating company (ignores case).")
+@click.option("--department", metavar="NAME", help="Only this department (ignores case).")
+@click.option("--hold-type", metavar="KIND", help="Only mailboxes with this kind of hold (see imm list).")
+@click.option("--older-than", type=click.IntRange(min=0), metavar="DAYS", help="Only mailboxes deleted > DAYS ago.")
+@click.option("--min-size-mb", type=click.FloatRange(min=0), metavar="MB", help="Only mailboxes of at least MB.")
+@click.option("--max-size-mb", type=click.FloatRange(min=0), metavar="MB", help="Only mailboxes of at most MB.")
+@click.option("--recoverable/--not-recoverable", default=None, help="Only mailboxes that can (not) be recovered.")
+@click.option("--releasable/--not-releasable", default=None, help="Only mailboxes whose holds all expired (or not).")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N rows.")
+@click.option(
+    "--out", "out", type=click.Path(path_type=Path), metavar="FILE", help="Write the plan here (default: stdout)."
+)
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+def plan_cmd(
+    action: str,
+    release_type: str | None,
+    days: int | None,
+    unlimited: bool,
+    target: str | None,
+    archive: bool,
+    target_folder: str | None,
+    company: str | None,
+    department: str | None,
+    hold_type: str | None,
+    older_than: int | None,
+    min_size_mb: float | None,
+    max_size_mb: float | None,
+    recoverable: bool | None,
+    releasable: bool | None,
+    limit: int | None,
+    out: Path | None,
+    force: bool,
+) -> None:
+    """Write a plan (CSV) for the cached mailboxes that match the filters, to review and edit before running it.
+
+    recover rows propose each mailbox's own UPN and name (change them where those are taken); restore rows need a
+    target (--target, or fill the column). The 'note' column names each mailbox and is ignored when run.
+
+    Example: imm bulk plan --releasable --company Contoso --action release --type all-releasable --out plan.csv
+    """
+    import io
+    import sys
+
+    from imm.data.database import MailboxFilter
+    from imm.errors import InputError
+    from imm.services.bulk_plan import plan_rows, write_plan
+
+    action = action.lower()
+    if action != "release" and release_type:
+        raise InputError("--type is for --action release")
+    if action == "set-duration" and days is None and not unlimited:
+        raise InputError("--action set-duration needs --days N or --unlimited")
+    if days is not None and unlimited:
+        raise InputError("give --days N or --unlimited, not both")
+    if action != "set-duration" and (days is not None or unlimited):
+        raise InputError("--days and --unlimited are for --action set-duration")
+    if action != "restore" and (target or archive or target_folder):
+        raise InputError("--target, --archive and --target-folder are for --action restore")
+    if out is not None and out.exists() and not force:
+        raise InputError(f"{out} exists; use --force to replace it")
+    obj = app()
+    filters = MailboxFilter(
+        company=company,
+        department=department,
+        hold_type=hold_type,
+        older_than_days=older_than,
+        min_size_mb=min_size_mb,
+        max_size_mb=max_size_mb,
+        recovery_eligible=recoverable,
+        releasable=releasable,
+    )
+    rows = plan_rows(
+        obj.database(),
+        filters,
+        action,
+        release_type=release_type,
+        days=days,
+        target=target,
+        archive=archive,
+        target_folder=target_folder,
+        limit=limit,
+    )
+    if out is None:
+        write_plan(rows, action, sys.stdout)
+        return
+    buffer = io.StringIO()
+    write_plan(rows, action, buffer)
+    try:
+        out.write_text(buffer.getvalue(), encoding="utf-8", newline="")
+    except OSError as exc:
+        raise InputError(f"cannot write the plan to {out}: {exc.strerror or exc}") from None
+    if not obj.quiet:
+        click.echo(f"Wrote a plan of {len(rows):,} {action} rows to {out}", err=True)
+        click.echo(f"Preview it (changes nothing): imm bulk run {out}", err=True)
+
+
+# ---------------------------------------------------------------------------------------------------- run
+def _passwords_option(f: Any) -> Any:
+    return click.option(
+        "--passwords-out",
+        type=click.Path(path_type=Path),
+        metavar="FILE",
+        help="recover rows: write each new mailbox's password here (created with mode 0600). Required for them.",
+    )(f)
+
+
+@bulk.command("run")
+@click.argument("plan_path", metavar="PLAN.csv", type=click.Path(path_type=Path))
+@click.option("--what-if/--execute", "what_if", default=True, help="Preview only (the default), or make the changes.")
+@click.option(
+    "--concurrency", type=click.IntRange(1, 64), metavar="N", help="Items in flight (default: the profile's)."
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--results", type=click.Path(path_type=Path), metavar="FILE", help="Where to write the results CSV.")
+@_passwords_option
+def run_cmd(
+    plan_path: Path,
+    what_if: bool,
+    concurrency: int | None,
+    yes: bool,
+    results: Path | None,
+    passwords_out: Path | None,
+) -> None:
+    """Run a plan: check every row, then preview (default) or execute each one, with a progress bar.
+
+    \b
+    Plan columns (CSV with a header; 'imm bulk plan' writes one):
+      action, identity        recover | restore | release | set-duration, and the mailbox
+      recover                 upn, name [, display_name]
+      restore                 target [, archive (true/false), target_folder]
+      release                 type (litigation, delay, delay-release, label, org-policy, policy, all-releasable)
+      set-duration            days (a number, or unlimited)
+
+    Nothing runs when any row is invalid (exit 2: each bad line is named). --execute asks one confirmation naming
+    the count and some mailboxes (--yes skips it). A results CSV (line, action, identity, status, message,
+    operation id) is written at the end and on interrupt. Ctrl+C stops cleanly (exit 130): finish the job with
+    'imm bulk resume JOB'. Exit 1 when some items failed or were blocked.
+
+    \b
+    Example:
+      imm bulk run plan.csv
+      imm bulk run plan.csv --execute --concurrency 8 --passwords-out passwords.csv
+    """
+    from imm.data.jobs import EXECUTE, WHAT_IF
+    from imm.errors import InputError
+    from imm.services.bulk import check_writable_file, default_results_path
+    from imm.services.bulk_plan import PlanError, read_plan
+
+    obj = app()
+    db = obj.database()
+    try:
+        plan = read_plan(plan_path, db)
+    except PlanError as exc:
+        for problem in exc.problems:
+            click.echo(f"  {plan_path}: {problem}", err=True)
+        raise
+    mode = WHAT_IF if what_if else EXECUTE
+    if results is not None:
+        check_writable_file(results, "--results")
+    else:
+        check_writable_file(default_results_path(plan_path, "job"), "the results file")
+    if mode != EXECUTE or not plan.has_recover:
+        passwords_out = None  # no password will be made
+    else:
+        if passwords_out is None:
+            raise InputError(
+                "the plan has recover rows: give --passwords-out FILE for the new mailboxes' passwords",
+                hint="the file is created with mode 0600; passwords are shown or stored nowhere else",
+            )
+        check_writable_file(passwords_out, "--passwords-out")
+        if passwords_out.exists() and passwords_out.stat().st_size > 0:
+            raise InputError(f"--passwords-out {passwords_out} already exists; choose a new file")
+    if concurrency is not None:
+        obj.overrides["concurrency"] = concurrency  # the Exchange clients' limit too
+    workers = concurrency or obj.profile.concurrency
+    labels = [row.label for row in plan.rows]
+    if mode == EXECUTE and not yes:
+        _confirm(obj, plan.counts(), labels, release_types={str(r.params.get("type")) for r in plan.rows})
+    _run(obj, db, plan=plan, mode=mode, workers=workers, results=results, passwords_out=passwords_out)
+
+
+@bulk.command("resume")
+@click.argument("job_id", metavar="JOB")
+@click.option("--concurrency", type=click.IntRange(1, 64), metavar="N", help="Items in flight (default: the job's).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--retry-failed", is_flag=True, help="Also run the items that failed or were blocked again.")
+@click.option("--results", type=click.Path(path_type=Path), metavar="FILE", help="Where to write the results CSV.")
+@_passwords_option
+def resume_cmd(
+    job_id: str,
+    concurrency: int | None,
+    yes: bool,
+    retry_failed: bool,
+    results: Path | None,
+    passwords_out: Path | None,
+) -> None:
+    """Finish an interrupted job: every item not done yet, exactly once.
+
+    Items whose outcome is unknown (the run stopped while they were in flight) are first checked against Exchange:
+    done ones are recorded as already-done, the others run. Recover items reuse the passwords file of the run
+    (or --passwords-out).
+
+    Example: imm bulk resume job-20261128-123456-ab12
+    """
+    from imm.data.jobs import EXECUTE, RUNNING, UNKNOWN
+    from imm.errors import InputError
+    from imm.services.bulk import BulkEngine, check_writable_file, summary_counts
+
+    obj = app()
+    db = obj.database()
+    engine = BulkEngine(db, obj.audit())
+    job = engine.store.get(job_id)
+    engine.check_not_busy(job.id)
+    todo = engine.remaining(job, retry_failed=retry_failed)
+    if not todo:
+        counts = engine.store.counts(job.id)
+        click.echo(f"Job {job.id} has nothing left to run ({summary_counts(counts)}).", err=True)
+        if any(counts.get(s) for s in ("failed", "blocked")):
+            click.echo(f"Run the failed items again with: {_resume_command(obj, job.id)} --retry-failed", err=True)
+            click.get_current_context().exit(1)
+        return
+    if results is not None:
+        check_writable_file(results, "--results")
+    if job.mode != EXECUTE or not any(i.action == "recover" for i in todo):
+        passwords_out = None  # no password will be made
+    else:
+        path = passwords_out or (Path(job.passwords_path) if job.passwords_path else None)
+        if path is None:
+            raise InputError(
+                f"job {job.id} has recover rows left: give --passwords-out FILE for their passwords",
+                hint="the file is created with mode 0600",
+            )
+        passwords_out = path
+        check_writable_file(passwords_out, "--passwords-out")
+    if concurrency is not None:
+        obj.overrides["concurrency"] = concurrency
+    workers = concurrency or job.concurrency
+    if job.mode == EXECUTE and not yes:
+        by_action: dict[str, int] = {}
+        for item in todo:
+            by_action[item.action] = by_action.get(item.action, 0) + 1
+        unknown = sum(1 for i in todo if i.status in (RUNNING, UNKNOWN))
+        note = f" ({unknown:,} of them checked against Exchange first)" if unknown else ""
+        _confirm(
+            obj,
+            by_action,
+            [i.label or i.identity for i in todo],
+            release_types={str(i.params.get("type")) for i in todo},
+            lead=f"Resume job {job.id}{note}: ",
+        )
+    _run(
+        obj,
+        db,
+        job=job,
+        mode=job.mode,
+        workers=workers,
+        results=results,
+        passwords_out=passwords_out,
+        retry_failed=retry_failed,
+    )
+
+
+def _confirm(
+    obj: AppContext,
+    counts: dict[str, int],
+    labels: Sequence[str],
+    *,
+    release_types: set[str],
+    lead: str = "",
+) -> None:
+    """The one confirmation for the batch: the count, what it does, a sample of mailboxes."""
+    from imm.errors import ExitStatus
+
+    total = sum(counts.values())
+    if len(counts) == 1:
+        action = next(iter(counts))
+        what = _VERBS[action]
+        if action == "release":
+            kinds = sorted(t for t in release_types if t and t != "None")
+            what = f"release {', '.join(kinds)} holds on"
+        text = f"{what} {total:,} {'mailbox' if total == 1 else 'mailboxes'}"
+    else:
+        parts = ", ".join(f"{n:,} {a}" for a, n in counts.items())
+        text = f"run {total:,} actions ({parts})"
+    sample = ", ".join(labels[:SAMPLE])
+    more = f" and {len(labels) - SAMPLE:,} more" if len(labels) > SAMPLE else ""
+    click.echo(f"{lead}{text[0].upper()}{text[1:]} in tenant {obj.profile.tenant_id}: {sample}{more}.", err=True)
+    if "release" in counts:
+        click.echo(
+            "Releasing a mailbox's last hold makes it soft-deleted; Exchange purges it 183 days later "
+            "(a what-if run shows which mailboxes lose their last hold).",
+            err=True,
+        )
+    try:
+        confirmed = click.confirm("Continue?", default=False, err=True)
+    except click.Abort:
+        confirmed = False
+    if not confirmed:
+        click.echo("Cancelled: nothing was run.", err=True)
+        click.get_current_context().exit(int(ExitStatus.FAILED))
+
+
+def _resume_command(obj: AppContext, job_id: str) -> str:
+    parts = ["imm bulk resume", job_id]
+    if obj.profile_name:
+        parts.append(f"--profile {obj.profile_name}")
+    if obj.overrides.get("db_path"):
+        parts.append(f"--db {obj.overrides['db_path']}")
+    return " ".join(parts)
+
+
+def _run(
+    obj: AppContext,
+    db: Any,
+    *,
+    mode: str,
+    workers: int,
+    results: Path | None,
+    passwords_out: Path | None,
+    plan: Any = None,
+    job: Job | None = None,
+    retry_failed: bool = False,
+) -> None:
+    """Sign in, create the job (for a plan), run it with a progress bar, print the outcome, exit."""
+    from imm.cli.progress import interrupt_sets
+    from imm.errors import ExitStatus
+    from imm.services.actions import MailboxActions
+    from imm.services.bulk import BulkEngine, PasswordFile
+    from imm.session import SessionManager
+
+    ctx = click.get_current_context()
+    cancel = threading.Event()
+    with SessionManager(obj.config, db, obj.authenticator()) as session:
+        engine = BulkEngine(db, session.audit)
+        passwords = None
+        if plan is not None:
+            if passwords_out is not None:
+                passwords = PasswordFile(passwords_out, new=True)
+            job = engine.create_job(
+                plan,
+                mode=mode,
+                concurrency=workers,
+                user=session.user,
+                tenant=session.tenant,
+                results_path=results,
+                passwords_path=passwords_out,
+            )
+        elif passwords_out is not None:
+            passwords = PasswordFile(passwords_out, new=False)
+        assert job is not None
+        resume = _resume_command(obj, job.id)
+        total = len(engine.remaining(job, retry_failed=retry_failed))
+        if not obj.quiet:
+            verb = "Previewing" if mode == "what-if" else "Running"
+            click.echo(f"Job {job.id}: {verb} {total:,} items ({mode}, {workers} at a time)", err=True)
+
+        def factory() -> MailboxActions:
+            return MailboxActions(db, session.connection, session.audit, obj.profile)
+
+        stage = _stage(engine.remaining(job, retry_failed=retry_failed), mode)
+        try:
+            with BulkProgressBar(stage, enabled=not obj.quiet) as bar:
+
+                def say(_text: str) -> None:
+                    bar.note("Stopping: the items in flight finish and no new one starts (Ctrl+C again to stop now)…")
+
+                with interrupt_sets(cancel, say):
+                    outcome = engine.run(
+                        job.id,
+                        factory,
+                        concurrency=workers,
+                        cancel=cancel,
+                        progress=bar.update,
+                        passwords=passwords,
+                        retry_failed=retry_failed,
+                        results_path=results,
+                    )
+        except KeyboardInterrupt:
+            click.echo(f"\nInterrupted: job {job.id} can be finished with: {resume}", err=True)
+            ctx.exit(int(ExitStatus.INTERRUPTED))
+        finally:
+            if passwords is not None:
+                passwords.close()
+    _report(obj, outcome, resume)
+    ctx.exit(int(outcome.exit_code))
+
+
+def _stage(items: Sequence[Item], mode: str) -> str:
+    actions = {i.action for i in items}
+    if mode == "what-if":
+        return "Previewing"
+    return _STAGE[next(iter(actions))] if len(actions) == 1 else "Running"
+
+
+def _report(obj: AppContext, outcome: RunOutcome, resume: str) -> None:
+    """The outcome on stderr (stdout stays clean for scripts): counts, failures, results file, what next."""
+    from imm.services.bulk import summary_counts
+
+    job = outcome.job
+    echo = click.echo
+    for item in outcome.failures[:SHOWN_FAILURES]:
+        echo(
+            f"  line {item.line_no} {item.action} {item.label or item.identity}: {item.status}: {item.message}",
+            err=True,
+        )
+    if len(outcome.failures) > SHOWN_FAILURES:
+        echo(f"  … and {len(outcome.failures) - SHOWN_FAILURES:,} more (in the results file)", err=True)
+    line = f"Job {job.id} ({job.mode}): {summary_counts(outcome.counts)} in {outcome.duration:.1f} s"
+    if job.mode == "what-if":
+        line += "; nothing was changed in Exchange"
+    echo(line, err=True)
+    if outcome.results_path is not None and outcome.results_error is None:
+        echo(f"Results: {outcome.results_path}", err=True)
+    if outcome.results_error:
+        echo(f"Warning: could not write the results file {outcome.results_error}", err=True)
+    if outcome.stop_error is not None:
+        echo(f"Error: the job stopped: {outcome.stop_error.message}", err=True)
+        if outcome.stop_error.hint:
+            echo(f"Hint: {outcome.stop_error.hint}", err=True)
+        echo(f"Then finish it with: {resume}", err=True)
+    elif outcome.interrupted or outcome.unfinished:
+        echo(f"Interrupted: finish the job with: {resume}", err=True)
+    elif outcome.counts.get("unknown"):
+        echo(f"Some outcomes are unknown: check them against Exchange with: {resume}", err=True)
+    elif job.mode == "execute" and outcome.errors:
+        echo(f"After fixing the causes, run the failed items again with: {resume} --retry-failed", err=True)
+    elif job.mode == "what-if" and not outcome.errors:
+        echo(f"To make these changes: imm bulk run {job.plan_path} --execute", err=True)
+
+
+class BulkProgressBar:
+    """Items done of total, with failures, rate and time left, on stderr; silent when disabled or not a terminal."""
+
+    def __init__(self, description: str, enabled: bool = True) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.enabled = enabled and self.console.is_terminal
+        self.description = description
+        self._progress: Any = None
+        self._task: Any = None
+        self._pending: list[str] = []
+
+    def __enter__(self) -> BulkProgressBar:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[errors]}", style="red"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                refresh_per_second=8,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.description, total=None, errors="")
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(exc_type, exc, tb)
+            self._progress = None
+
+    def update(self, event: BulkProgress) -> None:
+        if self._progress is None:
+            return
+        while self._pending:
+            self._progress.console.print(self._pending.pop(0), markup=False, highlight=False)
+        errors = f"{event.errors:,} not done" if event.errors else ""
+        self._progress.update(self._task, completed=event.done, total=max(event.total, 1), errors=errors)
+
+    def note(self, message: str) -> None:
+        """A line above the bar; safe from a signal handler (printed at the next update)."""
+        if self._progress is not None:
+            self._pending.append(message)
+        else:
+            import os
+
+            os.write(2, (message + "\n").encode("utf-8", "replace"))
+
+
+# ------------------------------------------------------------------------------------------- status, list
+@bulk.command("status")
+@click.argument("job_id", metavar="JOB")
+@click.option("--all", "show_all", is_flag=True, help="Every item, not only the failed, blocked and unknown ones.")
+@output_options
+def status_cmd(job_id: str, show_all: bool, output: str, query: str | None) -> None:
+    """A job's state: items by status and the ones that failed (every item with --all).
+
+    Example: imm bulk status job-20261128-123456-ab12 --output json
+    """
+    from imm.cli.output import Column, render, render_object
+    from imm.data.jobs import ERRORS
+    from imm.services.bulk import BulkEngine, summary_counts
+
+    obj = app()
+    engine = BulkEngine(obj.database(), obj.audit())
+    job, counts = engine.status(job_id)
+    items = engine.store.items(job.id, None if show_all else sorted(ERRORS))
+    rows = [_item_row(i) for i in items]
+    if output == "json" or query:
+        data = {"job": _job_record(job, counts), "items": rows}
+        render_object(data, "json", query)
+        return
+    columns = [
+        Column("line", "Line", justify="right", no_wrap=True),
+        Column("action", "Action", no_wrap=True),
+        Column("mailbox", "Mailbox", max_width=40),
+        Column("status", "Status", no_wrap=True),
+        Column("message", "Message", max_width=80),
+        Column("operation_id", "Operation"),
+    ]
+    if output == "csv":
+        render(rows, columns, "csv")
+        return
+    total = sum(counts.values())
+    render_object(
+        {
+            "Job": job.id,
+            "Status": job.status,
+            "Mode": job.mode,
+            "Items": f"{total:,}: {summary_counts(counts)}",
+            "Plan": f"{job.plan_path} (SHA-256 {job.plan_sha256[:12]}…)",
+            "Created": job.created_at,
+            "Finished": job.finished_at or "",
+            "By": job.user or "",
+            "Results": job.results_path or "",
+        }
+    )
+    if rows:
+        click.echo()
+        render(rows, columns, "table", title="Items" if show_all else "Failed, blocked and unknown items")
+    if job.status in ("interrupted", "running", "planned"):
+        click.echo(f"\nFinish it with: {_resume_command(obj, job.id)}")
+
+
+@bulk.command("list")
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True, help="Latest N jobs (0: all).")
+@output_options
+def list_cmd(limit: int, output: str, query: str | None) -> None:
+    """The bulk jobs of this profile, newest first.
+
+    Example: imm bulk list --limit 5
+    """
+    from imm.cli.output import Column, render
+    from imm.services.bulk import BulkEngine
+
+    obj = app()
+    engine = BulkEngine(obj.database(), obj.audit())
+    rows = [_job_record(job, counts) for job, counts in engine.list_jobs(limit or None)]
+    if output == "json" and not query:
+        render(rows, [], "json")
+        return
+    if output == "table" and not query:
+        _jobs_table(rows)
+        return
+    columns = [
+        Column(key, key)
+        for key in ("id", "created_at", "mode", "status", "items", "done", "not_done", "left", "plan", "plan_path")
+    ]
+    render(rows, columns, output, query)
+
+
+def _jobs_table(rows: list[dict[str, Any]]) -> None:
+    """The jobs as a table that stays legible in 80 columns: ids and counts are never squeezed; the creation time
+    (also in the job id) and the plan's name are shown when there is room."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    wide = console.width >= 110
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, expand=False)
+    table.add_column("Job", no_wrap=True, min_width=24)
+    if wide:
+        table.add_column("Created (UTC)", no_wrap=True, min_width=16)
+    table.add_column("Mode", no_wrap=True, min_width=7)
+    table.add_column("Status", overflow="fold", min_width=9)
+    for header in ("Items", "Done", "Failed", "Left"):
+        table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
+    if wide:
+        table.add_column("Plan", no_wrap=True, max_width=40, overflow="ellipsis")
+    for row in rows:
+        cells = [row["id"]]
+        if wide:
+            cells.append(str(row["created_at"])[:16].replace("T", " "))
+        cells += [
+            row["mode"],
+            row["status"],
+            f"{row['items']:,}",
+            f"{row['done']:,}",
+            f"{row['not_done']:,}",
+            f"{row['left']:,}",
+        ]
+        if wide:
+            cells.append(row["plan"])
+        table.add_row(*cells)
+    console.print(table)
+    if not rows:
+        console.print("[dim]No bulk jobs yet: `imm bulk plan` writes a plan, `imm bulk run PLAN.csv` runs it.[/dim]")
+
+
+def _job_record(job: Job, counts: dict[str, int]) -> dict[str, Any]:
+    from imm.data.jobs import ERRORS
+
+    done = sum(counts.get(s, 0) for s in ("succeeded", "already-done", "skipped", "would-run"))
+    return {
+        "id": job.id,
+        "created_at": job.created_at,
+        "mode": job.mode,
+        "status": job.status,
+        "items": sum(counts.values()),
+        "done": done,
+        "not_done": sum(counts.get(s, 0) for s in ERRORS),
+        "left": counts.get("pending", 0) + counts.get("running", 0),
+        "counts": counts,
+        "plan": Path(job.plan_path).name,
+        "plan_path": job.plan_path,
+        "plan_sha256": job.plan_sha256,
+        "concurrency": job.concurrency,
+        "user": job.user,
+        "tenant": job.tenant,
+        "finished_at": job.finished_at,
+        "results_path": job.results_path,
+        "runs": job.runs,
+    }
+
+
+def _item_row(item: Item) -> dict[str, Any]:
+    return {
+        "line": item.line_no,
+        "action": item.action,
+        "identity": item.identity,
+        "mailbox": item.label or item.mailbox_guid,
+        "exchange_guid": item.mailbox_guid,
+        "params": item.params,
+        "status": item.status,
+        "message": item.message,
+        "operation_id": item.operation_id,
+        "attempts": item.attempts,
+        "started_at": item.started_at,
+        "finished_at": item.finished_at,
+    }

@@ -1,0 +1,494 @@
+"""Bulk plans: the CSV a bulk job runs, read and validated as a whole, and written from a cache query.
+
+A plan is a UTF-8 CSV file with a header row. Columns (names ignore case; ``-`` and spaces count as ``_``):
+
+==================  =====================================================================================
+``action``          ``recover``, ``restore``, ``release`` or ``set-duration``
+``identity``        the inactive mailbox: ExchangeGuid, address, UPN, DN or name (it must be in the cache)
+``upn``, ``name``   recover: the new account's user principal name and the new mailbox's name (required)
+``display_name``    recover: the new mailbox's display name (optional)
+``target``          restore: the active mailbox that receives the content (required)
+``archive``         restore: ``true`` to restore the inactive mailbox's archive (optional; default false)
+``target_folder``   restore: a folder of the target to restore into (optional)
+``type``            release: which holds (``litigation``, ``delay``, ``delay-release``, ``label``, ``org-policy``,
+                    ``policy``, ``ediscovery``, ``all-releasable``)
+``days``            set-duration: the Litigation Hold duration in days, or ``unlimited``
+``note``            free text, ignored (``imm bulk plan`` writes who each row is about)
+==================  =====================================================================================
+
+Rows whose first cell starts with ``#`` and empty rows are skipped. A cell that ``imm`` wrote with a leading
+apostrophe to keep a spreadsheet from running it as a formula (``'=…``) is read back without the apostrophe.
+
+The whole file is checked before anything runs: every bad row is reported with its line number and the reason,
+and nothing is executed (:class:`PlanError`, exit 2).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from imm.errors import InputError, NotFoundError
+
+if TYPE_CHECKING:
+    from imm.data.database import DatabaseManager, MailboxFilter
+    from imm.data.models import InactiveMailbox
+
+RECOVER = "recover"
+RESTORE = "restore"
+RELEASE = "release"
+SET_DURATION = "set-duration"
+ACTIONS = (RECOVER, RESTORE, RELEASE, SET_DURATION)
+ACTION_WORDS = "recover, restore, release or set-duration"
+
+# Columns each action needs and may have; "note" is free text on any row.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    RECOVER: ("upn", "name"),
+    RESTORE: ("target",),
+    RELEASE: ("type",),
+    SET_DURATION: ("days",),
+}
+OPTIONAL: dict[str, tuple[str, ...]] = {
+    RECOVER: ("display_name",),
+    RESTORE: ("archive", "target_folder"),
+    RELEASE: (),
+    SET_DURATION: (),
+}
+BASE_COLUMNS = ("action", "identity")
+INFO_COLUMNS = ("note",)
+KNOWN_COLUMNS = (
+    *BASE_COLUMNS,
+    "upn",
+    "name",
+    "display_name",
+    "target",
+    "archive",
+    "target_folder",
+    "type",
+    "days",
+    *INFO_COLUMNS,
+)
+MAX_DAYS = 36500  # a hundred years: anything longer is a typing error, not a retention period
+MAX_NAME = 64  # Exchange's limit for Name
+MAX_DISPLAY_NAME = 256
+_UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_TRUE = {"true", "yes", "y", "1"}
+_FALSE = {"false", "no", "n", "0", ""}
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def release_types() -> tuple[str, ...]:
+    from imm.domain.eligibility import RELEASE_TYPES
+
+    return RELEASE_TYPES
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One valid plan row: its line, the action, the identity as written and the ExchangeGuid it resolved to."""
+
+    line: int
+    action: str
+    identity: str
+    mailbox_guid: str
+    params: dict[str, Any]
+    label: str  # "Display Name <address>" for confirmations and summaries
+
+
+@dataclass
+class Plan:
+    """A validated plan: the file, its SHA-256 and its rows in file order."""
+
+    path: Path
+    sha256: str
+    rows: list[PlanRow] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per action, in the order of :data:`ACTIONS`."""
+        found: dict[str, int] = {}
+        for row in self.rows:
+            found[row.action] = found.get(row.action, 0) + 1
+        return {action: found[action] for action in ACTIONS if action in found}
+
+    @property
+    def has_recover(self) -> bool:
+        return any(row.action == RECOVER for row in self.rows)
+
+
+class PlanError(InputError):
+    """The plan cannot run; ``problems`` has one line per bad row (``line N: reason``). Exit 2."""
+
+    code = "plan_invalid"
+
+    def __init__(self, message: str, problems: Sequence[str], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = list(problems)
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def unescape_cell(text: str) -> str:
+    """The reverse of :func:`csv_safe`: ``'=x`` → ``=x`` (only before a formula character)."""
+    if len(text) > 1 and text[0] == "'" and text[1] in "=+-@\t\r":
+        return text[1:]
+    return text
+
+
+def csv_safe(value: Any) -> str:
+    """A CSV cell a spreadsheet will not run as a formula: a leading apostrophe before ``= + - @`` (numbers
+    such as ``-3`` stay as they are). :func:`unescape_cell` undoes it when the plan is read back."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if text.startswith(_FORMULA_START):
+        try:
+            float(text)
+        except ValueError:
+            return "'" + text
+    return text
+
+
+def _decode(data: bytes, name: str) -> str:
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PlanError(
+            f"{name}: line {line}: the plan is not UTF-8 text (byte 0x{data[exc.start]:02x}); nothing was run",
+            [f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x})"],
+            hint="save the plan as 'CSV UTF-8' and run it again",
+        ) from None
+
+
+def _delimiter(first_line: str) -> str:
+    """Comma; or semicolon / tab when the header uses those (spreadsheets in some locales save ``;``)."""
+    if "," not in first_line:
+        if ";" in first_line:
+            return ";"
+        if "\t" in first_line:
+            return "\t"
+    return ","
+
+
+def _column_name(text: str) -> str:
+    return re.sub(r"[\s\-]+", "_", text.strip().lower())
+
+
+def _rows(text: str, name: str) -> Iterable[tuple[int, list[str]]]:
+    """(line number where the row starts, cells) for every CSV row, blank rows included."""
+    first = text.split("\n", 1)[0]
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(first), strict=True)
+    line = 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise PlanError(
+                f"{name}: line {line}: not valid CSV ({exc}); nothing was run",
+                [f"line {line}: not valid CSV ({exc})"],
+                hint="check the quotes on that line: a value with a comma or a quote must be in double quotes",
+            ) from None
+        yield line, cells
+        line = reader.line_num + 1
+
+
+def _label(mailbox: InactiveMailbox) -> str:
+    name = mailbox.display_name or mailbox.name
+    if mailbox.primary_smtp and name:
+        return f"{name} <{mailbox.primary_smtp}>"
+    return mailbox.primary_smtp or name or mailbox.identity
+
+
+class _Checker:
+    """Validates rows one by one, collecting every problem."""
+
+    def __init__(self, db: DatabaseManager, header: list[str]) -> None:
+        self.db = db
+        self.header = header
+        self.columns = set(header)
+        self.problems: list[str] = []
+        self.seen: dict[tuple[str, str], int] = {}  # (guid, action) -> line
+        self.upns: dict[str, int] = {}
+        self.names: dict[str, int] = {}
+        self.cache_empty: bool | None = None
+
+    def bad(self, line: int, reason: str) -> None:
+        self.problems.append(f"line {line}: {reason}")
+
+    def row(self, line: int, cells: list[str]) -> PlanRow | None:
+        if len(cells) > len(self.header):
+            extra = [c for c in cells[len(self.header) :] if c.strip()]
+            if extra:
+                self.bad(line, f"{len(cells)} values but the header has {len(self.header)} columns")
+                return None
+        values = {name: unescape_cell(cells[i].strip()) if i < len(cells) else "" for i, name in enumerate(self.header)}
+        action = values.get("action", "").lower().replace("_", "-")
+        identity = values.get("identity", "")
+        problems_before = len(self.problems)
+        if not action:
+            self.bad(line, f"no action (use {ACTION_WORDS})")
+        elif action not in ACTIONS:
+            self.bad(line, f"unknown action '{values.get('action')}' (use {ACTION_WORDS})")
+        if not identity:
+            self.bad(line, "no identity (give the mailbox's ExchangeGuid, address or name)")
+        if len(self.problems) > problems_before:
+            return None
+        params = self.params(line, action, values)
+        mailbox = self.mailbox(line, identity)
+        if params is None or mailbox is None:
+            return None
+        key = (mailbox.identity, action)
+        if key in self.seen:
+            self.bad(line, f"the same mailbox and action as line {self.seen[key]} ({_label(mailbox)}, {action})")
+            return None
+        self.seen[key] = line
+        if action == RECOVER:
+            if not self.unique(line, "upn", params["upn"].lower(), self.upns):
+                return None
+            if not self.unique(line, "name", params["name"].lower(), self.names):
+                return None
+        return PlanRow(line, action, identity, mailbox.identity, params, _label(mailbox))
+
+    def unique(self, line: int, column: str, value: str, seen: dict[str, int]) -> bool:
+        if value in seen:
+            self.bad(line, f"{column} '{value}' is also used on line {seen[value]}")
+            return False
+        seen[value] = line
+        return True
+
+    def params(self, line: int, action: str, values: dict[str, str]) -> dict[str, Any] | None:
+        ok = True
+        for column in REQUIRED[action]:
+            if column not in self.columns:
+                self.bad(line, f"{action} needs the column '{column}', which the header does not have")
+                ok = False
+            elif not values[column]:
+                self.bad(line, f"{action} needs a value in '{column}'")
+                ok = False
+        allowed = {*BASE_COLUMNS, *INFO_COLUMNS, *REQUIRED[action], *OPTIONAL[action]}
+        for column in self.header:
+            if column not in allowed and values.get(column):
+                self.bad(line, f"'{column}' does not apply to {action} (it has '{values[column]}')")
+                ok = False
+        if not ok:
+            return None
+        check = getattr(self, "_" + action.replace("-", "_"))
+        result: dict[str, Any] | None = check(line, values)
+        return result
+
+    def _recover(self, line: int, values: dict[str, str]) -> dict[str, Any] | None:
+        upn, name, display = values["upn"], values["name"], values.get("display_name", "")
+        ok = True
+        if not _UPN.match(upn):
+            self.bad(line, f"upn '{upn}' is not a user@domain address")
+            ok = False
+        if len(name) > MAX_NAME:
+            self.bad(line, f"name is {len(name)} characters long (at most {MAX_NAME})")
+            ok = False
+        if len(display) > MAX_DISPLAY_NAME:
+            self.bad(line, f"display_name is {len(display)} characters long (at most {MAX_DISPLAY_NAME})")
+            ok = False
+        if not ok:
+            return None
+        params: dict[str, Any] = {"upn": upn, "name": name}
+        if display:
+            params["display_name"] = display
+        return params
+
+    def _restore(self, line: int, values: dict[str, str]) -> dict[str, Any] | None:
+        archive = values.get("archive", "").lower()
+        if archive not in _TRUE | _FALSE:
+            self.bad(line, f"archive must be true or false (it is '{values['archive']}')")
+            return None
+        params: dict[str, Any] = {"target": values["target"], "archive": archive in _TRUE}
+        if values.get("target_folder"):
+            params["target_folder"] = values["target_folder"]
+        return params
+
+    def _release(self, line: int, values: dict[str, str]) -> dict[str, Any] | None:
+        kind = values["type"].lower()
+        types = release_types()
+        if kind not in types:
+            self.bad(line, f"unknown hold type '{values['type']}' for release (use {', '.join(types)})")
+            return None
+        return {"type": kind}
+
+    def _set_duration(self, line: int, values: dict[str, str]) -> dict[str, Any] | None:
+        text = values["days"].strip()
+        if text.lower() == "unlimited":
+            return {"days": None}
+        if not text.isdigit() or not 1 <= int(text) <= MAX_DAYS:
+            self.bad(line, f"days must be a whole number from 1 to {MAX_DAYS} or 'unlimited' (it is '{text}')")
+            return None
+        return {"days": int(text)}
+
+    def mailbox(self, line: int, identity: str) -> InactiveMailbox | None:
+        try:
+            return self.db.find_mailbox(identity)
+        except NotFoundError:
+            if self.cache_empty is None:
+                self.cache_empty = self.db.count_mailboxes() == 0
+            self.bad(line, f"no mailbox '{identity}' in the cache (run `imm sync` if it is new)")
+        except InputError as exc:  # ambiguous, or an unusable identity
+            reason = exc.message
+            if exc.code == "ambiguous_identity":
+                reason += "; use the ExchangeGuid"
+            self.bad(line, reason)
+        return None
+
+
+def read_plan(path: Path, db: DatabaseManager) -> Plan:
+    """Read and validate the whole plan against the cache. Raises :class:`PlanError` listing every bad row."""
+    name = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such plan file") from None
+    except IsADirectoryError:
+        raise InputError(f"{name} is a folder, not a plan file") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read the plan ({exc.strerror or exc})") from None
+    sha256 = hashlib.sha256(data).hexdigest()
+    text = _decode(data, name)
+    if not text.strip():
+        raise PlanError(f"{name}: the plan is empty; nothing was run", ["line 1: the file is empty"])
+    rows = iter(_rows(text, name))
+    header: list[str] = []
+    raw_header: list[str] = []
+    header_line = 1
+    for line, cells in rows:
+        if any(c.strip() for c in cells):
+            header, raw_header, header_line = [_column_name(c) for c in cells], cells, line
+            break
+    problems = _header_problems(header, raw_header, header_line)
+    if problems:
+        raise PlanError(
+            f"{name}: {problems[0].split(': ', 1)[1]}; nothing was run",
+            problems,
+            hint="the first row names the columns, e.g. action,identity,type",
+        )
+    checker = _Checker(db, header)
+    plan = Plan(path, sha256)
+    for line, cells in rows:
+        if not any(c.strip() for c in cells) or cells[0].strip().startswith("#"):
+            continue
+        row = checker.row(line, cells)
+        if row is not None:
+            plan.rows.append(row)
+    if checker.problems:
+        count = len(checker.problems)
+        hint = "fix the rows above and run the plan again"
+        if checker.cache_empty:
+            hint = "the cache is empty: run `imm sync` first"
+        raise PlanError(
+            f"{name}: {count} invalid {'row' if count == 1 else 'rows'}; nothing was run", checker.problems, hint=hint
+        )
+    if not plan.rows:
+        raise PlanError(f"{name}: the plan has no rows, only a header; nothing was run", ["the plan has no rows"])
+    return plan
+
+
+def _header_problems(header: list[str], raw: list[str], line: int) -> list[str]:
+    missing = [c for c in BASE_COLUMNS if c not in header]
+    if missing:
+        found = ", ".join(c.strip() for c in raw if c.strip()) or "nothing"
+        return [
+            f"line {line}: the header row is missing (the first row must name the columns action and identity; "
+            f"it has {found})"
+        ]
+    problems = []
+    for column in dict.fromkeys(header):
+        if header.count(column) > 1:
+            problems.append(f"line {line}: the column '{column}' appears {header.count(column)} times")
+        elif column not in KNOWN_COLUMNS:
+            problems.append(f"line {line}: unknown column '{column}' (the columns are: {', '.join(KNOWN_COLUMNS)})")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------ writing
+PLAN_COLUMNS: dict[str, tuple[str, ...]] = {
+    RECOVER: ("action", "identity", "upn", "name", "display_name", "note"),
+    RESTORE: ("action", "identity", "target", "archive", "target_folder", "note"),
+    RELEASE: ("action", "identity", "type", "note"),
+    SET_DURATION: ("action", "identity", "days", "note"),
+}
+
+
+def _note(mailbox: InactiveMailbox) -> str:
+    parts = [_label(mailbox)]
+    org = " / ".join(p for p in (mailbox.operating_company, mailbox.department) if p)
+    if org:
+        parts.append(org)
+    parts.append("holds: " + (", ".join(mailbox.hold_types) or "none"))
+    if mailbox.releasable:
+        when = mailbox.holds_expire_on.date().isoformat() if mailbox.holds_expire_on else None
+        parts.append(f"holds expired {when}" if when else "holds expired")
+    return "; ".join(parts)
+
+
+def plan_rows(
+    db: DatabaseManager,
+    filters: MailboxFilter,
+    action: str,
+    *,
+    release_type: str | None = None,
+    days: int | None = None,
+    target: str | None = None,
+    archive: bool = False,
+    target_folder: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """One plan row per cached mailbox matching ``filters`` (sorted by address), for ``imm bulk plan``.
+
+    recover rows propose the mailbox's own UPN and name (edit them if those are taken); restore rows take
+    ``target`` (empty when not given: the plan is then rejected until each row names one).
+    """
+    if action not in ACTIONS:
+        raise InputError(f"unknown action '{action}' (use {ACTION_WORDS})")
+    if action == RELEASE:
+        kind = (release_type or "all-releasable").lower()
+        if kind not in release_types():
+            raise InputError(f"unknown hold type '{release_type}' (use {', '.join(release_types())})")
+    mailboxes = db.query_mailboxes(filters, sort="smtp", limit=limit)
+    if not mailboxes:
+        raise NotFoundError(
+            "no cached mailbox matches these filters; no plan was written",
+            hint="check the filters with `imm list` (same options), or run `imm sync`",
+        )
+    rows = []
+    for mailbox in mailboxes:
+        row: dict[str, Any] = {"action": action, "identity": mailbox.identity, "note": _note(mailbox)}
+        if action == RECOVER:
+            row.update(
+                upn=mailbox.user_principal_name or mailbox.primary_smtp,
+                name=mailbox.name or mailbox.primary_smtp.split("@")[0],
+                display_name=mailbox.display_name,
+            )
+        elif action == RESTORE:
+            row.update(target=target or "", archive=archive, target_folder=target_folder or "")
+        elif action == RELEASE:
+            row["type"] = kind
+        else:
+            row["days"] = "unlimited" if days is None else days
+        rows.append(row)
+    return rows
+
+
+def write_plan(rows: Sequence[dict[str, Any]], action: str, stream: Any) -> None:
+    """The plan as CSV (formula-like cells made safe; :func:`read_plan` reads them back unchanged)."""
+    columns = PLAN_COLUMNS[action]
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([csv_safe(row.get(c)) for c in columns])
