@@ -136,3 +136,35 @@ def test_setup_logging_file_has_no_secrets(
     assert "acquired {'access_token': ***, 'refresh_token': ***}" in text
     assert "request body password=***" in text
     assert "ValueError: bad assertion client_assertion=***" in text
+
+
+def test_log_file_is_owner_only_also_after_rotation(tmp_path: Path, restore_imm_logging: None) -> None:
+    log_path = tmp_path / "log" / "profile.log"
+    setup_logging(log_path)
+    file_handler = next(h for h in logging.getLogger("imm").handlers if isinstance(h, logging.FileHandler))
+    logging.getLogger("imm.sync").info("synced")
+    assert log_path.stat().st_mode & 0o777 == 0o600
+    file_handler.doRollover()  # type: ignore[attr-defined]
+    logging.getLogger("imm.sync").info("synced again")
+    assert log_path.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "log" / "profile.log.1").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(("verbose", "traceback_on_console"), [(0, False), (2, True)])
+def test_unexpected_error_traceback_goes_to_the_file_and_to_the_console_only_with_vv(
+    tmp_path: Path,
+    restore_imm_logging: None,
+    capsys: pytest.CaptureFixture[str],
+    verbose: int,
+    traceback_on_console: bool,
+) -> None:
+    log_path = tmp_path / "profile.log"
+    setup_logging(log_path, verbose=verbose)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("imm.cli").error("unexpected error", exc_info=True, extra={"file_only": True})
+    for handler in logging.getLogger("imm").handlers:
+        handler.flush()
+    assert "Traceback" in log_path.read_text(encoding="utf-8")
+    assert ("Traceback" in capsys.readouterr().err) is traceback_on_console

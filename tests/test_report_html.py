@@ -132,7 +132,7 @@ def test_chromium_renders_the_charts_and_totals(browser: str, page: Path, tmp_pa
     assert '&lt;script&gt;alert("pwned")&lt;/script&gt;' in dom
     assert '<div class="value">49.30<span class="unit"> EUR</span></div>' in dom
     assert '<div class="value">18.60<span class="unit"> GB</span></div>' in dom
-    assert "Export the content with a Content Search" in dom
+    assert "Export its content with a Content Search" in dom
 
 
 def png_size(data: bytes) -> tuple[int, int]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,16 @@ class SecretFilter(logging.Filter):
         return True
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file readable only by its owner (it names mailboxes and users), also after rotation."""
+
+    def _open(self) -> Any:
+        stream = super()._open()
+        with contextlib.suppress(OSError):
+            os.chmod(self.baseFilename, 0o600)
+        return stream
+
+
 _configured: dict[str, Any] = {}
 
 
@@ -101,14 +113,14 @@ def setup_logging(log_path: Path | None, verbose: int = 0, quiet: bool = False) 
     )
     console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     console.addFilter(secret_filter)
+    if verbose < 2:  # tracebacks of unexpected errors go to the log file; on the console only with -vv
+        console.addFilter(lambda record: not getattr(record, "file_only", False))
     console._imm = True  # type: ignore[attr-defined]
     root.addHandler(console)
     if log_path is not None:
         try:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            file_handler = logging.handlers.RotatingFileHandler(
-                log_path, maxBytes=5_000_000, backupCount=5, encoding="utf-8"
-            )
+            file_handler = _PrivateRotatingFileHandler(log_path, maxBytes=5_000_000, backupCount=5, encoding="utf-8")
         except OSError:
             file_handler = None
         if file_handler is not None:

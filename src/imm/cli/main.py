@@ -164,10 +164,12 @@ class ImmGroup(click.Group):
             ctx.exit(int(ExitStatus.INTERRUPTED))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:  # e.g. `imm list -o csv | head`: click exits quietly
+            raise
         except Exception as exc:  # an imm defect: one line, the traceback only on request
             if os.environ.get("IMM_RAISE_ERRORS"):
                 raise
-            log.error("unexpected error", exc_info=True)
+            log.error("unexpected error", exc_info=True, extra={"file_only": True})
             click.secho(f"Error: unexpected {type(exc).__name__}: {exc}", fg="red", err=True)
             click.echo("Hint: this is a defect in imm; run with -vv for details and report it.", err=True)
             ctx.exit(int(ExitStatus.FAILED))

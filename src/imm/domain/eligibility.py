@@ -48,6 +48,14 @@ LAST_HOLD_CONSEQUENCE = (
 # Documented for Set-CaseHoldPolicy (domain.md §6); used for Set-RetentionCompliancePolicy too: **unconfirmed**.
 INACTIVE_LOCATION_PREFIX = "."
 EXPORT_ALTERNATIVE = "Export its content with a Content Search / eDiscovery export"
+ALTERNATIVES: dict[str, str] = {  # what to do instead, by blocker code (reports look stored codes up here)
+    "auto-expanding-archive": EXPORT_ALTERNATIVE,
+    "aux-primary-shards": "Restore its content into an existing mailbox instead (imm restore)",
+    "user-restorable": "Restore the deleted user in the Microsoft 365 admin center or Entra ID instead",
+    "name-taken": "Recover with a different --name",
+    "upn-taken": "Recover with a different --upn (an onmicrosoft.com address avoids federated-domain errors)",
+    "no-archive": "Restore the primary mailbox instead",
+}
 
 
 @dataclass(frozen=True)
@@ -83,13 +91,13 @@ def _auto_expanding(mailbox: InactiveMailbox) -> Blocker | None:
         return Blocker(
             "auto-expanding-archive",
             "The mailbox has an auto-expanding archive (AuxArchive locations)",
-            EXPORT_ALTERNATIVE,
+            ALTERNATIVES["auto-expanding-archive"],
         )
     if mailbox.auto_expanding_archive:
         return Blocker(
             "auto-expanding-archive",
             "The mailbox has auto-expanding archiving enabled (AutoExpandingArchiveEnabled)",
-            EXPORT_ALTERNATIVE,
+            ALTERNATIVES["auto-expanding-archive"],
         )
     return None
 
@@ -105,7 +113,7 @@ def recovery_blockers(mailbox: InactiveMailbox, *, name_taken: bool = False, upn
             Blocker(
                 "aux-primary-shards",
                 "The mailbox has additional primary shards (AuxPrimary locations) that cannot be recovered",
-                "Restore its content into an existing mailbox instead (imm restore)",
+                ALTERNATIVES["aux-primary-shards"],
             )
         )
     if mailbox.external_directory_object_id:
@@ -113,7 +121,7 @@ def recovery_blockers(mailbox: InactiveMailbox, *, name_taken: bool = False, upn
             Blocker(
                 "user-restorable",
                 "The user account is still within its 30-day soft-delete window (ExternalDirectoryObjectId is set)",
-                "Restore the deleted user in the Microsoft 365 admin center or Entra ID instead",
+                ALTERNATIVES["user-restorable"],
             )
         )
     if name_taken:
@@ -121,7 +129,7 @@ def recovery_blockers(mailbox: InactiveMailbox, *, name_taken: bool = False, upn
             Blocker(
                 "name-taken",
                 f"The name '{mailbox.name or mailbox.display_name}' is already used by another object",
-                "Recover with a different --name",
+                ALTERNATIVES["name-taken"],
             )
         )
     if upn_taken:
@@ -129,7 +137,7 @@ def recovery_blockers(mailbox: InactiveMailbox, *, name_taken: bool = False, upn
             Blocker(
                 "upn-taken",
                 f"The user name '{mailbox.user_principal_name or mailbox.primary_smtp}' is already in use",
-                "Recover with a different --upn (an onmicrosoft.com address avoids federated-domain errors)",
+                ALTERNATIVES["upn-taken"],
             )
         )
     return blockers
@@ -147,7 +155,7 @@ def restore_source_blockers(mailbox: InactiveMailbox, *, archive: bool = False) 
             Blocker(
                 "no-archive",
                 f"The inactive mailbox has no archive to restore (ArchiveStatus {mailbox.archive_status or 'None'})",
-                "Restore the primary mailbox instead",
+                ALTERNATIVES["no-archive"],
             )
         )
     return blockers

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from imm.domain.cost import monthly_cost
+from imm.domain.eligibility import ALTERNATIVES
 from imm.errors import InputError
 
 if TYPE_CHECKING:
@@ -34,34 +36,10 @@ HOLD_KINDS: dict[str, str] = {
     "label": "Retention label",
     "delay": "Delay hold",
     "delay-release": "Delay release hold",
+    "skype-policy": "Skype for Business retention policy",
+    "unknown": "Unrecognised hold",
 }
 NO_HOLD = "(none recorded)"
-
-# Documented alternatives per blocker (domain.md §4, §5, §8). Blocker codes are imm.domain's; they are matched
-# by the words they contain, so a renamed code still finds its advice (first match wins).
-BLOCKER_ALTERNATIVES: tuple[tuple[tuple[str, ...], str], ...] = (
-    (
-        ("auto-expanding", "autoexpanding", "auxarchive", "aux-archive"),
-        "Export the content with a Content Search (eDiscovery export): an auto-expanding archive blocks both "
-        "recover and restore.",
-    ),
-    (
-        ("aux-primary", "auxprimary", "shard"),
-        "Restore the content into an existing mailbox instead: additional primary shards block recovery.",
-    ),
-    (
-        ("restorable", "30-day", "30day", "soft-deleted-user", "user-account", "account"),
-        "Restore the deleted user account (within its 30 days) instead of recovering the mailbox.",
-    ),
-    (("federated",), "Recover with an onmicrosoft.com UPN: a federated UPN is refused."),
-    (
-        ("conflict", "in-use", "taken", "exists", "duplicate"),
-        "Recover with a unique Name and UPN: the current ones are already in use.",
-    ),
-    (("quota",), "Free space or raise the target's quota, or restore into the target's archive."),
-    (("target",), "Choose an existing target mailbox (licensed, in the same tenant)."),
-    (("archive",), "Restore the archive separately (source or target archive) and check the archive rules."),
-)
 
 AGE_BUCKETS: tuple[tuple[str, int | None], ...] = (  # (label, upper bound in days, inclusive)
     ("< 6 months", 182),
@@ -235,12 +213,7 @@ def mailbox_cost(mailbox: InactiveMailbox, cost_model: CostModel | None) -> floa
     """
     if cost_model is None:
         return float(mailbox.monthly_cost or 0.0)
-    rates = cost_model.license_month
-    rate = rates.get(mailbox.license_type)
-    if rate is None:
-        lowered = {k.lower(): v for k, v in rates.items()}
-        rate = lowered.get((mailbox.license_type or "").lower(), lowered.get("unknown", 0.0))
-    return float(rate) + cost_model.per_gb_month * total_gb(mailbox)
+    return monthly_cost(mailbox, cost_model)
 
 
 def age_days(mailbox: InactiveMailbox, now: datetime) -> int | None:
@@ -280,12 +253,8 @@ def blocker_code(blocker: str) -> tuple[str, str]:
 
 
 def blocker_alternative(code: str) -> str:
-    """The documented alternative for a blocker code, or "" when none is known."""
-    lowered = code.lower()
-    for words, advice in BLOCKER_ALTERNATIVES:
-        if any(w in lowered for w in words):
-            return advice
-    return ""
+    """What to do instead, for an imm.domain blocker code (domain.md §4, §5, §8); "" when none is known."""
+    return ALTERNATIVES.get(code, "")
 
 
 def hold_label(kind: str) -> str:

@@ -26,7 +26,6 @@ from imm.errors import InputError
 from imm.services.report_kinds import BUILDERS, common_notes, measure, overview_of
 from imm.services.report_model import (
     AGE_BUCKETS,
-    BLOCKER_ALTERNATIVES,
     EXPIRY_WINDOWS,
     GROUPINGS,
     HOLD_KINDS,
@@ -57,7 +56,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGE_BUCKETS",
-    "BLOCKER_ALTERNATIVES",
     "EXPIRY_WINDOWS",
     "GROUPINGS",
     "HOLD_KINDS",
