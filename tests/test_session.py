@@ -220,3 +220,15 @@ def test_unreachable_identity_provider_is_an_audited_failure(
     [(operation, result, error)] = rows(db)
     assert (operation, result) == ("CONNECT", "failure")
     assert error
+
+
+def test_a_profile_at_the_organizations_authority_addresses_the_signed_in_tenant(
+    simulator: Simulator, imm_home: Path, db: DatabaseManager
+) -> None:
+    config = sim_config(simulator, imm_home, tenant_id="organizations")
+    with SessionManager(config, db, Authenticator.from_profile(config.profile, prompt=lambda m: None)) as session:
+        assert session.tenant == simulator.config.tenant_id
+        exchange, compliance = session._clients
+        assert exchange.tenant == compliance.tenant == simulator.config.tenant_id
+        assert exchange.limiter is compliance.limiter  # one throttling budget per tenant
+        assert session.connection.get_organization_config()["Name"]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from imm.config import Config, Profile
 from imm.data.audit_logger import AuditLogger, AuditResult, OperationType, error_text, is_cancellation
 from imm.errors import ImmError, SignInError
+from imm.exchange.throttle import AdaptiveLimiter
 
 if TYPE_CHECKING:
     from imm.data.database import DatabaseManager
@@ -143,10 +144,13 @@ class SessionManager:
                 self._user = f"app:{account['client_id']}"  # app-only: the application is who acts
             self._tenant = account.get("tenant_id") or profile.tenant_id
             anchor = anchor_mailbox(profile, account.get("username") or None)
-            exchange = self._build_client(profile, self._token_provider(profile.exchange_scopes), "exchange", anchor)
+            limiter = AdaptiveLimiter(profile.concurrency)  # one tenant, one throttling budget for both endpoints
+            exchange = self._build_client(
+                profile, self._token_provider(profile.exchange_scopes), "exchange", anchor, limiter
+            )
             self._clients.append(exchange)
             compliance = self._build_client(
-                profile, self._token_provider(profile.compliance_scopes), "compliance", anchor
+                profile, self._token_provider(profile.compliance_scopes), "compliance", anchor, limiter
             )
             self._clients.append(compliance)
             connection = self._build_operations(exchange, compliance)
@@ -217,12 +221,20 @@ class SessionManager:
         return provide
 
     def _build_client(
-        self, profile: Profile, provider: Callable[[bool], str], endpoint: str, anchor: str | None
+        self,
+        profile: Profile,
+        provider: Callable[[bool], str],
+        endpoint: str,
+        anchor: str | None,
+        limiter: AdaptiveLimiter,
     ) -> Any:
         from imm.exchange import create_backend
 
-        # profile.backend picks REST (ExchangeClient, the default) or PowerShell
-        return create_backend(profile, provider, endpoint=endpoint, anchor_mailbox=anchor)
+        # profile.backend picks REST (ExchangeClient, the default) or PowerShell. The tenant is the signed-in
+        # account's, so a profile left at the authority default ("organizations") still addresses Exchange.
+        return create_backend(
+            profile, provider, endpoint=endpoint, anchor_mailbox=anchor, tenant=self.tenant, limiter=limiter
+        )
 
     def _build_operations(self, exchange: Any, compliance: Any) -> Any:
         from imm.exchange.cmdlets import ExchangeOperations

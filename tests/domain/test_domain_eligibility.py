@@ -339,7 +339,7 @@ def test_ediscovery_needs_force() -> None:
         "ediscovery-case-hold",
         "eDiscovery case hold 'Case 42': releasing or closing the case deletes the inactive mailboxes that depend "
         "on it",
-        "Ask the case owner; re-run with --force to remove only this mailbox from the case hold",
+        "Ask the case owner; re-run with --force-ediscovery to remove only this mailbox from the case hold",
         forceable=True,
         subject=f"UniH{G3}",
     )

@@ -384,7 +384,7 @@ def _hold_blocker_text(hold: Hold, on_mailbox: set[Hold], force: bool) -> Blocke
             "ediscovery-case-hold",
             f"eDiscovery case hold '{name}': releasing or closing the case deletes the inactive mailboxes "
             "that depend on it",
-            "Ask the case owner; re-run with --force to remove only this mailbox from the case hold",
+            "Ask the case owner; re-run with --force-ediscovery to remove only this mailbox from the case hold",
             forceable=True,
         )
     if hold.kind is HoldKind.INPLACE_LEGACY:

@@ -63,7 +63,8 @@ def create_backend(
     **options: Any,
 ) -> ExchangeClient | PowerShellExecutor:
     """The backend ``profile.backend`` names: "rest" (ExchangeClient) or "powershell" (PowerShellExecutor, with
-    ``pwsh`` from ``IMM_PWSH`` or the PATH; the organization is the profile's tenant_id)."""
+    ``pwsh`` from ``IMM_PWSH`` or the PATH). ``tenant`` (default: the profile's tenant_id) and, for REST,
+    ``limiter`` (an AdaptiveLimiter shared by a session's clients) are among the ``options``."""
     backend = (profile.backend or "rest").strip().lower()
     if backend == "rest":
         return ExchangeClient.from_profile(
@@ -72,10 +73,11 @@ def create_backend(
     if backend == "powershell":
         from imm.exchange.powershell import PowerShellExecutor
 
+        options.pop("limiter", None)  # one pwsh process runs one command at a time
         return PowerShellExecutor(
             os.environ.get("IMM_PWSH") or "pwsh",
             token_provider,
-            profile.tenant_id,
+            options.pop("tenant", None) or profile.tenant_id,
             profile.request_timeout,
             endpoint=endpoint,
             **options,

@@ -423,7 +423,7 @@ def hold_expiry_text(mailbox: InactiveMailbox, hold: Hold, now: datetime) -> tup
 
 def release_text(mailbox: InactiveMailbox, hold: Hold, plan: ReleasePlan, release_type: str) -> str:
     for blocker in plan.blockers:
-        if hold.raw in blocker.message or (hold.policy_name and hold.policy_name in blocker.message):
+        if blocker.subject == hold.raw:
             return f"cannot: {blocker.message} ({blocker.alternative})" if blocker.alternative else blocker.message
     for step in plan.steps:
         if step.hold is hold or step.hold.raw == hold.raw:
