@@ -201,7 +201,9 @@ class ExchangeClient:
                 raise ConfigError(f"ca_bundle {ca_bundle}: cannot be used ({exc.__class__.__name__}: {exc})") from None
         self._http = httpx.Client(
             verify=verify,
-            trust_env=False,
+            # With a ca_bundle, trust exactly that file (not SSL_CERT_FILE) and go direct; without one, the usual
+            # environment applies: HTTPS_PROXY / NO_PROXY and SSL_CERT_FILE, as for any command-line tool.
+            trust_env=not ca_bundle,
             http2=False,
             follow_redirects=False,
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)),
