@@ -210,3 +210,18 @@ def test_unknown_key_through_the_cli(tmp_path: Path) -> None:
         "exit_code": 2,
         "hint": "see README 'Configuration' for the keys a profile takes",
     }
+
+
+def test_the_readme_example_configuration_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "config.toml"
+    path.write_text(example, encoding="utf-8")
+    config = load_config(path, None, env={})
+    assert (config.profile.name, config.profile.tenant_id, config.profile.concurrency) == (
+        "contoso",
+        "contoso.onmicrosoft.com",
+        10,
+    )
+    assert config.profile.cost.license_month["Exchange Online Plan 2"] == 7.0
+    assert config.profile.org.company_attribute == "CustomAttribute5"

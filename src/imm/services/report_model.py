@@ -36,7 +36,7 @@ HOLD_KINDS: dict[str, str] = {
     "label": "Retention label",
     "delay": "Delay hold",
     "delay-release": "Delay release hold",
-    "skype-policy": "Skype for Business retention policy",
+    "skype-policy": "Skype retention policy",
     "unknown": "Unrecognised hold",
 }
 NO_HOLD = "(none recorded)"
