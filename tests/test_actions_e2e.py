@@ -116,7 +116,10 @@ def test_recover_what_if_changes_nothing(act: ActEnv) -> None:
     assert act.tenant.mailboxes[mbx.exchange_guid].to_state()["state"] == INACTIVE
     assert act.tenant.mailboxes[mbx.exchange_guid].in_place_holds == before["in_place_holds"]
     assert act.sim.exchange.executed["New-Mailbox"] == executed
-    assert act.audit(mbx.exchange_guid, "RECOVER_MAILBOX") == []
+    rows = act.audit(mbx.exchange_guid, "RECOVER_MAILBOX")
+    assert [(r["result"], r["error_message"]) for r in rows] == [("preview", None)]
+    assert rows[0]["details"]["cmdlets"][0]["cmdlet"] == "New-Mailbox"
+    assert rows[0]["details"]["cmdlets"][0]["parameters"]["Password"] == "***"
 
 
 def test_recover_asks_and_a_no_changes_nothing(act: ActEnv, password_file: Path) -> None:
@@ -131,7 +134,8 @@ def test_recover_asks_and_a_no_changes_nothing(act: ActEnv, password_file: Path)
     assert f"Recover {mbx.primary_smtp} as new mailbox declined@contoso.onmicrosoft.com? [y/N]" in result.stderr
     assert "Error: not confirmed: nothing was changed" in result.stderr
     assert act.tenant.mailboxes[mbx.exchange_guid].state == INACTIVE
-    assert act.audit(mbx.exchange_guid, "RECOVER_MAILBOX") == []
+    rows = act.audit(mbx.exchange_guid, "RECOVER_MAILBOX")
+    assert [(r["result"], r["error_message"]) for r in rows] == [("cancelled", "not confirmed: nothing was changed")]
 
 
 def _block_auto_expanding(act: ActEnv, guid: str) -> dict[str, str]:
@@ -188,7 +192,11 @@ def test_recover_blockers_stop_it_with_exit_5(
     assert "(instead: " in result.stderr
     assert act.tenant.mailboxes[guid].state == INACTIVE
     assert act.sim.exchange.executed["New-Mailbox"] == executed
-    assert act.audit(guid, "RECOVER_MAILBOX") == []
+    rows = act.audit(guid, "RECOVER_MAILBOX")
+    assert [(r["result"], r["error_message"]) for r in rows] == [
+        ("failure", f"recover of {mbx.primary_smtp} is blocked (1 blocker): {code}")
+    ]
+    assert rows[0]["details"]["blockers"][0].startswith(f"{code}: ")
     if code in ("auto-expanding-archive", "aux-primary-shards", "user-restorable"):
         cached = act.cached(guid)
         assert cached is not None and code in cached["recovery_blockers"]  # the preflight refreshed the cache
@@ -387,7 +395,9 @@ def test_set_duration_changes_the_litigation_hold_and_the_cache(act: ActEnv) -> 
     result = act.run("holds", "set-duration", guid, "--unlimited", "--yes")
     assert result.exit_code == 0
     assert "  Nothing to do: the duration is already Unlimited" in result.stdout
-    assert len(act.audit(guid, "CHANGE_HOLD")) == 4  # nothing more was recorded
+    rows = act.audit(guid, "CHANGE_HOLD")
+    assert [r["result"] for r in rows] == ["started", "success", "started", "success", "skipped", "skipped"]
+    assert rows[-1]["error_message"] == "Nothing to do: the duration is already Unlimited"
 
 
 def test_set_duration_without_litigation_hold_is_blocked(act: ActEnv) -> None:
@@ -398,7 +408,7 @@ def test_set_duration_without_litigation_hold_is_blocked(act: ActEnv) -> None:
     assert result.exit_code == 5
     assert "no-litigation-hold" in result.stderr
     assert act.tenant.mailboxes[mbx.exchange_guid].litigation_hold is False
-    assert act.audit(mbx.exchange_guid, "CHANGE_HOLD") == []
+    assert [r["result"] for r in act.audit(mbx.exchange_guid, "CHANGE_HOLD")] == ["failure"]
 
 
 def test_set_duration_needs_exactly_one_of_days_or_unlimited(act: ActEnv) -> None:

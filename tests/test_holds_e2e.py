@@ -155,7 +155,9 @@ def test_release_what_if_changes_nothing(act: ActEnv) -> None:
         k: v for k, v in before.items() if k != "when_changed"
     }
     assert act.sim.exchange.executed["Set-Mailbox"] == executed
-    assert act.audit(mbx.exchange_guid, "REMOVE_HOLD") == []
+    rows = act.audit(mbx.exchange_guid, "REMOVE_HOLD")
+    assert [r["result"] for r in rows] == ["preview"]
+    assert rows[0]["details"]["cmdlets"][0]["cmdlet"] == "Set-Mailbox"
 
 
 def test_release_of_the_last_hold_needs_the_address_typed_even_with_yes(act: ActEnv) -> None:
@@ -171,7 +173,9 @@ def test_release_of_the_last_hold_needs_the_address_typed_even_with_yes(act: Act
     assert f"Type the mailbox's primary SMTP address ({mbx.primary_smtp}) to confirm" in wrong.stderr
     assert "Error: the typed address does not match: nothing was changed" in wrong.stderr
     assert act.tenant.mailboxes[guid].litigation_hold is True
-    assert act.audit(guid, "REMOVE_HOLD") == []
+    assert [(r["result"], r["error_message"]) for r in act.audit(guid, "REMOVE_HOLD")] == [
+        ("cancelled", "the typed address does not match: nothing was changed")
+    ]
 
     typed = act.run("holds", "release", guid, "--type", "litigation", "--yes", input=mbx.primary_smtp.upper() + "\n")
 
@@ -182,11 +186,11 @@ def test_release_of_the_last_hold_needs_the_address_typed_even_with_yes(act: Act
     assert now.retire_time is not None
     assert act.cached(guid) is None  # no longer inactive: out of the cache
     rows = act.audit(guid, "REMOVE_HOLD")
-    assert [r["result"] for r in rows] == ["started", "success"]
-    assert rows[0]["details"]["removes_last_hold"] is True
-    assert rows[1]["details"]["soft_deleted"] is True
-    assert rows[1]["details"]["after"]["IsInactiveMailbox"] is False
-    assert rows[1]["details"]["after"]["WasInactiveMailbox"] is True
+    assert [r["result"] for r in rows] == ["cancelled", "started", "success"]  # the mistyped attempt, then this one
+    assert rows[1]["details"]["removes_last_hold"] is True
+    assert rows[2]["details"]["soft_deleted"] is True
+    assert rows[2]["details"]["after"]["IsInactiveMailbox"] is False
+    assert rows[2]["details"]["after"]["WasInactiveMailbox"] is True
 
 
 def test_release_of_the_last_hold_in_scripts(act: ActEnv) -> None:
@@ -256,7 +260,7 @@ def test_release_locked_policy_is_blocked(act: ActEnv) -> None:
     assert all(
         tag in act.tenant.mailboxes[mbx.exchange_guid].in_place_holds for tag in locked_policy_tags(mbx, act.tenant)
     )
-    assert act.audit(mbx.exchange_guid, "REMOVE_HOLD") == []
+    assert [r["result"] for r in act.audit(mbx.exchange_guid, "REMOVE_HOLD")] == ["failure"]
 
 
 def test_release_ediscovery_is_blocked_unless_forced_and_typed(act: ActEnv) -> None:
@@ -280,9 +284,9 @@ def test_release_ediscovery_is_blocked_unless_forced_and_typed(act: ActEnv) -> N
     assert forced.exit_code == 0, forced.stderr
     assert case not in act.tenant.mailboxes[guid].in_place_holds
     rows = act.audit(guid, "REMOVE_HOLD")
-    assert [r["result"] for r in rows] == ["started", "success"]
-    assert rows[0]["details"]["force_ediscovery"] is True
-    assert rows[0]["details"]["cmdlets"][0]["cmdlet"] == "Set-CaseHoldPolicy"
+    assert [r["result"] for r in rows] == ["failure", "cancelled", "started", "success"]  # blocked, untyped, forced
+    assert rows[2]["details"]["force_ediscovery"] is True
+    assert rows[2]["details"]["cmdlets"][0]["cmdlet"] == "Set-CaseHoldPolicy"
 
 
 def test_release_with_nothing_of_that_type_does_nothing(act: ActEnv) -> None:
@@ -293,7 +297,9 @@ def test_release_with_nothing_of_that_type_does_nothing(act: ActEnv) -> None:
     assert result.exit_code == 0, result.stderr
     assert data["status"] == "skipped"
     assert data["message"] == "Nothing to do: the mailbox has no label hold imm can release"
-    assert act.audit(mbx.exchange_guid, "REMOVE_HOLD") == []
+    assert [(r["result"], r["error_message"]) for r in act.audit(mbx.exchange_guid, "REMOVE_HOLD")] == [
+        ("skipped", "Nothing to do: the mailbox has no label hold imm can release")
+    ]
 
 
 def test_release_refused_by_exchange_records_microsofts_message(act: ActEnv) -> None:

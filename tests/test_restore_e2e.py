@@ -141,7 +141,7 @@ def test_restore_what_if_changes_nothing(act: ActEnv) -> None:
     assert "New-MailboxRestoreRequest -Name imm-" in result.stdout
     assert target.extra_addresses == addresses
     assert _requests(act, source) == []
-    assert act.audit(source.exchange_guid, "RESTORE_MAILBOX") == []
+    assert [r["result"] for r in act.audit(source.exchange_guid, "RESTORE_MAILBOX")] == ["preview"]
 
 
 @pytest.mark.parametrize("case", ["target-missing", "target-over-quota", "auto-expanding-archive"])
@@ -161,7 +161,9 @@ def test_restore_blockers_exit_5(act: ActEnv, case: str) -> None:
     assert f"Error: restore of {source.primary_smtp} is blocked (1 blocker): {case}" in result.stderr
     assert act.sim.exchange.executed["New-MailboxRestoreRequest"] == executed
     assert _requests(act, source) == []
-    assert act.audit(source.exchange_guid, "RESTORE_MAILBOX") == []
+    assert [(r["result"], r["error_message"]) for r in act.audit(source.exchange_guid, "RESTORE_MAILBOX")] == [
+        ("failure", f"restore of {source.primary_smtp} is blocked (1 blocker): {case}")
+    ]
     if case == "target-over-quota":
         full = next(m for m in act.active_mailboxes() if m.primary_smtp == target)
         assert _x500(source) not in full.extra_addresses

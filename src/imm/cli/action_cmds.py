@@ -135,10 +135,11 @@ def _finish(result: ActionResult, lines: list[str] | None = None, preview: Actio
         click.get_current_context().exit(int(ExitStatus.FAILED))
 
 
-def _nothing_to_do(preview: ActionPreview) -> None:
-    """The action would change nothing: a ``skipped`` result (the preview above already says so as text)."""
+def _nothing_to_do(actions: MailboxActions, preview: ActionPreview) -> None:
+    """The action would change nothing: a ``skipped`` result (the preview above already says so as text); audited."""
     from imm.services.actions import ActionResult
 
+    actions.record_unchanged(preview, "skipped", preview.summary[-1] if preview.summary else None)
     if _json():
         _finish(ActionResult(preview.identity, preview.action, "skipped", preview.summary[-1]), preview=preview)
 
@@ -175,8 +176,8 @@ def _typed_confirm(address: str, why: str) -> None:
 
 
 @contextmanager
-def _show_blocked() -> Iterator[None]:
-    """Print the preview of a blocked action (with its blockers) before the error line and exit 5."""
+def _show_blocked(actions: MailboxActions) -> Iterator[None]:
+    """Print the preview of a blocked action (with its blockers) before the error line and exit 5; audited."""
     from imm.services.actions import ActionBlockedError
 
     try:
@@ -184,6 +185,20 @@ def _show_blocked() -> Iterator[None]:
     except ActionBlockedError as exc:
         if not _json():
             _show_preview(exc.preview, blockers=False)
+        actions.record_unchanged(exc.preview, "failure", exc.message)
+        raise
+
+
+@contextmanager
+def _declined_recorded(actions: MailboxActions, preview: ActionPreview) -> Iterator[None]:
+    """Around a confirmation: a "no" (or a mistyped address) is audited as cancelled, then ends the command."""
+    from imm.errors import ImmError
+
+    try:
+        yield
+    except ImmError as exc:
+        if exc.code == "not_confirmed":
+            actions.record_unchanged(preview, "cancelled", exc.message)
         raise
 
 
@@ -279,19 +294,21 @@ def recover(
         password = generate_password()
         generated = True
     with _session() as actions:
-        with _show_blocked():
+        with _show_blocked(actions):
             preview = actions.preview_recover(identity, upn, name, display_name)
         _show_preview(preview, what_if)
         if what_if:
+            actions.record_unchanged(preview, "preview")
             return
-        _confirm(f"Recover {preview.mailbox.get('primary_smtp') or preview.identity} as new mailbox {upn}?", yes)
+        with _declined_recorded(actions, preview):
+            _confirm(f"Recover {preview.mailbox.get('primary_smtp') or preview.identity} as new mailbox {upn}?", yes)
         written = False
         if generated and password_out is not None:
             _write_secret(password_out, password)  # before the call: a password Exchange took is never lost
             written = True
         result = None
         try:
-            with _show_blocked():
+            with _show_blocked(actions):
                 result = actions.recover(identity, upn, name, password, display_name=display_name)
         finally:
             if written and password_out is not None and (result is None or result.status != "success"):
@@ -374,13 +391,15 @@ def restore_start(
             "target_folder": target_folder,
             "target_archive": target_archive,
         }
-        with _show_blocked():
+        with _show_blocked(actions):
             preview = actions.preview_restore(identity, target, **options)
         _show_preview(preview, what_if)
         if what_if:
+            actions.record_unchanged(preview, "preview")
             return
-        _confirm(f"Restore {preview.mailbox.get('primary_smtp') or preview.identity} into {target}?", yes)
-        with _show_blocked():
+        with _declined_recorded(actions, preview):
+            _confirm(f"Restore {preview.mailbox.get('primary_smtp') or preview.identity} into {target}?", yes)
+        with _show_blocked(actions):
             result = actions.restore(identity, target, **options)
     _finish(result, preview=preview)
 
@@ -666,29 +685,31 @@ def holds_release(
     Example: imm holds release jane.doe@contoso.com --type litigation --what-if
     """
     with _session() as actions:
-        with _show_blocked():
+        with _show_blocked(actions):
             preview = actions.preview_release(identity, kind, force_ediscovery=force_ediscovery)
         _show_preview(preview, what_if)
         if what_if:
+            actions.record_unchanged(preview, "preview")
             return
         if preview.nothing_to_do:
-            _nothing_to_do(preview)
+            _nothing_to_do(actions, preview)
             return
         address = str(preview.mailbox.get("primary_smtp") or "")
         label = f"{preview.mailbox.get('display_name') or ''} <{address}>".strip()
         forced = force_ediscovery and any(c.get("cmdlet") == "Set-CaseHoldPolicy" for c in preview.cmdlets)
-        if not (yes and understood) and (preview.removes_last_hold or forced):
-            if not yes:
-                _confirm(f"Release the {kind} hold(s) of {label}?", False)
-            why = (
-                f"This removes the LAST hold of {label}: it becomes soft-deleted and is purged 183 days later"
-                if preview.removes_last_hold
-                else f"This removes {label} from an eDiscovery case hold"
-            )
-            _typed_confirm(address, why)
-        else:
-            _confirm(f"Release the {kind} hold(s) of {label}?", yes)
-        with _show_blocked():
+        with _declined_recorded(actions, preview):
+            if not (yes and understood) and (preview.removes_last_hold or forced):
+                if not yes:
+                    _confirm(f"Release the {kind} hold(s) of {label}?", False)
+                why = (
+                    f"This removes the LAST hold of {label}: it becomes soft-deleted and is purged 183 days later"
+                    if preview.removes_last_hold
+                    else f"This removes {label} from an eDiscovery case hold"
+                )
+                _typed_confirm(address, why)
+            else:
+                _confirm(f"Release the {kind} hold(s) of {label}?", yes)
+        with _show_blocked(actions):
             result = actions.release(identity, kind, force_ediscovery=force_ediscovery)
     _finish(result, preview=preview)
 
@@ -714,17 +735,19 @@ def holds_set_duration(
         raise InputError("give exactly one of --days N or --unlimited")
     duration = None if unlimited else days
     with _session() as actions:
-        with _show_blocked():
+        with _show_blocked(actions):
             preview = actions.preview_set_duration(identity, duration)
         _show_preview(preview, what_if)
         if what_if:
+            actions.record_unchanged(preview, "preview")
             return
         if preview.nothing_to_do:
-            _nothing_to_do(preview)
+            _nothing_to_do(actions, preview)
             return
         label = preview.mailbox.get("primary_smtp") or preview.identity
         new = "Unlimited" if duration is None else f"{duration} days"
-        _confirm(f"Set the Litigation Hold duration of {label} to {new}?", yes)
-        with _show_blocked():
+        with _declined_recorded(actions, preview):
+            _confirm(f"Set the Litigation Hold duration of {label} to {new}?", yes)
+        with _show_blocked(actions):
             result = actions.set_duration(identity, duration)
     _finish(result, preview=preview)

@@ -328,6 +328,19 @@ class MailboxActions:
     ) -> None:
         self.audit.finish(operation_id, result, {**(context or {}), **details}, error)
 
+    def record_unchanged(self, preview: ActionPreview, result: AuditResult | str, error: str | None = None) -> None:
+        """One audit row for an attempt that changed nothing in Exchange: a what-if (``preview``), a preflight that
+        blocked it (``failure``, naming the blockers) or a confirmation that was declined (``cancelled``)."""
+        details: dict[str, Any] = {
+            "action": preview.action,
+            "cmdlets": preview.cmdlets,  # as previewed: a password shows as ***
+            "blockers": preview.blockers,
+            "removes_last_hold": preview.removes_last_hold,
+            "nothing_to_do": preview.nothing_to_do,
+        }
+        operation = _OPERATION.get(preview.action, OperationType.REMOVE_ADDRESS)
+        self.audit.log_operation(operation, preview.identity, details, AuditResult(result), error)
+
     def _guarded(
         self,
         operation_id: str,
