@@ -673,10 +673,14 @@ def holds_release(
     """Release holds on an inactive mailbox with the cmdlet each hold kind needs.
 
     \b
-    Types: litigation, delay, delay-release, label (retention label holds), org-policy (excludes the mailbox
-    from org-wide policies), policy (retention policies naming the mailbox), ediscovery (needs
-    --force-ediscovery), all-releasable (every hold imm can release: not eDiscovery, legacy In-Place or
-    Preservation-Locked ones).
+    Types:
+      litigation, delay, delay-release
+      label           retention label holds
+      org-policy      excludes the mailbox from org-wide policies
+      policy          retention policies naming the mailbox
+      ediscovery      needs --force-ediscovery
+      all-releasable  every hold imm can release (not eDiscovery, legacy
+                      In-Place or Preservation-Locked ones)
 
     Releasing the LAST hold makes the mailbox soft-deleted; it is purged 183 days later. That needs the mailbox's
     primary SMTP address typed, even with --yes, unless --i-understand-last-hold is also given (for scripts).
