@@ -225,3 +225,29 @@ def test_the_readme_example_configuration_loads(tmp_path: Path) -> None:
     )
     assert config.profile.cost.license_month["Exchange Online Plan 2"] == 7.0
     assert config.profile.org.company_attribute == "CustomAttribute5"
+
+
+def test_write_profile_keeps_the_rest_of_the_file_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '# my tenants\n[profiles.contoso]\ntenant_id = "contoso.onmicrosoft.com"  # prod\n\n'
+        '[profiles.contoso.cost]\ncurrency = "USD"\n',
+        encoding="utf-8",
+    )
+    write_profile(path, "contoso", {"tenant_id": "6f1b7c2e-3d4a-4b5c-9e8f-0a1b2c3d4e5f"})
+    write_profile(
+        path,
+        "sim",
+        {"ca_bundle": tmp_path / "ca.pem", "org": {"company_attribute": "CustomAttribute5"}},
+        make_default=True,
+    )
+
+    assert path.read_text(encoding="utf-8") == (
+        '# my tenants\ndefault_profile = "sim"\n\n[profiles.contoso]\n'
+        'tenant_id = "6f1b7c2e-3d4a-4b5c-9e8f-0a1b2c3d4e5f"  # prod\n\n[profiles.contoso.cost]\ncurrency = "USD"\n\n'
+        f'[profiles.sim]\nca_bundle = "{tmp_path / "ca.pem"}"\n\n'
+        '[profiles.sim.org]\ncompany_attribute = "CustomAttribute5"\n'
+    )
+    config = load_config(path, None, env={})
+    assert (config.profile.name, config.profile.org.company_attribute) == ("sim", "CustomAttribute5")
+    assert load_config(path, "contoso", env={}).profile.cost.currency == "USD"

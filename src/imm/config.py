@@ -289,43 +289,32 @@ def load_config(
 
 
 def write_profile(path: Path, name: str, values: dict[str, Any], make_default: bool = False) -> None:
-    """Add or replace one profile's scalar keys in the file (used by the simulator and demo)."""
-    data, _ = _read_file(path)
-    profiles = data.setdefault("profiles", {})
-    profiles[name] = {
-        **profiles.get(name, {}),
-        **{k: str(v) if isinstance(v, Path) else v for k, v in values.items()},
-    }
+    """Add or replace keys of one profile in the file (``imm login``, the simulator, the demo).
+
+    The rest of the file is kept as written, comments and layout included (tomlkit edits it in place).
+    """
+    import tomlkit
+
+    _read_file(path)  # a malformed or unknown-key file is reported, not rewritten
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    document = tomlkit.parse(text)
+    if "profiles" not in document:
+        document["profiles"] = tomlkit.table(is_super_table=True)
+    profiles: Any = document["profiles"]
+    if name not in profiles:
+        profiles[name] = tomlkit.table()
+    for key, value in values.items():
+        profiles[name][key] = _plain(value)
     if make_default:
-        data["default_profile"] = name
+        document["default_profile"] = name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_dump_toml(data), encoding="utf-8")
+    path.write_text(tomlkit.dumps(document), encoding="utf-8")
 
 
-def _dump_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """A small TOML writer for the shapes this file holds (scalars and nested tables)."""
-    scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
-    tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
-    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars]
-    out = "\n".join(lines) + ("\n" if lines else "")
-    for key, table in tables:
-        full = f"{prefix}.{_toml_key(key)}" if prefix else _toml_key(key)
-        has_scalars = any(not isinstance(v, dict) for v in table.values())
-        header = f"\n[{full}]\n" if has_scalars or not table else ""
-        out += header + _dump_toml(table, full)
-    return out
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+def _plain(value: Any) -> Any:
+    """A value TOML can hold: paths as text, nested tables as dicts."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
