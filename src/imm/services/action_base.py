@@ -1,0 +1,347 @@
+"""What every single-mailbox action of :class:`imm.services.actions.MailboxActions` shares.
+
+:class:`ActionBase` holds the session's parts (store, Exchange operations, audit, profile, clock), the org-wide
+holds and cached policies, the Get-Mailbox lookups, resolving an identity and refreshing one mailbox into the cache,
+and the audit plumbing every action runs through (write-ahead ``started`` row, ``_guarded`` body, result row,
+``record_unchanged`` for attempts that changed nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from imm.data.audit_logger import AuditResult, OperationType, error_text, is_cancellation
+from imm.errors import ImmError, InputError, NotFoundError
+from imm.services.action_support import (
+    FAILED,
+    RECOVER,
+    RELEASE,
+    RESTORE,
+    SET_DURATION,
+    ActionPreview,
+    ActionResult,
+    ItemFailed,
+    as_list,
+    exchange_guid,
+    first,
+    is_exchange_item_error,
+    truthy,
+)
+from imm.services.restore_tracking import RestoreTracker
+
+if TYPE_CHECKING:
+    from imm.config import Profile
+    from imm.data.audit_logger import AuditLogger
+    from imm.data.database import DatabaseManager
+    from imm.data.models import InactiveMailbox
+    from imm.domain.holds import Hold, PolicyInfo
+
+# The name these actions have always logged under (the log file shows it), kept across the split into modules.
+log = logging.getLogger("imm.services.actions")
+
+ACTION_OPERATIONS = {
+    RECOVER: OperationType.RECOVER_MAILBOX,
+    RESTORE: OperationType.RESTORE_MAILBOX,
+    RELEASE: OperationType.REMOVE_HOLD,
+    SET_DURATION: OperationType.CHANGE_HOLD,
+}
+
+
+class ActionBase:
+    """State and helpers shared by the action mixins; see :class:`imm.services.actions.MailboxActions`."""
+
+    def __init__(
+        self,
+        db: DatabaseManager,
+        ops: Any,
+        audit: AuditLogger,
+        profile: Profile,
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        self.db = db
+        self.ops = ops
+        self.audit = audit
+        self.profile = profile
+        self._now = now
+        self._org_holds: list[str] | None = None
+        self._policies: dict[str, PolicyInfo] | None = None
+        self.restores = RestoreTracker(db)
+
+    # ------------------------------------------------------------------------------------ time, org state
+    def now(self) -> datetime:
+        return self._now or datetime.now(UTC)
+
+    def _need_ops(self) -> Any:
+        if self.ops is None:
+            from imm.errors import SignInError
+
+            raise SignInError("this needs an Exchange session", hint="sign in with 'imm login'")
+        return self.ops
+
+    def org_holds(self, *, fresh: bool = False) -> list[str]:
+        """The org-wide InPlaceHolds: from Exchange once per instance (with a session), else from the cache."""
+        if self._org_holds is None or fresh:
+            if self.ops is not None:
+                config = first(self.ops.get_organization_config()) or {}
+                self._org_holds = [str(v) for v in as_list(config.get("InPlaceHolds"))]
+            else:
+                rows = self.db.get_connection().execute("SELECT value FROM org_holds ORDER BY value")
+                self._org_holds = [str(r[0]) for r in rows]
+        return list(self._org_holds)
+
+    def policies(self) -> dict[str, PolicyInfo]:
+        """Retention and case hold policies as the last sync cached them (names, Preservation Lock, durations)."""
+        if self._policies is None:
+            from imm.domain.holds import HoldAction, PolicyInfo
+
+            out: dict[str, PolicyInfo] = {}
+            rows = self.db.get_connection().execute(
+                "SELECT guid, name, kind, locked, enabled, retention_days, retention_action, scope_all FROM policies"
+            )
+            for row in rows:
+                action: HoldAction | None
+                try:
+                    action = HoldAction(row[6]) if row[6] else None
+                except ValueError:
+                    action = None
+                out[str(row[0])] = PolicyInfo(
+                    guid=str(row[0]),
+                    name=row[1] or "",
+                    kind=row[2] or "retention",
+                    locked=bool(row[3]),
+                    enabled=bool(row[4]),
+                    retention_days=row[5],
+                    action=action,
+                    scope_all=bool(row[7]),
+                )
+            self._policies = out
+        return self._policies
+
+    def decode(self, mailbox: InactiveMailbox) -> list[Hold]:
+        from imm.domain.holds import decode_holds
+
+        return decode_holds(mailbox, self.org_holds(), self.policies())
+
+    # ------------------------------------------------------------------------------------------- refresh
+    def _lookup_inactive(self, identity: str) -> dict[str, Any] | None:
+        """The Get-Mailbox -InactiveMailboxOnly record of ``identity``, or None when Exchange has no such one."""
+        from imm.exchange import ExoNotFoundError
+
+        try:
+            return first(self._need_ops().get_mailbox(identity, inactive=True))
+        except ExoNotFoundError:
+            return None
+
+    def _lookup_active(self, identity: str) -> dict[str, Any] | None:
+        """The Get-Mailbox record of an active mailbox, or None."""
+        from imm.exchange import ExoNotFoundError
+
+        try:
+            return first(self._need_ops().get_mailbox(identity, inactive=False))
+        except ExoNotFoundError:
+            return None
+
+    def _lookup_soft_deleted(self, identity: str) -> dict[str, Any] | None:
+        from imm.exchange import ExoNotFoundError
+
+        try:
+            record = first(self._need_ops().get_mailbox(identity, soft_deleted=True))
+        except ExoNotFoundError:
+            return None
+        if record is not None and truthy(record.get("IsInactiveMailbox")):
+            return None  # -SoftDeletedMailbox also lists inactive mailboxes
+        return record
+
+    def resolve(self, identity: str) -> tuple[str, InactiveMailbox | None]:
+        """(ExchangeGuid, cached mailbox or None) for any identity the cache knows; else asks Exchange.
+
+        Raises NotFoundError (exit 4) naming the identity when neither knows an inactive mailbox by it.
+        """
+        guid, cached, _ = self._resolve(identity)
+        return guid, cached
+
+    def _resolve(self, identity: str) -> tuple[str, InactiveMailbox | None, dict[str, Any] | None]:
+        """(ExchangeGuid, cached mailbox, the Get-Mailbox record when Exchange was asked)."""
+        text = (identity or "").strip()
+        if not text:
+            raise InputError("an empty mailbox identity was given")
+        try:
+            cached = self.db.find_mailbox(text)
+            return cached.identity, cached, None
+        except NotFoundError:
+            pass
+        if self.ops is None:
+            raise NotFoundError(
+                f"no inactive mailbox '{text}' in the cache", hint="run `imm sync`, or find it with `imm search TEXT`"
+            )
+        record = self._lookup_inactive(text)
+        if record is None or not exchange_guid(record):
+            raise NotFoundError(
+                f"no inactive mailbox '{text}' in the cache or in Exchange",
+                hint="check the identity (ExchangeGuid, address or name) with `imm search TEXT`, or run `imm sync`",
+            )
+        return exchange_guid(record), None, record
+
+    def refresh_mailbox(self, identity: str, *, full: bool = False) -> tuple[InactiveMailbox, dict[str, Any]]:
+        """Read one inactive mailbox again from Exchange, analyse it and update the cache.
+
+        Get-Mailbox always; Get-MailboxStatistics (primary, archive) only when the cache has no copy yet or with
+        ``full`` (a hold change does not change sizes: an inactive mailbox receives no mail), Get-Recipient only
+        when the cache has no copy. When Exchange no longer has it as inactive, it leaves the cache and
+        NotFoundError says so. Returns (mailbox, Get-Mailbox record).
+        """
+        guid, cached, record = self._resolve(identity)
+        if record is None:
+            record = self._lookup_inactive(guid)
+        if record is None:
+            if cached is not None:
+                self.db.delete_mailboxes([cached.identity])
+            raise NotFoundError(
+                f"'{identity}' is no longer an inactive mailbox in Exchange (recovered, released or purged)"
+                + ("; it was removed from the cache" if cached is not None else ""),
+                hint="run `imm sync` to refresh the cache",
+            )
+        return self._store(record, cached, sizes=full or cached is None), record
+
+    def _store(self, record: dict[str, Any], cached: InactiveMailbox | None, *, sizes: bool) -> InactiveMailbox:
+        """The cache row for a Get-Mailbox record: statistics read when ``sizes`` (else the cached ones),
+        Company/Department from Get-Recipient when nothing is cached; analysed and written."""
+        from imm.domain.analyse import analyse
+        from imm.domain.records import mailbox_from_records
+        from imm.exchange import ExoNotFoundError
+
+        ops = self._need_ops()
+        guid = exchange_guid(record)
+        stats = archive = recipient = None
+        if sizes:
+            stats = first(ops.get_mailbox_statistics(guid))
+            if str(record.get("ArchiveStatus") or "").lower() == "active":
+                try:
+                    archive = first(ops.get_mailbox_statistics(guid, archive=True))
+                except ExoNotFoundError:
+                    archive = None
+        if cached is None:
+            try:
+                recipient = first(ops.get_recipient(guid))
+            except ExoNotFoundError:
+                recipient = None
+        now = self.now()
+        mailbox = mailbox_from_records(
+            record, stats, archive, recipient, self.profile.org, None, self.profile.tenant_id, now
+        )
+        if cached is not None:
+            if not sizes:  # sizes as the last sync read them
+                mailbox.size_mb, mailbox.item_count = cached.size_mb, cached.item_count
+                mailbox.archive_size_mb, mailbox.archive_item_count = cached.archive_size_mb, cached.archive_item_count
+            mailbox.operating_company = mailbox.operating_company or cached.operating_company
+            mailbox.department = mailbox.department or cached.department
+        mailbox = analyse(
+            mailbox,
+            org_holds=self.org_holds(),
+            policies=self.policies(),
+            cost_model=self.profile.cost,
+            now=now,
+        )
+        if cached is not None and cached.identity != mailbox.identity:
+            self.db.delete_mailboxes([cached.identity])
+        self.db.upsert_mailboxes([mailbox])
+        return mailbox
+
+    # ---------------------------------------------------------------------------------------------- audit
+    def _begin(
+        self,
+        operation: OperationType,
+        identity: str,
+        details: dict[str, Any],
+        context: Mapping[str, Any] | None,
+    ) -> str:
+        return self.audit.begin(operation, identity, {**(context or {}), **details})
+
+    def _finish(
+        self,
+        operation_id: str,
+        result: AuditResult,
+        details: dict[str, Any],
+        context: Mapping[str, Any] | None,
+        error: str | None = None,
+    ) -> None:
+        self.audit.finish(operation_id, result, {**(context or {}), **details}, error)
+
+    def record_unchanged(self, preview: ActionPreview, result: AuditResult | str, error: str | None = None) -> None:
+        """One audit row for an attempt that changed nothing in Exchange: a what-if (``preview``), a preflight that
+        blocked it (``failure``, naming the blockers) or a confirmation that was declined (``cancelled``)."""
+        details: dict[str, Any] = {
+            "action": preview.action,
+            "cmdlets": preview.cmdlets,  # as previewed: a password shows as ***
+            "blockers": preview.blockers,
+            "removes_last_hold": preview.removes_last_hold,
+            "nothing_to_do": preview.nothing_to_do,
+        }
+        operation = ACTION_OPERATIONS.get(preview.action, OperationType.REMOVE_ADDRESS)
+        self.audit.log_operation(operation, preview.identity, details, AuditResult(result), error)
+
+    def _guarded(
+        self,
+        operation_id: str,
+        context: Mapping[str, Any] | None,
+        details: dict[str, Any],
+        body: Callable[[], ActionResult],
+    ) -> ActionResult:
+        """Run ``body``; an Exchange failure about this mailbox becomes a ``failure`` row and a failed result;
+        anything else (Ctrl+C, sign-in, store) gets its result row and is raised."""
+        try:
+            return body()
+        except BaseException as exc:
+            failure_details = {**details, **getattr(exc, "audit_details", {})}
+            if isinstance(exc, ImmError):
+                failure_details["error_code"] = exc.code
+                extra = getattr(exc, "details", None)
+                if callable(extra):
+                    failure_details["exchange_error"] = extra()
+            result = AuditResult.CANCELLED if is_cancellation(exc) else AuditResult.FAILURE
+            try:
+                self._finish(operation_id, result, failure_details, context, error_text(exc))
+            except Exception:  # never hide the action's own error behind an audit failure
+                log.error("could not record the result of operation %s", operation_id, exc_info=True)
+            if is_exchange_item_error(exc):
+                raise ItemFailed(exc, operation_id) from exc
+            raise
+
+    def _after_change(self, read: Callable[[], Any], default: Any, details: dict[str, Any]) -> Any:
+        """Run a read or cache update that follows a change Exchange already made. Its failure must not turn the
+        change into a reported failure: it is noted in ``details['after_error']`` and ``default`` returned."""
+        try:
+            return read()
+        except ImmError as exc:
+            log.warning("after the change: %s", exc.message)
+            details.setdefault("after_error", exc.message)
+            return default
+
+    # -------------------------------------------------------------------------------------------- plumbing
+    def _run(
+        self,
+        identity: str,
+        action: str,
+        operation_id: str,
+        context: Mapping[str, Any] | None,
+        intent: dict[str, Any],
+        body: Callable[[], ActionResult],
+    ) -> ActionResult:
+        try:
+            return self._guarded(operation_id, context, {"action": action}, body)
+        except ItemFailed as failed:
+            return ActionResult(
+                identity,
+                action,
+                FAILED,
+                failed.error.message if isinstance(failed.error, ImmError) else str(failed.error),
+                operation_id,
+                {
+                    "error_code": getattr(failed.error, "code", "failed"),
+                    "microsoft_message": getattr(failed.error, "microsoft_message", None),
+                },
+            )

@@ -1,0 +1,324 @@
+"""Holds: release a hold type (domain.md §6), change the Litigation Hold duration, and the holds report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from imm.data.audit_logger import AuditResult, OperationType
+from imm.errors import ImmError, InputError
+from imm.services.action_base import ActionBase
+from imm.services.action_support import (
+    RELEASE,
+    RELEASE_TYPE_OF_KIND,
+    SET_DURATION,
+    SKIPPED,
+    SUCCESS,
+    ActionBlockedError,
+    ActionPreview,
+    ActionResult,
+    blocker_line,
+    days_of,
+    duration_text,
+    hint_for,
+    hold_expiry_text,
+    label_of,
+    parse_days,
+    release_text,
+    state_of,
+    summary_of,
+    truthy,
+)
+
+if TYPE_CHECKING:
+    from imm.data.models import InactiveMailbox
+    from imm.domain.eligibility import ReleasePlan
+
+
+class HoldActions(ActionBase):
+    """Release holds, set the Litigation Hold duration, report every hold on a mailbox."""
+
+    # ======================================================================================= release holds
+    def preview_release(self, identity: str, kind: str, *, force_ediscovery: bool = False) -> ActionPreview:
+        """Preflight of a hold release (raises ActionBlockedError for Preservation Lock, eDiscovery without
+        ``force_ediscovery``, legacy In-Place and unknown holds). ``nothing_to_do`` when no such hold is on it."""
+        plan, mailbox, record = self._release_plan(identity, kind, force_ediscovery)
+        preview = self._release_preview(plan, mailbox, record, force_ediscovery)
+        real = [b for b in plan.blockers if b.code != "nothing-to-release"]
+        if real:
+            raise ActionBlockedError(preview, [b.code for b in real], hint=hint_for(real))
+        return preview
+
+    def _release_plan(
+        self, identity: str, kind: str, force: bool
+    ) -> tuple[ReleasePlan, InactiveMailbox, dict[str, Any]]:
+        from imm.domain.eligibility import RELEASE_TYPES, release_plan
+
+        kind = (kind or "").strip().lower()
+        if kind not in RELEASE_TYPES:
+            raise InputError(f"unknown hold type '{kind}' (choose from: {', '.join(RELEASE_TYPES)})")
+        mailbox, record = self.refresh_mailbox(identity)
+        holds = self.decode(mailbox)
+        return release_plan(mailbox, holds, kind, force=force), mailbox, record
+
+    def _release_preview(
+        self, plan: ReleasePlan, mailbox: InactiveMailbox, record: dict[str, Any], forced: bool
+    ) -> ActionPreview:
+        nothing = not plan.steps
+        summary = [f"Release {plan.release_type} hold(s) of inactive mailbox {label_of(mailbox)}"]
+        for step in plan.steps:
+            summary.append(f"Releases: {step.hold.description}" + (f" ({step.note})" if step.note else ""))
+        if plan.remaining:
+            summary.append("Stays: " + "; ".join(h.description for h in plan.remaining))
+        if nothing and not [b for b in plan.blockers if b.code != "nothing-to-release"]:
+            summary.append(f"Nothing to do: the mailbox has no {plan.release_type} hold imm can release")
+        notes = list(plan.notes)
+        if forced and any(s.hold.kind.value == "ediscovery" for s in plan.steps):
+            notes.append("eDiscovery case hold release forced: the case owner should agree (the case stays open)")
+        preview = ActionPreview(
+            identity=mailbox.identity,
+            action=RELEASE,
+            mailbox=summary_of(mailbox),
+            summary=summary,
+            blockers=[blocker_line(b) for b in plan.blockers if b.code != "nothing-to-release"],
+            removes_last_hold=plan.removes_last_hold,
+            consequence=plan.consequence,
+            cmdlets=[
+                {"cmdlet": s.cmdlet, "endpoint": s.endpoint, "parameters": dict(s.parameters), "hold": s.hold.raw}
+                for s in plan.steps
+            ],
+            notes=notes,
+            nothing_to_do=nothing,
+        )
+        preview.mailbox["state"] = state_of(record)
+        preview.mailbox["release_type"] = plan.release_type
+        return preview
+
+    def release(
+        self,
+        identity: str,
+        kind: str,
+        *,
+        force_ediscovery: bool = False,
+        operation_context: dict[str, Any] | None = None,
+    ) -> ActionResult:
+        """Release the selected hold(s) with the cmdlet domain.md §6 gives for each (one REMOVE_HOLD operation)."""
+        plan, mailbox, record = self._release_plan(identity, kind, force_ediscovery)
+        preview = self._release_preview(plan, mailbox, record, force_ediscovery)
+        real = [b for b in plan.blockers if b.code != "nothing-to-release"]
+        if real:
+            raise ActionBlockedError(preview, [b.code for b in real], hint=hint_for(real))
+        guid = mailbox.identity
+        if not plan.steps:
+            return ActionResult(guid, RELEASE, SKIPPED, preview.summary[-1], None, {"release_type": plan.release_type})
+        intent = {
+            "action": RELEASE,
+            "release_type": plan.release_type,
+            "holds": [s.hold.raw for s in plan.steps],
+            "cmdlets": preview.cmdlets,
+            "removes_last_hold": plan.removes_last_hold,
+            "force_ediscovery": force_ediscovery,
+            "before": preview.mailbox["state"],
+        }
+        operation_id = self._begin(OperationType.REMOVE_HOLD, guid, intent, operation_context)
+
+        def body() -> ActionResult:
+            done: list[str] = []
+            for step in plan.steps:
+                try:
+                    self._run_step(step.cmdlet, step.parameters)
+                except BaseException as exc:
+                    exc.audit_details = {"steps_done": done, "failed_step": step.hold.raw}  # type: ignore[attr-defined]
+                    raise
+                done.append(step.hold.raw)
+            notes: dict[str, Any] = {}
+            after, soft_deleted = self._after_change(lambda: self._after_release(guid), ({}, False), notes)
+            details = {
+                "action": RELEASE,
+                "release_type": plan.release_type,
+                "released": done,
+                "soft_deleted": soft_deleted,
+                "after": after,
+                **notes,
+            }
+            self._finish(operation_id, AuditResult.SUCCESS, details, operation_context)
+            released = ", ".join(step.hold.kind.value for step in plan.steps)
+            message = f"Released {released} hold(s) of {mailbox.primary_smtp or guid}"
+            if soft_deleted:
+                retire = after.get("InactiveMailboxRetireTime")
+                message += "; it was the last hold: the mailbox is now soft-deleted" + (
+                    f" (retired {retire}; purged 183 days later)" if retire else " (purged 183 days later)"
+                )
+            return ActionResult(guid, RELEASE, SUCCESS, message, operation_id, details)
+
+        return self._run(guid, RELEASE, operation_id, operation_context, intent, body)
+
+    def _run_step(self, cmdlet: str, parameters: Mapping[str, Any]) -> Any:
+        """One release step (cmdlet + parameters as data) through the typed operations."""
+        ops = self._need_ops()
+        params = dict(parameters)
+        identity = params.pop("Identity")
+        if cmdlet == "Set-Mailbox":
+            params.pop("InactiveMailbox", None)
+            return ops.set_inactive_mailbox(identity, **params)
+        if cmdlet == "Set-RetentionCompliancePolicy":
+            return ops.set_retention_policy(identity, **params)
+        if cmdlet == "Set-CaseHoldPolicy":
+            return ops.set_case_hold_policy(identity, **params)
+        raise ImmError(f"imm has no call for {cmdlet}")
+
+    def _after_release(self, guid: str) -> tuple[dict[str, Any], bool]:
+        """(state after, became soft-deleted); the cache follows (refreshed, or removed when soft-deleted)."""
+        record = self._lookup_inactive(guid)
+        if record is not None:
+            self._store(record, self.db.get_mailbox(guid), sizes=False)
+            return state_of(record), False
+        self.db.delete_mailboxes([guid])
+        soft = self._lookup_soft_deleted(guid)
+        return (state_of(soft) if soft else {"IsInactiveMailbox": False}), True
+
+    # ====================================================================================== hold duration
+    def preview_set_duration(self, identity: str, duration_days: int | None) -> ActionPreview:
+        """Preflight of a Litigation Hold duration change (blocked when the mailbox has no Litigation Hold)."""
+        if isinstance(duration_days, str):  # a plan's text: "365" or "unlimited"
+            duration_days = parse_days(duration_days)
+        if duration_days is not None and (
+            isinstance(duration_days, bool) or not isinstance(duration_days, int) or duration_days < 1
+        ):
+            raise InputError("the hold duration must be a whole number of days, 1 or more (or unlimited)")
+        mailbox, record = self.refresh_mailbox(identity)
+        current = days_of(record.get("LitigationHoldDuration"))
+        enabled = truthy(record.get("LitigationHoldEnabled"))
+        summary = [
+            f"Change the Litigation Hold duration of inactive mailbox {label_of(mailbox)}",
+            f"From {duration_text(current)} to {duration_text(duration_days)}",
+        ]
+        if duration_days is not None and mailbox.when_soft_deleted is not None:
+            ends = mailbox.when_soft_deleted + timedelta(days=duration_days)
+            summary.append(f"Counted from the deletion date, it then runs out on {ends.date().isoformat()}")
+        nothing = enabled and current == duration_days
+        if nothing:
+            summary.append(f"Nothing to do: the duration is already {duration_text(duration_days)}")
+        value: Any = "Unlimited" if duration_days is None else duration_days
+        preview = ActionPreview(
+            identity=mailbox.identity,
+            action=SET_DURATION,
+            mailbox=summary_of(mailbox),
+            summary=summary,
+            consequence="Items older than the new duration are no longer held by Litigation Hold "
+            "(other holds still apply); the mailbox is not deleted by this change",
+            cmdlets=[]
+            if nothing
+            else [
+                {
+                    "cmdlet": "Set-Mailbox",
+                    "endpoint": "exchange",
+                    "parameters": {
+                        "Identity": mailbox.identity,
+                        "InactiveMailbox": True,
+                        "LitigationHoldDuration": value,
+                    },
+                }
+            ],
+            nothing_to_do=nothing,
+        )
+        preview.mailbox["state"] = state_of(record)
+        if not enabled:
+            preview.blockers = [
+                "no-litigation-hold: the mailbox is not on Litigation Hold, so it has no hold duration to change "
+                "(instead: see its holds with imm holds show)"
+            ]
+            raise ActionBlockedError(preview, ["no-litigation-hold"])
+        return preview
+
+    def set_duration(
+        self, identity: str, duration_days: int | None, operation_context: dict[str, Any] | None = None
+    ) -> ActionResult:
+        """Set-Mailbox -InactiveMailbox -LitigationHoldDuration <days|Unlimited> (None = unlimited)."""
+        if isinstance(duration_days, str):
+            duration_days = parse_days(duration_days)
+        preview = self.preview_set_duration(identity, duration_days)
+        guid = preview.identity
+        if preview.nothing_to_do:
+            return ActionResult(
+                guid, SET_DURATION, SKIPPED, preview.summary[-1], None, {"duration_days": duration_days}
+            )
+        intent = {"action": SET_DURATION, "duration_days": duration_days, "before": preview.mailbox["state"]}
+        operation_id = self._begin(OperationType.CHANGE_HOLD, guid, intent, operation_context)
+
+        def body() -> ActionResult:
+            value: Any = "Unlimited" if duration_days is None else duration_days
+            self._need_ops().set_inactive_mailbox(guid, LitigationHoldDuration=value)
+            notes: dict[str, Any] = {}
+            record = self._after_change(lambda: self._lookup_inactive(guid), None, notes) or {}
+            mailbox = None
+            if record:
+                cached = self.db.get_mailbox(guid)
+                mailbox = self._after_change(lambda: self._store(record, cached, sizes=False), None, notes)
+            details = {
+                "action": SET_DURATION,
+                "duration_days": duration_days,
+                "after": state_of(record),
+                **notes,
+            }
+            self._finish(operation_id, AuditResult.SUCCESS, details, operation_context)
+            return ActionResult(
+                guid,
+                SET_DURATION,
+                SUCCESS,
+                f"Litigation Hold duration of {(mailbox.primary_smtp if mailbox else '') or guid} is now "
+                f"{duration_text(duration_days)}",
+                operation_id,
+                details,
+            )
+
+        return self._run(guid, SET_DURATION, operation_id, operation_context, intent, body)
+
+    # ========================================================================================= holds show
+    def holds_report(self, identity: str, *, refresh: bool = False) -> dict[str, Any]:
+        """Every hold on a mailbox: kind, raw value, meaning, policy name, lock, expiry and what releasing it
+        takes. From the cache, or read again from Exchange first with ``refresh``."""
+        from imm.domain.eligibility import release_plan
+
+        if refresh:
+            mailbox, _ = self.refresh_mailbox(identity)
+        else:
+            mailbox = self.db.find_mailbox(identity)
+        holds = self.decode(mailbox)
+        rows = []
+        plans: dict[str, ReleasePlan] = {}
+        for hold in holds:
+            release_type = RELEASE_TYPE_OF_KIND.get(hold.kind.value)
+            release = "nothing: it does not keep the mailbox inactive"
+            if hold.preserves and release_type is None:
+                release = "cannot be released by imm"
+            if hold.preserves and release_type is not None:
+                plan = plans.get(release_type)
+                if plan is None:
+                    plan = plans[release_type] = release_plan(mailbox, holds, release_type, force=True)
+                release = release_text(mailbox, hold, plan, release_type)
+            expires, why = hold_expiry_text(mailbox, hold, self.now())
+            rows.append(
+                {
+                    "kind": hold.kind.value,
+                    "raw": hold.raw,
+                    "meaning": hold.description,
+                    "policy": hold.policy_name,
+                    "locked": hold.locked,
+                    "preserves": hold.preserves,
+                    "org_wide": hold.org_wide,
+                    "expires": expires,
+                    "expiry": why,
+                    "release": release,
+                }
+            )
+        return {
+            "mailbox": summary_of(mailbox),
+            "holds": rows,
+            "holds_expire_on": mailbox.holds_expire_on,
+            "expiry_reason": mailbox.expiry_reason,
+            "releasable": mailbox.releasable,
+            "source": "exchange" if refresh else "cache",
+            "last_updated": mailbox.last_updated,
+        }

@@ -1,0 +1,242 @@
+"""Recover: an inactive mailbox becomes a new active mailbox (New-Mailbox -InactiveMailbox, domain.md §4).
+
+Preflight with name/UPN conflict probes, the write-ahead audited call, and reconciliation of an unknown outcome
+(``_recover_state``) so the creating call is never repeated blindly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from imm.data.audit_logger import AuditResult, OperationType
+from imm.errors import InputError
+from imm.services.action_base import ActionBase, log
+from imm.services.action_support import (
+    LICENSE_REMINDER,
+    RECOVER,
+    REHOLD_REMINDER,
+    SUCCESS,
+    ActionBlockedError,
+    ActionPreview,
+    ActionResult,
+    addresses,
+    blocker_line,
+    check_password,
+    exchange_guid,
+    hint_for,
+    is_soft_deleted,
+    label_of,
+    records,
+    recover_changes,
+    state_of,
+    summary_of,
+    truthy,
+)
+
+if TYPE_CHECKING:
+    from imm.data.models import InactiveMailbox
+
+
+class RecoverActions(ActionBase):
+    """Recover an inactive mailbox into a new active mailbox."""
+
+    def preview_recover(self, identity: str, upn: str, name: str, display_name: str | None = None) -> ActionPreview:
+        """Preflight of a recover: refresh, name/UPN conflicts, blockers (raises ActionBlockedError)."""
+        upn = (upn or "").strip()
+        name = (name or "").strip()
+        if "@" not in upn or upn.startswith("@") or upn.endswith("@") or " " in upn:
+            raise InputError(f"'{upn}' is not a valid user principal name (expected user@domain)")
+        if not name:
+            raise InputError("the new mailbox needs a --name")
+        mailbox, record = self.refresh_mailbox(identity)
+        name_taken, upn_taken = self._conflicts(mailbox, upn, name)
+        from imm.domain.eligibility import recovery_blockers
+
+        blockers = recovery_blockers(mailbox, name_taken=name_taken, upn_taken=upn_taken)
+        # recovery_blockers names the inactive mailbox's own name/UPN; say which ones were asked for.
+        lines = []
+        for blocker in blockers:
+            if blocker.code == "name-taken":
+                lines.append(
+                    f"name-taken: the name '{name}' is already used by another object (instead: {blocker.alternative})"
+                )
+            elif blocker.code == "upn-taken":
+                lines.append(f"upn-taken: the user name '{upn}' is already in use (instead: {blocker.alternative})")
+            else:
+                lines.append(blocker_line(blocker))
+        parameters: dict[str, Any] = {
+            "InactiveMailbox": mailbox.identity,
+            "Name": name,
+            "MicrosoftOnlineServicesID": upn,
+            "Password": "***",
+            "ResetPasswordOnNextLogon": True,
+        }
+        if display_name:
+            parameters["DisplayName"] = display_name
+        preview = ActionPreview(
+            identity=mailbox.identity,
+            action=RECOVER,
+            mailbox=summary_of(mailbox),
+            summary=[
+                f"Recover inactive mailbox {label_of(mailbox)} into a new active mailbox",
+                f"New user: {upn} (name '{name}'" + (f", display name '{display_name}')" if display_name else ")"),
+                "The inactive mailbox is consumed: it stops being inactive and leaves the cache",
+                f"Holds now: {', '.join(mailbox.hold_types) or 'none'}",
+            ],
+            blockers=lines,
+            consequence="Exchange creates a new user account that needs a licence; unlocked retention policies are "
+            "replaced by Litigation Hold; Litigation Hold and In-Place holds are removed; RetentionHold and "
+            "RetainDeletedItemsFor are set to 30 days",
+            cmdlets=[{"cmdlet": "New-Mailbox", "endpoint": "exchange", "parameters": parameters}],
+            notes=[LICENSE_REMINDER],
+        )
+        preview.mailbox["state"] = state_of(record)
+        if blockers:
+            raise ActionBlockedError(preview, [b.code for b in blockers], hint=hint_for(blockers))
+        return preview
+
+    def _conflicts(self, mailbox: InactiveMailbox, upn: str, name: str) -> tuple[bool, bool]:
+        """(name taken, UPN taken) by another active object: Get-Mailbox / Get-Recipient on the UPN and the name."""
+        name_taken = upn_taken = False
+        for probe in dict.fromkeys([upn, name]):
+            for found in self._probe(probe):
+                if exchange_guid(found) == mailbox.identity and truthy(found.get("IsInactiveMailbox")):
+                    continue  # the inactive mailbox itself
+                if is_soft_deleted(found):
+                    continue  # soft-deleted objects do not conflict
+                if str(found.get("Name") or "").lower() == name.lower():
+                    name_taken = True
+                names = {str(found.get(k) or "").lower() for k in ("UserPrincipalName", "PrimarySmtpAddress")}
+                names |= {a.split(":", 1)[-1] for a in addresses(found) if a.startswith("smtp:")}
+                if upn.lower() in names:
+                    upn_taken = True
+        return name_taken, upn_taken
+
+    def _probe(self, identity: str) -> list[dict[str, Any]]:
+        """Active objects Exchange finds by ``identity`` (mailbox first, then any recipient); an ambiguous
+        identity means several objects use it: they are all returned as conflicts."""
+        from imm.exchange import AmbiguousIdentityError, ExoNotFoundError
+
+        ops = self._need_ops()
+        try:
+            found = self._lookup_active(identity)
+        except AmbiguousIdentityError:
+            return [{"Name": identity, "UserPrincipalName": identity, "PrimarySmtpAddress": identity}]
+        if found is not None:
+            return [found]
+        try:
+            return records(ops.get_recipient(identity))
+        except ExoNotFoundError:
+            return []
+        except AmbiguousIdentityError:
+            return [{"Name": identity, "UserPrincipalName": identity, "PrimarySmtpAddress": identity}]
+
+    def recover(
+        self,
+        identity: str,
+        upn: str,
+        name: str,
+        password: str,
+        *,
+        display_name: str | None = None,
+        operation_context: dict[str, Any] | None = None,
+    ) -> ActionResult:
+        """Recover the inactive mailbox into a new active mailbox (New-Mailbox -InactiveMailbox)."""
+        check_password(password)
+        preview = self.preview_recover(identity, upn, name, display_name)
+        guid = preview.identity
+        upn, name = upn.strip(), name.strip()
+        before = preview.mailbox["state"]
+        intent = {"action": RECOVER, "upn": upn, "name": name, "display_name": display_name, "before": before}
+        operation_id = self._begin(OperationType.RECOVER_MAILBOX, guid, intent, operation_context)
+
+        def body() -> ActionResult:
+            reconciled, warnings = self._create_mailbox(guid, upn, name, password, display_name)
+            notes: dict[str, Any] = {}
+            self._after_change(lambda: self.db.delete_mailboxes([guid]), 0, notes)
+            new_record = self._after_change(lambda: self._lookup_active(upn), None, notes)
+            after = state_of(new_record) if new_record else {}
+            changes = recover_changes(before, after) if new_record else []
+            details: dict[str, Any] = {
+                "action": RECOVER,
+                "upn": upn,
+                "name": name,
+                "after": after,
+                "changes": changes,
+                "reconciled": reconciled,
+                "exchange_warnings": warnings,
+                **notes,
+            }
+            self._finish(operation_id, AuditResult.SUCCESS, details, operation_context)
+            message = f"Recovered {preview.mailbox.get('primary_smtp') or guid} as {upn}"
+            if reconciled:
+                message += " (the call's reply was lost; the new mailbox was found, so it was not repeated)"
+            return ActionResult(
+                guid,
+                RECOVER,
+                SUCCESS,
+                message,
+                operation_id,
+                {
+                    "upn": upn,
+                    "name": name,
+                    "new_mailbox": after,
+                    "changes": changes,
+                    "reminders": [LICENSE_REMINDER, REHOLD_REMINDER],
+                    "reconciled": reconciled,
+                    "exchange_warnings": warnings,
+                },
+            )
+
+        return self._run(guid, RECOVER, operation_id, operation_context, intent, body)
+
+    def _create_mailbox(
+        self, guid: str, upn: str, name: str, password: str, display_name: str | None
+    ) -> tuple[bool, list[str]]:
+        """New-Mailbox -InactiveMailbox; (True when an ambiguous failure was reconciled as done, Exchange's
+        warnings)."""
+        from imm.exchange import AmbiguousOutcomeError
+
+        ops = self._need_ops()
+        try:
+            ops.new_mailbox_from_inactive(guid, name, upn, password, display_name=display_name)
+            return False, self._exchange_warnings()
+        except AmbiguousOutcomeError as exc:
+            log.warning("recover %s: outcome unknown (%s); reconciling", guid, exc.message)
+            state = self._recover_state(guid, upn)
+            if state == "done":
+                return True, []
+            if state != "not-done":
+                exc.audit_details = {"reconcile": state}  # type: ignore[attr-defined]
+                raise
+        # Reconciled: nothing happened, so the call is safe to make once more.
+        ops.new_mailbox_from_inactive(guid, name, upn, password, display_name=display_name)
+        return False, self._exchange_warnings()
+
+    def _exchange_warnings(self) -> list[str]:
+        """The warnings Exchange gave the last call on this thread (e.g. New-Mailbox's licence warning)."""
+        backend = getattr(self.ops, "exchange", None)
+        try:
+            return [str(w) for w in getattr(backend, "last_warnings", None) or []]
+        except Exception:  # a backend without warnings
+            return []
+
+    def _recover_state(self, guid: str, upn: str) -> str:
+        """'done' (new mailbox with the UPN, inactive gone), 'not-done' (inactive still there, UPN free), or a
+        word for anything in between."""
+        from imm.exchange import AmbiguousIdentityError, ExchangeError
+
+        try:
+            new = self._lookup_active(upn)
+            inactive = self._lookup_inactive(guid)
+        except AmbiguousIdentityError:
+            return "ambiguous"
+        except ExchangeError as exc:
+            return f"unknown ({exc.code})"
+        if new is not None and inactive is None:
+            return "done"
+        if new is None and inactive is not None:
+            return "not-done"
+        if new is not None and inactive is not None:
+            return "upn-used-by-another"
+        return "inactive-gone-no-new-mailbox"

@@ -1,0 +1,306 @@
+"""Restore: copy an inactive mailbox's items into an active mailbox (X500 + New-MailboxRestoreRequest, domain.md §5).
+
+The preflight plan (target, quota, request name, X500 address), the audited request creation with reconciliation
+of an unknown outcome, and finding a request by name in Exchange. Following requests afterwards is in
+:mod:`imm.services.restore_status`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
+
+from imm.data.audit_logger import AuditResult, OperationType
+from imm.errors import InputError
+from imm.services.action_base import ActionBase, log
+from imm.services.action_support import (
+    DEFAULT_TARGET_ROOT_FOLDER,
+    FAILED,
+    RESTORE,
+    SUCCESS,
+    ActionBlockedError,
+    ActionPreview,
+    ActionResult,
+    addresses,
+    blocker_line,
+    exchange_guid,
+    first,
+    hint_for,
+    label_of,
+    plain,
+    records,
+    restore_blockers_for,
+    state_of,
+    summary_of,
+)
+from imm.services.restore_tracking import NOT_CREATED
+
+if TYPE_CHECKING:
+    from imm.data.models import InactiveMailbox
+    from imm.domain.eligibility import Blocker
+
+
+class RestoreActions(ActionBase):
+    """Create restore requests (tracked in :mod:`imm.services.restore_tracking`)."""
+
+    def preview_restore(
+        self,
+        identity: str,
+        target: str,
+        *,
+        archive: bool = False,
+        target_folder: str | None = None,
+        target_archive: bool | None = None,
+    ) -> ActionPreview:
+        """Preflight of a restore into ``target``: refresh, the target's mailbox, statistics and restore requests,
+        blockers (raises ActionBlockedError). ``archive``: restore the source's archive (-SourceIsArchive);
+        ``target_archive`` (default: same as ``archive``): into the target's archive (-TargetIsArchive)."""
+        plan = self._restore_plan(identity, target, archive, target_folder, target_archive)
+        if plan.blockers:
+            raise ActionBlockedError(plan.preview, [b.code for b in plan.blockers], hint=hint_for(plan.blockers))
+        return plan.preview
+
+    def _restore_plan(
+        self,
+        identity: str,
+        target: str,
+        archive: bool,
+        target_folder: str | None,
+        target_archive: bool | None,
+    ) -> _RestorePlan:
+        target = (target or "").strip()
+        if not target:
+            raise InputError("a restore needs a --target mailbox")
+        to_archive = archive if target_archive is None else bool(target_archive)
+        mailbox, record = self.refresh_mailbox(identity, full=True)  # the quota check needs the source's size
+        ops = self._need_ops()
+        target_record = self._lookup_active(target)
+        view: dict[str, Any] | None = None
+        if target_record is not None:
+            target_guid = exchange_guid(target_record)
+            view = dict(plain(target_record))
+            stats = first(ops.get_mailbox_statistics(target_guid))
+            view["TotalItemSize"] = (stats or {}).get("TotalItemSize")
+            if to_archive and str(target_record.get("ArchiveStatus") or "").lower() == "active":
+                archive_stats = first(ops.get_mailbox_statistics(target_guid, archive=True))
+                view["ArchiveTotalItemSize"] = (archive_stats or {}).get("TotalItemSize")
+            view["RestoreRequestCount"] = len(records(ops.get_restore_requests(target=target_guid)))
+        blockers = restore_blockers_for(mailbox, view, archive=archive, target_archive=to_archive)
+        folder = target_folder or (DEFAULT_TARGET_ROOT_FOLDER if to_archive and not archive else None)
+        name = self._request_name(mailbox.identity, exchange_guid(target_record) if target_record else None)
+        x500 = f"X500:{mailbox.legacy_exchange_dn}" if mailbox.legacy_exchange_dn else None
+        has_x500 = x500 is not None and x500.lower() in addresses(target_record)
+        target_label = (target_record or {}).get("PrimarySmtpAddress") or target
+        cmdlets: list[dict[str, Any]] = []
+        if target_record is None:
+            x500 = None  # nothing will run: the target is missing
+        if x500 and not has_x500:
+            cmdlets.append(
+                {
+                    "cmdlet": "Set-Mailbox",
+                    "endpoint": "exchange",
+                    "parameters": {"Identity": exchange_guid(target_record) or target, "EmailAddresses": {"Add": x500}},
+                }
+            )
+        request_params: dict[str, Any] = {
+            "Name": name,
+            "SourceMailbox": mailbox.identity,
+            "TargetMailbox": exchange_guid(target_record) or target,
+        }
+        if archive:
+            request_params["SourceIsArchive"] = True
+        if to_archive:
+            request_params["TargetIsArchive"] = True
+        if folder:
+            request_params["TargetRootFolder"] = folder
+        if target_record is not None:
+            cmdlets.append(
+                {"cmdlet": "New-MailboxRestoreRequest", "endpoint": "exchange", "parameters": request_params}
+            )
+        source_part = "archive" if archive else "primary mailbox"
+        target_part = "archive" if to_archive else "primary mailbox"
+        summary = [
+            f"Restore the {source_part} of inactive mailbox {label_of(mailbox)} into the {target_part} of "
+            f"{target_label}",
+            f"Request name: {name}" + (f"; into folder '{folder}'" if folder else ""),
+            "The inactive mailbox stays as it is (a copy is made)",
+        ]
+        if x500 and not has_x500:
+            summary.append(f"First adds {x500} to the target's addresses (remove it later with --remove-x500)")
+        elif x500:
+            summary.append("The target already has the source's X500 address")
+        preview = ActionPreview(
+            identity=mailbox.identity,
+            action=RESTORE,
+            mailbox=summary_of(mailbox),
+            summary=summary,
+            blockers=[blocker_line(b) for b in blockers],
+            consequence="Exchange copies the items into the target over minutes to hours; follow it with "
+            "`imm restore status`",
+            cmdlets=cmdlets,
+            notes=["Put the target on Litigation Hold or Retention Hold first if old restored items must not expire"],
+        )
+        preview.mailbox["state"] = state_of(record)
+        return _RestorePlan(
+            preview=preview,
+            blockers=blockers,
+            mailbox=mailbox,
+            target_record=target_record,
+            archive=archive,
+            target_archive=to_archive,
+            folder=folder,
+            name=name,
+            x500=x500,
+            has_x500=has_x500,
+        )
+
+    def _request_name(self, source_guid: str, target_guid: str | None) -> str:
+        """``imm-<first 8 hex of the source ExchangeGuid>-<yyyymmddHHMM>`` (seconds added if that name is used)."""
+        now = self.now().astimezone(UTC)
+        base = f"imm-{source_guid.replace('-', '')[:8]}-{now:%Y%m%d%H%M}"
+        if target_guid and base.lower() in self.restores.names_for_target(target_guid):
+            return f"{base}{now:%S}"
+        return base
+
+    def restore(
+        self,
+        identity: str,
+        target: str,
+        *,
+        archive: bool = False,
+        target_folder: str | None = None,
+        target_archive: bool | None = None,
+        operation_context: dict[str, Any] | None = None,
+    ) -> ActionResult:
+        """Add the source's LegacyExchangeDN as X500 on the target, then New-MailboxRestoreRequest (domain.md §5)."""
+        plan = self._restore_plan(identity, target, archive, target_folder, target_archive)
+        if plan.blockers:
+            raise ActionBlockedError(plan.preview, [b.code for b in plan.blockers], hint=hint_for(plan.blockers))
+        mailbox = plan.mailbox
+        guid = mailbox.identity
+        target_record = plan.target_record or {}
+        target_guid = exchange_guid(target_record)
+        intent = {
+            "action": RESTORE,
+            "target": target_guid,
+            "target_smtp": target_record.get("PrimarySmtpAddress"),
+            "request_name": plan.name,
+            "source_is_archive": plan.archive,
+            "target_is_archive": plan.target_archive,
+            "target_root_folder": plan.folder,
+            "x500": plan.x500,
+            "before": {"source": plan.preview.mailbox["state"], "target": state_of(target_record)},
+        }
+        operation_id = self._begin(OperationType.RESTORE_MAILBOX, guid, intent, operation_context)
+        tracked = self.restores.add(
+            name=plan.name,
+            source_identity=guid,
+            source_smtp=mailbox.primary_smtp,
+            source_legacy_dn=mailbox.legacy_exchange_dn,
+            target=target,
+            target_guid=target_guid,
+            target_smtp=target_record.get("PrimarySmtpAddress"),
+            source_is_archive=plan.archive,
+            target_is_archive=plan.target_archive,
+            target_root_folder=plan.folder,
+            x500_address=plan.x500,
+            operation_id=operation_id,
+            job_id=(operation_context or {}).get("job_id"),
+        )
+
+        def body() -> ActionResult:
+            ops = self._need_ops()
+            added = False
+            if plan.x500 and not plan.has_x500:
+                ops.add_email_address(target_guid, plan.x500)
+                added = True
+                self.restores.update(tracked.id, x500_added=True)
+            request, reconciled = self._create_request(plan, target_guid)
+            self.restores.update(
+                tracked.id,
+                request_identity=request.get("Identity"),
+                request_guid=request.get("RequestGuid"),
+                status=str(request.get("Status") or "Queued"),
+            )
+            notes: dict[str, Any] = {}
+            after_target = self._after_change(lambda: self._lookup_active(target_guid), None, notes)
+            details = {
+                "action": RESTORE,
+                "request_name": plan.name,
+                "request_identity": request.get("Identity"),
+                "request_guid": request.get("RequestGuid"),
+                "status": request.get("Status"),
+                "x500_added": added,
+                "reconciled": reconciled,
+                "after": {"target": state_of(after_target)},
+                **notes,
+            }
+            self._finish(operation_id, AuditResult.SUCCESS, details, operation_context)
+            return ActionResult(
+                guid,
+                RESTORE,
+                SUCCESS,
+                f"Restore request {request.get('Identity') or plan.name} created "
+                f"({request.get('Status') or 'Queued'}); follow it with `imm restore status {guid}`",
+                operation_id,
+                {k: v for k, v in details.items() if k != "after"} | {"target": target_guid},
+            )
+
+        result = self._run(guid, RESTORE, operation_id, operation_context, intent, body)
+        if result.status == FAILED:  # Exchange refused: the request does not exist (an unknown outcome raises)
+            self.restores.update(tracked.id, status=NOT_CREATED)
+        return result
+
+    def _create_request(self, plan: _RestorePlan, target_guid: str) -> tuple[dict[str, Any], bool]:
+        """New-MailboxRestoreRequest; (the request record, True when an ambiguous failure was reconciled)."""
+        from imm.exchange import AmbiguousOutcomeError
+
+        ops = self._need_ops()
+
+        def create() -> dict[str, Any]:
+            return first(
+                ops.new_restore_request(
+                    plan.name,
+                    plan.mailbox.identity,
+                    target_guid,
+                    source_is_archive=plan.archive,
+                    target_is_archive=plan.target_archive,
+                    target_root_folder=plan.folder,
+                )
+            ) or {"Name": plan.name}
+
+        try:
+            return create(), False
+        except AmbiguousOutcomeError as exc:
+            log.warning("restore %s: outcome unknown (%s); reconciling", plan.mailbox.identity, exc.message)
+            found = self._find_request(target_guid, plan.name)
+            if found is not None:
+                return found, True
+        return create(), False
+
+    def _find_request(self, target_guid: str, name: str) -> dict[str, Any] | None:
+        from imm.exchange import ExoNotFoundError
+
+        try:
+            requests = records(self._need_ops().get_restore_requests(target=target_guid, name=name))
+        except ExoNotFoundError:
+            return None
+        for request in requests:
+            if str(request.get("Name") or "").lower() == name.lower():
+                return request
+        return None
+
+
+@dataclass
+class _RestorePlan:
+    preview: ActionPreview
+    blockers: list[Blocker]
+    mailbox: InactiveMailbox
+    target_record: dict[str, Any] | None
+    archive: bool
+    target_archive: bool
+    folder: str | None
+    name: str
+    x500: str | None
+    has_x500: bool
