@@ -281,7 +281,9 @@ class ActionBase:
             "removes_last_hold": preview.removes_last_hold,
             "nothing_to_do": preview.nothing_to_do,
         }
-        operation = ACTION_OPERATIONS.get(preview.action, OperationType.REMOVE_ADDRESS)
+        operation = (
+            OperationType.REMOVE_ADDRESS if preview.action == "remove-x500" else ACTION_OPERATIONS[preview.action]
+        )
         self.audit.log_operation(operation, preview.identity, details, AuditResult(result), error)
 
     def _guarded(

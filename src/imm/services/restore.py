@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-from imm.data.audit_logger import AuditResult, OperationType
+from imm.data.audit_logger import AuditResult, OperationType, error_text, is_cancellation
 from imm.errors import InputError
 from imm.services.action_base import ActionBase, log
 from imm.services.action_support import (
@@ -193,21 +193,26 @@ class RestoreActions(ActionBase):
             "before": {"source": plan.preview.mailbox["state"], "target": state_of(target_record)},
         }
         operation_id = self._begin(OperationType.RESTORE_MAILBOX, guid, intent, operation_context)
-        tracked = self.restores.add(
-            name=plan.name,
-            source_identity=guid,
-            source_smtp=mailbox.primary_smtp,
-            source_legacy_dn=mailbox.legacy_exchange_dn,
-            target=target,
-            target_guid=target_guid,
-            target_smtp=target_record.get("PrimarySmtpAddress"),
-            source_is_archive=plan.archive,
-            target_is_archive=plan.target_archive,
-            target_root_folder=plan.folder,
-            x500_address=plan.x500,
-            operation_id=operation_id,
-            job_id=(operation_context or {}).get("job_id"),
-        )
+        try:
+            tracked = self.restores.add(
+                name=plan.name,
+                source_identity=guid,
+                source_smtp=mailbox.primary_smtp,
+                source_legacy_dn=mailbox.legacy_exchange_dn,
+                target=target,
+                target_guid=target_guid,
+                target_smtp=target_record.get("PrimarySmtpAddress"),
+                source_is_archive=plan.archive,
+                target_is_archive=plan.target_archive,
+                target_root_folder=plan.folder,
+                x500_address=plan.x500,
+                operation_id=operation_id,
+                job_id=(operation_context or {}).get("job_id"),
+            )
+        except BaseException as exc:  # the started row must not be left without its result
+            outcome = AuditResult.CANCELLED if is_cancellation(exc) else AuditResult.FAILURE
+            self._finish(operation_id, outcome, {"request_name": plan.name}, operation_context, error_text(exc))
+            raise
 
         def body() -> ActionResult:
             ops = self._need_ops()

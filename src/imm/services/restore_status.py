@@ -72,7 +72,7 @@ class RestoreStatusActions(RestoreActions):
         values: dict[str, Any] = {
             "status": status,
             "status_detail": stats.get("StatusDetail"),
-            "percent_complete": int(stats.get("PercentComplete") or 0),
+            "percent_complete": _percent(stats.get("PercentComplete")),
         }
         for key, column in (("BytesTransferred", "bytes_transferred"), ("EstimatedTransferSize", "estimated_bytes")):
             try:
@@ -163,3 +163,11 @@ class RestoreStatusActions(RestoreActions):
             )
 
         return self._run(row.source_identity, "remove-x500", operation_id, None, intent, body)
+
+
+def _percent(value: Any) -> int:
+    """PercentComplete as a whole number; anything unreadable counts as 0 (it is only shown)."""
+    try:
+        return int(float(str(value or 0)))
+    except ValueError:
+        return 0
