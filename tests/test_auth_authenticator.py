@@ -236,7 +236,10 @@ def test_revoked_refresh_token_clears_the_account_then_signs_in_again(tmp_path: 
         assert auth.account() is None
         cache = make.cache_json()
         assert not cache.get("Account") and not cache.get("RefreshToken") and not cache.get("AccessToken")
-        with pytest.raises(AuthenticationError) as again:
+        with pytest.raises(AuthenticationError) as same_process:  # e.g. another sync thread: still says why
+            auth.get_token()
+        assert same_process.value.error_code == "invalid_grant"
+        with pytest.raises(AuthenticationError) as again:  # a new process only knows nobody is signed in
             make().get_token()
         assert again.value.error_code == "login_required"
         # authenticate() asks to sign in again, with a new device code

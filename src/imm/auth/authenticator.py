@@ -143,6 +143,7 @@ class Authenticator:
         self._opened: Any = None  # token_cache.OpenedCache
         self._http_cache: dict[str, Any] | None = None
         self._certificate: Certificate | None = None
+        self._revoked: AuthenticationError | None = None  # why this process removed the account, if it did
         self.last_token_source: str | None = None  # cache | refresh | device_code | certificate
 
     @classmethod
@@ -369,12 +370,15 @@ class Authenticator:
                     error.details,
                     hint=LOGIN_HINT,
                 )
+                self._revoked = error
             raise error
 
     def get_token(self, scopes: Sequence[str] | None = None, force_refresh: bool = False) -> str:
         """A token for ``scopes`` without interaction (the Exchange client's token provider; ``force_refresh``
         after a 401). Raises AuthenticationError("login_required") when nobody is signed in."""
         token = self.get_token_silent(scopes, force_refresh=force_refresh)
+        if token is None and self._revoked is not None:  # another thread already found the sign-in revoked
+            raise self._revoked
         if token is None:
             raise AuthenticationError(
                 "login_required",
@@ -397,7 +401,9 @@ class Authenticator:
                 token = None
             if token is not None:
                 return token
-        return self._device_code_flow(scopes)
+        token = self._device_code_flow(scopes)
+        self._revoked = None  # signed in again
+        return token
 
     def is_authenticated(self) -> bool:
         """True when a token can be had without asking anyone (may refresh it over the network)."""
