@@ -1,5 +1,7 @@
-"""What the single-mailbox actions (:mod:`imm.services.actions`) share: their results, passwords, and the small
-readers of Exchange records and writers of text they use. No I/O here.
+"""What the single-mailbox actions (:mod:`imm.services.actions`) share: action names and result statuses, their
+results and previews, passwords, and the small readers of Exchange records and writers of text more than one action
+uses. Helpers of one action live in its module (:mod:`imm.services.recover`, :mod:`imm.services.restore`,
+:mod:`imm.services.holds`). No I/O here.
 """
 
 from __future__ import annotations
@@ -8,15 +10,13 @@ import secrets
 import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from imm.errors import BlockedError, ImmError, InputError
 
 if TYPE_CHECKING:
     from imm.data.models import InactiveMailbox
-    from imm.domain.eligibility import Blocker, ReleasePlan
-    from imm.domain.holds import Hold
+    from imm.domain.eligibility import Blocker
 
 RECOVER = "recover"
 RESTORE = "restore"
@@ -29,17 +29,8 @@ FAILED = "failed"
 SKIPPED = "skipped"
 ALREADY_DONE = "already-done"
 
-DEFAULT_TARGET_ROOT_FOLDER = "Inactive Mailbox"  # primary → archive needs a root folder (domain.md §5)
 PASSWORD_LENGTH = 20
 _PASSWORD_SYMBOLS = "!#%+-=?@^_*"
-LICENSE_REMINDER = (
-    "Assign the new user an Exchange Online licence within 30 days: Exchange keeps Single Item Recovery and "
-    "Retention Hold on for 30 days 'to preserve data until you obtain a valid license'."
-)
-REHOLD_REMINDER = (
-    "Recovery replaced unlocked retention policies with Litigation Hold and removed Litigation Hold and In-Place "
-    "holds it had: put back the holds the data still needs."
-)
 # Get-Mailbox properties recorded in audit rows as the mailbox's state (holds and addresses).
 STATE_KEYS = (
     "ExchangeGuid",
@@ -60,17 +51,6 @@ STATE_KEYS = (
     "SingleItemRecoveryEnabled",
     "RetainDeletedItemsFor",
     "EmailAddresses",
-)
-# What recovery changes (domain.md §4), with words for people.
-_RECOVER_CHANGES = (
-    ("LitigationHoldEnabled", "Litigation Hold"),
-    ("LitigationHoldDuration", "Litigation Hold duration"),
-    ("InPlaceHolds", "In-place holds"),
-    ("RetentionHoldEnabled", "Retention Hold"),
-    ("RetainDeletedItemsFor", "Keep deleted items for"),
-    ("SingleItemRecoveryEnabled", "Single Item Recovery"),
-    ("ComplianceTagHoldApplied", "Retention label hold"),
-    ("DelayHoldApplied", "Delay hold"),
 )
 
 
@@ -296,21 +276,6 @@ class ItemFailed(Exception):
         self.operation_id = operation_id
 
 
-# Which `holds release --type` releases a hold of each kind.
-RELEASE_TYPE_OF_KIND = {
-    "litigation": "litigation",
-    "delay": "delay",
-    "delay-release": "delay-release",
-    "label": "label",
-    "org-policy": "org-policy",
-    "retention-policy": "policy",
-    "skype-policy": "policy",
-    "ediscovery": "ediscovery",
-    "inplace": "all-releasable",
-    "unknown": "all-releasable",
-}
-
-
 def parse_days(value: Any) -> int | None:
     """A hold duration from a plan or an option: an int ≥ 1, or "unlimited" (None)."""
     if value is None or (isinstance(value, str) and value.strip().lower() in {"unlimited", ""}):
@@ -328,117 +293,3 @@ def hint_for(blockers: Iterable[Blocker]) -> str | None:
     if any(b.forceable for b in blockers):
         return "an eDiscovery case hold can be released with --force-ediscovery (ask the case owner first)"
     return None
-
-
-def is_soft_deleted(record: Mapping[str, Any]) -> bool:
-    dn = str(record.get("DistinguishedName") or "")
-    return "OU=Soft Deleted Objects" in dn or truthy(record.get("IsInactiveMailbox"))
-
-
-def restore_blockers_for(
-    mailbox: InactiveMailbox, target: Mapping[str, Any] | None, *, archive: bool, target_archive: bool
-) -> list[Blocker]:
-    """:func:`imm.domain.eligibility.restore_blockers` for every source/target combination.
-
-    The domain check models primary → primary and archive → archive; for archive → primary and primary → archive
-    the target-side checks run for the target part chosen and the quota check uses the source part's size.
-    """
-    from imm.domain.eligibility import Blocker, restore_blockers, restore_source_blockers
-    from imm.domain.parsing import format_size, parse_size
-
-    if archive == target_archive:
-        return restore_blockers(mailbox, target, archive=archive)
-    blockers = restore_source_blockers(mailbox, archive=archive)
-    codes = {b.code for b in blockers}
-    quota_codes = {"target-over-quota", "target-archive-over-quota", "no-archive"}
-    for blocker in restore_blockers(mailbox, target, archive=target_archive):
-        if blocker.code not in codes and blocker.code not in quota_codes:
-            blockers.append(blocker)
-            codes.add(blocker.code)
-    if target is None:
-        return blockers
-    incoming = round((mailbox.archive_size_mb if archive else mailbox.size_mb) * 1024 * 1024)
-    quota_key, used_key = (
-        ("ArchiveQuota", "ArchiveTotalItemSize") if target_archive else ("ProhibitSendReceiveQuota", "TotalItemSize")
-    )
-    try:
-        quota, used = parse_size(target.get(quota_key)), parse_size(target.get(used_key))
-    except ImmError:
-        return blockers
-    if quota is not None and used is not None and used + incoming > quota:
-        blockers.append(
-            Blocker(
-                "target-archive-over-quota" if target_archive else "target-over-quota",
-                f"The target's {quota_key} is {format_size(quota)}: {format_size(used)} used + "
-                f"{format_size(incoming)} to restore would exceed it",
-                "Raise the target's quota, restore into its archive, or choose another target",
-            )
-        )
-    return blockers
-
-
-def recover_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
-    """What Exchange changed on recovery, in words (domain.md §4), from the inactive and the new mailbox."""
-    lines = []
-    for key, label in _RECOVER_CHANGES:
-        old, new = before.get(key), after.get(key)
-        if isinstance(old, list) or isinstance(new, list):
-            old_set, new_set = set(as_list(old)), set(as_list(new))
-            if old_set == new_set:
-                continue
-            gone = sorted(old_set - new_set)
-            added = sorted(new_set - old_set)
-            parts = []
-            if gone:
-                parts.append("removed " + ", ".join(gone))
-            if added:
-                parts.append("added " + ", ".join(added))
-            lines.append(f"{label}: {'; '.join(parts)}")
-            continue
-        if str(old) == str(new) or (old is None and new is None):
-            continue
-        lines.append(f"{label}: {_show(old)} → {_show(new)}")
-    if truthy(after.get("LitigationHoldEnabled")) and not truthy(before.get("LitigationHoldEnabled")):
-        lines.append("Litigation Hold now replaces the unlocked retention policies that held the inactive mailbox")
-    return lines
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if value is None or value == "":
-        return "(none)"
-    return str(value)
-
-
-def hold_expiry_text(mailbox: InactiveMailbox, hold: Hold, now: datetime) -> tuple[str, str]:
-    """(when this hold runs out: an ISO date, "never" or "" for a hold that keeps nothing; why)."""
-    from imm.domain.expiry import hold_expiry
-
-    if not hold.preserves:
-        return "", "it does not keep the mailbox inactive"
-    end, reason = hold_expiry(mailbox, hold, now)
-    return (end.date().isoformat() if end is not None else "never"), reason
-
-
-def release_text(mailbox: InactiveMailbox, hold: Hold, plan: ReleasePlan, release_type: str) -> str:
-    for blocker in plan.blockers:
-        if blocker.subject == hold.raw:
-            return f"cannot: {blocker.message} ({blocker.alternative})" if blocker.alternative else blocker.message
-    for step in plan.steps:
-        if step.hold is hold or step.hold.raw == hold.raw:
-            params = " ".join(_param_text(k, v) for k, v in step.parameters.items() if k != "Identity")
-            flag = " --force-ediscovery" if hold.kind.value == "ediscovery" else ""
-            return f"imm holds release {mailbox.identity} --type {release_type}{flag} ({step.cmdlet} {params})"
-    if hold.locked:
-        return "cannot: Preservation Lock"
-    return "cannot be released by imm"
-
-
-def _param_text(name: str, value: Any) -> str:
-    """``-Name value`` as PowerShell shows it (a switch without a value)."""
-    if value is True:
-        return f"-{name}"
-    if value is False:
-        return f"-{name} $false"
-    return f"-{name} {value}"

@@ -1,9 +1,10 @@
-"""Holds: release a hold type (domain.md §6), change the Litigation Hold duration, and the holds report."""
+"""Holds: release a hold type (domain.md §6), change the Litigation Hold duration, and the holds report (with
+``RELEASE_TYPE_OF_KIND`` and the texts saying when each hold runs out and what releasing it takes)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from imm.data.audit_logger import AuditResult, OperationType
@@ -11,7 +12,6 @@ from imm.errors import ImmError, InputError
 from imm.services.action_base import ActionBase
 from imm.services.action_support import (
     RELEASE,
-    RELEASE_TYPE_OF_KIND,
     SET_DURATION,
     SKIPPED,
     SUCCESS,
@@ -22,10 +22,8 @@ from imm.services.action_support import (
     days_of,
     duration_text,
     hint_for,
-    hold_expiry_text,
     label_of,
     parse_days,
-    release_text,
     state_of,
     summary_of,
     truthy,
@@ -34,6 +32,21 @@ from imm.services.action_support import (
 if TYPE_CHECKING:
     from imm.data.models import InactiveMailbox
     from imm.domain.eligibility import ReleasePlan
+    from imm.domain.holds import Hold
+
+# Which `holds release --type` releases a hold of each kind.
+RELEASE_TYPE_OF_KIND = {
+    "litigation": "litigation",
+    "delay": "delay",
+    "delay-release": "delay-release",
+    "label": "label",
+    "org-policy": "org-policy",
+    "retention-policy": "policy",
+    "skype-policy": "policy",
+    "ediscovery": "ediscovery",
+    "inplace": "all-releasable",
+    "unknown": "all-releasable",
+}
 
 
 class HoldActions(ActionBase):
@@ -322,3 +335,37 @@ class HoldActions(ActionBase):
             "source": "exchange" if refresh else "cache",
             "last_updated": mailbox.last_updated,
         }
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def hold_expiry_text(mailbox: InactiveMailbox, hold: Hold, now: datetime) -> tuple[str, str]:
+    """(when this hold runs out: an ISO date, "never" or "" for a hold that keeps nothing; why)."""
+    from imm.domain.expiry import hold_expiry
+
+    if not hold.preserves:
+        return "", "it does not keep the mailbox inactive"
+    end, reason = hold_expiry(mailbox, hold, now)
+    return (end.date().isoformat() if end is not None else "never"), reason
+
+
+def release_text(mailbox: InactiveMailbox, hold: Hold, plan: ReleasePlan, release_type: str) -> str:
+    for blocker in plan.blockers:
+        if blocker.subject == hold.raw:
+            return f"cannot: {blocker.message} ({blocker.alternative})" if blocker.alternative else blocker.message
+    for step in plan.steps:
+        if step.hold is hold or step.hold.raw == hold.raw:
+            params = " ".join(_param_text(k, v) for k, v in step.parameters.items() if k != "Identity")
+            flag = " --force-ediscovery" if hold.kind.value == "ediscovery" else ""
+            return f"imm holds release {mailbox.identity} --type {release_type}{flag} ({step.cmdlet} {params})"
+    if hold.locked:
+        return "cannot: Preservation Lock"
+    return "cannot be released by imm"
+
+
+def _param_text(name: str, value: Any) -> str:
+    """``-Name value`` as PowerShell shows it (a switch without a value)."""
+    if value is True:
+        return f"-{name}"
+    if value is False:
+        return f"-{name} $false"
+    return f"-{name} {value}"

@@ -1,33 +1,32 @@
 """Recover: an inactive mailbox becomes a new active mailbox (New-Mailbox -InactiveMailbox, domain.md §4).
 
 Preflight with name/UPN conflict probes, the write-ahead audited call, and reconciliation of an unknown outcome
-(``_recover_state``) so the creating call is never repeated blindly.
+(``_recover_state``) so the creating call is never repeated blindly; the reminders and the words for what recovery
+changed (``recover_changes``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from imm.data.audit_logger import AuditResult, OperationType
 from imm.errors import InputError
 from imm.services.action_base import ActionBase, log
 from imm.services.action_support import (
-    LICENSE_REMINDER,
     RECOVER,
-    REHOLD_REMINDER,
     SUCCESS,
     ActionBlockedError,
     ActionPreview,
     ActionResult,
     addresses,
+    as_list,
     blocker_line,
     check_password,
     exchange_guid,
     hint_for,
-    is_soft_deleted,
     label_of,
     records,
-    recover_changes,
     state_of,
     summary_of,
     truthy,
@@ -35,6 +34,26 @@ from imm.services.action_support import (
 
 if TYPE_CHECKING:
     from imm.data.models import InactiveMailbox
+
+LICENSE_REMINDER = (
+    "Assign the new user an Exchange Online licence within 30 days: Exchange keeps Single Item Recovery and "
+    "Retention Hold on for 30 days 'to preserve data until you obtain a valid license'."
+)
+REHOLD_REMINDER = (
+    "Recovery replaced unlocked retention policies with Litigation Hold and removed Litigation Hold and In-Place "
+    "holds it had: put back the holds the data still needs."
+)
+# What recovery changes (domain.md §4), with words for people.
+_RECOVER_CHANGES = (
+    ("LitigationHoldEnabled", "Litigation Hold"),
+    ("LitigationHoldDuration", "Litigation Hold duration"),
+    ("InPlaceHolds", "In-place holds"),
+    ("RetentionHoldEnabled", "Retention Hold"),
+    ("RetainDeletedItemsFor", "Keep deleted items for"),
+    ("SingleItemRecoveryEnabled", "Single Item Recovery"),
+    ("ComplianceTagHoldApplied", "Retention label hold"),
+    ("DelayHoldApplied", "Delay hold"),
+)
 
 
 class RecoverActions(ActionBase):
@@ -240,3 +259,43 @@ class RecoverActions(ActionBase):
         if new is not None and inactive is not None:
             return "upn-used-by-another"
         return "inactive-gone-no-new-mailbox"
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def recover_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """What Exchange changed on recovery, in words (domain.md §4), from the inactive and the new mailbox."""
+    lines = []
+    for key, label in _RECOVER_CHANGES:
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, list) or isinstance(new, list):
+            old_set, new_set = set(as_list(old)), set(as_list(new))
+            if old_set == new_set:
+                continue
+            gone = sorted(old_set - new_set)
+            added = sorted(new_set - old_set)
+            parts = []
+            if gone:
+                parts.append("removed " + ", ".join(gone))
+            if added:
+                parts.append("added " + ", ".join(added))
+            lines.append(f"{label}: {'; '.join(parts)}")
+            continue
+        if str(old) == str(new) or (old is None and new is None):
+            continue
+        lines.append(f"{label}: {_show(old)} → {_show(new)}")
+    if truthy(after.get("LitigationHoldEnabled")) and not truthy(before.get("LitigationHoldEnabled")):
+        lines.append("Litigation Hold now replaces the unlocked retention policies that held the inactive mailbox")
+    return lines
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None or value == "":
+        return "(none)"
+    return str(value)
+
+
+def is_soft_deleted(record: Mapping[str, Any]) -> bool:
+    dn = str(record.get("DistinguishedName") or "")
+    return "OU=Soft Deleted Objects" in dn or truthy(record.get("IsInactiveMailbox"))

@@ -1,21 +1,21 @@
 """Restore: copy an inactive mailbox's items into an active mailbox (X500 + New-MailboxRestoreRequest, domain.md §5).
 
-The preflight plan (target, quota, request name, X500 address), the audited request creation with reconciliation
-of an unknown outcome, and finding a request by name in Exchange. Following requests afterwards is in
-:mod:`imm.services.restore_status`.
+The preflight plan (target, quota via ``restore_blockers_for``, request name, X500 address), the audited request
+creation with reconciliation of an unknown outcome, and finding a request by name in Exchange. Following requests
+afterwards is in :mod:`imm.services.restore_status`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from imm.data.audit_logger import AuditResult, OperationType, error_text, is_cancellation
-from imm.errors import InputError
+from imm.errors import ImmError, InputError
 from imm.services.action_base import ActionBase, log
 from imm.services.action_support import (
-    DEFAULT_TARGET_ROOT_FOLDER,
     FAILED,
     RESTORE,
     SUCCESS,
@@ -30,7 +30,6 @@ from imm.services.action_support import (
     label_of,
     plain,
     records,
-    restore_blockers_for,
     state_of,
     summary_of,
 )
@@ -39,6 +38,8 @@ from imm.services.restore_tracking import NOT_CREATED
 if TYPE_CHECKING:
     from imm.data.models import InactiveMailbox
     from imm.domain.eligibility import Blocker
+
+DEFAULT_TARGET_ROOT_FOLDER = "Inactive Mailbox"  # primary → archive needs a root folder (domain.md §5)
 
 
 class RestoreActions(ActionBase):
@@ -309,3 +310,46 @@ class _RestorePlan:
     name: str
     x500: str | None
     has_x500: bool
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def restore_blockers_for(
+    mailbox: InactiveMailbox, target: Mapping[str, Any] | None, *, archive: bool, target_archive: bool
+) -> list[Blocker]:
+    """:func:`imm.domain.eligibility.restore_blockers` for every source/target combination.
+
+    The domain check models primary → primary and archive → archive; for archive → primary and primary → archive
+    the target-side checks run for the target part chosen and the quota check uses the source part's size.
+    """
+    from imm.domain.eligibility import Blocker, restore_blockers, restore_source_blockers
+    from imm.domain.parsing import format_size, parse_size
+
+    if archive == target_archive:
+        return restore_blockers(mailbox, target, archive=archive)
+    blockers = restore_source_blockers(mailbox, archive=archive)
+    codes = {b.code for b in blockers}
+    quota_codes = {"target-over-quota", "target-archive-over-quota", "no-archive"}
+    for blocker in restore_blockers(mailbox, target, archive=target_archive):
+        if blocker.code not in codes and blocker.code not in quota_codes:
+            blockers.append(blocker)
+            codes.add(blocker.code)
+    if target is None:
+        return blockers
+    incoming = round((mailbox.archive_size_mb if archive else mailbox.size_mb) * 1024 * 1024)
+    quota_key, used_key = (
+        ("ArchiveQuota", "ArchiveTotalItemSize") if target_archive else ("ProhibitSendReceiveQuota", "TotalItemSize")
+    )
+    try:
+        quota, used = parse_size(target.get(quota_key)), parse_size(target.get(used_key))
+    except ImmError:
+        return blockers
+    if quota is not None and used is not None and used + incoming > quota:
+        blockers.append(
+            Blocker(
+                "target-archive-over-quota" if target_archive else "target-over-quota",
+                f"The target's {quota_key} is {format_size(quota)}: {format_size(used)} used + "
+                f"{format_size(incoming)} to restore would exceed it",
+                "Raise the target's quota, restore into its archive, or choose another target",
+            )
+        )
+    return blockers
