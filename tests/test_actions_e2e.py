@@ -321,6 +321,77 @@ def test_recover_generated_password_is_shown_once_on_a_terminal(act: ActEnv) -> 
     _assert_no_password(act, password)
 
 
+def _run_on_a_terminal(act: ActEnv, *args: str) -> tuple[int, str, str]:
+    """Run the real CLI with its stdout on a pseudo-terminal: (exit code, what the terminal showed, stderr)."""
+    env = {**os.environ, **act.env, "COLUMNS": "200"}
+    env.pop("IMM_RAISE_ERRORS", None)
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "imm", *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        stderr = proc.stderr.read() if proc.stderr else ""
+        proc.wait(timeout=60)
+    finally:
+        os.close(leader)
+    return proc.returncode, b"".join(chunks).decode("utf-8", errors="replace"), stderr
+
+
+def test_recover_json_on_a_terminal_never_generates_a_password_it_cannot_show(act: ActEnv) -> None:
+    """JSON or CSV output carries no password: even on a terminal a generated one would be lost with the mailbox."""
+    guid = act.pick(recoverable, "recoverable mailbox").exchange_guid
+    for output in ("json", "csv"):
+        code, shown, stderr = _run_on_a_terminal(
+            act, "recover", guid, "--upn", f"lost-{guid[:8]}@contoso.onmicrosoft.com", "--yes", "-o", output
+        )
+        assert (code, shown) == (2, ""), stderr
+        message = "a generated password is shown only on a terminal: use --password-out FILE or --password-file FILE"
+        assert message in stderr
+        assert act.tenant.mailboxes[guid].state == INACTIVE
+    assert act.audit(guid, "RECOVER_MAILBOX") == []
+
+
+def test_set_duration_csv_output_is_csv(act: ActEnv) -> None:
+    """``--output csv`` on an action prints one CSV row (the preview, or the result), not the text preview."""
+    import csv
+    import io
+
+    mbx = act.pick(lambda m, t: m.litigation_hold and m.litigation_hold_duration != 1234, "mailbox on Litigation Hold")
+    guid = mbx.exchange_guid
+
+    preview = act.run("holds", "set-duration", guid, "--days", "1234", "--what-if", "--output", "csv")
+    assert preview.exit_code == 0, preview.stderr
+    rows = list(csv.DictReader(io.StringIO(preview.stdout)))
+    assert [(r["identity"], r["action"], r["removes_last_hold"]) for r in rows] == [(guid, "set-duration", "false")]
+    assert "LitigationHoldDuration" in rows[0]["cmdlets"]
+
+    done = act.run("holds", "set-duration", guid, "--days", "1234", "--yes", "--output", "csv")
+    assert done.exit_code == 0, done.stderr
+    reader = csv.DictReader(io.StringIO(done.stdout))
+    rows = list(reader)
+    assert reader.fieldnames == ["identity", "action", "status", "message", "operation_id", "details", "preview"]
+    assert [(r["identity"], r["status"]) for r in rows] == [(guid, "success")]
+    assert act.tenant.mailboxes[guid].litigation_hold_duration == 1234
+
+    shown = act.run("holds", "show", guid, "--output", "csv", "--query", "{smtp: mailbox.primary_smtp}")
+    assert (shown.exit_code, shown.stdout) == (0, f"smtp\n{mbx.primary_smtp}\n"), shown.stderr
+
+
 def test_recover_password_input_errors(act: ActEnv, tmp_path: Path) -> None:
     guid = act.pick(recoverable, "recoverable mailbox").exchange_guid
     upn = "pw@contoso.onmicrosoft.com"

@@ -231,6 +231,22 @@ def test_network_error_is_one_line(tmp_path: Path, imm_home: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_missing_or_bad_ca_bundle_is_named_with_exit_2(tmp_path: Path, imm_home: Path) -> None:
+    """A ca_bundle that is not there, or is not a certificate file, is a setting to fix: one line, exit 2."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n", encoding="utf-8")
+    missing = tmp_path / "missing.pem"
+    with served(tmp_path, imm_home, auto_approve_after=0.0):
+        for bundle, reason in (
+            (missing, "FileNotFoundError: [Errno 2] No such file or directory"),
+            (garbage, "SSLError: [X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found"),
+        ):
+            result = run_imm("login", env={"IMM_CA_BUNDLE": str(bundle)})
+            assert (result.exit_code, result.stdout) == (2, ""), result.stderr
+            (line,) = [x for x in result.stderr.splitlines() if not x.startswith("WARNING:")]
+            assert line.startswith(f"Error: ca_bundle {bundle}: cannot be used ({reason}")
+
+
 # ----- device code outcomes a person causes -----
 
 

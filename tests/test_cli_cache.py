@@ -240,6 +240,21 @@ def test_list_query_is_jmespath_over_the_json(boxes: dict[str, InactiveMailbox])
     assert bad.stderr.startswith("Error: invalid --query expression '[?'")
 
 
+def test_csv_with_query_is_csv(boxes: dict[str, InactiveMailbox]) -> None:
+    """``--output csv --query`` prints CSV: objects as rows under a header, values one per line."""
+    rows = run_imm("list", "-o", "csv", "--query", "[?operating_company=='Contoso'].{smtp: primary_smtp, gb: size_mb}")
+    assert rows.exit_code == 0, rows.stderr
+    assert rows.stdout == "smtp,gb\nalice@contoso.com,100.25\nbob@contoso.com,1000.0\n"
+    one = invoke("list", "-o", "csv", "--query", "[?operating_company=='Fabrikam'] | [0]")
+    assert list(csv.DictReader(io.StringIO(one.stdout)))[0]["primary_smtp"] == "dave@contoso.com"
+    values = invoke("list", "-o", "csv", "--query", "[?operating_company=='Contoso'].primary_smtp")
+    assert values.stdout == "alice@contoso.com\nbob@contoso.com\n"
+    shown = invoke(
+        "show", "dave@contoso.com", "-o", "csv", "--query", "{name: display_name, company: operating_company}"
+    )
+    assert shown.stdout == "name,company\nDave Dunn,Fabrikam\n"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -117,6 +117,26 @@ def test_user_dir_follows_imm_user_path(imm_home: Path) -> None:
             "{path}: malformed TOML: Expected ']' at the end of a table declaration (at line 1, column 12)",
         ),
         ('[profiles.a]\ntenant_id = "x\n', "{path}: malformed TOML: Illegal character '\\n' (at line 2, column 15)"),
+        (
+            "[profiles.a.cost]\nlicense_month = 5\n",
+            "{path}:2: unknown key 'license_month' in [profiles.a.cost] (expected a table)",
+        ),
+        ("[profiles.a.cost]\ncurrency = 5\n", "{path}:2: key 'currency' has an invalid value 5 (int)"),
+        ("[profiles.a.org]\nmapping_file = 5\n", "{path}:2: key 'mapping_file' has an invalid value 5 (int)"),
+        (
+            "[profiles.a.org]\ncompany_attribute = [1]\n",
+            "{path}:2: key 'company_attribute' has an invalid value [1] (list)",
+        ),
+        ("default_profile = 5\n[profiles.a]\n", "{path}:1: key 'default_profile' has an invalid value 5 (int)"),
+        (
+            "[profiles.a]\nconcurrency = 0\n",
+            "{path}:2: key 'concurrency' has an invalid value 0 (it must be at least 1)",
+        ),
+        (
+            "[profiles.a]\nrequest_timeout = -1\n",
+            "{path}:2: key 'request_timeout' has an invalid value -1 (it must be at least 1)",
+        ),
+        ("a = " + "[" * 5000 + "]" * 5000 + "\n", "{path}: malformed TOML: nested too deeply"),
     ],
 )
 def test_bad_files_name_file_line_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -210,6 +230,22 @@ def test_unknown_key_through_the_cli(tmp_path: Path) -> None:
         "exit_code": 2,
         "hint": "see README 'Configuration' for the keys a profile takes",
     }
+
+
+def test_wrong_value_types_through_the_cli_are_one_line(tmp_path: Path) -> None:
+    """A table where a number belongs, a number where a path belongs, or 0 workers: exit 2, no traceback."""
+    path = tmp_path / "config.toml"
+    path.write_text('default_profile = "a"\n[profiles.a.cost]\nlicense_month = 7\n', encoding="utf-8")
+    result = run_imm("list", "--config", str(path))
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        f"Error: {path}:3: unknown key 'license_month' in [profiles.a.cost] (expected a table)",
+        "Hint: see README 'Configuration' for the keys a profile takes",
+    ]
+    path.write_text('default_profile = "a"\n[profiles.a]\n', encoding="utf-8")
+    workers = run_imm("list", "--config", str(path), env={"IMM_CONCURRENCY": "0"})
+    assert (workers.exit_code, workers.stdout) == (2, "")
+    assert workers.stderr == f"Error: {path}: key 'concurrency' has an invalid value '0' (it must be at least 1)\n"
 
 
 def test_the_readme_example_configuration_loads(tmp_path: Path) -> None:

@@ -168,3 +168,19 @@ def test_unexpected_error_traceback_goes_to_the_file_and_to_the_console_only_wit
         handler.flush()
     assert "Traceback" in log_path.read_text(encoding="utf-8")
     assert ("Traceback" in capsys.readouterr().err) is traceback_on_console
+
+
+def test_an_error_logged_before_logging_is_set_up_prints_no_traceback() -> None:
+    """The CLI logs an unexpected error's traceback before the configuration (and so logging) may have loaded:
+    without a handler on "imm", Python's last-resort handler would print it on the console."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, imm.cli.main\n"
+        "try:\n    raise RuntimeError('boom')\n"
+        "except RuntimeError:\n"
+        "    logging.getLogger('imm').error('unexpected error', exc_info=True, extra={'file_only': True})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")

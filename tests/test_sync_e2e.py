@@ -404,6 +404,27 @@ def test_losing_the_sign_in_mid_sync_stops_the_run_and_keeps_what_was_fetched(tm
         assert [a["result"] for a in audit] == ["started", "failure"]
 
 
+def test_an_untrusted_exchange_certificate_fails_at_once_naming_ca_bundle(tmp_path: Path, imm_home: Path) -> None:
+    """A certificate the profile's ca_bundle does not vouch for is a setting to fix, not a network fault to retry."""
+    import trustme
+
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    with make_simulator(tmp_path, mailboxes=20, seed=5, auto_approve_after=0.0) as sim:
+        _write_profile(sim, imm_home)
+        _login(sim, imm_home)  # the token is cached: only Exchange sees the other CA
+
+        result = run_imm("sync", env={"IMM_CA_BUNDLE": str(other_ca)})
+
+        assert (result.exit_code, result.stdout) == (1, "")
+        assert result.stderr.splitlines() == [
+            "Error: Get-Mailbox failed: the TLS certificate of Exchange Online at 127.0.0.1 is not trusted "
+            "(unable to get local issuer certificate)",
+            "Hint: if a proxy inspects TLS or you use the simulator, set ca_bundle in the profile to its CA file",
+        ]
+        assert _cache(imm_home) == {}
+
+
 def test_without_the_compliance_role_sync_says_so_once_and_goes_on(tmp_path: Path, imm_home: Path) -> None:
     with make_simulator(tmp_path, mailboxes=60, seed=9, auto_approve_after=0.0) as sim:
         _write_profile(sim, imm_home)

@@ -146,6 +146,8 @@ _SCALAR_KEYS = {f.name for f in fields(Profile)} - {"name", "cost", "org"}
 _COST_KEYS = {"currency", "per_gb_month", "license_month"}
 _ORG_KEYS = {"company_attribute", "department_attribute", "mapping_file"}
 _TOP_KEYS = {"default_profile", "profiles"}
+# The smallest value each number key accepts (0 workers would run nothing; a timeout of 0 fails every call).
+_MINIMUM = {"concurrency": 1, "request_timeout": 1.0, "device_code_timeout": 1, "audit_min_retention_days": 0}
 
 
 def _line_of(text: str, key: str) -> int | None:
@@ -174,6 +176,11 @@ def _convert(path: Path, text: str, key: str, value: Any, default: Any) -> Any:
             if isinstance(value, str):
                 return value.strip().lower() in {"1", "true", "yes", "on"}
             return bool(value)
+        if isinstance(default, int | float) and key in _MINIMUM:
+            number = type(default)(value)
+            if number < _MINIMUM[key]:
+                raise ValueError(f"it must be at least {_MINIMUM[key]:g}")
+            return number
         if isinstance(default, int):
             return int(value)
         if isinstance(default, float):
@@ -211,11 +218,14 @@ def _build_cost(data: dict[str, Any], path: Path, text: str, name: str) -> CostM
     for key in data:
         if key not in _COST_KEYS:
             raise _unknown(path, text, key, f"[profiles.{name}.cost]")
+    licences = data.get("license_month") or {}
+    if not isinstance(licences, dict):
+        raise _unknown(path, text, "license_month", f"[profiles.{name}.cost] (expected a table)")
     rates = dict(base.license_month)
-    for licence, rate in (data.get("license_month") or {}).items():
+    for licence, rate in licences.items():
         rates[str(licence)] = float(_convert(path, text, str(licence), rate, 0.0))
     return CostModel(
-        currency=str(data.get("currency", base.currency)),
+        currency=_convert(path, text, "currency", data.get("currency", base.currency), base.currency),
         per_gb_month=float(_convert(path, text, "per_gb_month", data.get("per_gb_month", base.per_gb_month), 0.0)),
         license_month=rates,
     )
@@ -225,10 +235,11 @@ def _build_org(data: dict[str, Any], path: Path, text: str, name: str) -> OrgMap
     for key in data:
         if key not in _ORG_KEYS:
             raise _unknown(path, text, key, f"[profiles.{name}.org]")
-    mapping = data.get("mapping_file")
+    values = {key: _convert(path, text, key, data.get(key), None) for key in _ORG_KEYS}
+    mapping = values["mapping_file"]
     return OrgMapping(
-        company_attribute=data.get("company_attribute"),
-        department_attribute=data.get("department_attribute"),
+        company_attribute=values["company_attribute"],
+        department_attribute=values["department_attribute"],
         mapping_file=Path(os.path.expanduser(mapping)) if mapping else None,
     )
 
@@ -244,6 +255,10 @@ def _read_file(path: Path) -> tuple[dict[str, Any], str]:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML: {exc}", hint="fix the file or run with --config") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(
+            f"{path}: malformed TOML: nested too deeply", hint="fix the file or run with --config"
+        ) from None
 
 
 def _env_overrides(env: dict[str, str], path: Path) -> dict[str, Any]:
@@ -274,7 +289,8 @@ def load_config(
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict):
         raise _unknown(path, text, "profiles", "the top level (expected a table)")
-    name = profile_name or env.get("IMM_PROFILE") or data.get("default_profile") or DEFAULT_PROFILE
+    default_name = _convert(path, text, "default_profile", data.get("default_profile"), None)
+    name = profile_name or env.get("IMM_PROFILE") or default_name or DEFAULT_PROFILE
     if name not in profiles and (profile_name or env.get("IMM_PROFILE")) and profiles:
         known = ", ".join(sorted(profiles)) or "none"
         raise ConfigError(f"{path}: no profile named '{name}' (profiles: {known})")

@@ -90,6 +90,14 @@ def _http_session(ca_bundle: Path | None, timeout: float) -> Any:
 
     session = _Session()
     if ca_bundle is not None:
+        import ssl
+
+        from imm.errors import ConfigError
+
+        try:  # a missing or unreadable file: name the setting (requests would raise a bare OSError per request)
+            ssl.create_default_context(cafile=str(ca_bundle))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"ca_bundle {ca_bundle}: cannot be used ({exc.__class__.__name__}: {exc})") from None
         session.trust_env = False
         session.verify = str(ca_bundle)
     session.mount("https://", HTTPAdapter(max_retries=1))

@@ -54,13 +54,43 @@ def _json() -> bool:
     return app().output == "json" or bool(click.get_current_context().params.get("query"))
 
 
+def _structured() -> bool:
+    """Machine output (``--output json|csv`` or any ``--query``): one document on stdout, no text around it."""
+    return _json() or app().output == "csv"
+
+
 def _emit(data: Any) -> None:
+    """Print ``data`` (after --query) as JSON, or under ``--output csv`` as CSV (one row per object)."""
+    import io
     import json
 
-    from imm.cli.output import apply_query, to_jsonable
+    from imm.cli.output import apply_query, to_jsonable, write_query_csv
 
     query = click.get_current_context().params.get("query")
-    click.echo(json.dumps(to_jsonable(apply_query(data, query)), ensure_ascii=False, indent=2))
+    result = apply_query(data, query)
+    if app().output == "csv":
+        out = io.StringIO()
+        write_query_csv(_flat(to_jsonable(result)), [], out)
+        click.echo(out.getvalue(), nl=False)
+        return
+    click.echo(json.dumps(to_jsonable(result), ensure_ascii=False, indent=2))
+
+
+def _flat(value: Any) -> Any:
+    """For CSV: an object's nested objects, and lists holding them, as compact JSON text in one cell."""
+    import json
+
+    def cell(item: Any) -> Any:
+        nested = isinstance(item, list) and any(isinstance(i, dict | list) for i in item)
+        if isinstance(item, dict) or nested:
+            return json.dumps(item, ensure_ascii=False, sort_keys=True)
+        return item
+
+    if isinstance(value, dict):
+        return {k: cell(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_flat(v) if isinstance(v, dict) else v for v in value]
+    return value
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -89,7 +119,7 @@ def _cmdlet_text(cmdlet: dict[str, Any]) -> str:
 def _show_preview(preview: ActionPreview, what_if: bool = True, *, blockers: bool = True) -> None:
     """The preview as text; as JSON only for --what-if (an action prints one JSON document: its result).
     ``blockers=False`` leaves them to the error lines that follow."""
-    if _json():
+    if _structured():
         if what_if:
             _emit(preview.to_dict())
         return
@@ -119,7 +149,7 @@ def _finish(result: ActionResult, lines: list[str] | None = None, preview: Actio
     """Print the result (with the preview under --output json); exit 1 when it failed."""
     from imm.errors import ExitStatus
 
-    if _json():
+    if _structured():
         _emit({**result.to_dict(), "preview": preview.to_dict() if preview else None})
     elif result.status == "failed":
         click.secho(f"Error: {result.message}", fg="red", err=True)
@@ -140,7 +170,7 @@ def _nothing_to_do(actions: MailboxActions, preview: ActionPreview) -> None:
     from imm.services.actions import ActionResult
 
     actions.record_unchanged(preview, "skipped", preview.summary[-1] if preview.summary else None)
-    if _json():
+    if _structured():
         _finish(ActionResult(preview.identity, preview.action, "skipped", preview.summary[-1]), preview=preview)
 
 
@@ -183,7 +213,7 @@ def _show_blocked(actions: MailboxActions) -> Iterator[None]:
     try:
         yield
     except ActionBlockedError as exc:
-        if not _json():
+        if not _structured():
             _show_preview(exc.preview, blockers=False)
         actions.record_unchanged(exc.preview, "failure", exc.message)
         raise
@@ -285,7 +315,8 @@ def recover(
         password = _read_password_file(password_file)
         check_password(password)
     else:
-        if password_out is None and not what_if and not sys.stdout.isatty():
+        if password_out is None and not what_if and (_structured() or not sys.stdout.isatty()):
+            # JSON/CSV output carries no password: a generated one would be lost with the recovered mailbox.
             raise InputError(
                 "a generated password is shown only on a terminal: use --password-out FILE or --password-file FILE"
             )
@@ -471,8 +502,8 @@ def restore_status(
     obj = app()
     tracked = RestoreTracker(obj.database())
     if not tracked.find() and identity is None:
-        if _json():
-            _emit([])
+        if _structured():
+            render([], [Column(k, h) for k, h in _STATUS_COLUMNS], output, query)
         else:
             click.echo("No restore requests: start one with `imm restore ID --target T`.")
         return
@@ -493,7 +524,7 @@ def restore_status(
                 rows = actions.restore_status(identity)
     columns = [Column(k, h) for k, h in _STATUS_COLUMNS]
     render(_status_rows(rows), columns, output, query)
-    if not _json():
+    if not _structured():
         for result in removed:
             click.echo(result.message)
     failed = [r for r in rows if r["status"].lower() == "failed"] + [r for r in removed if r.status == "failed"]
@@ -599,7 +630,7 @@ def holds_show(identity: str, refresh: bool, output: str, query: str | None) -> 
 
         report = MailboxActions(obj.database(), None, obj.audit(), obj.profile).holds_report(identity)
     if _json():
-        render_object(report, "json", query)
+        render_object(report, "csv" if output == "csv" else "json", query)
         return
     if output == "csv":
         render(

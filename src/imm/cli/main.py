@@ -39,6 +39,9 @@ COMMANDS: dict[str, str] = {
 }
 
 log = logging.getLogger("imm")
+# Until setup_logging runs (it needs the configuration, which may be what failed), records go nowhere rather than
+# to Python's last-resort handler, which would print an unexpected error's traceback on the console.
+log.addHandler(logging.NullHandler())
 
 
 def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:

@@ -105,6 +105,22 @@ def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], stream: An
         writer.writerow([csv_cell(row.get(c)) for c in columns])
 
 
+def write_query_csv(result: Any, preferred: Sequence[str], stream: Any) -> None:
+    """A ``--query`` result as CSV: objects as rows under a header (``preferred`` columns first, then the rest),
+    anything else one cell per line."""
+    if isinstance(result, dict):
+        result = [result]
+    if isinstance(result, list) and result and all(isinstance(r, dict) for r in result):
+        keys = list(dict.fromkeys(k for r in result for k in r))
+        columns = [k for k in preferred if k in keys] + [k for k in keys if k not in preferred]
+        write_csv(result, columns, stream)
+        return
+    out = io.StringIO()
+    for item in result if isinstance(result, list) else [] if result is None else [result]:
+        out.write(csv_cell(item) + "\n")
+    stream.write(out.getvalue())
+
+
 def apply_query(data: Any, query: str | None) -> Any:
     if not query:
         return data
@@ -149,14 +165,11 @@ def render(
             rows = result
             keys = list(dict.fromkeys(k for r in result for k in r))
             columns = [c for c in columns if c.key in keys] or [Column(k, k) for k in keys]
+        elif output == OutputFormat.CSV:
+            write_query_csv(result, [c.key for c in columns], stream)
+            return
         else:
-            if output == OutputFormat.CSV and isinstance(result, list):
-                out = io.StringIO()
-                for item in result:
-                    out.write(csv_cell(item) + "\n")
-                stream.write(out.getvalue())
-            else:
-                stream.write(json.dumps(to_jsonable(result), ensure_ascii=False, indent=2) + "\n")
+            stream.write(json.dumps(to_jsonable(result), ensure_ascii=False, indent=2) + "\n")
             return
     if output == OutputFormat.JSON:
         stream.write(json.dumps(to_jsonable(list(rows)), ensure_ascii=False, indent=2) + "\n")
@@ -196,6 +209,11 @@ def _escape(text: str) -> str:
 
 def render_object(data: dict[str, Any], output: str = "table", query: str | None = None) -> None:
     """One record: key/value lines as a table, or the object as JSON / a one-row CSV."""
+    if query and output == OutputFormat.CSV:
+        out = io.StringIO()
+        write_query_csv(apply_query(data, query), list(data), out)
+        click.echo(out.getvalue(), nl=False)
+        return
     if query:
         click.echo(json.dumps(to_jsonable(apply_query(data, query)), ensure_ascii=False, indent=2))
         return

@@ -492,6 +492,18 @@ class ExchangeClient:
     def _after_transport_error(self, call: _Call, exc: httpx.TransportError, attempts: _Attempts) -> None:
         """Wait before retrying a connection failure, or raise."""
         self.stats.add(connection_errors=1)
+        reason = _certificate_failure(exc)
+        if reason is not None:  # no retry can fix an untrusted certificate; nothing was sent
+            try:
+                host = exc.request.url.host
+            except RuntimeError:  # an error raised without its request
+                host = httpx.URL(self.base_url).host
+            raise TransientError(
+                f"{call.cmdlet} failed: the TLS certificate of Exchange Online at {host} is not trusted ({reason})",
+                cmdlet=call.cmdlet,
+                client_request_id=call.client_request_id,
+                hint="if a proxy inspects TLS or you use the simulator, set ca_bundle in the profile to its CA file",
+            ) from exc
         never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
         kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "lost its connection"
         if call.creating and not never_sent:
@@ -660,3 +672,15 @@ def _www_authenticate_reason(value: str | None) -> str | None:
 
     match = re.search(r'error_description="([^"]*)"', value)
     return f"the access token was refused: {match.group(1)}" if match else None
+
+
+def _certificate_failure(exc: BaseException) -> str | None:
+    """The verification error when ``exc`` (or what caused it) is a TLS certificate the client does not trust."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return str(current.verify_message or current.reason or current)
+        current = current.__cause__ or current.__context__
+    return None
