@@ -200,6 +200,14 @@ def test_export_writes_the_file_and_an_export_row(db_path: Path, tmp_path: Path)
     assert listed[0]["details"]["rows"] == 2
     assert listed[0]["details"]["path"] == str(out.resolve())
     assert listed[0]["user"].startswith("local:")
+    assert out.stat().st_mode & 0o777 == 0o600
+
+    again = imm(db_path, "audit", "export", "--out", str(out))
+    assert again.exit_code == 2
+    assert again.stderr.splitlines()[0] == f"Error: --out {out} exists: choose a new file, or add --force to replace it"
+    assert [e["id"] for e in json.loads(out.read_text(encoding="utf-8"))["entries"]] == [4, 5]  # kept as it was
+    assert imm(db_path, "audit", "export", "--out", str(out), "--force").exit_code == 0
+    assert len(json.loads(out.read_text(encoding="utf-8"))["entries"]) > 2
 
 
 def test_export_to_a_missing_folder_is_one_line(db_path: Path, tmp_path: Path) -> None:

@@ -691,10 +691,10 @@ def test_locked_by_another_process(tmp_path: Path, db: DatabaseManager) -> None:
         with pytest.raises(StoreError) as info:
             waiting.upsert_mailbox(make_mailbox())
         assert info.value.message == (
-            f"{tmp_path / 'imm.db'} is locked by another imm process; wait for it to finish or close it"
+            f"{tmp_path / 'imm.db'} is locked by another process (another imm?); wait for it to finish or close it"
         )
         assert info.value.code == "store_locked"
-        with pytest.raises(StoreError, match="locked by another imm process"), waiting.transaction():
+        with pytest.raises(StoreError, match="locked by another process"), waiting.transaction():
             pass
         waiting.close()
     finally:

@@ -374,6 +374,24 @@ def test_transient_failures_give_up_after_the_retries(sim: Simulator, tmp_path: 
     assert len(requests_for(sim, "Get-OrganizationConfig")) == 3
 
 
+def test_a_refused_connection_says_it_could_not_connect(sim: Simulator, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    profile = profile_for(sim, tmp_path, exchange_url=f"https://127.0.0.1:{port}")
+    client = ExchangeClient.from_profile(profile, Tokens(sim, sim.base_url), max_retries=1, backoff_base=0.01)
+    with (
+        client,
+        pytest.raises(
+            TransientError,
+            match=r"Get-OrganizationConfig failed: could not connect to 127\.0\.0\.1 \(ConnectError\) after 2 attempts",
+        ),
+    ):
+        client.invoke_all("Get-OrganizationConfig")
+
+
 def test_resets_give_up_after_the_retries(sim: Simulator, tmp_path: Path) -> None:
     sim.exchange.fail_next("Get-OrganizationConfig", "reset", 2)
     with exchange(sim, tmp_path, max_retries=1) as client:

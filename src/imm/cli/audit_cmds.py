@@ -132,13 +132,19 @@ def list_entries(
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False), help="JSON file.")
 @click.option("--since", metavar="WHEN", help="From this date/time (2026-11-01, 7d); UTC.")
 @click.option("--until", metavar="WHEN", help="Up to this date/time (a date includes the whole day); UTC.")
-def export(out: Path, since: str | None, until: str | None) -> None:
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+def export(out: Path, since: str | None, until: str | None, force: bool) -> None:
     """Export audit rows with their hashes and the prune checkpoints, for an auditor to verify independently.
 
-    The export itself is recorded as an EXPORT_DATA row carrying the file's SHA-256.
+    The export itself is recorded as an EXPORT_DATA row carrying the file's SHA-256. The file is readable
+    only by you, and an existing one is not replaced without --force.
 
     Example: imm audit export --out audit-2026.json --since 2026-01-01 --until 2026-12-31
     """
+    from imm.errors import InputError
+
+    if out.exists() and not force:  # an earlier export may be the evidence someone keeps
+        raise InputError(f"--out {out} exists: choose a new file, or add --force to replace it")
     start = parse_when(since, "--since")
     stop = parse_when(until, "--until", end=True)
     count = app().audit().export_to_json(out, start, stop)

@@ -601,7 +601,9 @@ class AuditLogger:
         data = (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_bytes(data)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it names users and mailboxes
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)

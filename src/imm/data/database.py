@@ -351,7 +351,8 @@ def store_error(exc: BaseException, path: str) -> StoreError | None:
     message = str(exc).lower()
     if any(s in message for s in _LOCKED):
         return StoreError(
-            f"{path} is locked by another imm process; wait for it to finish or close it", code="store_locked"
+            f"{path} is locked by another process (another imm?); wait for it to finish or close it",
+            code="store_locked",
         )
     if any(s in message for s in _CORRUPT):
         return StoreError(

@@ -515,9 +515,13 @@ class ExchangeClient:
                 hint="check whether it took effect before trying again",
             ) from exc
         if attempts.errors >= self.policy.max_retries:
+            what = (
+                f"could not connect to {httpx.URL(self.base_url).host}"
+                if isinstance(exc, httpx.ConnectError)
+                else f"the connection to Exchange Online {kind}"
+            )
             raise TransientError(
-                f"{call.cmdlet} failed: the connection to Exchange Online {kind} "
-                f"({exc.__class__.__name__}) after {attempts.errors + 1} attempts",
+                f"{call.cmdlet} failed: {what} ({exc.__class__.__name__}) after {attempts.errors + 1} attempts",
                 cmdlet=call.cmdlet,
                 client_request_id=call.client_request_id,
                 hint="check the network and try again",
