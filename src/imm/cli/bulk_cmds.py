@@ -17,11 +17,9 @@ from imm.cli.context import app
 from imm.cli.output import output_options
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from imm.cli.context import AppContext
     from imm.data.jobs import Item, Job
-    from imm.services.bulk import BulkProgress, RunOutcome
+    from imm.services.bulk import RunOutcome
 
 SAMPLE = 3  # mailboxes named in a confirmation
 SHOWN_FAILURES = 10  # failed items printed after a run (all are in the results file)
@@ -394,7 +392,7 @@ def _run(
     retry_failed: bool = False,
 ) -> None:
     """Sign in, create the job (for a plan), run it with a progress bar, print the outcome, exit."""
-    from imm.cli.progress import interrupt_sets
+    from imm.cli.progress import BulkProgressBar, interrupt_sets
     from imm.errors import ExitStatus
     from imm.services.actions import MailboxActions
     from imm.services.bulk import BulkEngine, PasswordFile
@@ -498,71 +496,6 @@ def _report(obj: AppContext, outcome: RunOutcome, resume: str) -> None:
         echo(f"After fixing the causes, run the failed items again with: {resume} --retry-failed", err=True)
     elif job.mode == "what-if" and not outcome.errors:
         echo(f"To make these changes: imm bulk run {job.plan_path} --execute", err=True)
-
-
-class BulkProgressBar:
-    """Items done of total, with failures, rate and time left, on stderr; silent when disabled or not a terminal."""
-
-    def __init__(self, description: str, enabled: bool = True) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
-        self.enabled = enabled and self.console.is_terminal
-        self.description = description
-        self._progress: Any = None
-        self._task: Any = None
-        self._pending: list[str] = []
-
-    def __enter__(self) -> BulkProgressBar:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[errors]}", style="red"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-                refresh_per_second=8,
-            )
-            self._progress.__enter__()
-            self._task = self._progress.add_task(self.description, total=None, errors="")
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(exc_type, exc, tb)
-            self._progress = None
-
-    def update(self, event: BulkProgress) -> None:
-        if self._progress is None:
-            return
-        while self._pending:
-            self._progress.console.print(self._pending.pop(0), markup=False, highlight=False)
-        errors = f"{event.errors:,} not done" if event.errors else ""
-        self._progress.update(self._task, completed=event.done, total=max(event.total, 1), errors=errors)
-
-    def note(self, message: str) -> None:
-        """A line above the bar; safe from a signal handler (printed at the next update)."""
-        if self._progress is not None:
-            self._pending.append(message)
-        else:
-            import os
-
-            os.write(2, (message + "\n").encode("utf-8", "replace"))
 
 
 # ------------------------------------------------------------------------------------------- status, list

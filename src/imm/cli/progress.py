@@ -1,4 +1,4 @@
-"""Progress display for long runs (sync, demo) on stderr, and Ctrl+C that stops cleanly.
+"""Progress display for long runs (sync, demo, bulk jobs) on stderr, and Ctrl+C that stops cleanly.
 
 Imported only inside command functions (it loads Rich).
 """
@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Self
 
 _STAGES = {
     "policies": "Reading org-wide holds and policies",
@@ -22,21 +22,25 @@ _STAGES = {
 }
 
 
-class SyncProgressBar:
-    """A Rich progress bar with counts, rate and errors, on stderr; silent when disabled or not a terminal."""
+class ProgressBar:
+    """A Rich progress bar on stderr: counts, failures and time left; silent when disabled or not a terminal.
 
-    def __init__(self, enabled: bool = True) -> None:
+    ``note`` prints a line above the bar (or on plain stderr) and is safe in a signal handler: with a bar the
+    line is printed at the next update, never from inside the handler.
+    """
+
+    def __init__(self, description: str = "Starting", enabled: bool = True, *, rate: bool = False) -> None:
         from rich.console import Console
 
         self.console = Console(stderr=True)
         self.enabled = enabled and self.console.is_terminal
+        self.description = description
+        self._rate = rate
         self._progress: Any = None
         self._task: Any = None
-        self._stage = ""
-        self._started = time.monotonic()
         self._pending: list[str] = []
 
-    def __enter__(self) -> SyncProgressBar:
+    def __enter__(self) -> Self:
         if self.enabled:
             from rich.progress import (
                 BarColumn,
@@ -48,21 +52,21 @@ class SyncProgressBar:
                 TimeRemainingColumn,
             )
 
+            rate = [TextColumn("{task.fields[rate]}")] if self._rate else []
             self._progress = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
+                *rate,
                 TextColumn("{task.fields[errors]}", style="red"),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=self.console,
-                transient=False,
                 refresh_per_second=8,
             )
             self._progress.__enter__()
-            self._task = self._progress.add_task("Starting", total=None, rate="", errors="")
+            self._task = self._progress.add_task(self.description, total=None, rate="", errors="")
         return self
 
     def __exit__(
@@ -72,12 +76,33 @@ class SyncProgressBar:
             self._progress.__exit__(exc_type, exc, tb)
             self._progress = None
 
+    def note(self, message: str) -> None:
+        """A line above the bar (or on plain stderr); safe in a signal handler."""
+        if self._progress is not None:
+            self._pending.append(message)
+        else:
+            import os
+
+            os.write(2, (message + "\n").encode("utf-8", "replace"))
+
+    def _print_notes(self) -> None:
+        while self._pending:
+            self._progress.console.print(self._pending.pop(0), markup=False, highlight=False)
+
+
+class SyncProgressBar(ProgressBar):
+    """The sync's stages, each with its own counts, rate and estimate."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        super().__init__("Starting", enabled, rate=True)
+        self._stage = ""
+        self._started = time.monotonic()
+
     def update(self, event: Any) -> None:
         """Takes an ``imm.services.sync.SyncProgress``."""
         if self._progress is None:
             return
-        while self._pending:
-            self._progress.console.print(self._pending.pop(0), markup=False, highlight=False)
+        self._print_notes()
         stage = getattr(event, "stage", "")
         if stage != self._stage:
             if stage != "done":  # each stage has its own elapsed time and estimate
@@ -97,15 +122,17 @@ class SyncProgressBar:
             errors=errors,
         )
 
-    def note(self, message: str) -> None:
-        """A line above the bar (or on plain stderr). Safe in a signal handler: with a bar it is printed at the
-        next update, never from inside the handler."""
-        if self._progress is not None:
-            self._pending.append(message)
-        else:
-            import os
 
-            os.write(2, (message + "\n").encode("utf-8", "replace"))
+class BulkProgressBar(ProgressBar):
+    """Items done of total, with the ones not done, for a bulk job."""
+
+    def update(self, event: Any) -> None:
+        """Takes an ``imm.services.bulk.BulkProgress``."""
+        if self._progress is None:
+            return
+        self._print_notes()
+        errors = f"{event.errors:,} not done" if event.errors else ""
+        self._progress.update(self._task, completed=event.done, total=max(event.total, 1), errors=errors)
 
 
 @contextmanager
