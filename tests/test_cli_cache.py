@@ -272,6 +272,16 @@ def test_list_bad_input_is_one_line_and_exit_2(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_bulk_plan_checks_its_filters_as_list_does(boxes: dict[str, InactiveMailbox]) -> None:
+    result = invoke("bulk", "plan", "--min-size-mb", "10", "--max-size-mb", "5")
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --min-size-mb (10) is larger than --max-size-mb (5)\n"
+    filtered = invoke("bulk", "plan", "--company", "fabrikam", "--action", "set-duration", "--days", "30")
+    assert filtered.exit_code == 0, filtered.stderr
+    rows = filtered.stdout.splitlines()[1:]
+    assert rows and all("Fabrikam" in row for row in rows)
+
+
 @pytest.mark.parametrize("args", [["--older-than", "-1"], ["--limit", "x"], ["--min-size-mb", "-3"]])
 def test_list_invalid_option_values(boxes: dict[str, InactiveMailbox], args: list[str]) -> None:
     result = invoke("list", *args)

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from imm.cli.context import app
+from imm.cli.filters import mailbox_filter_options
 from imm.cli.output import output_options
 
 if TYPE_CHECKING:
     from imm.cli.context import AppContext
+    from imm.data.database import MailboxFilter
     from imm.data.jobs import Item, Job
     from imm.services.bulk import RunOutcome
 
@@ -68,14 +70,7 @@ def bulk() -> None:
 @click.option("--target", metavar="MAILBOX", help="restore: the target mailbox for every row.")
 @click.option("--archive", is_flag=True, help="restore: restore the archive.")
 @click.option("--target-folder", metavar="FOLDER", help="restore: the folder of the target to restore into.")
-@click.option("--company", metavar="NAME", help="Only this operating company (ignores case).")
-@click.option("--department", metavar="NAME", help="Only this department (ignores case).")
-@click.option("--hold-type", metavar="KIND", help="Only mailboxes with this kind of hold (see imm list).")
-@click.option("--older-than", type=click.IntRange(min=0), metavar="DAYS", help="Only mailboxes deleted > DAYS ago.")
-@click.option("--min-size-mb", type=click.FloatRange(min=0), metavar="MB", help="Only mailboxes of at least MB.")
-@click.option("--max-size-mb", type=click.FloatRange(min=0), metavar="MB", help="Only mailboxes of at most MB.")
-@click.option("--recoverable/--not-recoverable", default=None, help="Only mailboxes that can (not) be recovered.")
-@click.option("--releasable/--not-releasable", default=None, help="Only mailboxes whose holds all expired (or not).")
+@mailbox_filter_options
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N rows.")
 @click.option(
     "--out", "out", type=click.Path(path_type=Path), metavar="FILE", help="Write the plan here (default: stdout)."
@@ -89,14 +84,7 @@ def plan_cmd(
     target: str | None,
     archive: bool,
     target_folder: str | None,
-    company: str | None,
-    department: str | None,
-    hold_type: str | None,
-    older_than: int | None,
-    min_size_mb: float | None,
-    max_size_mb: float | None,
-    recoverable: bool | None,
-    releasable: bool | None,
+    filters: MailboxFilter,
     limit: int | None,
     out: Path | None,
     force: bool,
@@ -111,7 +99,6 @@ def plan_cmd(
     import io
     import sys
 
-    from imm.data.database import MailboxFilter
     from imm.errors import InputError
     from imm.services.bulk_plan import plan_rows, write_plan
 
@@ -129,16 +116,6 @@ def plan_cmd(
     if out is not None and out.exists() and not force:
         raise InputError(f"{out} exists; use --force to replace it")
     obj = app()
-    filters = MailboxFilter(
-        company=company,
-        department=department,
-        hold_type=hold_type,
-        older_than_days=older_than,
-        min_size_mb=min_size_mb,
-        max_size_mb=max_size_mb,
-        recovery_eligible=recoverable,
-        releasable=releasable,
-    )
     rows = plan_rows(
         obj.database(),
         filters,

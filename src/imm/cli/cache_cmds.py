@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from imm.cli.context import app
+from imm.cli.filters import mailbox_filter_options
 from imm.cli.output import output_options
 
 if TYPE_CHECKING:
     from imm.cli.output import Column
+    from imm.data.database import MailboxFilter
     from imm.data.models import InactiveMailbox
 
 EMPTY_CACHE = "The cache is empty: run `imm sync` (or `imm demo`)"
@@ -132,50 +134,14 @@ def _empty_cache(output: str, query: str | None) -> None:
 
 
 @click.command("list")
-@click.option("--company", metavar="NAME", help="Only this operating company (ignores case).")
-@click.option("--department", metavar="NAME", help="Only this department (ignores case).")
-@click.option(
-    "--hold-type",
-    metavar="KIND",
-    help="Only mailboxes with this kind of hold: litigation, ediscovery, inplace, retention-policy, org-policy, "
-    "label, delay, delay-release, …",
-)
-@click.option(
-    "--older-than",
-    type=click.IntRange(min=0),
-    metavar="DAYS",
-    help="Only mailboxes deleted more than DAYS days ago.",
-)
-@click.option(
-    "--min-size-mb", type=click.FloatRange(min=0), metavar="MB", help="Only mailboxes of at least MB (with archive)."
-)
-@click.option(
-    "--max-size-mb", type=click.FloatRange(min=0), metavar="MB", help="Only mailboxes of at most MB (with archive)."
-)
-@click.option(
-    "--recoverable/--not-recoverable",
-    default=None,
-    help="Only mailboxes that can (or cannot) be recovered as they are.",
-)
-@click.option(
-    "--releasable/--not-releasable",
-    default=None,
-    help="Only mailboxes whose holds have all expired (or not).",
-)
+@mailbox_filter_options
 @click.option("--sort", default="name", show_default=True, metavar="FIELD", help=SORT_HELP)
 @click.option("--desc", is_flag=True, help="Sort in descending order.")
 @click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Show at most N mailboxes.")
 @click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N", help="Skip the first N mailboxes.")
 @output_options
 def list_mailboxes(
-    company: str | None,
-    department: str | None,
-    hold_type: str | None,
-    older_than: int | None,
-    min_size_mb: float | None,
-    max_size_mb: float | None,
-    recoverable: bool | None,
-    releasable: bool | None,
+    filters: MailboxFilter,
     sort: str,
     desc: bool,
     limit: int | None,
@@ -193,21 +159,6 @@ def list_mailboxes(
       imm list --company Contoso --older-than 365 --sort size --desc --limit 20
       imm list --hold-type litigation --releasable --output csv > releasable.csv
     """
-    from imm.data.database import MailboxFilter
-    from imm.errors import InputError
-
-    if min_size_mb is not None and max_size_mb is not None and min_size_mb > max_size_mb:
-        raise InputError(f"--min-size-mb ({min_size_mb:g}) is larger than --max-size-mb ({max_size_mb:g})")
-    filters = MailboxFilter(
-        company=company,
-        department=department,
-        hold_type=hold_type,
-        older_than_days=older_than,
-        min_size_mb=min_size_mb,
-        max_size_mb=max_size_mb,
-        recovery_eligible=recoverable,
-        releasable=releasable,
-    )
     obj = app()
     db = obj.database()
     mailboxes = db.query_mailboxes(filters, sort=sort, descending=desc, limit=limit, offset=offset)

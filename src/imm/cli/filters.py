@@ -1,0 +1,88 @@
+"""The cache filters shared by ``imm list`` and ``imm bulk plan``: the options, and the MailboxFilter they make."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+_NAMES = (
+    "company",
+    "department",
+    "hold_type",
+    "older_than",
+    "min_size_mb",
+    "max_size_mb",
+    "recoverable",
+    "releasable",
+)
+
+
+def mailbox_filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds the filter options; the command receives them as one ``filters`` argument (a MailboxFilter)."""
+
+    @functools.wraps(f)
+    def with_filters(*args: Any, **kwargs: Any) -> Any:
+        from imm.data.database import MailboxFilter
+        from imm.errors import InputError
+
+        values = {name: kwargs.pop(name) for name in _NAMES}
+        low, high = values["min_size_mb"], values["max_size_mb"]
+        if low is not None and high is not None and low > high:
+            raise InputError(f"--min-size-mb ({low:g}) is larger than --max-size-mb ({high:g})")
+        kwargs["filters"] = MailboxFilter(
+            company=values["company"],
+            department=values["department"],
+            hold_type=values["hold_type"],
+            older_than_days=values["older_than"],
+            min_size_mb=low,
+            max_size_mb=high,
+            recovery_eligible=values["recoverable"],
+            releasable=values["releasable"],
+        )
+        return f(*args, **kwargs)
+
+    options = (
+        click.option("--company", metavar="NAME", help="Only this operating company (ignores case)."),
+        click.option("--department", metavar="NAME", help="Only this department (ignores case)."),
+        click.option(
+            "--hold-type",
+            metavar="KIND",
+            help="Only mailboxes with this kind of hold: litigation, ediscovery, inplace, retention-policy, "
+            "org-policy, label, delay, delay-release, …",
+        ),
+        click.option(
+            "--older-than",
+            type=click.IntRange(min=0),
+            metavar="DAYS",
+            help="Only mailboxes deleted more than DAYS days ago.",
+        ),
+        click.option(
+            "--min-size-mb",
+            type=click.FloatRange(min=0),
+            metavar="MB",
+            help="Only mailboxes of at least MB (with archive).",
+        ),
+        click.option(
+            "--max-size-mb",
+            type=click.FloatRange(min=0),
+            metavar="MB",
+            help="Only mailboxes of at most MB (with archive).",
+        ),
+        click.option(
+            "--recoverable/--not-recoverable",
+            default=None,
+            help="Only mailboxes that can (or cannot) be recovered as they are.",
+        ),
+        click.option(
+            "--releasable/--not-releasable",
+            default=None,
+            help="Only mailboxes whose holds have all expired (or not).",
+        ),
+    )
+    command: Callable[..., Any] = with_filters
+    for option in reversed(options):
+        command = option(command)
+    return command
