@@ -210,6 +210,32 @@ def test_export_writes_the_file_and_an_export_row(db_path: Path, tmp_path: Path)
     assert len(json.loads(out.read_text(encoding="utf-8"))["entries"]) > 2
 
 
+def test_a_row_with_a_forged_timestamp_is_still_listed_and_exported_as_stored(db_path: Path, tmp_path: Path) -> None:
+    """Evidence of tampering must stay readable: verify names the row, list and export still show it."""
+    import sqlite3
+
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP TRIGGER audit_log_no_update")  # as someone editing the file outside imm would
+    conn.execute("UPDATE audit_log SET timestamp = 'yesterday-ish' WHERE id = 3")
+    conn.commit()
+    conn.close()
+
+    verify = imm(db_path, "audit", "verify")
+    assert verify.exit_code == 1
+    assert verify.stderr.startswith("Error: audit log verification failed at row 3: row 3 was edited or forged")
+    listed = imm(db_path, "audit", "list", "--output", "json")
+    assert listed.exit_code == 0, listed.stderr
+    row = next(r for r in json.loads(listed.stdout) if r["id"] == 3)
+    assert row["details"]["unparsed_timestamp"] == "yesterday-ish"
+    assert imm(db_path, "audit", "list").exit_code == 0
+    out = tmp_path / "evidence.json"
+    exported = imm(db_path, "audit", "export", "--out", str(out))
+    assert exported.exit_code == 0, exported.stderr
+    entries = {e["id"]: e for e in json.loads(out.read_text(encoding="utf-8"))["entries"]}
+    assert entries[3]["timestamp"] == "yesterday-ish"  # the stored text, which the hash recipe covers
+    assert entries[2]["timestamp"] == "2026-03-01T08:01:00.000000+00:00"
+
+
 def test_export_to_a_missing_folder_is_one_line(db_path: Path, tmp_path: Path) -> None:
     result = imm(db_path, "audit", "export", "--out", str(tmp_path / "nope" / "a.json"))
     assert result.exit_code == 2

@@ -345,6 +345,31 @@ def test_export_to_unwritable_place_is_an_input_error(audit: AuditLogger, tmp_pa
     assert audit.get_operations(operation="EXPORT_DATA") == []
 
 
+def test_an_export_that_cannot_be_recorded_leaves_no_file(tmp_path: Path, clock: Clock) -> None:
+    """The database locked by another process: the EXPORT_DATA row cannot be written, so no unaudited copy of the
+    log is left behind."""
+    from imm.errors import StoreError
+
+    path = tmp_path / "imm.db"
+    writer = DatabaseManager(path)
+    writer.initialize()
+    AuditLogger(writer, tenant="t", user="u", clock=clock).log_operation(OperationType.SYNC, None, {}, "success")
+    writer.close()
+    waiting = DatabaseManager(path, busy_timeout=0.1)
+    waiting.initialize()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    out = tmp_path / "audit.json"
+    try:
+        with pytest.raises(StoreError, match="locked by another process"):
+            AuditLogger(waiting, tenant="t", user="u", clock=clock).export_to_json(out)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if "audit" in p.name) == []  # nor a temporary file
+    waiting.close()
+
+
 def test_prune_keeps_a_checkpoint_and_the_chain_verifies(db: DatabaseManager, clock: Clock) -> None:
     audit = AuditLogger(db, tenant="t", user="officer@contoso.com", clock=clock)
     for n in range(5):

@@ -85,7 +85,18 @@ def test_a_folder_the_user_chose_is_left_alone_but_the_file_is_fixed(sim: Simula
     assert mode(folder) == 0o755 and mode(cache) == 0o600
 
 
-@pytest.mark.parametrize("content", ['{"AccessToken": {"x": ', "[1, 2, 3]", "\udcff not text"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"AccessToken": {"x": ',
+        "[1, 2, 3]",
+        "\udcff not text",
+        # valid JSON of the wrong shape: msal itself would fail on these with a TypeError
+        '{"AccessToken": 5}',
+        '{"AccessToken": []}',
+        '{"RefreshToken": {"x": 5}}',
+    ],
+)
 def test_damaged_cache_is_set_aside_and_sign_in_proceeds(sim: Simulator, tmp_path: Path, content: str) -> None:
     cache = tmp_path / "tokens" / "c.json"
     cache.parent.mkdir()

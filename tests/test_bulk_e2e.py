@@ -549,3 +549,28 @@ def test_an_exchange_that_stops_answering_stops_the_job_and_resume_finishes(tmp_
         assert resumed.exit_code == 0, resumed.stderr
         assert set_mailbox_changes(place.sim) == Counter(dict.fromkeys(guids, 1))
         assert {r["status"] for r in place.items(job_id).values()} == {"succeeded"}
+
+
+def test_items_left_undone_without_a_stop_say_why_and_are_not_called_interrupted(tmp_path: Path) -> None:
+    """Fewer items than the stop threshold get no answer: each is put back with its reason, which is shown."""
+    with site(tmp_path, "a", mailboxes=20) as place:
+        guids = put_on_litigation_hold(place, 2)
+        plan = release_plan(place.work / "plan.csv", guids)
+        place.sim.config.retry_after_seconds = 0.001
+        place.sim.config.faults = FaultConfig(throttle_rate=1.0)  # every call: 429, until the client gives up
+
+        result = place.imm("bulk", "run", str(plan), "--execute", "--yes", "--concurrency", "2")
+
+        job_id = place.job_id()
+        assert (result.exit_code, result.stdout) == (1, "")
+        items = place.items(job_id)
+        assert {r["status"] for r in items.values()} == {"pending"}
+        for line in (2, 3):
+            assert f"  line {line} release {items[line]['label']}: pending: not done, Exchange did not answer: " in (
+                result.stderr
+            )
+        assert f"Not finished: 2 left to do; finish the job with: imm bulk resume {job_id}" in result.stderr
+        assert "Interrupted" not in result.stderr
+        assert set_mailbox_changes(place.sim) == Counter()
+        (row,) = [r for r in place.audit() if r["operation"] == "BULK_OPERATION" and r["result"] != "started"]
+        assert row["error_message"] == "not finished: 2 left to do (Exchange did not answer for them)"

@@ -7,6 +7,8 @@ is needed here (tests/test_bulk_e2e.py runs plans against the simulated tenant).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -232,7 +234,15 @@ def test_a_declined_confirmation_runs_nothing(tmp_path: Path, db_path: Path) -> 
         "Continue? [y/N]: "
     )
     assert result.stderr.endswith("Cancelled: nothing was run.\n")
-    assert_nothing_ran(db_path)
+    assert db_rows(db_path, "SELECT COUNT(*) FROM bulk_jobs") == [(0,)]
+    # the refusal is on record: one row, nothing started
+    rows = db_rows(db_path, "SELECT operation, identity, result, error_message, details FROM audit_log")
+    assert [r[:4] for r in rows] == [
+        ("BULK_OPERATION", str(plan.resolve()), "cancelled", "not confirmed: nothing was run")
+    ]
+    details = json.loads(rows[0][4])
+    assert (details["mode"], details["items"], details["actions"]) == ("execute", 4, {"release": 4})
+    assert details["plan_sha256"] == hashlib.sha256(plan.read_bytes()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------- valid plans

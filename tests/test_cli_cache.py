@@ -240,6 +240,22 @@ def test_list_query_is_jmespath_over_the_json(boxes: dict[str, InactiveMailbox])
     assert bad.stderr.startswith("Error: invalid --query expression '[?'")
 
 
+def test_a_bad_query_is_one_short_line(boxes: dict[str, InactiveMailbox]) -> None:
+    """JMESPath's own messages span lines (a caret under the expression) or quote a whole mailbox record."""
+    parse = run_imm("list", "--query", "foo(")
+    assert (parse.exit_code, parse.stdout) == (2, "")
+    assert parse.stderr == (
+        "Error: invalid --query expression 'foo(': Invalid jmespath expression: Incomplete expression at column 5\n"
+    )
+    typed = run_imm("list", "-o", "json", "--query", "sort_by(@, &no_such_key)")
+    assert (typed.exit_code, typed.stdout) == (2, "")
+    assert json.loads(typed.stderr)["error"]["message"] == (
+        "invalid --query expression 'sort_by(@, &no_such_key)': in function sort_by(), "
+        "a value of type null where string, number was expected"
+    )
+    assert len(typed.stderr.splitlines()) == 1
+
+
 def test_csv_with_query_is_csv(boxes: dict[str, InactiveMailbox]) -> None:
     """``--output csv --query`` prints CSV: objects as rows under a header, values one per line."""
     rows = run_imm("list", "-o", "csv", "--query", "[?operating_company=='Contoso'].{smtp: primary_smtp, gb: size_mb}")

@@ -154,6 +154,18 @@ def test_unknown_profile_lists_the_known_ones(config_file: Path) -> None:
     assert info.value.message == f"{config_file}: no profile named 'nope' (profiles: contoso, fabrikam)"
 
 
+def test_a_default_profile_naming_no_profile_is_an_error_not_microsofts_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('default_profile = "prod"\n\n[profiles.sim]\ntenant_id = "t"\n', encoding="utf-8")
+    result = run_imm("list", "--config", str(path))
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        f"Error: {path}:1: default_profile 'prod' names no profile (profiles: sim)",
+        "Hint: fix default_profile in the file, or choose one with --profile NAME",
+    ]
+    assert run_imm("list", "--config", str(path), "--profile", "sim").exit_code == 0  # --profile still works
+
+
 def test_write_profile_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "config.toml"
     write_profile(

@@ -404,6 +404,65 @@ def test_losing_the_sign_in_mid_sync_stops_the_run_and_keeps_what_was_fetched(tm
         assert [a["result"] for a in audit] == ["started", "failure"]
 
 
+def test_once_cancelled_no_queued_mailbox_starts() -> None:
+    """Ctrl+C lets the calls in flight finish; the mailboxes queued behind them (two per worker) never start."""
+    from imm.services.sync import fan_out
+
+    started: list[int] = []
+    release, cancel = threading.Event(), threading.Event()
+
+    def fetch(item: int) -> int:
+        started.append(item)
+        release.wait(10)
+        return item
+
+    results: list[tuple[int, int]] = []
+    consumer = threading.Thread(target=lambda: results.extend(fan_out(fetch, range(100), 2, cancel)))
+    consumer.start()
+    deadline = time.monotonic() + 10
+    while len(started) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    cancel.set()
+    time.sleep(0.3)  # the consumer wakes (every 0.2 s) while both workers are still busy
+    release.set()
+    consumer.join(10)
+    assert sorted(started) == [0, 1]
+    assert sorted(results) == [(0, 0), (1, 1)]
+
+
+def test_an_exchange_that_stops_answering_stops_the_run_instead_of_failing_every_mailbox(
+    tmp_path: Path, imm_home: Path
+) -> None:
+    """Each mailbox gets every retry; when mailbox after mailbox still gets no answer, the run stops (exit 1)
+    rather than spending those retries on every remaining mailbox, and keeps what it fetched."""
+    with make_simulator(tmp_path, mailboxes=200, seed=5, auto_approve_after=0.0, retry_after_seconds=0.001) as sim:
+        _write_profile(sim, imm_home)
+        _login(sim, imm_home)
+        sim.exchange.fail_next("Get-MailboxStatistics", "429", 100_000)  # the listing answers, nothing after it
+        sim.exchange.reset_counters()
+
+        result = run_imm("sync", "--concurrency", "2")  # 4 workers: stops after 6 mailboxes in a row
+
+        assert (result.exit_code, result.stdout) == (1, "")
+        assert "Traceback" not in result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+        assert errors == [
+            "Error: Exchange Online did not answer for 6 mailboxes in a row (last: Get-MailboxStatistics failed: "
+            "still throttled by Exchange Online after 11 attempts "
+            "(You have reached the maximum number of concurrent requests per tenant.))"
+        ]
+        assert "Hint: check the connection and the service health, then run imm sync again" in result.stderr
+        log = [e for e in sim.exchange.request_log if e["cmdlet"] == "Get-MailboxStatistics"]
+        asked = {e["parameters"]["Identity"] for e in log}
+        assert 6 <= len(asked) <= 6 + 2 * 4  # the ones that failed, and at most those in flight or queued
+        assert len(asked) <= 6 + 2 * 4  # the ones that failed, and at most the queued ones in flight
+        (run,) = _rows(imm_home, "SELECT * FROM sync_runs")
+        assert (run["status"], run["fetched"]) == ("failed", 0)
+        audit = _rows(imm_home, "SELECT result, error_message FROM audit_log WHERE operation = 'SYNC' ORDER BY id")
+        assert [a["result"] for a in audit] == ["started", "failure"]
+        assert audit[1]["error_message"].startswith("Exchange Online did not answer for 6 mailboxes in a row")
+
+
 def test_an_untrusted_exchange_certificate_fails_at_once_naming_ca_bundle(tmp_path: Path, imm_home: Path) -> None:
     """A certificate the profile's ca_bundle does not vouch for is a setting to fix, not a network fault to retry."""
     import trustme

@@ -294,6 +294,13 @@ def load_config(
     if name not in profiles and (profile_name or env.get("IMM_PROFILE")) and profiles:
         known = ", ".join(sorted(profiles)) or "none"
         raise ConfigError(f"{path}: no profile named '{name}' (profiles: {known})")
+    if name not in profiles and name == default_name and profiles:  # not silently Microsoft's defaults instead
+        line = _line_of(text, "default_profile")
+        raise ConfigError(
+            f"{path}{f':{line}' if line else ''}: default_profile '{name}' names no profile "
+            f"(profiles: {', '.join(sorted(profiles))})",
+            hint="fix default_profile in the file, or choose one with --profile NAME",
+        )
     section = profiles.get(name, {})
     if not isinstance(section, dict):
         raise _unknown(path, text, name, "[profiles] (expected a table)")

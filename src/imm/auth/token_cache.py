@@ -158,7 +158,7 @@ def _set_aside_if_corrupt(persistence: Any, location: Path, warn: Callable[[str]
     else:
         try:
             data = json.loads(content) if content else {}
-            problem = "" if isinstance(data, dict) else "it is not a token cache"
+            problem = "" if _has_cache_shape(data) else "it is not a token cache"
         except ValueError:
             problem = "it is not valid JSON"
     if not problem:
@@ -171,6 +171,14 @@ def _set_aside_if_corrupt(persistence: Any, location: Path, warn: Callable[[str]
     else:  # a keyring entry cannot be renamed: start it afresh
         persistence.save("{}")
         warn(f"The token cache in the system keyring was damaged ({problem}); it was reset. Sign in again.")
+
+
+def _has_cache_shape(data: Any) -> bool:
+    """msal's serialised cache is {credential type: {key: {field: value}}}; anything else makes msal fail."""
+    return isinstance(data, dict) and all(
+        isinstance(section, dict) and all(isinstance(entry, dict) for entry in section.values())
+        for section in data.values()
+    )
 
 
 def _warn_plaintext_once(location: Path, warn: Callable[[str], None]) -> None:

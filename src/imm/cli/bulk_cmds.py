@@ -222,7 +222,17 @@ def run_cmd(
     workers = concurrency or obj.profile.concurrency
     labels = [row.label for row in plan.rows]
     if mode == EXECUTE and not yes:
-        _confirm(obj, plan.counts(), labels, release_types={str(r.params.get("type")) for r in plan.rows})
+        _confirm(
+            obj,
+            plan.counts(),
+            labels,
+            release_types={str(r.params.get("type")) for r in plan.rows},
+            audit_as=(
+                "BULK_OPERATION",
+                str(plan.path.resolve()),
+                {"mode": mode, "plan_path": str(plan.path.resolve()), "plan_sha256": plan.sha256},
+            ),
+        )
     _run(obj, db, plan=plan, mode=mode, workers=workers, results=results, passwords_out=passwords_out)
 
 
@@ -294,6 +304,7 @@ def resume_cmd(
             [i.label or i.identity for i in todo],
             release_types={str(i.params.get("type")) for i in todo},
             lead=f"Resume job {job.id}{note}: ",
+            audit_as=("BULK_RESUME", job.id, {"job_id": job.id, "mode": job.mode}),
         )
     _run(
         obj,
@@ -314,8 +325,11 @@ def _confirm(
     *,
     release_types: set[str],
     lead: str = "",
+    audit_as: tuple[str, str, dict[str, Any]],
 ) -> None:
-    """The one confirmation for the batch: the count, what it does, a sample of mailboxes."""
+    """The one confirmation for the batch: the count, what it does, a sample of mailboxes. A refusal is audited
+    (``audit_as``: operation, identity, details) as ``cancelled``."""
+    from imm.data.audit_logger import AuditResult
     from imm.errors import ExitStatus
 
     total = sum(counts.values())
@@ -343,6 +357,14 @@ def _confirm(
     except click.Abort:
         confirmed = False
     if not confirmed:
+        operation, identity, details = audit_as
+        obj.audit().log_operation(
+            operation,
+            identity,
+            {**details, "actions": counts, "items": total},
+            AuditResult.CANCELLED,
+            "not confirmed: nothing was run",
+        )
         click.echo("Cancelled: nothing was run.", err=True)
         click.get_current_context().exit(int(ExitStatus.FAILED))
 
@@ -445,13 +467,16 @@ def _report(obj: AppContext, outcome: RunOutcome, resume: str) -> None:
 
     job = outcome.job
     echo = click.echo
-    for item in outcome.failures[:SHOWN_FAILURES]:
+    # what went wrong; then, when nothing else says why the job is unfinished, what was tried and is left to do
+    left = outcome.not_done if not (outcome.interrupted or outcome.stop_error) else []
+    shown = [*outcome.failures, *left]
+    for item in shown[:SHOWN_FAILURES]:
         echo(
             f"  line {item.line_no} {item.action} {item.label or item.identity}: {item.status}: {item.message}",
             err=True,
         )
-    if len(outcome.failures) > SHOWN_FAILURES:
-        echo(f"  … and {len(outcome.failures) - SHOWN_FAILURES:,} more (in the results file)", err=True)
+    if len(shown) > SHOWN_FAILURES:
+        echo(f"  … and {len(shown) - SHOWN_FAILURES:,} more (in the results file)", err=True)
     line = f"Job {job.id} ({job.mode}): {summary_counts(outcome.counts)} in {outcome.duration:.1f} s"
     if job.mode == "what-if":
         line += "; nothing was changed in Exchange"
@@ -465,8 +490,10 @@ def _report(obj: AppContext, outcome: RunOutcome, resume: str) -> None:
         if outcome.stop_error.hint:
             echo(f"Hint: {outcome.stop_error.hint}", err=True)
         echo(f"Then finish it with: {resume}", err=True)
-    elif outcome.interrupted or outcome.unfinished:
+    elif outcome.interrupted:
         echo(f"Interrupted: finish the job with: {resume}", err=True)
+    elif outcome.unfinished:  # not stopped by anyone: items were put back, each with its reason above
+        echo(f"Not finished: {outcome.unfinished:,} left to do; finish the job with: {resume}", err=True)
     elif outcome.counts.get("unknown"):
         echo(f"Some outcomes are unknown: check them against Exchange with: {resume}", err=True)
     elif job.mode == "execute" and outcome.errors:

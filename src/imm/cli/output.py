@@ -130,7 +130,20 @@ def apply_query(data: Any, query: str | None) -> Any:
     try:
         return jmespath.search(query, to_jsonable(data))
     except JMESPathError as exc:
-        raise InputError(f"invalid --query expression {query!r}: {exc}") from None
+        raise InputError(f"invalid --query expression {query!r}: {_query_problem(exc)}") from None
+
+
+def _query_problem(exc: Exception) -> str:
+    """One short line for a JMESPath error (its own text spans lines, and may quote a whole record)."""
+    from jmespath.exceptions import JMESPathTypeError, ParseError
+
+    if isinstance(exc, JMESPathTypeError):
+        expected = ", ".join(exc.expected_types)
+        return f"in function {exc.function_name}(), a value of type {exc.actual_type} where {expected} was expected"
+    text = str(exc).splitlines()[0].rstrip(": ") if str(exc) else type(exc).__name__
+    if isinstance(exc, ParseError) and exc.lex_position is not None:
+        text += f" at column {exc.lex_position + 1}"
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def _cell_text(value: Any) -> str:

@@ -165,13 +165,19 @@ def _entry(row: Mapping[str, Any]) -> AuditLogEntry:
         details = json.loads(row["details"]) if row["details"] else {}
     except ValueError:
         details = {"unparsed": row["details"]}
+    details = details if isinstance(details, dict) else {"value": details}
+    try:
+        timestamp = datetime.fromisoformat(row["timestamp"])
+    except (TypeError, ValueError):  # a row edited outside imm (verify names it): still listed and exported
+        timestamp = datetime.min.replace(tzinfo=UTC)
+        details = {**details, "unparsed_timestamp": row["timestamp"]}
     return AuditLogEntry(
         id=row["id"],
-        timestamp=datetime.fromisoformat(row["timestamp"]),
+        timestamp=timestamp,
         operation=row["operation"],
         identity=row["identity"],
         user=row["user"],
-        details=details if isinstance(details, dict) else {"value": details},
+        details=details,
         result=row["result"],
         error_message=row["error_message"],
         operation_id=row["operation_id"],
@@ -577,7 +583,11 @@ class AuditLogger:
             f"SELECT {_COLUMNS} FROM audit_log WHERE id BETWEEN ? AND ? ORDER BY id",
             (first_id or 0, last_id or -1),
         )
-        entries = [{**entry_to_dict(_entry(row)), "details_json": row["details"]} for row in _as_dicts(cursor)]
+        # the stored text of the hashed fields, as the hash recipe needs them (also for a row edited outside imm)
+        entries = [
+            {**entry_to_dict(_entry(row)), "timestamp": row["timestamp"], "details_json": row["details"]}
+            for row in _as_dicts(cursor)
+        ]
         head = conn.execute("SELECT id, row_hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
         since = format_timestamp(start_date) if start_date else None
         until = format_timestamp(end_date) if end_date else None
@@ -604,25 +614,30 @@ class AuditLogger:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it names users and mailboxes
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise InputError(f"cannot write the export to {path}: {exc.strerror or exc}") from None
-        self.log_operation(
-            OperationType.EXPORT_DATA,
-            None,
-            {
-                "path": str(path.resolve()),
-                "rows": len(entries),
-                "first_id": first_id,
-                "last_id": last_id,
-                "since": since,
-                "until": until,
-                "sha256": hashlib.sha256(data).hexdigest(),
-            },
-            AuditResult.SUCCESS,
-            user=user,
-        )
+        try:  # the file appears only once its export is on record (e.g. not when the database is locked)
+            self.log_operation(
+                OperationType.EXPORT_DATA,
+                None,
+                {
+                    "path": str(path.resolve()),
+                    "rows": len(entries),
+                    "first_id": first_id,
+                    "last_id": last_id,
+                    "since": since,
+                    "until": until,
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                },
+                AuditResult.SUCCESS,
+                user=user,
+            )
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise InputError(f"cannot write the export to {path}: {exc.strerror or exc}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
         return len(entries)
 
     # ----- retention -----

@@ -136,6 +136,7 @@ class RunOutcome:
     results_error: str | None = None
     duration: float = 0.0
     failures: list[Item] = field(default_factory=list)
+    not_done: list[Item] = field(default_factory=list)  # tried, and left to do (e.g. Exchange did not answer)
 
     @property
     def errors(self) -> int:
@@ -734,6 +735,7 @@ class BulkEngine:
         )
         items = self.store.items(job.id)
         outcome.failures = [i for i in items if i.status in ERRORS]
+        outcome.not_done = [i for i in items if i.status in (PENDING, RUNNING) and i.message]
         if job.results_path:
             outcome.results_path = Path(job.results_path)
             try:
@@ -760,6 +762,8 @@ class BulkEngine:
             error = f"stopped: {stop.message}"
         elif interrupted:
             error = "interrupted by the user"
+        elif unfinished:
+            error = f"not finished: {unfinished} left to do (Exchange did not answer for them)"
         self.audit.finish(operation_id, result, details, error)
         return outcome
 

@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 250  # mailboxes per cache write
 BATCH_SECONDS = 1.0  # or at least this often, so a cancelled run keeps nearly everything fetched
 MAX_ERROR_DETAILS = 50  # per-mailbox error messages kept in the run record
+# A run stops after this many mailboxes in a row (at least the workers + 2) could not reach Exchange (each after
+# every retry): an outage otherwise costs every remaining mailbox its own minute of retries.
+UNAVAILABLE_STOP = 5
 # Above this many mailboxes to fetch, Company/Department come from one paged Get-Recipient listing instead of one
 # Get-Recipient per mailbox. A listing page (1,000 records) costs about one call; per-mailbox calls run in
 # parallel, so the crossover is near total/1000 * concurrency; this floor keeps small incremental runs cheap.
@@ -433,12 +436,23 @@ class SyncService:
                 batch = []
             last_write = time.monotonic()
 
+        unavailable_in_a_row = 0
+        give_up_after = max(UNAVAILABLE_STOP, self.workers + 2)
         notify(SyncProgress("fetching", 0, total, 0))
         try:
             for record, outcome in fan_out(lambda r: self._fetch_one(r, per_mailbox), to_fetch, self.workers, cancel):
                 done += 1
                 if isinstance(outcome, BaseException) and _fatal(outcome):
                     raise outcome  # sign-in lost or access denied: every other call would fail the same way
+                unavailable_in_a_row = unavailable_in_a_row + 1 if _unavailable(outcome) else 0
+                if unavailable_in_a_row >= give_up_after:
+                    raise ImmError(
+                        f"Exchange Online did not answer for {unavailable_in_a_row} mailboxes in a row "
+                        f"(last: {_describe(outcome)})",
+                        hint="check the connection and the service health, then run imm sync again "
+                        "(what was fetched is kept)",
+                        code="exchange_unavailable",
+                    )
                 if isinstance(outcome, BaseException):
                     result.errors += 1
                     message = f"{_identity(record)} ({record.get('PrimarySmtpAddress') or ''}): {_describe(outcome)}"
@@ -605,6 +619,9 @@ def fan_out(
         submit_more()
         while pending:
             done, _ = wait(list(pending), timeout=0.2, return_when=FIRST_COMPLETED)
+            if cancel is not None and cancel.is_set():  # queued items that have not started never will
+                for future in [f for f in pending if f not in done and f.cancel()]:
+                    del pending[future]
             for future in done:
                 item = pending.pop(future)
                 exc = future.exception()
@@ -682,6 +699,13 @@ def _fatal(exc: BaseException) -> bool:
     if not isinstance(exc, Exception):
         return True  # KeyboardInterrupt, SystemExit in a worker
     return isinstance(exc, ExoAuthError | AccessDeniedError | SignInError)
+
+
+def _unavailable(outcome: Any) -> bool:
+    """A mailbox that could not be read because Exchange did not answer (after every retry), not because of it."""
+    from imm.exchange import ThrottledError, TransientError
+
+    return isinstance(outcome, TransientError | ThrottledError)
 
 
 def _describe(exc: BaseException) -> str:
