@@ -78,6 +78,13 @@ class SignInError(ImmError):
     code = "sign_in_required"
 
 
+class InterruptedChange(ImmError):
+    """Ctrl+C while a change was in flight: Exchange may or may not have made it (exit 130)."""
+
+    exit_code = ExitStatus.INTERRUPTED
+    code = "interrupted_change"
+
+
 class StoreError(ImmError):
     """The local database cannot be used: corrupt, locked, read-only, or too new."""
 

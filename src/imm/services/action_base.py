@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from imm.data.audit_logger import AuditResult, OperationType, error_text, is_cancellation
-from imm.errors import ImmError, InputError, NotFoundError
+from imm.errors import ImmError, InputError, InterruptedChange, NotFoundError
 from imm.services.action_support import (
     FAILED,
     RECOVER,
@@ -305,10 +305,18 @@ class ActionBase:
                 if callable(extra):
                     failure_details["exchange_error"] = extra()
             result = AuditResult.CANCELLED if is_cancellation(exc) else AuditResult.FAILURE
+            error = error_text(exc)
+            if isinstance(exc, KeyboardInterrupt):  # the call may already have reached Exchange
+                failure_details["outcome"] = "unknown"
+                error = "interrupted by the user while the change was in progress: it may or may not have been made"
             try:
-                self._finish(operation_id, result, failure_details, context, error_text(exc))
+                self._finish(operation_id, result, failure_details, context, error)
             except Exception:  # never hide the action's own error behind an audit failure
                 log.error("could not record the result of operation %s", operation_id, exc_info=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise InterruptedChange(
+                    error, hint="check the mailbox in Exchange (e.g. imm holds show ID --refresh) before trying again"
+                ) from None
             if is_exchange_item_error(exc):
                 raise ItemFailed(exc, operation_id) from exc
             raise
