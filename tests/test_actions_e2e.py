@@ -433,6 +433,13 @@ def test_unknown_identity_exits_4_naming_it(act: ActEnv, password_file: Path) ->
     result = act.run("holds", "set-duration", "nobody@nowhere.example", "--days", "30", "--yes")
     assert result.exit_code == 4
     assert "nobody@nowhere.example" in result.stderr.splitlines()[0]
+    attempts = [
+        (r["operation"], r["result"], r["error_message"]) for r in act.audit("nobody@nowhere.example")
+    ]  # each attempt is in the audit log, under the identity as it was given
+    assert attempts == [
+        ("RECOVER_MAILBOX", "failure", "no inactive mailbox 'nobody@nowhere.example' in the cache or in Exchange"),
+        ("CHANGE_HOLD", "failure", result.stderr.splitlines()[0].removeprefix("Error: ")),
+    ]
 
 
 # --------------------------------------------------------------------------------------------- set-duration

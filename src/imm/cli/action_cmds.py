@@ -206,9 +206,11 @@ def _typed_confirm(address: str, why: str) -> None:
 
 
 @contextmanager
-def _show_blocked(actions: MailboxActions) -> Iterator[None]:
-    """Print the preview of a blocked action (with its blockers) before the error line and exit 5; audited."""
-    from imm.services.actions import ActionBlockedError
+def _show_blocked(actions: MailboxActions, attempt: tuple[str, str] | None = None) -> Iterator[None]:
+    """Print the preview of a blocked action (with its blockers) before the error line and exit 5; audited.
+    ``attempt`` (action, identity as given): an identity that is not found is audited too."""
+    from imm.errors import NotFoundError
+    from imm.services.actions import ActionBlockedError, ActionPreview
 
     try:
         yield
@@ -216,6 +218,11 @@ def _show_blocked(actions: MailboxActions) -> Iterator[None]:
         if not _structured():
             _show_preview(exc.preview, blockers=False)
         actions.record_unchanged(exc.preview, "failure", exc.message)
+        raise
+    except NotFoundError as exc:
+        if attempt is not None:
+            action, identity = attempt
+            actions.record_unchanged(ActionPreview(identity=identity, action=action), "failure", exc.message)
         raise
 
 
@@ -325,7 +332,7 @@ def recover(
         password = generate_password()
         generated = True
     with _session() as actions:
-        with _show_blocked(actions):
+        with _show_blocked(actions, ("recover", identity)):
             preview = actions.preview_recover(identity, upn, name, display_name)
         _show_preview(preview, what_if)
         if what_if:
@@ -422,7 +429,7 @@ def restore_start(
             "target_folder": target_folder,
             "target_archive": target_archive,
         }
-        with _show_blocked(actions):
+        with _show_blocked(actions, ("restore", identity)):
             preview = actions.preview_restore(identity, target, **options)
         _show_preview(preview, what_if)
         if what_if:
@@ -720,7 +727,7 @@ def holds_release(
     Example: imm holds release jane.doe@contoso.com --type litigation --what-if
     """
     with _session() as actions:
-        with _show_blocked(actions):
+        with _show_blocked(actions, ("release", identity)):
             preview = actions.preview_release(identity, kind, force_ediscovery=force_ediscovery)
         _show_preview(preview, what_if)
         if what_if:
@@ -770,7 +777,7 @@ def holds_set_duration(
         raise InputError("give exactly one of --days N or --unlimited")
     duration = None if unlimited else days
     with _session() as actions:
-        with _show_blocked(actions):
+        with _show_blocked(actions, ("set-duration", identity)):
             preview = actions.preview_set_duration(identity, duration)
         _show_preview(preview, what_if)
         if what_if:
