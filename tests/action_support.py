@@ -177,3 +177,22 @@ def make_env(tmp: Path, **options: Any) -> Iterator[ActEnv]:
             result = act.run(*command)
             assert result.exit_code == 0, result.stderr
         yield act
+
+
+def hold_kind(reason: str) -> str:
+    """imm's hold kind for each preserving hold the simulator reports (``Tenant.hold_reasons``): the test oracle."""
+    low = reason.lower()
+    named = {"LitigationHold": "litigation", "ComplianceTagHold": "label", "DelayHold": "delay"}
+    if reason in named:
+        return named[reason]
+    if reason == "DelayReleaseHold":
+        return "delay-release"
+    if low.startswith("org:"):
+        return "org-policy"
+    if low.startswith("unih"):
+        return "ediscovery"
+    if low.startswith("mbx"):
+        return "retention-policy"
+    if low.startswith("skp"):
+        return "skype-policy"
+    return "inplace"

@@ -14,6 +14,7 @@ import pytest
 from action_support import (
     USER,
     ActEnv,
+    hold_kind,
     locked_policy_tags,
     make_env,
     only_litigation,
@@ -30,27 +31,8 @@ def act(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActEnv]:
     yield from make_env(tmp_path_factory.mktemp("holds"))
 
 
-def _kind(reason: str) -> str:
-    """imm's hold kind for each preserving hold the simulator reports (Tenant.hold_reasons)."""
-    low = reason.lower()
-    named = {"LitigationHold": "litigation", "ComplianceTagHold": "label", "DelayHold": "delay"}
-    if reason in named:
-        return named[reason]
-    if reason == "DelayReleaseHold":
-        return "delay-release"
-    if low.startswith("org:"):
-        return "org-policy"
-    if low.startswith("unih"):
-        return "ediscovery"
-    if low.startswith("mbx"):
-        return "retention-policy"
-    if low.startswith("skp"):
-        return "skype-policy"
-    return "inplace"
-
-
 def _others_than(mbx: Mailbox, tenant: Tenant, *kinds: str) -> list[str]:
-    return [r for r in tenant.hold_reasons(mbx) if _kind(r) not in kinds]
+    return [r for r in tenant.hold_reasons(mbx) if hold_kind(r) not in kinds]
 
 
 def _has_case_hold(mbx: Mailbox) -> bool:
@@ -61,7 +43,7 @@ def _has_case_hold(mbx: Mailbox) -> bool:
 def test_holds_show_lists_every_hold_as_exchange_has_them(act: ActEnv) -> None:
     mbx = act.pick(lambda m, t: len(t.hold_reasons(m)) >= 2 and any(h.startswith("-") for h in m.in_place_holds)
                    or len(t.hold_reasons(m)) >= 3, "mailbox with several holds")  # fmt: skip
-    expected = sorted(_kind(r) for r in act.tenant.hold_reasons(mbx))
+    expected = sorted(hold_kind(r) for r in act.tenant.hold_reasons(mbx))
 
     result, data = act.json("holds", "show", mbx.primary_smtp)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from action_support import hold_kind
 from conftest import make_simulator, run_imm
 from imm.config import write_profile
 from imm.simulator import FaultConfig, Simulator
@@ -90,28 +91,6 @@ def _epoch(text: str | None) -> float | None:
     return datetime.fromisoformat(text).astimezone(UTC).timestamp()
 
 
-# Each preserving hold the simulator reports (Tenant.hold_reasons) as imm's short hold type names.
-def _hold_type(reason: str) -> str:
-    low = reason.lower()
-    if reason == "LitigationHold":
-        return "litigation"
-    if reason == "ComplianceTagHold":
-        return "label"
-    if reason == "DelayHold":
-        return "delay"
-    if reason == "DelayReleaseHold":
-        return "delay-release"
-    if low.startswith("org:"):
-        return "org-policy"
-    if low.startswith("unih"):
-        return "ediscovery"
-    if low.startswith("mbx"):
-        return "retention-policy"
-    if low.startswith("skp"):
-        return "skype-policy"
-    return "inplace"
-
-
 def _check_mailbox(row: sqlite3.Row, mbx: Any, sim: Simulator) -> None:
     """One cached row against the tenant's record, field by field."""
     tenant = sim.exchange.tenant
@@ -133,7 +112,7 @@ def _check_mailbox(row: sqlite3.Row, mbx: Any, sim: Simulator) -> None:
     assert bool(row["compliance_tag_hold"]) is mbx.compliance_tag_hold
     assert _epoch(row["when_changed"]) == mbx.when_changed
     assert _epoch(row["when_soft_deleted"]) == mbx.when_soft_deleted
-    expected_types = {_hold_type(r) for r in tenant.hold_reasons(mbx)}
+    expected_types = {hold_kind(r) for r in tenant.hold_reasons(mbx)}
     assert set(json.loads(row["hold_types"])) == expected_types, mbx.exchange_guid
 
 
