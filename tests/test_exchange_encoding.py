@@ -35,6 +35,7 @@ from imm.exchange import (
     ExoAuthError,
     ExoNotFoundError,
     InvalidParameterError,
+    NonTerminatingError,
     PagingExpiredError,
     SecureString,
     ThrottledError,
@@ -627,6 +628,20 @@ def test_non_terminating_errors_are_kept(served: Simulator, capture: Capture, ca
         assert client.invoke_all("Get-Mailbox") == [{"N": 1}]
         assert client.non_terminating_errors == ["couldn't find 'x'"]
     assert "non-terminating error from Get-Mailbox: couldn't find 'x'" in caplog.text
+
+
+def test_non_terminating_errors_fail_a_change(served: Simulator, capture: Capture) -> None:
+    reply = page([])
+    assert isinstance(reply.body, dict)
+    reply.body["@adminapi.errors"] = ["Ex1A2B3C|Microsoft.Exchange.Some.TaskException|no settings were modified"]
+    capture.replies = [reply]
+    with make_client(served, capture.base) as client:
+        with pytest.raises(NonTerminatingError) as caught:
+            client.invoke_all("Set-Mailbox", {"Identity": "x", "LitigationHoldEnabled": False})
+    error = caught.value
+    assert str(error) == "Set-Mailbox failed: Exchange reported an error: no settings were modified"
+    assert (error.status, error.exception_type, error.exit_code) == (200, "Microsoft.Exchange.Some.TaskException", 1)
+    assert len(capture.requests) == 1  # a 200 is not retried
 
 
 def test_construction_errors(served: Simulator) -> None:

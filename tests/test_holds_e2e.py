@@ -348,3 +348,31 @@ def test_ctrl_c_during_a_release_is_recorded_with_an_unknown_outcome(act: ActEnv
     while act.tenant.mailboxes[mbx.exchange_guid].litigation_hold and time.monotonic() < deadline:
         time.sleep(0.05)
     assert act.tenant.mailboxes[mbx.exchange_guid].litigation_hold is False
+
+
+def test_a_change_exchange_answers_with_adminapi_errors_is_a_failure(act: ActEnv) -> None:
+    """HTTP 200 with ``@adminapi.errors`` (domain.md §9): output, exit code and audit all say failure."""
+    mbx = act.pick(
+        lambda m, t: m.compliance_tag_hold and not m.litigation_hold and len(t.hold_reasons(m)) >= 2,
+        "mailbox with a label hold and another hold",
+    )
+    guid = mbx.exchange_guid
+    with act.tenant.lock:
+        mbx.label_policy_reapplies = True  # a published label policy stamps the hold again at once
+
+    result, data = act.json("holds", "release", guid, "--type", "label", "--yes")
+
+    assert result.exit_code == 1, result.stderr
+    assert data["status"] == "failed"
+    expected = (
+        f"Set-Mailbox failed: Exchange reported an error: The ComplianceTagHoldApplied hold of '{guid}' was "
+        "applied again by a published retention label policy; no settings have been modified."
+    )
+    assert data["message"] == expected
+    assert data["details"]["error_code"] == "non_terminating_error"
+    rows = act.audit(guid, "REMOVE_HOLD")
+    assert [r["result"] for r in rows] == ["started", "failure"]
+    assert rows[1]["error_message"] == expected
+    assert rows[1]["details"]["error_code"] == "non_terminating_error"
+    assert rows[1]["details"]["exchange_error"]["status"] == 200
+    assert act.tenant.mailboxes[guid].compliance_tag_hold is True

@@ -54,6 +54,7 @@ from imm.exchange.errors import (
     classify,
     header,
     is_transient_text,
+    non_terminating_error,
     parse_error_body,
 )
 from imm.exchange.throttle import RETRY_STATUSES, AdaptiveLimiter, ClientStats, RetryPolicy, parse_retry_after
@@ -69,6 +70,8 @@ TokenProvider = Callable[[bool], str]
 
 # Cmdlets that create something: never repeated after a failure that leaves their outcome unknown.
 CREATING_CMDLETS = frozenset({"new-mailbox", "new-mailboxrestorerequest"})
+# Reads keep their records when a reply carries @adminapi.errors (the errors are logged and kept); a change fails.
+READ_VERBS = ("get-", "test-", "search-")
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # The regional 302 of Security & Compliance names <region>.admin.protection.outlook.com while clients call
 # <region>.ps.compliance.protection.outlook.com (exo-rest.md §1: CIPP, SCUBA, AA) and a :446 port appears in
@@ -385,6 +388,13 @@ class ExchangeClient:
 
     def _run(self, call: _Call, keep_annotations: bool) -> Iterator[dict[str, Any]]:
         self._local.warnings = []
+        self._local.errors = []
+        yield from self._records(call, keep_annotations)
+        if self._local.errors and not call.cmdlet.lower().startswith(READ_VERBS):
+            # a change with @adminapi.errors failed, as Microsoft's module marks it (domain.md §9)
+            raise non_terminating_error(call.cmdlet, list(self._local.errors), call.client_request_id)
+
+    def _records(self, call: _Call, keep_annotations: bool) -> Iterator[dict[str, Any]]:
         self.stats.add(calls=1)
         url: str | None = None
         count = 0
@@ -442,6 +452,7 @@ class ExchangeClient:
         for error in data.get("@adminapi.errors") or []:
             text = error if isinstance(error, str) else json.dumps(error, ensure_ascii=False)
             self.non_terminating_errors.append(text)
+            self._local.errors.append(text)
             log.warning("Exchange reported a non-terminating error from %s: %s", call.cmdlet, text)
 
     # --------------------------------------------------------------------------------------- HTTP + retries

@@ -149,6 +149,30 @@ class AmbiguousOutcomeError(ExchangeError):
     code = "ambiguous_outcome"
 
 
+class NonTerminatingError(ExchangeError):
+    """A change that Exchange answered with HTTP 200 but whose reply carries ``@adminapi.errors``: Microsoft's
+    module writes each as an error and marks the command failed (``EXO_LastExecutionStatus = false``,
+    PrintResultAndCheckForNextPage; domain.md §9, exo-rest.md §4), so imm treats the change as failed too."""
+
+    code = "non_terminating_error"
+
+
+def non_terminating_error(cmdlet: str, texts: list[str], client_request_id: str | None = None) -> NonTerminatingError:
+    """The typed error for the ``@adminapi.errors`` texts of one call (``Ex…|<type>|<text>`` read as a detail)."""
+    first = texts[0]
+    match = _EX_DETAIL.match(first)
+    exception_type, message = (match.group(2) or None, match.group(3)) if match else (None, first)
+    more = f" (and {len(texts) - 1} more)" if len(texts) > 1 else ""
+    return NonTerminatingError(
+        f"{cmdlet} failed: Exchange reported an error: {_clip(message)}{more}",
+        cmdlet=cmdlet,
+        status=200,
+        exception_type=exception_type,
+        microsoft_message="\n".join(texts),
+        client_request_id=client_request_id,
+    )
+
+
 def _short_type(exception_type: str | None) -> str:
     return (exception_type or "").rsplit(".", 1)[-1]
 

@@ -38,7 +38,7 @@ from imm.simulator import compliance as compliance_cmdlets
 from imm.simulator.binding import Cmdlet, Invocation, Result
 from imm.simulator.formats import ex_code
 from imm.simulator.identity import TokenRejected
-from imm.simulator.model import CmdletError
+from imm.simulator.model import CmdletError, NonTerminatingError
 from imm.simulator.secure import PasswordKey
 from imm.simulator.server import Request, Response, Router
 from imm.simulator.tenant import Tenant
@@ -388,6 +388,8 @@ class ExchangeService:
             return self._page_response(context, page, warnings, link)
         except CmdletError as exc:
             return _error(exc.status, exc.exception_type, exc.message)
+        except NonTerminatingError as exc:  # 200, nothing changed, the error in @adminapi.errors (exo-rest.md §4)
+            return self._page_response(context, [], [], None, errors=[exc.message])
 
     def _continue(self, token: str, body_key: str, context: str, request: Request) -> Response:
         with self._paging:
@@ -444,8 +446,11 @@ class ExchangeService:
         warnings: list[str],
         next_link: str | None,
         confirmation: str | None = None,
+        errors: list[str] | None = None,
     ) -> Response:
         body: dict[str, Any] = {"@odata.context": context, "@adminapi.warnings": warnings, "value": value}
+        if errors:
+            body["@adminapi.errors"] = errors
         if next_link:
             body["@odata.nextLink"] = next_link
         if confirmation:

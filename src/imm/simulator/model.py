@@ -48,6 +48,15 @@ class CmdletError(Exception):
         self.message = message
 
 
+class NonTerminatingError(Exception):
+    """The cmdlet ran but wrote an error instead of making the change: HTTP 200 with the text in
+    ``@adminapi.errors`` (exo-rest.md §4; the module marks the command failed, domain.md §9)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 def not_found(identity: str) -> CmdletError:
     return CmdletError(
         404,
@@ -105,6 +114,8 @@ class Mailbox:
     litigation_hold_owner: str = ""
     in_place_holds: list[str] = field(default_factory=list)
     compliance_tag_hold: bool = False
+    # items carry retention labels of a published label policy, which stamps ComplianceTagHoldApplied again at once
+    label_policy_reapplies: bool = False
     delay_hold: bool = False
     delay_release_hold: bool = False
     retention_hold: bool = False

@@ -32,6 +32,7 @@ from imm.simulator.model import (
     SOFT_DELETED,
     CmdletError,
     Mailbox,
+    NonTerminatingError,
     Policy,
     RestoreRequest,
     ambiguous,
@@ -58,6 +59,11 @@ RECOVER_WARNING = (
     "The inactive mailbox has been recovered. Single Item Recovery and Retention Hold are enabled on the new "
     "mailbox for 30 days to preserve data until you obtain a valid license. Assign a license within 30 days."
 )  # wording unconfirmed: domain.md §4 quotes only "to preserve data until you obtain a valid license"
+# The simulator's own wording (Exchange's text for this case is not documented); the shape is Exchange's.
+LABEL_REAPPLIED_ERROR = (
+    "The ComplianceTagHoldApplied hold of '{0}' was applied again by a published retention label policy; no "
+    "settings have been modified."
+)
 NO_CHANGE_WARNING = "The command completed successfully but no settings of '{0}' have been modified."
 MAX_RESTORE_REQUESTS = 10
 
@@ -429,6 +435,8 @@ class Tenant:
         for value in params.get("RemoveOrphanedHolds") or []:
             entry = self._orphan_entry(holds, value)
             orphaned.append(entry)
+        if params.get("RemoveComplianceTagHoldApplied") and mbx.compliance_tag_hold and mbx.label_policy_reapplies:
+            raise NonTerminatingError(LABEL_REAPPLIED_ERROR.format(identity))
         before = (mbx.to_state(), self.is_held(mbx))
         # Apply.
         released = False
