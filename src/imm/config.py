@@ -98,6 +98,11 @@ class Profile:
     backend: str = "rest"  # rest | powershell
     certificate_path: Path | None = None  # app-only sign-in
     certificate_password_env: str = "IMM_CERTIFICATE_PASSWORD"
+    # how to sign in: device_code | certificate | managed_identity | workload_identity (None: certificate when
+    # certificate_path is set, else device_code)
+    auth_method: str | None = None
+    managed_identity_client_id: str | None = None  # a user-assigned identity; None: the system-assigned one
+    federated_token_file: Path | None = None  # workload identity; None: $AZURE_FEDERATED_TOKEN_FILE
     password_public_key: str | None = None  # PEM file or XML key for SecureString parameters
     concurrency: int = 10
     request_timeout: float = 960.0
@@ -109,6 +114,16 @@ class Profile:
     @property
     def authority(self) -> str:
         return f"{self.authority_host.rstrip('/')}/{self.tenant_id}"
+
+    @property
+    def sign_in_method(self) -> str:
+        """The sign-in this profile uses (``auth_method``, else inferred from ``certificate_path``)."""
+        return self.auth_method or ("certificate" if self.certificate_path is not None else "device_code")
+
+    @property
+    def app_only(self) -> bool:
+        """Signs in as an application (certificate, managed identity, workload identity), not as a person."""
+        return self.sign_in_method != "device_code"
 
     @property
     def exchange_scopes(self) -> list[str]:
@@ -141,7 +156,9 @@ class Config:
     file_exists: bool = False
 
 
-_PATH_KEYS = {"ca_bundle", "db_path", "token_cache_path", "certificate_path"}
+_PATH_KEYS = {"ca_bundle", "db_path", "token_cache_path", "certificate_path", "federated_token_file"}
+SIGN_IN_METHODS = ("device_code", "certificate", "managed_identity", "workload_identity")
+_CHOICES = {"auth_method": SIGN_IN_METHODS}
 _SCALAR_KEYS = {f.name for f in fields(Profile)} - {"name", "cost", "org"}
 _COST_KEYS = {"currency", "per_gb_month", "license_month"}
 _ORG_KEYS = {"company_attribute", "department_attribute", "mapping_file"}
@@ -187,6 +204,8 @@ def _convert(path: Path, text: str, key: str, value: Any, default: Any) -> Any:
             return float(value)
         if value is not None and not isinstance(value, str):
             raise TypeError(type(value).__name__)
+        if key in _CHOICES and value not in (None, *_CHOICES[key]):
+            raise ValueError(f"expected one of: {', '.join(_CHOICES[key])}")
         return value
     except (TypeError, ValueError) as exc:
         line = _line_of(text, key)

@@ -53,8 +53,9 @@ class Closeable(Protocol):
 
 
 def anchor_mailbox(profile: Profile, username: str | None) -> str | None:
-    """``UPN:<user>`` for delegated sign-in, ``APP:SystemMailbox{…}@<tenant>`` for app-only (a certificate)."""
-    if profile.certificate_path is not None:
+    """``UPN:<user>`` for delegated sign-in, ``APP:SystemMailbox{…}@<tenant>`` for app-only (a certificate, a
+    managed identity, workload identity federation)."""
+    if profile.app_only:
         return f"APP:{APP_ONLY_ANCHOR_MAILBOX}@{profile.tenant_id}"
     return f"UPN:{username}" if username else None
 
@@ -210,7 +211,7 @@ class SessionManager:
         source = getattr(self.authenticator, "last_token_source", None)
         if source:
             return str(source)
-        return "certificate" if self.profile.certificate_path is not None else "silent_or_device_code"
+        return self.profile.sign_in_method if self.profile.app_only else "silent_or_device_code"
 
     def _token_provider(self, scopes: list[str]) -> Callable[[bool], str]:
         authenticator = self.authenticator

@@ -1,5 +1,10 @@
 """``Authenticator``: sign-in to Entra ID with msal — silent first, then the device code flow — or app-only with
-a certificate; tokens persist in the token cache (``imm.auth.token_cache``).
+a certificate, a managed identity (msal's ``ManagedIdentityClient``: Azure Automation, App Service, Azure VMs)
+or workload identity federation (a federated token file, as GitHub Actions and Kubernetes provide, presented as
+the client assertion); tokens persist in the token cache (``imm.auth.token_cache``).
+
+With ``interactive=False`` (``--no-input``, or stdin not a terminal) the device code flow is never started: a
+command that has no usable token fails at once (exit 3) naming the command that signs in.
 
 Constructing an Authenticator does no network I/O and creates no file: the msal application (whose constructor
 fetches the OIDC discovery document) and the token cache are built on first use. Every method is thread-safe
@@ -129,8 +134,21 @@ class Authenticator:
         private_cache_folder: bool = False,
         request_timeout: float = 30.0,
         warn: Callable[[str], None] | None = None,
+        method: str | None = None,
+        managed_identity_client_id: str | None = None,
+        federated_token_file: Path | None = None,
+        interactive: bool = True,
+        login_command: str = "imm login",
     ) -> None:
         self.client_id = client_id
+        # device_code | certificate | managed_identity | workload_identity
+        self.method = method or ("certificate" if certificate_path is not None else "device_code")
+        self.managed_identity_client_id = managed_identity_client_id
+        self.federated_token_file = federated_token_file
+        self.interactive = interactive
+        self.login_command = login_command
+        self._managed: Any = None  # msal.ManagedIdentityClient
+        self._managed_expires: datetime | None = None
         self.tenant_id = tenant_id
         self.authority_host = authority_host.rstrip("/")
         self.scopes = list(scopes or EXCHANGE_SCOPES)
@@ -152,14 +170,25 @@ class Authenticator:
         self._http_cache: dict[str, Any] | None = None
         self._certificate: Certificate | None = None
         self._revoked: AuthenticationError | None = None  # why this process removed the account, if it did
-        self.last_token_source: str | None = None  # cache | refresh | device_code | certificate
+        # cache | refresh | device_code | certificate | managed_identity | workload_identity
+        self.last_token_source: str | None = None
 
     @classmethod
-    def from_profile(cls, profile: Profile, *, prompt: Callable[[str], None] | None = None) -> Authenticator:
-        """The profile's sign-in: endpoints, CA bundle, cache file, timeout, and app-only certificate if set."""
+    def from_profile(
+        cls,
+        profile: Profile,
+        *,
+        prompt: Callable[[str], None] | None = None,
+        interactive: bool = True,
+        login_command: str = "imm login",
+    ) -> Authenticator:
+        """The profile's sign-in: endpoints, CA bundle, cache file, timeout, and the app-only credential if set."""
         import os
 
         password = os.environ.get(profile.certificate_password_env) if profile.certificate_path else None
+        token_file = profile.federated_token_file
+        if token_file is None and os.environ.get("AZURE_FEDERATED_TOKEN_FILE"):
+            token_file = Path(os.environ["AZURE_FEDERATED_TOKEN_FILE"])
         return cls(
             profile.client_id,
             profile.tenant_id,
@@ -173,6 +202,11 @@ class Authenticator:
             certificate_password_env=profile.certificate_password_env,
             prompt=prompt,
             private_cache_folder=profile.token_cache_path is None,  # the default folder is imm's alone
+            method=profile.sign_in_method,
+            managed_identity_client_id=profile.managed_identity_client_id,
+            federated_token_file=token_file,
+            interactive=interactive,
+            login_command=login_command,
         )
 
     # ----- properties -----
@@ -183,7 +217,7 @@ class Authenticator:
 
     @property
     def app_only(self) -> bool:
-        return self.certificate_path is not None
+        return self.method != "device_code"
 
     @property
     def environment(self) -> str:
@@ -255,9 +289,14 @@ class Authenticator:
                 "http_cache": self._http_cache,
                 "instance_discovery": self.environment in MICROSOFT_AUTHORITY_HOSTS,
             }
-            if self.app_only:
-                credential = self.certificate().client_credential
+            if self.method == "workload_identity":
+                credential: Any = {"client_assertion": self._federated_assertion}  # read again on every grant
                 factory: Any = lambda: msal.ConfidentialClientApplication(  # noqa: E731
+                    self.client_id, client_credential=credential, **options
+                )
+            elif self.app_only:
+                credential = self.certificate().client_credential
+                factory = lambda: msal.ConfidentialClientApplication(  # noqa: E731
                     self.client_id, client_credential=credential, **options
                 )
             else:
@@ -265,6 +304,59 @@ class Authenticator:
             self._app = self._call(factory)
             save_http_cache(self._http_cache_path, self._http_cache)
             return self._app
+
+    def _federated_assertion(self) -> str:
+        """The federated token file's JWT, read on each grant (Kubernetes rotates the file; GitHub writes it once)."""
+        path = self.federated_token_file
+        if path is None:
+            raise AuthenticationError(
+                "federated_token_missing",
+                "Workload identity sign-in needs a federated token file and none is set.",
+                hint="set federated_token_file in the profile, or AZURE_FEDERATED_TOKEN_FILE",
+            )
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AuthenticationError(
+                "federated_token_missing",
+                f"The federated token file {path} cannot be read ({exc.__class__.__name__}).",
+                hint="check federated_token_file in the profile (or AZURE_FEDERATED_TOKEN_FILE)",
+            ) from None
+        if token.count(".") != 2:
+            raise AuthenticationError(
+                "federated_token_invalid",
+                f"The federated token file {path} does not hold a JWT.",
+                hint="the file should hold the token your CI or cluster issues for api://AzureADTokenExchange",
+            )
+        return token
+
+    def _managed_identity_token(self, scopes: list[str]) -> str:
+        """A token from the platform's managed identity endpoint (IDENTITY_ENDPOINT/IDENTITY_HEADER in Azure
+        Automation and App Service, the instance metadata service on an Azure VM), as msal finds it."""
+        import msal
+
+        with self._lock:
+            if self._managed is None:
+                identity: Any = (
+                    msal.UserAssignedManagedIdentity(client_id=self.managed_identity_client_id)
+                    if self.managed_identity_client_id
+                    else msal.SystemAssignedManagedIdentity()
+                )
+                self._managed = self._call(
+                    lambda: msal.ManagedIdentityClient(
+                        identity,
+                        http_client=_http_session(self.ca_bundle, self.request_timeout),
+                        token_cache=msal.TokenCache(),
+                    )
+                )
+            # a managed identity asks for a resource, not a scope: https://outlook.office365.com/.default -> …com
+            resource = scopes[0].removesuffix("/.default")
+            result = self._call(lambda: self._managed.acquire_token_for_client(resource=resource))
+            if "access_token" in result:
+                self.last_token_source = "cache" if result.get("token_source") == "cache" else "managed_identity"
+                self._managed_expires = datetime.fromtimestamp(time.time() + int(result.get("expires_in", 0)), UTC)
+                return str(result["access_token"])
+            raise from_result(result, client_id=self.client_id, tenant_id=self.tenant_id, authority=self.authority)
 
     def _call(self, fn: Callable[[], T]) -> T:
         """Run an msal call, turning network, TLS and service failures into AuthenticationError."""
@@ -297,10 +389,13 @@ class Authenticator:
         """
         with self._lock:
             if self.app_only:
+                client = self.client_id
+                if self.method == "managed_identity":
+                    client = self.managed_identity_client_id or "system-assigned managed identity"
                 return {
                     "kind": "app",
                     "username": None,
-                    "client_id": self.client_id,
+                    "client_id": client,
                     "tenant_id": self.tenant_id,
                     "home_account_id": None,
                 }
@@ -322,6 +417,8 @@ class Authenticator:
         """When the cached access token for ``scopes`` expires (UTC), from the cache; None if there is none."""
         import msal
 
+        if self.method == "managed_identity":
+            return self._managed_expires
         with self._lock:
             query: dict[str, Any] = {"client_id": self.client_id, "environment": self.environment}
             if self.app_only:
@@ -409,6 +506,14 @@ class Authenticator:
                 token = None
             if token is not None:
                 return token
+        if not self.interactive:
+            raise AuthenticationError(
+                "login_required",
+                f"Not signed in to tenant '{self.tenant_id}', and imm does not start an interactive sign-in without "
+                "a terminal (--no-input, or stdin is not a terminal).",
+                hint=f"sign in first with '{self.login_command}' in a terminal, or set auth_method to certificate, "
+                "managed_identity or workload_identity for unattended runs",
+            )
         token = self._device_code_flow(scopes)
         self._revoked = None  # signed in again
         return token
@@ -479,6 +584,8 @@ class Authenticator:
                 f"App-only sign-in needs a specific tenant, not '{self.tenant_id}'.",
                 hint="set tenant_id in the profile (or pass --tenant) to the tenant GUID or name.onmicrosoft.com",
             )
+        if self.method == "managed_identity":
+            return self._managed_identity_token(wanted)
         with self._lock:
             app = self._msal_app()
             if force_refresh:
@@ -486,7 +593,8 @@ class Authenticator:
             result = self._call(lambda: app.acquire_token_for_client(wanted))
             self._save_http_cache()
             if "access_token" in result:
-                self.last_token_source = "cache" if result.get("token_source") == "cache" else "certificate"
+                fresh = "workload_identity" if self.method == "workload_identity" else "certificate"
+                self.last_token_source = "cache" if result.get("token_source") == "cache" else fresh
                 return str(result["access_token"])
             raise from_result(result, client_id=self.client_id, tenant_id=self.tenant_id, authority=self.authority)
 

@@ -97,8 +97,11 @@ def login(tenant: str | None, certificate: Path | None, client_id: str | None, f
             "--certificate needs --client-id: the id of the app registration that holds the certificate",
             hint="imm login --certificate PATH --client-id APP_ID --tenant TENANT",
         )
-    auth = Authenticator.from_profile(profile, prompt=echo_err)
-    method = "certificate" if auth.app_only else "device_code"
+    # imm login is the command that signs in: only an explicit --no-input (IMM_NO_INPUT) stops its device code
+    auth = Authenticator.from_profile(
+        profile, prompt=echo_err, interactive=not obj.no_input_explicit, login_command=obj.login_command()
+    )
+    method = auth.method
     try:
         auth.authenticate(force=force)
     except AuthenticationError as exc:

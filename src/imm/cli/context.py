@@ -27,6 +27,7 @@ class AppContext:
     overrides: dict[str, Any] = field(default_factory=dict)
     verbose: int = 0
     quiet: bool = False
+    no_input: bool = False  # --no-input
     output: str = "table"
     _db: DatabaseManager | None = None
 
@@ -57,10 +58,39 @@ class AppContext:
 
         return AuditLogger(self.database(), tenant=self.profile.tenant_id)
 
+    @property
+    def input_allowed(self) -> bool:
+        """May imm ask a person anything? Not with --no-input or IMM_NO_INPUT, nor when stdin is not a terminal."""
+        import os
+
+        if self.no_input or os.environ.get("IMM_NO_INPUT", "").strip().lower() in {"1", "true", "yes", "on"}:
+            return False
+        return is_interactive()
+
+    @property
+    def no_input_explicit(self) -> bool:
+        import os
+
+        return self.no_input or os.environ.get("IMM_NO_INPUT", "").strip().lower() in {"1", "true", "yes", "on"}
+
+    def login_command(self) -> str:
+        """The command that signs in to this profile, as the user would type it."""
+        import shlex
+
+        parts = ["imm"]
+        if self.config_path is not None:
+            parts += ["--config", shlex.quote(str(self.config_path))]
+        if self.profile_name:
+            parts += ["--profile", shlex.quote(self.profile_name)]
+        return " ".join([*parts, "login"])
+
     def authenticator(self) -> Authenticator:
+        """The profile's sign-in; never interactive when input is off (a command then fails with exit 3)."""
         from imm.auth import Authenticator
 
-        return Authenticator.from_profile(self.profile)
+        return Authenticator.from_profile(
+            self.profile, interactive=self.input_allowed, login_command=self.login_command()
+        )
 
     def close(self) -> None:
         if self._db is not None:

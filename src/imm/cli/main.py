@@ -46,7 +46,7 @@ log.addHandler(logging.NullHandler())
 
 def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-        if value is None or value == () or (attr in {"verbose", "quiet"} and not value):
+        if value is None or value == () or (attr in {"verbose", "quiet", "no_input"} and not value):
             return
         obj = app(ctx)
         if attr == "db":
@@ -60,7 +60,7 @@ def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
 
 
 def global_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--profile, --config, --db, --verbose, --quiet: accepted by the group and by every command."""
+    """--profile, --config, --db, --verbose, --quiet, --no-input: accepted by the group and by every command."""
     options = [
         click.option(
             "--profile",
@@ -96,6 +96,14 @@ def global_options(f: Callable[..., Any]) -> Callable[..., Any]:
             callback=_set("verbose"),
         ),
         click.option("-q", "--quiet", is_flag=True, help="Only errors.", expose_value=False, callback=_set("quiet")),
+        click.option(
+            "--no-input",
+            is_flag=True,
+            help="Never ask anything: no interactive sign-in, no prompt (IMM_NO_INPUT; also when stdin is not a "
+            "terminal).",
+            expose_value=False,
+            callback=_set("no_input"),
+        ),
     ]
     for option in reversed(options):
         f = option(f)

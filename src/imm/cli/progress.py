@@ -22,8 +22,20 @@ _STAGES = {
 }
 
 
+def _interval() -> float:
+    """Seconds between progress lines off a terminal (``IMM_PROGRESS_INTERVAL``, default 10)."""
+    import os
+
+    try:
+        return max(0.0, float(os.environ.get("IMM_PROGRESS_INTERVAL", "10")))
+    except ValueError:
+        return 10.0
+
+
 class ProgressBar:
-    """A Rich progress bar on stderr: counts, failures and time left; silent when disabled or not a terminal.
+    """A Rich progress bar on stderr: counts, failures and time left. Off a terminal (cron, CI, a pipe) it logs a
+    line instead (``imm.progress`` at INFO: in the log file, and on stderr with ``-v``), at each stage and every
+    ``IMM_PROGRESS_INTERVAL`` seconds; nothing when disabled (``-q``).
 
     ``note`` prints a line above the bar (or on plain stderr) and is safe in a signal handler: with a bar the
     line is printed at the next update, never from inside the handler.
@@ -34,6 +46,10 @@ class ProgressBar:
 
         self.console = Console(stderr=True)
         self.enabled = enabled and self.console.is_terminal
+        self.plain = enabled and not self.console.is_terminal  # periodic lines instead of a bar
+        self._interval = _interval()
+        self._last_line = 0.0
+        self._last_key: Any = None
         self.description = description
         self._rate = rate
         self._progress: Any = None
@@ -85,6 +101,19 @@ class ProgressBar:
 
             os.write(2, (message + "\n").encode("utf-8", "replace"))
 
+    def line(self, key: Any, text: str, *, force: bool = False) -> None:
+        """A progress log line off a terminal: when ``key`` (the stage) changes, or ``force``, or the interval
+        passed."""
+        if not self.plain:
+            return
+        now = time.monotonic()
+        if not force and key == self._last_key and now - self._last_line < self._interval:
+            return
+        self._last_key, self._last_line = key, now
+        import logging
+
+        logging.getLogger("imm.progress").info("progress: %s", text)
+
     def _print_notes(self) -> None:
         while self._pending:
             self._progress.console.print(self._pending.pop(0), markup=False, highlight=False)
@@ -101,6 +130,10 @@ class SyncProgressBar(ProgressBar):
     def update(self, event: Any) -> None:
         """Takes an ``imm.services.sync.SyncProgress``."""
         if self._progress is None:
+            stage = getattr(event, "stage", "")
+            of = f"/{event.total:,}" if event.total else ""
+            failed = f", {event.errors:,} failed" if event.errors else ""
+            self.line(stage, f"{_STAGES.get(stage, stage)}: {event.done:,}{of}{failed}")
             return
         self._print_notes()
         stage = getattr(event, "stage", "")
@@ -129,6 +162,9 @@ class BulkProgressBar(ProgressBar):
     def update(self, event: Any) -> None:
         """Takes an ``imm.services.bulk.BulkProgress``."""
         if self._progress is None:
+            not_done = f", {event.errors:,} not done" if event.errors else ""
+            key = "done" if event.done >= event.total else "items"
+            self.line(key, f"{self.description}: {event.done:,}/{event.total:,} items{not_done}")
             return
         self._print_notes()
         errors = f"{event.errors:,} not done" if event.errors else ""

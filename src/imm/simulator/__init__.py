@@ -69,6 +69,11 @@ class Simulator:
         self.base_url = self.server.base_url
         self.identity = IdentityProvider(config, self.base_url)
         self.identity.register(self.router)
+        from imm.simulator.workload import Workloads
+
+        self.workloads = Workloads(self.identity, self.base_url)  # managed identity endpoints, federation issuer
+        self.workloads.register(self.router)
+        self.identity.workloads = self.workloads
         self.exchange = ExchangeService(config, self.base_url, self.identity)
         self.exchange.register(self.router)
 

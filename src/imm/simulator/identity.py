@@ -230,6 +230,7 @@ class IdentityProvider:
         self.counters: Counter[str] = Counter()
         self.issued: deque[tuple[str, str]] = deque(maxlen=10000)  # (kind, token) handed out
         self.received_assertions: deque[str] = deque(maxlen=1000)
+        self.workloads: Any = None  # imm.simulator.workload.Workloads, set by the Simulator
 
     # ----- users and apps (knobs) -----
 
@@ -728,7 +729,15 @@ class IdentityProvider:
             raise OAuthError("invalid_client", 7000218, _NEEDS_CREDENTIAL, status=401)
         with self._lock:
             self.received_assertions.append(assertion)
-        self._check_assertion(app, assertion, tenant)
+        if self.workloads is not None and self.workloads.is_federated(assertion):  # workload identity federation
+            from imm.simulator.workload import FederatedAssertionRejected
+
+            try:
+                self.workloads.check_federated(app.client_id, assertion)
+            except FederatedAssertionRejected as exc:
+                raise OAuthError("invalid_client", exc.code, exc.text, status=401) from None
+        else:
+            self._check_assertion(app, assertion, tenant)
         scopes, resource = self._scopes(form.get("scope", ""), app_only=True)
         token = self.issue_access_token(app.client_id, resource, app_only=True)
         lifetime = int(self.config.token_lifetime)
