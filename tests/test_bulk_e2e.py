@@ -248,7 +248,9 @@ def test_what_if_previews_every_row_and_changes_nothing(tmp_path: Path) -> None:
             ("BULK_OPERATION", "started"),
             ("BULK_OPERATION", "preview"),
         ]
-        assert item_pairs(audit) == {}
+        # every item audited as a single --what-if is: a preview, or the failure of a blocked preflight
+        last = "failure" if statuses[4] == "blocked" else "preview"
+        assert item_pairs(audit) == {None: Counter({"preview": 4}) + Counter({last: 1})}
         job = place.rows("SELECT * FROM bulk_jobs WHERE id = ?", (job_id,))[0]
         assert (job["mode"], job["status"], job["runs"]) == ("what-if", "completed" if statuses[4] == "skipped"
                                                              else "completed_with_errors", 1)  # fmt: skip

@@ -78,6 +78,13 @@ class SignInError(ImmError):
     code = "sign_in_required"
 
 
+class Interrupted(ImmError):
+    """Ctrl+C before anything was changed (exit 130)."""
+
+    exit_code = ExitStatus.INTERRUPTED
+    code = "interrupted"
+
+
 class InterruptedChange(ImmError):
     """Ctrl+C while a change was in flight: Exchange may or may not have made it (exit 130)."""
 

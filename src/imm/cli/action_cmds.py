@@ -181,7 +181,9 @@ def _confirm(question: str, yes: bool) -> None:
         return
     try:
         ok = click.confirm(question, default=False, err=True)
-    except click.Abort:
+    except click.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl+C at the question, not a closed stdin
+            raise KeyboardInterrupt from None
         ok = False
     if not ok:
         raise ImmError("not confirmed: nothing was changed", code="not_confirmed")
@@ -199,44 +201,120 @@ def _typed_confirm(address: str, why: str) -> None:
             show_default=False,
             err=True,
         )
-    except click.Abort:
+    except click.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
         typed = ""
     if str(typed).strip().lower() != address.strip().lower() or not address:
         raise ImmError("the typed address does not match: nothing was changed", code="not_confirmed")
 
 
-@contextmanager
-def _show_blocked(actions: MailboxActions, attempt: tuple[str, str] | None = None) -> Iterator[None]:
-    """Print the preview of a blocked action (with its blockers) before the error line and exit 5; audited.
-    ``attempt`` (action, identity as given): an identity that is not found is audited too."""
-    from imm.errors import NotFoundError
-    from imm.services.actions import ActionBlockedError, ActionPreview
+def _settled() -> None:
+    """The outcome is known (and audited): from here a Ctrl+C must not turn what is printed into exit 130."""
+    import signal
+    import threading
 
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _act(
+    actions: MailboxActions,
+    action: str,
+    identity: str,
+    *,
+    preview: Callable[[], ActionPreview],
+    execute: Callable[[ActionPreview], ActionResult],
+    question: Callable[[ActionPreview], str],
+    what_if: bool,
+    yes: bool,
+    understood: bool = False,
+) -> tuple[ActionPreview | None, ActionResult | None]:
+    """The one skeleton of every single-mailbox change: preview → (what-if | nothing to do) → confirm → execute.
+
+    The service computes and audits; this only renders and asks. Every attempt leaves one audit row: a blocked
+    preflight, an unknown identity or an Exchange that cannot be reached (``failure``), a what-if (``preview``),
+    nothing to do (``skipped``), a "no", a mistyped address or Ctrl+C before the change (``cancelled``); a change
+    that started records its own result (``success`` / ``failure`` / ``unknown``). The confirmation is decided by
+    the preview's consequences: the last hold or an eDiscovery case hold needs the address typed, even with
+    ``--yes``, unless ``understood``. Returns (preview, result); result is None when nothing ran (already shown).
+    """
+    from imm.errors import ImmError, Interrupted
+    from imm.services.action_support import ActionBlockedError
+    from imm.services.action_support import ActionPreview as Preview
+
+    shown: ActionPreview | None = None
     try:
-        yield
-    except ActionBlockedError as exc:
-        if not _structured():
-            _show_preview(exc.preview, blockers=False)
-        actions.record_unchanged(exc.preview, "failure", exc.message)
-        raise
-    except NotFoundError as exc:
-        if attempt is not None:
-            action, identity = attempt
-            actions.record_unchanged(ActionPreview(identity=identity, action=action), "failure", exc.message)
+        shown = preview()
+        _show_preview(shown, what_if)
+        if what_if:
+            actions.record_unchanged(shown, "preview")
+            return shown, None
+        if shown.nothing_to_do:
+            _nothing_to_do(actions, shown)
+            return shown, None
+        try:
+            _confirm_plan(shown, question(shown), yes, understood)
+        except ImmError as exc:
+            if exc.code == "not_confirmed":
+                actions.record_unchanged(shown, "cancelled", exc.message)
+            raise
+        result = execute(shown)
+        _settled()
+        return shown, result
+    except KeyboardInterrupt:
+        # before the change started (a started change turns Ctrl+C into InterruptedChange with its own row)
+        message = "interrupted by the user before the change: nothing was changed"
+        attempt = shown or Preview(identity=_audited_identity(actions, identity), action=action)
+        actions.record_unchanged(attempt, "cancelled", message)
+        raise Interrupted(message) from None
+    except ImmError as exc:
+        if getattr(exc, "audited", False) or exc.code == "not_confirmed":
+            raise
+        if isinstance(exc, ActionBlockedError):
+            if shown is None and not _structured():
+                _show_preview(exc.preview, blockers=False)
+            actions.record_unchanged(exc.preview, "failure", exc.message)
+            raise
+        # an unknown identity, or Exchange unreachable or refusing before the change: the attempt is audited
+        attempt = shown or Preview(identity=_audited_identity(actions, identity), action=action)
+        actions.record_unchanged(attempt, "failure", exc.message)
         raise
 
 
-@contextmanager
-def _declined_recorded(actions: MailboxActions, preview: ActionPreview) -> Iterator[None]:
-    """Around a confirmation: a "no" (or a mistyped address) is audited as cancelled, then ends the command."""
+def _label(preview: ActionPreview) -> str:
+    address = str(preview.mailbox.get("primary_smtp") or "")
+    return f"{preview.mailbox.get('display_name') or ''} <{address}>".strip()
+
+
+def _audited_identity(actions: MailboxActions, identity: str) -> str:
+    """The ExchangeGuid when the cache knows the identity (so the mailbox's history finds the row), else as given."""
     from imm.errors import ImmError
 
     try:
-        yield
-    except ImmError as exc:
-        if exc.code == "not_confirmed":
-            actions.record_unchanged(preview, "cancelled", exc.message)
-        raise
+        return actions.db.find_mailbox(identity.strip()).identity
+    except ImmError:
+        return identity
+
+
+def _confirm_plan(preview: ActionPreview, question: str, yes: bool, understood: bool) -> None:
+    """Ask what this plan's consequences need: y/N, or the address typed (last hold, eDiscovery case hold)."""
+    address = str(preview.mailbox.get("primary_smtp") or "")
+    label = _label(preview)
+    from imm.services.action_support import EDISCOVERY, LAST_HOLD
+
+    typed = {LAST_HOLD, EDISCOVERY} & set(preview.consequences)
+    if typed and not (yes and understood):
+        if not yes:
+            _confirm(question, False)
+        why = (
+            f"This removes the LAST hold of {label}: it becomes soft-deleted and is purged 183 days later"
+            if preview.removes_last_hold
+            else f"This removes {label} from an eDiscovery case hold"
+        )
+        _typed_confirm(address, why)
+        return
+    _confirm(question, yes)
 
 
 # -------------------------------------------------------------------------------------------------- recover
@@ -331,26 +409,33 @@ def recover(
             raise InputError(f"--password-out {password_out} exists: choose a new file (imm never overwrites one)")
         password = generate_password()
         generated = True
-    with _session() as actions:
-        with _show_blocked(actions, ("recover", identity)):
-            preview = actions.preview_recover(identity, upn, name, display_name)
-        _show_preview(preview, what_if)
-        if what_if:
-            actions.record_unchanged(preview, "preview")
-            return
-        with _declined_recorded(actions, preview):
-            _confirm(f"Recover {preview.mailbox.get('primary_smtp') or preview.identity} as new mailbox {upn}?", yes)
+
+    def execute(plan: ActionPreview) -> ActionResult:
         written = False
         if generated and password_out is not None:
             _write_secret(password_out, password)  # before the call: a password Exchange took is never lost
             written = True
         result = None
         try:
-            with _show_blocked(actions):
-                result = actions.recover(identity, upn, name, password, display_name=display_name)
+            result = actions.execute(plan, password=password)
         finally:
             if written and password_out is not None and (result is None or result.status != "success"):
                 password_out.unlink(missing_ok=True)  # the password was never used
+        return result
+
+    with _session() as actions:
+        preview, result = _act(
+            actions,
+            "recover",
+            identity,
+            preview=lambda: actions.preview_recover(identity, upn, name, display_name),
+            execute=execute,
+            question=lambda p: f"Recover {p.mailbox.get('primary_smtp') or p.identity} as new mailbox {upn}?",
+            what_if=what_if,
+            yes=yes,
+        )
+    if result is None:
+        return
     lines: list[str] = []
     changes = result.details.get("changes") or []
     if changes:
@@ -429,17 +514,18 @@ def restore_start(
             "target_folder": target_folder,
             "target_archive": target_archive,
         }
-        with _show_blocked(actions, ("restore", identity)):
-            preview = actions.preview_restore(identity, target, **options)
-        _show_preview(preview, what_if)
-        if what_if:
-            actions.record_unchanged(preview, "preview")
-            return
-        with _declined_recorded(actions, preview):
-            _confirm(f"Restore {preview.mailbox.get('primary_smtp') or preview.identity} into {target}?", yes)
-        with _show_blocked(actions):
-            result = actions.restore(identity, target, **options)
-    _finish(result, preview=preview)
+        preview, result = _act(
+            actions,
+            "restore",
+            identity,
+            preview=lambda: actions.preview_restore(identity, target, **options),
+            execute=actions.execute,
+            question=lambda p: f"Restore {p.mailbox.get('primary_smtp') or p.identity} into {target}?",
+            what_if=what_if,
+            yes=yes,
+        )
+    if result is not None:
+        _finish(result, preview=preview)
 
 
 _STATUS_COLUMNS = (
@@ -727,33 +813,19 @@ def holds_release(
     Example: imm holds release jane.doe@contoso.com --type litigation --what-if
     """
     with _session() as actions:
-        with _show_blocked(actions, ("release", identity)):
-            preview = actions.preview_release(identity, kind, force_ediscovery=force_ediscovery)
-        _show_preview(preview, what_if)
-        if what_if:
-            actions.record_unchanged(preview, "preview")
-            return
-        if preview.nothing_to_do:
-            _nothing_to_do(actions, preview)
-            return
-        address = str(preview.mailbox.get("primary_smtp") or "")
-        label = f"{preview.mailbox.get('display_name') or ''} <{address}>".strip()
-        forced = force_ediscovery and any(c.get("cmdlet") == "Set-CaseHoldPolicy" for c in preview.cmdlets)
-        with _declined_recorded(actions, preview):
-            if not (yes and understood) and (preview.removes_last_hold or forced):
-                if not yes:
-                    _confirm(f"Release the {kind} hold(s) of {label}?", False)
-                why = (
-                    f"This removes the LAST hold of {label}: it becomes soft-deleted and is purged 183 days later"
-                    if preview.removes_last_hold
-                    else f"This removes {label} from an eDiscovery case hold"
-                )
-                _typed_confirm(address, why)
-            else:
-                _confirm(f"Release the {kind} hold(s) of {label}?", yes)
-        with _show_blocked(actions):
-            result = actions.release(identity, kind, force_ediscovery=force_ediscovery)
-    _finish(result, preview=preview)
+        preview, result = _act(
+            actions,
+            "release",
+            identity,
+            preview=lambda: actions.preview_release(identity, kind, force_ediscovery=force_ediscovery),
+            execute=actions.execute,
+            question=lambda p: f"Release the {kind} hold(s) of {_label(p)}?",
+            what_if=what_if,
+            yes=yes,
+            understood=understood,
+        )
+    if result is not None:
+        _finish(result, preview=preview)
 
 
 @holds.command("set-duration")
@@ -777,19 +849,18 @@ def holds_set_duration(
         raise InputError("give exactly one of --days N or --unlimited")
     duration = None if unlimited else days
     with _session() as actions:
-        with _show_blocked(actions, ("set-duration", identity)):
-            preview = actions.preview_set_duration(identity, duration)
-        _show_preview(preview, what_if)
-        if what_if:
-            actions.record_unchanged(preview, "preview")
-            return
-        if preview.nothing_to_do:
-            _nothing_to_do(actions, preview)
-            return
-        label = preview.mailbox.get("primary_smtp") or preview.identity
         new = "Unlimited" if duration is None else f"{duration} days"
-        with _declined_recorded(actions, preview):
-            _confirm(f"Set the Litigation Hold duration of {label} to {new}?", yes)
-        with _show_blocked(actions):
-            result = actions.set_duration(identity, duration)
-    _finish(result, preview=preview)
+        preview, result = _act(
+            actions,
+            "set-duration",
+            identity,
+            preview=lambda: actions.preview_set_duration(identity, duration),
+            execute=actions.execute,
+            question=lambda p: (
+                f"Set the Litigation Hold duration of {p.mailbox.get('primary_smtp') or p.identity} to {new}?"
+            ),
+            what_if=what_if,
+            yes=yes,
+        )
+    if result is not None:
+        _finish(result, preview=preview)

@@ -13,7 +13,7 @@ from imm.cli.context import app
 from imm.cli.output import Column, output_options, render, render_object
 from imm.errors import InputError
 
-RESULTS = ("started", "success", "failure", "cancelled", "partial", "preview", "skipped")
+RESULTS = ("started", "success", "failure", "cancelled", "partial", "preview", "skipped", "unknown")
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.IGNORECASE)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 

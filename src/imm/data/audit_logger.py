@@ -96,6 +96,7 @@ class AuditResult(StrEnum):
     PARTIAL = "partial"  # a bulk run where some items failed
     PREVIEW = "preview"  # a what-if: nothing was changed
     SKIPPED = "skipped"
+    UNKNOWN = "unknown"  # interrupted or ambiguous: Exchange may or may not have made the change (not reconciled)
 
 
 class AuditIntegrityError(ImmError):

@@ -24,8 +24,10 @@ from imm.services.action_support import (
     ActionPreview,
     ActionResult,
     ItemFailed,
+    PlanChangedError,
     as_list,
     exchange_guid,
+    fingerprint_of,
     first,
     is_exchange_item_error,
     truthy,
@@ -251,6 +253,60 @@ class ActionBase:
         self.db.upsert_mailboxes([mailbox])
         return mailbox
 
+    # ------------------------------------------------------------------------------------- plan → execute
+    def execute(
+        self,
+        plan: ActionPreview,
+        *,
+        password: str | None = None,
+        operation_context: Mapping[str, Any] | None = None,
+        check: bool = True,
+    ) -> ActionResult:
+        """Run ``plan`` (a ``preview_*`` result) exactly as it was shown: its cmdlets, its parameters.
+
+        With ``check`` (a person confirmed the plan some time ago) the mailbox is read from Exchange once more and
+        the plan is refused, audited and nothing run, when the mailbox's state differs from the one the plan was
+        computed from (:class:`PlanChangedError`, exit 5). Without it (the plan was computed just now, e.g. by a
+        bulk item) no second read is made. ``password`` is recover's, never part of a plan.
+        """
+        if check:
+            _, record = self.refresh_mailbox(plan.identity)
+            current = fingerprint_of(record)
+            if current != plan.fingerprint:
+                self._refuse_changed(plan, operation_context)
+        executor = getattr(self, "_execute_" + plan.action.replace("-", "_"))
+        context = dict(operation_context) if operation_context is not None else None
+        if plan.action == RECOVER:
+            if password is None:
+                raise InputError("a recover needs the new user's password")
+            return executor(plan, password, context)
+        return executor(plan, context)
+
+    def _refuse_changed(self, plan: ActionPreview, context: Mapping[str, Any] | None) -> None:
+        label = plan.mailbox.get("primary_smtp") or plan.identity
+        blocker = (
+            f"mailbox-changed: {label} changed in Exchange after the preview was computed (holds, addresses or "
+            "WhenChanged differ), so the confirmed plan no longer describes what would happen"
+        )
+        refused = ActionPreview(
+            identity=plan.identity,
+            action=plan.action,
+            mailbox=plan.mailbox,
+            summary=plan.summary,
+            blockers=[blocker],
+            removes_last_hold=plan.removes_last_hold,
+            cmdlets=plan.cmdlets,
+            fingerprint=plan.fingerprint,
+        )
+        error = PlanChangedError(
+            f"{plan.action} of {label} was not run: the mailbox changed since the preview",
+            blockers=[blocker],
+            hint="preview it again and confirm the new plan",
+        )
+        self.record_unchanged(refused, AuditResult.FAILURE, error.message, context)
+        error.audited = True  # type: ignore[attr-defined]
+        raise error
+
     # ---------------------------------------------------------------------------------------------- audit
     def _begin(
         self,
@@ -271,14 +327,23 @@ class ActionBase:
     ) -> None:
         self.audit.finish(operation_id, result, {**(context or {}), **details}, error)
 
-    def record_unchanged(self, preview: ActionPreview, result: AuditResult | str, error: str | None = None) -> None:
+    def record_unchanged(
+        self,
+        preview: ActionPreview,
+        result: AuditResult | str,
+        error: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
         """One audit row for an attempt that changed nothing in Exchange: a what-if (``preview``), a preflight that
         blocked it (``failure``, naming the blockers) or a confirmation that was declined (``cancelled``)."""
         details: dict[str, Any] = {
+            **(context or {}),
             "action": preview.action,
             "cmdlets": preview.cmdlets,  # as previewed: a password shows as ***
             "blockers": preview.blockers,
             "removes_last_hold": preview.removes_last_hold,
+            "consequences": preview.consequences,
+            "fingerprint": preview.fingerprint,
             "nothing_to_do": preview.nothing_to_do,
         }
         operation = (
@@ -307,6 +372,7 @@ class ActionBase:
             result = AuditResult.CANCELLED if is_cancellation(exc) else AuditResult.FAILURE
             error = error_text(exc)
             if isinstance(exc, KeyboardInterrupt):  # the call may already have reached Exchange
+                result = AuditResult.UNKNOWN
                 failure_details["outcome"] = "unknown"
                 error = "interrupted by the user while the change was in progress: it may or may not have been made"
             try:
@@ -314,11 +380,14 @@ class ActionBase:
             except Exception:  # never hide the action's own error behind an audit failure
                 log.error("could not record the result of operation %s", operation_id, exc_info=True)
             if isinstance(exc, KeyboardInterrupt):
-                raise InterruptedChange(
+                interrupted = InterruptedChange(
                     error, hint="check the mailbox in Exchange (e.g. imm holds show ID --refresh) before trying again"
-                ) from None
+                )
+                interrupted.audited = True  # type: ignore[attr-defined]
+                raise interrupted from None
             if is_exchange_item_error(exc):
                 raise ItemFailed(exc, operation_id) from exc
+            exc.audited = True  # type: ignore[attr-defined]  # its result row is written: callers add none
             raise
 
     def _after_change(self, read: Callable[[], Any], default: Any, details: dict[str, Any]) -> Any:
@@ -329,6 +398,9 @@ class ActionBase:
         except ImmError as exc:
             log.warning("after the change: %s", exc.message)
             details.setdefault("after_error", exc.message)
+            return default
+        except KeyboardInterrupt:  # the change is made: its success stands, only the read after it is cut short
+            details.setdefault("after_error", "interrupted by the user while reading the mailbox after the change")
             return default
 
     # -------------------------------------------------------------------------------------------- plumbing

@@ -24,6 +24,11 @@ RELEASE = "release"
 SET_DURATION = "set-duration"
 ACTIONS = (RECOVER, RESTORE, RELEASE, SET_DURATION)
 
+# Consequences of a plan that need a typed confirmation (ActionPreview.consequences).
+LAST_HOLD = "last-hold"
+UNLIMITED = "unlimited-litigation"
+EDISCOVERY = "ediscovery"
+
 SUCCESS = "success"
 FAILED = "failed"
 SKIPPED = "skipped"
@@ -73,6 +78,13 @@ class ActionPreview:
     mailbox: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     nothing_to_do: bool = False
+    # The plan: the mailbox state it was computed from (``fingerprint_of`` its Get-Mailbox record), the action's
+    # parameters (``spec``) and what execute needs of the computation (not shown, not compared).
+    fingerprint: str = ""
+    # what decides the confirmation: ``last-hold``, ``unlimited-litigation``, ``ediscovery`` (typed, even with --yes)
+    consequences: list[str] = field(default_factory=list)
+    spec: dict[str, Any] = field(default_factory=dict)
+    computed: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,7 +98,24 @@ class ActionPreview:
             "cmdlets": [dict(c) for c in self.cmdlets],
             "notes": list(self.notes),
             "nothing_to_do": self.nothing_to_do,
+            "consequences": list(self.consequences),
+            "fingerprint": self.fingerprint,
         }
+
+
+def fingerprint_of(record: Mapping[str, Any] | None) -> str:
+    """The state a plan was computed from: holds, addresses, lifecycle (``STATE_KEYS``) and WhenChanged of a
+    Get-Mailbox record, hashed. A plan is executed only while the mailbox still has this fingerprint."""
+    import hashlib
+    import json
+
+    values = plain(record)
+    state = {key: values.get(key) for key in (*STATE_KEYS, "WhenChangedUTC", "WhenChanged")}
+    for key, value in state.items():
+        if isinstance(value, list):
+            state[key] = sorted(str(v) for v in value)
+    text = json.dumps(state, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass
@@ -130,6 +159,12 @@ class ActionBlockedError(BlockedError):
         )
         self.preview = preview
         self.codes = codes
+
+
+class PlanChangedError(BlockedError):
+    """The mailbox changed between the preview a person confirmed and the execution: nothing was run (exit 5)."""
+
+    code = "plan_changed"
 
 
 # ----------------------------------------------------------------------------------------------- passwords

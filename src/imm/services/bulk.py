@@ -600,6 +600,7 @@ class BulkEngine:
                 preview = self._preview(actions, item)
                 status = SKIPPED if getattr(preview, "nothing_to_do", False) else WOULD_RUN
                 message = preview_message(preview)
+                actions.record_unchanged(preview, AuditResult.PREVIEW, None, context)  # as a single --what-if
             else:
                 result = self._execute(actions, item, context, passwords)
                 status = _RESULT_STATUS.get(result.status, FAILED)
@@ -610,6 +611,9 @@ class BulkEngine:
                     status, unavailable = UNKNOWN, True
         except BlockedError as exc:
             status, message = BLOCKED, _blocked_message(exc)
+            preview = getattr(exc, "preview", None)
+            if preview is not None and not getattr(exc, "audited", False):  # as a single run audits it
+                actions.record_unchanged(preview, AuditResult.FAILURE, exc.message, context)
         except ImmError as exc:
             status, message, unavailable = self._classify(exc, item.status)
             if exc.exit_code == ExitStatus.SIGN_IN or isinstance(exc, StoreError):

@@ -11,16 +11,20 @@ from imm.data.audit_logger import AuditResult, OperationType
 from imm.errors import ImmError, InputError
 from imm.services.action_base import ActionBase
 from imm.services.action_support import (
+    EDISCOVERY,
+    LAST_HOLD,
     RELEASE,
     SET_DURATION,
     SKIPPED,
     SUCCESS,
+    UNLIMITED,
     ActionBlockedError,
     ActionPreview,
     ActionResult,
     blocker_line,
     days_of,
     duration_text,
+    fingerprint_of,
     hint_for,
     label_of,
     parse_days,
@@ -106,6 +110,17 @@ class HoldActions(ActionBase):
         )
         preview.mailbox["state"] = state_of(record)
         preview.mailbox["release_type"] = plan.release_type
+        preview.fingerprint = fingerprint_of(record)
+        preview.spec = {"type": plan.release_type, "force_ediscovery": forced}
+        preview.computed = (plan, mailbox)
+        if plan.removes_last_hold:
+            preview.consequences.append(LAST_HOLD)
+        for step in plan.steps:
+            kind = step.hold.kind.value
+            if kind == "litigation" and step.hold.duration_days is None and UNLIMITED not in preview.consequences:
+                preview.consequences.append(UNLIMITED)
+            if kind == "ediscovery" and EDISCOVERY not in preview.consequences:
+                preview.consequences.append(EDISCOVERY)
         return preview
 
     def release(
@@ -116,40 +131,48 @@ class HoldActions(ActionBase):
         force_ediscovery: bool = False,
         operation_context: dict[str, Any] | None = None,
     ) -> ActionResult:
-        """Release the selected hold(s) with the cmdlet domain.md §6 gives for each (one REMOVE_HOLD operation)."""
-        plan, mailbox, record = self._release_plan(identity, kind, force_ediscovery)
-        preview = self._release_preview(plan, mailbox, record, force_ediscovery)
-        real = [b for b in plan.blockers if b.code != "nothing-to-release"]
-        if real:
-            raise ActionBlockedError(preview, [b.code for b in real], hint=hint_for(real))
+        """Release the selected hold(s) with the cmdlet domain.md §6 gives for each (one REMOVE_HOLD operation):
+        the plan computed now, executed at once (one read of the mailbox)."""
+        preview = self.preview_release(identity, kind, force_ediscovery=force_ediscovery)
+        if preview.nothing_to_do:
+            message = preview.summary[-1]
+            self.record_unchanged(preview, AuditResult.SKIPPED, message, operation_context)
+            return ActionResult(
+                preview.identity, RELEASE, SKIPPED, message, None, {"release_type": preview.spec["type"]}
+            )
+        return self.execute(preview, operation_context=operation_context, check=False)
+
+    def _execute_release(self, preview: ActionPreview, operation_context: dict[str, Any] | None) -> ActionResult:
+        """Run the release steps of ``preview`` exactly as shown (one REMOVE_HOLD operation)."""
+        plan, mailbox = preview.computed
         guid = mailbox.identity
-        if not plan.steps:
-            return ActionResult(guid, RELEASE, SKIPPED, preview.summary[-1], None, {"release_type": plan.release_type})
         intent = {
             "action": RELEASE,
-            "release_type": plan.release_type,
-            "holds": [s.hold.raw for s in plan.steps],
+            "release_type": preview.spec["type"],
+            "holds": [c["hold"] for c in preview.cmdlets],
             "cmdlets": preview.cmdlets,
-            "removes_last_hold": plan.removes_last_hold,
-            "force_ediscovery": force_ediscovery,
+            "removes_last_hold": preview.removes_last_hold,
+            "consequences": preview.consequences,
+            "force_ediscovery": preview.spec["force_ediscovery"],
+            "fingerprint": preview.fingerprint,
             "before": preview.mailbox["state"],
         }
         operation_id = self._begin(OperationType.REMOVE_HOLD, guid, intent, operation_context)
 
         def body() -> ActionResult:
             done: list[str] = []
-            for step in plan.steps:
+            for step in preview.cmdlets:
                 try:
-                    self._run_step(step.cmdlet, step.parameters)
+                    self._run_step(step["cmdlet"], step["parameters"])
                 except BaseException as exc:
-                    exc.audit_details = {"steps_done": done, "failed_step": step.hold.raw}  # type: ignore[attr-defined]
+                    exc.audit_details = {"steps_done": done, "failed_step": step["hold"]}  # type: ignore[attr-defined]
                     raise
-                done.append(step.hold.raw)
+                done.append(step["hold"])
             notes: dict[str, Any] = {}
             after, soft_deleted = self._after_change(lambda: self._after_release(guid), ({}, False), notes)
             details = {
                 "action": RELEASE,
-                "release_type": plan.release_type,
+                "release_type": preview.spec["type"],
                 "released": done,
                 "soft_deleted": soft_deleted,
                 "after": after,
@@ -237,6 +260,8 @@ class HoldActions(ActionBase):
             nothing_to_do=nothing,
         )
         preview.mailbox["state"] = state_of(record)
+        preview.fingerprint = fingerprint_of(record)
+        preview.spec = {"days": duration_days}
         if not enabled:
             preview.blockers = [
                 "no-litigation-hold: the mailbox is not on Litigation Hold, so it has no hold duration to change "
@@ -252,17 +277,30 @@ class HoldActions(ActionBase):
         if isinstance(duration_days, str):
             duration_days = parse_days(duration_days)
         preview = self.preview_set_duration(identity, duration_days)
-        guid = preview.identity
         if preview.nothing_to_do:
+            message = preview.summary[-1]
+            self.record_unchanged(preview, AuditResult.SKIPPED, message, operation_context)
             return ActionResult(
-                guid, SET_DURATION, SKIPPED, preview.summary[-1], None, {"duration_days": duration_days}
+                preview.identity, SET_DURATION, SKIPPED, message, None, {"duration_days": duration_days}
             )
-        intent = {"action": SET_DURATION, "duration_days": duration_days, "before": preview.mailbox["state"]}
+        return self.execute(preview, operation_context=operation_context, check=False)
+
+    def _execute_set_duration(self, preview: ActionPreview, operation_context: dict[str, Any] | None) -> ActionResult:
+        """Run the Set-Mailbox -LitigationHoldDuration of ``preview`` exactly as shown."""
+        guid = preview.identity
+        duration_days = preview.spec["days"]
+        intent = {
+            "action": SET_DURATION,
+            "duration_days": duration_days,
+            "cmdlets": preview.cmdlets,
+            "fingerprint": preview.fingerprint,
+            "before": preview.mailbox["state"],
+        }
         operation_id = self._begin(OperationType.CHANGE_HOLD, guid, intent, operation_context)
 
         def body() -> ActionResult:
-            value: Any = "Unlimited" if duration_days is None else duration_days
-            self._need_ops().set_inactive_mailbox(guid, LitigationHoldDuration=value)
+            for step in preview.cmdlets:
+                self._run_step(step["cmdlet"], step["parameters"])
             notes: dict[str, Any] = {}
             record = self._after_change(lambda: self._lookup_inactive(guid), None, notes) or {}
             mailbox = None

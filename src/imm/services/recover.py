@@ -24,6 +24,7 @@ from imm.services.action_support import (
     blocker_line,
     check_password,
     exchange_guid,
+    fingerprint_of,
     hint_for,
     label_of,
     records,
@@ -110,6 +111,8 @@ class RecoverActions(ActionBase):
             notes=[LICENSE_REMINDER],
         )
         preview.mailbox["state"] = state_of(record)
+        preview.fingerprint = fingerprint_of(record)
+        preview.spec = {"upn": upn, "name": name, "display_name": display_name}
         if blockers:
             raise ActionBlockedError(preview, [b.code for b in blockers], hint=hint_for(blockers))
         return preview
@@ -160,13 +163,28 @@ class RecoverActions(ActionBase):
         display_name: str | None = None,
         operation_context: dict[str, Any] | None = None,
     ) -> ActionResult:
-        """Recover the inactive mailbox into a new active mailbox (New-Mailbox -InactiveMailbox)."""
+        """Recover the inactive mailbox into a new active mailbox (New-Mailbox -InactiveMailbox): the plan computed
+        now, executed at once (one read of the mailbox)."""
         check_password(password)
         preview = self.preview_recover(identity, upn, name, display_name)
+        return self.execute(preview, password=password, operation_context=operation_context, check=False)
+
+    def _execute_recover(
+        self, preview: ActionPreview, password: str, operation_context: dict[str, Any] | None
+    ) -> ActionResult:
+        """Run the New-Mailbox -InactiveMailbox of ``preview`` exactly as shown, with ``password``."""
+        check_password(password)
         guid = preview.identity
-        upn, name = upn.strip(), name.strip()
+        upn, name, display_name = preview.spec["upn"], preview.spec["name"], preview.spec["display_name"]
         before = preview.mailbox["state"]
-        intent = {"action": RECOVER, "upn": upn, "name": name, "display_name": display_name, "before": before}
+        intent = {
+            "action": RECOVER,
+            "upn": upn,
+            "name": name,
+            "display_name": display_name,
+            "fingerprint": preview.fingerprint,
+            "before": before,
+        }
         operation_id = self._begin(OperationType.RECOVER_MAILBOX, guid, intent, operation_context)
 
         def body() -> ActionResult:

@@ -25,6 +25,7 @@ from imm.services.action_support import (
     addresses,
     blocker_line,
     exchange_guid,
+    fingerprint_of,
     first,
     hint_for,
     label_of,
@@ -143,7 +144,14 @@ class RestoreActions(ActionBase):
             notes=["Put the target on Litigation Hold or Retention Hold first if old restored items must not expire"],
         )
         preview.mailbox["state"] = state_of(record)
-        return _RestorePlan(
+        preview.fingerprint = fingerprint_of(record)
+        preview.spec = {
+            "target": target,
+            "archive": archive,
+            "target_folder": target_folder,
+            "target_archive": target_archive,
+        }
+        restore_plan = _RestorePlan(
             preview=preview,
             blockers=blockers,
             mailbox=mailbox,
@@ -155,6 +163,8 @@ class RestoreActions(ActionBase):
             x500=x500,
             has_x500=has_x500,
         )
+        preview.computed = restore_plan
+        return restore_plan
 
     def _request_name(self, source_guid: str, target_guid: str | None) -> str:
         """``imm-<first 8 hex of the source ExchangeGuid>-<yyyymmddHHMM>`` (seconds added if that name is used)."""
@@ -174,10 +184,16 @@ class RestoreActions(ActionBase):
         target_archive: bool | None = None,
         operation_context: dict[str, Any] | None = None,
     ) -> ActionResult:
-        """Add the source's LegacyExchangeDN as X500 on the target, then New-MailboxRestoreRequest (domain.md §5)."""
-        plan = self._restore_plan(identity, target, archive, target_folder, target_archive)
-        if plan.blockers:
-            raise ActionBlockedError(plan.preview, [b.code for b in plan.blockers], hint=hint_for(plan.blockers))
+        """Add the source's LegacyExchangeDN as X500 on the target, then New-MailboxRestoreRequest (domain.md §5):
+        the plan computed now, executed at once."""
+        preview = self.preview_restore(
+            identity, target, archive=archive, target_folder=target_folder, target_archive=target_archive
+        )
+        return self.execute(preview, operation_context=operation_context, check=False)
+
+    def _execute_restore(self, preview: ActionPreview, operation_context: dict[str, Any] | None) -> ActionResult:
+        """Create the restore request of ``preview`` exactly as shown (X500 first when the plan adds one)."""
+        plan: _RestorePlan = preview.computed
         mailbox = plan.mailbox
         guid = mailbox.identity
         target_record = plan.target_record or {}
@@ -191,6 +207,7 @@ class RestoreActions(ActionBase):
             "target_is_archive": plan.target_archive,
             "target_root_folder": plan.folder,
             "x500": plan.x500,
+            "fingerprint": preview.fingerprint,
             "before": {"source": plan.preview.mailbox["state"], "target": state_of(target_record)},
         }
         operation_id = self._begin(OperationType.RESTORE_MAILBOX, guid, intent, operation_context)
@@ -200,7 +217,7 @@ class RestoreActions(ActionBase):
                 source_identity=guid,
                 source_smtp=mailbox.primary_smtp,
                 source_legacy_dn=mailbox.legacy_exchange_dn,
-                target=target,
+                target=preview.spec["target"],
                 target_guid=target_guid,
                 target_smtp=target_record.get("PrimarySmtpAddress"),
                 source_is_archive=plan.archive,
@@ -211,7 +228,7 @@ class RestoreActions(ActionBase):
                 job_id=(operation_context or {}).get("job_id"),
             )
         except BaseException as exc:  # the started row must not be left without its result
-            outcome = AuditResult.CANCELLED if is_cancellation(exc) else AuditResult.FAILURE
+            outcome = AuditResult.CANCELLED if is_cancellation(exc) else AuditResult.FAILURE  # nothing was sent yet
             self._finish(operation_id, outcome, {"request_name": plan.name}, operation_context, error_text(exc))
             raise
 

@@ -54,7 +54,7 @@ BE_TARGET = "AM0PR02MB1234.eurprd02.prod.outlook.com"  # X-CalculatedBETarget (s
 EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000  # the service caps odata.maxpagesize (unconfirmed; the module never asks for more)
-FAULT_KINDS = frozenset({"reset", "reset_after_commit", "429", "500", "503", "504", "401", "slow"})
+FAULT_KINDS = frozenset({"reset", "reset_after_commit", "429", "500", "503", "504", "401", "slow", "pass"})
 _ANCHOR = re.compile(r"^(UPN|SMTP|APP|MBX|OID):\S+@\S+$", re.IGNORECASE)
 _PREFER = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
 _TRANSIENT = {
@@ -197,7 +197,8 @@ class ExchangeService:
 
     def fail_next(self, cmdlet: str, kind: str, count: int = 1) -> None:
         """The next ``count`` calls of ``cmdlet`` ('*' = any) fail with ``kind``: 'reset', 'reset_after_commit'
-        (run the cmdlet, then drop the connection), '429', '500', '503', '504', '401', 'slow'."""
+        (run the cmdlet, then drop the connection), '429', '500', '503', '504', '401', 'slow'; 'pass' lets one call
+        through as it is (to aim a later fault at the n-th call)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; use one of {sorted(FAULT_KINDS)}")
         with self._lock:

@@ -1,0 +1,219 @@
+"""A change is a plan: read once for the preview and once before the change, refused when the mailbox changed in
+between, and every attempt audited, interrupted or not (real CLI process against the simulated tenant)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from action_support import ActEnv, make_env
+from imm.simulator import FaultConfig
+from imm.simulator.model import Mailbox
+from imm.simulator.tenant import Tenant
+
+pytestmark = pytest.mark.slow
+
+INTERRUPTED_BEFORE = "interrupted by the user before the change: nothing was changed"
+
+
+@pytest.fixture(scope="module")
+def act(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActEnv]:
+    yield from make_env(tmp_path_factory.mktemp("plans"))
+
+
+def _litigation_and_more(mbx: Mailbox, tenant: Tenant) -> bool:
+    """On Litigation Hold and held by something else that no litigation release touches."""
+    others = [r for r in tenant.hold_reasons(mbx) if r not in ("LitigationHold", "DelayHold", "DelayReleaseHold")]
+    return mbx.litigation_hold and bool(others)
+
+
+def _get_mailbox_calls(act: ActEnv) -> int:
+    return int(act.sim.exchange.executed["Get-Mailbox"])
+
+
+def _popen(act: ActEnv, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, **act.env}
+    env.pop("IMM_RAISE_ERRORS", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "imm", *args],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(condition: Any, proc: subprocess.Popen[str], what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+
+
+def test_release_reads_the_mailbox_once_for_the_preview_and_once_before_the_change(act: ActEnv) -> None:
+    mbx = act.pick(_litigation_and_more, "mailbox on Litigation Hold with other holds")
+    before = _get_mailbox_calls(act)
+    result, data = act.json("holds", "release", mbx.exchange_guid, "--type", "litigation", "--what-if")
+    assert result.exit_code == 0, result.stderr
+    assert _get_mailbox_calls(act) - before == 1
+    assert data["fingerprint"] and data["consequences"] == (
+        ["unlimited-litigation"] if mbx.litigation_hold_duration is None else []
+    )
+
+    before = _get_mailbox_calls(act)
+    result, data = act.json("holds", "release", mbx.exchange_guid, "--type", "litigation", "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert data["status"] == "success"
+    # the preview, the check before the change, and the read of the result after it
+    assert _get_mailbox_calls(act) - before == 3
+    assert act.sim.exchange.executed["Set-Mailbox"] >= 1
+    rows = act.audit(mbx.exchange_guid, "REMOVE_HOLD")
+    assert [r["result"] for r in rows] == ["preview", "started", "success"]
+    assert rows[1]["details"]["fingerprint"] == data["preview"]["fingerprint"] == rows[0]["details"]["fingerprint"]
+    assert rows[1]["details"]["cmdlets"] == data["preview"]["cmdlets"]
+
+
+def test_a_plan_whose_mailbox_changed_before_the_yes_is_refused_and_audited(act: ActEnv) -> None:
+    mbx = act.pick(_litigation_and_more, "mailbox on Litigation Hold with other holds")
+    guid = mbx.exchange_guid
+    calls = act.sim.exchange.executed["Set-Mailbox"]
+    proc = _popen(act, "holds", "release", guid, "--type", "litigation")
+    try:
+        assert proc.stderr is not None and proc.stdin is not None
+        prompt = ""
+        deadline = time.monotonic() + 30
+        while "?" not in prompt:  # the y/N question follows the preview
+            assert time.monotonic() < deadline, prompt
+            prompt += proc.stderr.read(1)
+        with act.tenant.lock:  # someone changes the mailbox while the person reads the preview
+            mbx.litigation_hold_duration = 4321
+            mbx.when_changed = time.time()
+        stdout, stderr = proc.communicate("y\n", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = prompt + stderr
+    assert proc.returncode == 5, stderr
+    assert "Error: release of " in stderr and "was not run: the mailbox changed since the preview" in stderr
+    assert "Hint: preview it again and confirm the new plan" in stderr
+    assert act.sim.exchange.executed["Set-Mailbox"] == calls  # nothing ran
+    assert act.tenant.mailboxes[guid].litigation_hold is True
+    rows = act.audit(guid, "REMOVE_HOLD")
+    assert [r["result"] for r in rows] == ["failure"]
+    assert rows[0]["details"]["blockers"][0].startswith("mailbox-changed: ")
+    assert rows[0]["error_message"].endswith("was not run: the mailbox changed since the preview")
+
+
+def test_ctrl_c_during_the_preview_leaves_a_cancelled_row_and_exit_130(act: ActEnv) -> None:
+    mbx = act.pick(_litigation_and_more, "mailbox on Litigation Hold with other holds")
+    guid = mbx.exchange_guid
+    act.sim.config.faults.slow_seconds = 3.0
+    act.sim.exchange.fail_next("Get-Mailbox", "slow")
+    proc = _popen(act, "holds", "release", guid, "--type", "litigation", "--yes")
+    try:
+        _wait_for(lambda: act.sim.exchange.in_flight > 0, proc, "the preview's Get-Mailbox")
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == f"Error: {INTERRUPTED_BEFORE}"
+    rows = act.audit(guid, "REMOVE_HOLD")
+    assert [(r["result"], r["error_message"]) for r in rows] == [("cancelled", INTERRUPTED_BEFORE)]
+    time.sleep(3.2)  # the slow read ends; nothing was sent after it
+    assert act.tenant.mailboxes[guid].litigation_hold is True
+
+
+def test_ctrl_c_after_the_change_keeps_its_success_and_exit_0(act: ActEnv) -> None:
+    mbx = act.pick(_litigation_and_more, "mailbox on Litigation Hold with other holds")
+    guid = mbx.exchange_guid
+    act.sim.config.faults.slow_seconds = 3.0
+    act.sim.exchange.fail_next("Get-Mailbox", "pass", 2)  # the preview and the check before the change
+    act.sim.exchange.fail_next("Get-Mailbox", "slow")  # the read after the change
+    done = act.sim.exchange.executed["Set-Mailbox"]
+    proc = _popen(act, "holds", "release", guid, "--type", "litigation", "--yes", "--output", "json")
+    try:
+        _wait_for(lambda: act.sim.exchange.executed["Set-Mailbox"] > done, proc, "the Set-Mailbox call")
+        time.sleep(0.3)  # inside the slow read after it
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert '"status": "success"' in stdout
+    rows = act.audit(guid, "REMOVE_HOLD")
+    assert [r["result"] for r in rows] == ["started", "success"]
+    assert rows[1]["details"]["after_error"] == "interrupted by the user while reading the mailbox after the change"
+    assert act.tenant.mailboxes[guid].litigation_hold is False
+
+
+def test_a_change_tried_while_exchange_does_not_answer_leaves_a_failure_row(act: ActEnv) -> None:
+    mbx = act.pick(_litigation_and_more, "mailbox on Litigation Hold with other holds")
+    guid = mbx.exchange_guid
+    faults, retry_after = act.sim.config.faults, act.sim.config.retry_after_seconds
+    act.sim.config.retry_after_seconds = 0.01
+    act.sim.config.faults = FaultConfig(throttle_rate=1.0)  # every call: 429 until the client gives up
+    try:
+        result, data = act.json("holds", "release", mbx.primary_smtp, "--type", "litigation", "--yes")
+    finally:
+        act.sim.config.faults, act.sim.config.retry_after_seconds = faults, retry_after
+    assert result.exit_code == 1, result.stderr
+    rows = act.audit(guid, "REMOVE_HOLD")
+    assert [r["result"] for r in rows] == ["failure"]
+    assert rows[0]["error_message"].startswith("Get-Mailbox failed: ")
+    assert act.tenant.mailboxes[guid].litigation_hold is True
+
+
+def test_audit_list_finds_unknown_outcomes(act: ActEnv) -> None:
+    mbx = act.pick(_litigation_and_more, "mailbox on Litigation Hold with other holds")
+    guid = mbx.exchange_guid
+    act.sim.config.faults.slow_seconds = 2.0
+    act.sim.exchange.fail_next("Set-Mailbox", "slow")
+    proc = _popen(act, "holds", "release", guid, "--type", "litigation", "--yes")
+    try:
+        _wait_for(lambda: bool(act.audit(guid, "REMOVE_HOLD")), proc, "the started row")
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    result, data = act.json("audit", "list", "--result", "unknown")
+    assert result.exit_code == 0, result.stderr
+    assert [(r["identity"], r["result"]) for r in data if r["identity"] == guid] == [(guid, "unknown")]
+
+
+def test_ctrl_c_at_the_question_is_cancelled_with_exit_130(act: ActEnv) -> None:
+    mbx = act.pick(_litigation_and_more, "mailbox on Litigation Hold with other holds")
+    guid = mbx.exchange_guid
+    proc = _popen(act, "holds", "release", guid, "--type", "litigation")
+    try:
+        assert proc.stderr is not None
+        prompt = ""
+        deadline = time.monotonic() + 30
+        while "?" not in prompt:
+            assert time.monotonic() < deadline, prompt
+            prompt += proc.stderr.read(1)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == f"Error: {INTERRUPTED_BEFORE}"
+    rows = act.audit(guid, "REMOVE_HOLD")
+    assert [(r["result"], r["error_message"]) for r in rows] == [("cancelled", INTERRUPTED_BEFORE)]
+    assert act.tenant.mailboxes[guid].litigation_hold is True
