@@ -184,8 +184,9 @@ def _unknown(path: Path, text: str, key: str, where: str) -> ConfigError:
     )
 
 
-def _convert(path: Path, text: str, key: str, value: Any, default: Any) -> Any:
-    """Coerce a file or environment value to the type of the default, or raise a ConfigError naming it."""
+def _convert(path: Path, text: str, key: str, value: Any, default: Any, *, source: str | None = None) -> Any:
+    """Coerce a file or environment value to the type of the default, or raise a ConfigError naming it (the
+    file, line and key; or ``source``, e.g. "environment variable IMM_CONCURRENCY")."""
     try:
         if key in _PATH_KEYS:
             return Path(os.path.expanduser(str(value))) if value not in (None, "") else None
@@ -208,6 +209,8 @@ def _convert(path: Path, text: str, key: str, value: Any, default: Any) -> Any:
             raise ValueError(f"expected one of: {', '.join(_CHOICES[key])}")
         return value
     except (TypeError, ValueError) as exc:
+        if source is not None:
+            raise ConfigError(f"{source}: invalid value {value!r} ({exc})") from None
         line = _line_of(text, key)
         at = f"{path}:{line}" if line else str(path)
         raise ConfigError(f"{at}: key '{key}' has an invalid value {value!r} ({exc})") from None
@@ -280,15 +283,16 @@ def _read_file(path: Path) -> tuple[dict[str, Any], str]:
         ) from None
 
 
-def _env_overrides(env: dict[str, str], path: Path) -> dict[str, Any]:
-    """``IMM_<KEY>`` for each scalar profile key (e.g. ``IMM_TENANT_ID``, ``IMM_CA_BUNDLE``, ``IMM_DB``)."""
-    out: dict[str, Any] = {}
+def _env_overrides(env: dict[str, str], path: Path) -> dict[str, tuple[str, Any]]:
+    """``IMM_<KEY>`` for each scalar profile key (e.g. ``IMM_TENANT_ID``, ``IMM_CA_BUNDLE``, ``IMM_DB``):
+    key -> (the variable's name, its value)."""
+    out: dict[str, tuple[str, Any]] = {}
     for key in _SCALAR_KEYS:
         value = env.get(f"IMM_{key.upper()}")
         if value is not None:
-            out[key] = value
+            out[key] = (f"IMM_{key.upper()}", value)
     if "IMM_DB" in env:
-        out["db_path"] = env["IMM_DB"]
+        out["db_path"] = ("IMM_DB", env["IMM_DB"])
     return out
 
 
@@ -297,10 +301,21 @@ def load_config(
     profile_name: str | None = None,
     env: dict[str, str] | None = None,
     overrides: dict[str, Any] | None = None,
+    *,
+    allow_missing: bool = False,
 ) -> Config:
-    """Load the file, pick the profile, apply the environment and then ``overrides`` (command-line flags)."""
+    """Load the file, pick the profile, apply the environment and then ``overrides`` (command-line flags).
+
+    A file named by ``config_path`` or ``IMM_CONFIG`` must exist (a typo is not silently Microsoft's defaults)
+    unless ``allow_missing`` (the commands that create it); the default file may be missing."""
     env = dict(os.environ if env is None else env)
     path = Path(config_path or env.get("IMM_CONFIG") or default_config_path())
+    if not allow_missing and (config_path or env.get("IMM_CONFIG")) and not path.exists():
+        named = "--config" if config_path else "IMM_CONFIG"
+        raise ConfigError(
+            f"{path}: no such configuration file (named by {named})",
+            hint=f"check the path, or create it with: imm config init --config {path}",
+        )
     data, text = _read_file(path)
     for key in data:
         if key not in _TOP_KEYS:
@@ -324,9 +339,13 @@ def load_config(
     if not isinstance(section, dict):
         raise _unknown(path, text, name, "[profiles] (expected a table)")
     profile = _build_profile(name, section, path, text)
-    for key, value in {**_env_overrides(env, path), **(overrides or {})}.items():
+    for key, (variable, value) in _env_overrides(env, path).items():
+        source = f"environment variable {variable}"
+        profile = replace(profile, **{key: _convert(path, text, key, value, getattr(profile, key), source=source)})
+    for key, value in (overrides or {}).items():
         if value is not None:
-            profile = replace(profile, **{key: _convert(path, text, key, value, getattr(profile, key))})
+            source = f"the command-line value for {key}"
+            profile = replace(profile, **{key: _convert(path, text, key, value, getattr(profile, key), source=source)})
     return Config(path=path, profile=profile, profiles=tuple(sorted(profiles)), file_exists=bool(text))
 
 
@@ -360,3 +379,118 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+# ----- reading and checking every profile (imm config validate, imm profile list, imm config set) -----
+
+PROFILE_KEYS: tuple[str, ...] = (
+    *sorted(_SCALAR_KEYS),
+    *(f"cost.{k}" for k in sorted(_COST_KEYS - {"license_month"})),
+    *(f"org.{k}" for k in sorted(_ORG_KEYS)),
+)
+
+
+@dataclass(frozen=True)
+class ProfileCheck:
+    """One profile of the file, checked: its settings, or the problem that stops it loading."""
+
+    name: str
+    profile: Profile | None
+    error: str | None = None
+
+
+def check_file(path: Path) -> tuple[str | None, list[ProfileCheck], list[str]]:
+    """Every profile of the file, each built and checked on its own (an unknown key in a profile other than the
+    one in use is found too): (default_profile, the profiles, problems of the file itself)."""
+    data, text = _read_file(path)
+    problems: list[str] = []
+    for key in data:
+        if key not in _TOP_KEYS:
+            problems.append(_unknown(path, text, key, "the top level").message)
+    profiles = data.get("profiles", {})
+    if not isinstance(profiles, dict):
+        return None, [], [*problems, _unknown(path, text, "profiles", "the top level (expected a table)").message]
+    default_name = data.get("default_profile")
+    if default_name is not None and (not isinstance(default_name, str) or default_name not in profiles):
+        line = _line_of(text, "default_profile")
+        problems.append(
+            f"{path}{f':{line}' if line else ''}: default_profile {default_name!r} names no profile "
+            f"(profiles: {', '.join(sorted(profiles)) or 'none'})"
+        )
+        default_name = None
+    checks: list[ProfileCheck] = []
+    for name in sorted(profiles):
+        section = profiles[name]
+        try:
+            if not isinstance(section, dict):
+                raise _unknown(path, text, name, "[profiles] (expected a table)")
+            checks.append(ProfileCheck(name, _build_profile(name, section, path, text)))
+        except ConfigError as exc:
+            checks.append(ProfileCheck(name, None, exc.message))
+    return default_name, checks, problems
+
+
+def env_problems(env: dict[str, str] | None = None) -> list[str]:
+    """``IMM_*`` variables whose values would not load, each named as the variable it is."""
+    env = dict(os.environ if env is None else env)
+    problems = []
+    base = Profile()
+    for key, (variable, value) in _env_overrides(env, Path(".")).items():
+        try:
+            _convert(Path("."), "", key, value, getattr(base, key), source=f"environment variable {variable}")
+        except ConfigError as exc:
+            problems.append(exc.message)
+    return problems
+
+
+def parse_setting(key: str, value: str) -> Any:
+    """``imm config set``: the value for ``key`` (``tenant_id``, ``concurrency``, ``cost.currency``…) with the
+    type the key takes, or a ConfigError naming the known keys."""
+    if key not in PROFILE_KEYS:
+        raise ConfigError(
+            f"unknown key '{key}'",
+            hint=f"a profile takes: {', '.join(PROFILE_KEYS)}",
+        )
+    leaf = key.split(".", 1)[-1]
+    if key.startswith("cost."):
+        default: Any = getattr(CostModel(), leaf)
+    elif key.startswith("org."):
+        default = None
+    else:
+        default = getattr(Profile(), leaf)
+    converted = _convert(Path("."), "", leaf, value, default, source=f"the value for {key}")
+    if isinstance(converted, Path):
+        return str(converted)
+    return converted
+
+
+def set_profile_value(path: Path, name: str, key: str, value: Any) -> None:
+    """Set one key (``concurrency``, ``cost.currency``…) of one profile in the file, keeping the rest as written;
+    the file must still load afterwards, else it is left as it was and the problem raised."""
+    import tomlkit
+
+    _read_file(path)
+    before = path.read_text(encoding="utf-8") if path.exists() else None
+    document = tomlkit.parse(before or "")
+    if "profiles" not in document:
+        document["profiles"] = tomlkit.table(is_super_table=True)
+    profiles: Any = document["profiles"]
+    if name not in profiles:
+        profiles[name] = tomlkit.table()
+    table: Any = profiles[name]
+    *parents, leaf = key.split(".")
+    for part in parents:
+        if part not in table:
+            table[part] = tomlkit.table()
+        table = table[part]
+    table[leaf] = _plain(value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomlkit.dumps(document), encoding="utf-8")
+    checks = {c.name: c for c in check_file(path)[1]}
+    problem = checks[name].error if name in checks else None
+    if problem:
+        if before is None:
+            path.unlink()
+        else:
+            path.write_text(before, encoding="utf-8")
+        raise ConfigError(problem)

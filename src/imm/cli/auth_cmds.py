@@ -83,6 +83,7 @@ def login(tenant: str | None, certificate: Path | None, client_id: str | None, f
     from imm.config import DEFAULT_CLIENT_ID, write_profile
 
     obj = app()
+    obj.allow_missing_config = True  # login may start a new file (it saves --tenant and the rest to it)
     changes: dict[str, Any] = {}
     if tenant:
         changes["tenant_id"] = tenant.strip()

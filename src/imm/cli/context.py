@@ -28,12 +28,15 @@ class AppContext:
     verbose: int = 0
     quiet: bool = False
     no_input: bool = False  # --no-input
+    allow_missing_config: bool = False  # the commands that create the file named by --config
     output: str = "table"
     _db: DatabaseManager | None = None
 
     @cached_property
     def config(self) -> Config:
-        config = load_config(self.config_path, self.profile_name, overrides=self.overrides)
+        config = load_config(
+            self.config_path, self.profile_name, overrides=self.overrides, allow_missing=self.allow_missing_config
+        )
         from imm.logs import setup_logging
 
         setup_logging(config.profile.log_path, self.verbose, self.quiet)
