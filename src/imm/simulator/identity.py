@@ -729,7 +729,9 @@ class IdentityProvider:
             raise OAuthError("invalid_client", 7000218, _NEEDS_CREDENTIAL, status=401)
         with self._lock:
             self.received_assertions.append(assertion)
-        if self.workloads is not None and self.workloads.is_federated(assertion):  # workload identity federation
+        if self.workloads is not None and self.workloads.is_federated(
+            app.client_id, assertion
+        ):  # workload identity federation
             from imm.simulator.workload import FederatedAssertionRejected
 
             try:

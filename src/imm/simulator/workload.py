@@ -117,13 +117,21 @@ class Workloads:
 
     # ----- federated assertions (called by the token endpoint) -----
 
-    def is_federated(self, assertion: str) -> bool:
-        """An assertion from an external issuer rather than one the app signed with its certificate."""
+    def is_federated(self, client_id: str, assertion: str) -> bool:
+        """An assertion from an external issuer rather than one the app signed with its certificate: not issued
+        by the app itself, and either from an issuer one of its federated credentials names or carrying no
+        certificate thumbprint."""
         try:
             claims = jwt.decode(assertion, options={"verify_signature": False})
+            header = jwt.get_unverified_header(assertion)
         except jwt.InvalidTokenError:
             return False
-        return claims.get("iss") != claims.get("sub")
+        issuer = claims.get("iss")
+        if issuer == client_id:
+            return False
+        with self._lock:
+            known = {c.issuer for c in self.federated.get(client_id.lower(), [])}
+        return issuer in known or not (header.get("x5t") or header.get("x5t#S256"))
 
     def check_federated(self, client_id: str, assertion: str) -> None:
         """Accept the assertion when a federated credential of the app matches it; else raise with Entra's code."""
