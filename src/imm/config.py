@@ -108,6 +108,9 @@ class Profile:
     request_timeout: float = 960.0
     device_code_timeout: int = 300
     audit_min_retention_days: int = 365
+    audit_key_path: Path | None = None  # the audit signing key (default: audit-keys/ beside the database)
+    audit_witness: str | None = None  # where anchors are also written: a JSON Lines file, "syslog" or "stdout"
+    audit_auto_anchor: bool = False  # anchor the audit log after every change
     cost: CostModel = field(default_factory=CostModel)
     org: OrgMapping = field(default_factory=OrgMapping)
 
@@ -156,7 +159,7 @@ class Config:
     file_exists: bool = False
 
 
-_PATH_KEYS = {"ca_bundle", "db_path", "token_cache_path", "certificate_path", "federated_token_file"}
+_PATH_KEYS = {"ca_bundle", "db_path", "token_cache_path", "certificate_path", "federated_token_file", "audit_key_path"}
 SIGN_IN_METHODS = ("device_code", "certificate", "managed_identity", "workload_identity")
 _CHOICES = {"auth_method": SIGN_IN_METHODS}
 _SCALAR_KEYS = {f.name for f in fields(Profile)} - {"name", "cost", "org"}

@@ -109,7 +109,9 @@ class SessionManager:
     @property
     def audit(self) -> AuditLogger:
         """An audit logger that records the signed-in user and tenant (for the services this session serves)."""
-        return AuditLogger(self.db, tenant=self.tenant, user=self._user)
+        from imm.data.audit_signing import AuditKeying
+
+        return AuditLogger(self.db, tenant=self.tenant, user=self._user, keying=AuditKeying.from_profile(self.profile))
 
     def get_session_info(self) -> dict[str, Any]:
         """``connected``, ``tenant``, ``user``, ``token_expires`` (UTC datetime or None), plus profile and method."""

@@ -152,15 +152,26 @@ def export(out: Path, since: str | None, until: str | None, force: bool) -> None
 
 
 @audit.command("verify")
+@click.option(
+    "--anchors",
+    "anchors",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Also check the log against this witness file of signed anchors (JSON Lines).",
+)
 @output_options
-def verify(output: str, query: str | None) -> None:
+def verify(anchors: Path | None, output: str, query: str | None) -> None:
     """Recompute every hash: exit 0 if the log is intact, 1 naming the first row edited, deleted or moved.
 
-    Example: imm audit verify
+    Once the log is keyed (imm audit anchor), every row imm writes is signed, so a forged row or a fake prune
+    is caught too; --anchors FILE also catches a recomputed chain, a truncated tail, a missing anchor or a bad
+    signature, and names which.
+
+    Example: imm audit verify --anchors /var/log/imm/anchors.jsonl
     """
     from imm.data.audit_logger import AuditIntegrityError
 
-    report = app().audit().verify()
+    audit_log = app().audit()
+    report = audit_log.verify_against(anchors) if anchors is not None else audit_log.verify()
     if not report.ok:
         raise AuditIntegrityError(report)
     if output != "table" or query:
@@ -175,6 +186,73 @@ def verify(output: str, query: str | None) -> None:
         f"{checkpoints} checkpoint{'s' if checkpoints != 1 else ''}."
     )
     click.echo(f"Head: row {report.last_id} {report.head_hash}")
+    if not report.keyed:
+        click.echo("Not keyed: no signature covers these rows (imm audit anchor keys the log).")
+        return
+    witnessed = " against the witness" if anchors is not None else ""
+    click.echo(
+        f"Signed: {report.signed_rows} rows carry a valid signature; {report.anchors_checked} anchors "
+        f"verified{witnessed}; {report.uncovered_rows} rows after the last signature or anchor."
+    )
+
+
+@audit.command("anchor")
+@click.option(
+    "--witness",
+    metavar="TARGET",
+    help="Where the anchor also goes: a JSON Lines file, 'syslog' or '-' (stdout). Default: audit_witness.",
+)
+def anchor(witness: str | None) -> None:
+    """Sign the head of the audit log and record it in the database and an external witness.
+
+    The first run creates this profile's Ed25519 signing key (a 0600 file outside the database, see
+    audit_key_path); from then on every row imm writes is signed. With audit_auto_anchor = true every change is
+    anchored. 'imm audit verify --anchors FILE' checks the log against the witness.
+
+    Example: imm audit anchor --witness /var/log/imm/anchors.jsonl
+    """
+    audit_log = app().audit()
+    if audit_log.key is None:
+        key = audit_log.init_key()
+        click.echo(
+            f"Created this profile's audit signing key {key.key_id} at {key.path}: keep a copy somewhere safe; "
+            "rows written from now on are signed.",
+            err=True,
+        )
+    target = witness if witness is not None else audit_log.keying.witness
+    result = audit_log.anchor(target)
+    if target in ("-", "stdout"):
+        return
+    where = f"; witness {target}" if target else " (no witness configured: set audit_witness or use --witness)"
+    click.echo(
+        f"Anchor {result['anchor_id']}: row {result['head_id']} {result['head_hash']}, "
+        f"{result['row_count']} rows, signed by key {result['key_id']}{where}."
+    )
+
+
+@audit.command("key")
+@output_options
+def key_info(output: str, query: str | None) -> None:
+    """Show this profile's audit signing key: its id, public half and where it is kept (never the private half).
+
+    Example: imm audit key --output json
+    """
+    audit_log = app().audit()
+    key = audit_log.key
+    if key is None:
+        raise InputError(
+            f"this profile's audit log is not keyed (no key at {audit_log.keying.key_path})",
+            hint="imm audit anchor creates the key and the first anchor",
+        )
+    info = {
+        "key_id": key.key_id,
+        "algorithm": "Ed25519",
+        "public_key": key.b64,
+        "path": str(key.path),
+        "keyed_from_row": key.keyed_from_row,
+        "keyed_from_checkpoint": key.keyed_from_checkpoint,
+    }
+    render_object(info, output, query)
 
 
 @audit.command("prune")

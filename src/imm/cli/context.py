@@ -58,8 +58,11 @@ class AppContext:
 
     def audit(self) -> AuditLogger:
         from imm.data.audit_logger import AuditLogger
+        from imm.data.audit_signing import AuditKeying
 
-        return AuditLogger(self.database(), tenant=self.profile.tenant_id)
+        return AuditLogger(
+            self.database(), tenant=self.profile.tenant_id, keying=AuditKeying.from_profile(self.profile)
+        )
 
     @property
     def input_allowed(self) -> bool:

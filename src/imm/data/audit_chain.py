@@ -114,8 +114,12 @@ class VerifyReport:
     last_id: int | None = None
     head_hash: str = GENESIS_HASH
     bad_id: int | None = None
-    bad_table: str | None = None  # 'audit_log' | 'audit_checkpoints'
+    bad_table: str | None = None  # 'audit_log' | 'audit_checkpoints' | 'audit_anchors'
     problem: str | None = None
+    keyed: bool = False  # the profile has an audit key: rows from its keyed_from on must be signed
+    signed_rows: int = 0
+    uncovered_rows: int = 0  # rows after the last one a signature or anchor covers
+    anchors_checked: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

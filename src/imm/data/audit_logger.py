@@ -23,7 +23,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import wraps
@@ -31,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from imm.data import audit_signing as signing
 from imm.data.audit_chain import (
     GENESIS_HASH,
     VerifyReport,
@@ -86,6 +87,23 @@ class OperationType(StrEnum):
     PRUNE = "PRUNE"
 
 
+# operations that change Exchange or the log itself: with audit_auto_anchor, their result rows are anchored
+CHANGE_OPERATIONS = frozenset(
+    {
+        "RECOVER_MAILBOX",
+        "RESTORE_MAILBOX",
+        "REMOVE_HOLD",
+        "CHANGE_HOLD",
+        "BULK_OPERATION",
+        "BULK_RESUME",
+        "REMOVE_RESTORE_REQUEST",
+        "ADD_ADDRESS",
+        "REMOVE_ADDRESS",
+        "PRUNE",
+    }
+)
+
+
 class AuditResult(StrEnum):
     """The ``result`` column."""
 
@@ -105,7 +123,7 @@ class AuditIntegrityError(ImmError):
     code = "audit_tampered"
 
     def __init__(self, report: VerifyReport) -> None:
-        where = "checkpoint" if report.bad_table == "audit_checkpoints" else "row"
+        where = {"audit_checkpoints": "checkpoint", "audit_anchors": "anchor"}.get(str(report.bad_table), "row")
         super().__init__(
             f"audit log verification failed at {where} {report.bad_id}: {report.problem}",
             hint="keep this database file as evidence; compare with an earlier export (imm audit export)",
@@ -316,11 +334,23 @@ class AuditLogger:
         user: str | None = None,
         *,
         clock: Callable[[], datetime] | None = None,
+        keying: signing.AuditKeying | None = None,
     ) -> None:
         self.db = db
         self.tenant = tenant
         self.user = user
         self._clock = clock or (lambda: datetime.now(UTC))
+        self.keying = keying or signing.AuditKeying(signing.AuditKeying.default_key_path(db.db_path))
+        self._key: signing.AuditKey | None = None
+        self._key_loaded = False
+
+    @property
+    def key(self) -> signing.AuditKey | None:
+        """The profile's audit signing key, or None when the log is not keyed (``imm audit anchor`` keys it)."""
+        if not self._key_loaded:
+            self._key = signing.AuditKey.load(self.keying.key_path)
+            self._key_loaded = True
+        return self._key
 
     # ----- writing -----
 
@@ -348,9 +378,20 @@ class AuditLogger:
         conn.execute("PRAGMA synchronous = FULL")
         try:
             with self.db.transaction() as conn:
-                return self._insert(conn, fields)
+                entry = self._insert(conn, fields)
         finally:
             conn.execute(f"PRAGMA synchronous = {int(previous)}")
+        if self.keying.auto_anchor and fields["operation"] in CHANGE_OPERATIONS and fields["result"] != "started":
+            self._auto_anchor()
+        return entry
+
+    def _auto_anchor(self) -> None:
+        """Anchor after a change (profile setting audit_auto_anchor); a failure is logged, the change stands."""
+        try:
+            if self.key is not None:
+                self.anchor()
+        except ImmError as exc:
+            log.error("could not anchor the audit log after a change: %s", exc.message)
 
     def begin(
         self,
@@ -457,7 +498,16 @@ class AuditLogger:
             f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             tuple(row[name.strip()] for name in _COLUMNS.split(",")),
         )
+        self._sign(conn, "row", int(row["id"]), signing.row_message(str(row["row_hash"])))
         return _entry(row)
+
+    def _sign(self, conn: sqlite3.Connection, kind: str, ref_id: int, message: bytes) -> None:
+        key = self.key
+        if key is not None:
+            conn.execute(
+                "INSERT INTO audit_signatures (kind, ref_id, key_id, signature) VALUES (?, ?, ?, ?)",
+                (kind, ref_id, key.key_id, key.sign(message)),
+            )
 
     # ----- reading -----
 
@@ -546,10 +596,138 @@ class AuditLogger:
             )
             seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'").fetchone()
             rows = _as_dicts(conn.execute(f"SELECT {_COLUMNS} FROM audit_log ORDER BY id"))
-            return verify_chain(rows, checkpoints, int(seq[0]) if seq else None)
+            report = verify_chain(rows, checkpoints, int(seq[0]) if seq else None)
+            key = self.key
+            if not report.ok or key is None:
+                return report
+            finding = signing.check_signatures(
+                key,
+                key.keyed_from_row,
+                key.keyed_from_checkpoint,
+                ((int(r[0]), str(r[1])) for r in conn.execute("SELECT id, row_hash FROM audit_log ORDER BY id")),
+                checkpoints,
+                self._stored_anchors(conn).values(),
+                {
+                    (str(r[0]), int(r[1])): str(r[2])
+                    for r in conn.execute("SELECT kind, ref_id, signature FROM audit_signatures")
+                },
+                self._row_hashes(conn),
+            )
+            if finding.problem is not None:
+                return replace(
+                    report, ok=False, problem=finding.problem, bad_id=finding.bad_id, bad_table=finding.bad_table
+                )
+            return replace(
+                report,
+                keyed=True,
+                signed_rows=finding.signed_rows,
+                uncovered_rows=finding.uncovered_rows,
+                anchors_checked=finding.anchors_checked,
+            )
         finally:
             if own:
                 conn.execute("ROLLBACK")
+
+    def _stored_anchors(self, conn: sqlite3.Connection) -> dict[int, dict[str, Any]]:
+        cursor = conn.execute(
+            "SELECT anchor_id, timestamp, tenant, head_id, head_hash, head_timestamp, row_count, checkpoint_count, "
+            "prev_anchor_hash, key_id, anchor_hash, signature FROM audit_anchors ORDER BY anchor_id"
+        )
+        return {int(a["anchor_id"]): {"format": signing.ANCHOR_FORMAT, "version": 1, **a} for a in _as_dicts(cursor)}
+
+    @staticmethod
+    def _row_hashes(conn: sqlite3.Connection) -> dict[int, str]:
+        return {int(r[0]): str(r[1]) for r in conn.execute("SELECT id, row_hash FROM audit_log")}
+
+    @_mapped
+    def verify_against(self, witness_path: Path) -> VerifyReport:
+        """``verify`` plus the anchors of an external witness file: the first failure, named."""
+        key = self.key
+        if key is None:
+            raise InputError(
+                f"this profile's audit log is not keyed (no key at {self.keying.key_path})",
+                hint="imm audit anchor creates the key and the first anchor",
+            )
+        witness = signing.read_witness(witness_path)
+        conn = self.db.get_connection()
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")
+        try:
+            problem, bad_id = signing.check_witness(
+                key, witness, self._stored_anchors(conn), self._row_hashes(conn), self.checkpoints()
+            )
+        finally:
+            if own:
+                conn.execute("ROLLBACK")
+        if problem is not None:
+            table = "audit_anchors" if problem.startswith(("bad signature", "missing anchor")) else "audit_log"
+            return VerifyReport(ok=False, bad_id=bad_id, bad_table=table, problem=problem, keyed=True)
+        report = self.verify()
+        return replace(report, anchors_checked=len(witness)) if report.ok else report
+
+    # ----- anchoring -----
+
+    @_mapped
+    def init_key(self) -> signing.AuditKey:
+        """Create the profile's key (refused if one exists); rows and checkpoints from now on are signed."""
+        conn = self.db.get_connection()
+        seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'").fetchone()
+        last = conn.execute("SELECT MAX(id) FROM audit_log").fetchone()[0]
+        cp = conn.execute("SELECT MAX(id) FROM audit_checkpoints").fetchone()[0]
+        key = signing.AuditKey.create(
+            self.keying.key_path,
+            row_id=max(int(seq[0]) if seq else 0, int(last or 0)) + 1,
+            checkpoint_id=int(cp or 0) + 1,
+            created_at=format_timestamp(self._clock()),
+        )
+        self._key, self._key_loaded = key, True
+        return key
+
+    @_mapped
+    def anchor(self, witness: str | None = None) -> dict[str, Any]:
+        """Sign the head of the log, store the anchor and append it to the witness (the profile's, or ``witness``).
+
+        The witness is written inside the transaction that stores the anchor: if it cannot be written, no anchor
+        is recorded."""
+        key = self.key
+        if key is None:
+            raise InputError(
+                f"this profile's audit log is not keyed (no key at {self.keying.key_path})",
+                hint="imm audit anchor --init creates the key",
+            )
+        target = witness if witness is not None else self.keying.witness
+        with self.db.transaction() as conn:
+            head = conn.execute("SELECT id, row_hash, timestamp FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+            if head is None:
+                raise InputError("the audit log has no rows to anchor")
+            previous = conn.execute(
+                "SELECT anchor_id, anchor_hash FROM audit_anchors ORDER BY anchor_id DESC LIMIT 1"
+            ).fetchone()
+            anchor: dict[str, Any] = {
+                "format": signing.ANCHOR_FORMAT,
+                "version": 1,
+                "anchor_id": (int(previous[0]) if previous else 0) + 1,
+                "timestamp": format_timestamp(self._clock()),
+                "tenant": self.tenant,
+                "head_id": int(head[0]),
+                "head_hash": str(head[1]),
+                "head_timestamp": str(head[2]),
+                "row_count": int(conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]),
+                "checkpoint_count": int(conn.execute("SELECT COUNT(*) FROM audit_checkpoints").fetchone()[0]),
+                "prev_anchor_hash": str(previous[1]) if previous else GENESIS_HASH,
+                "key_id": key.key_id,
+            }
+            anchor["anchor_hash"] = signing.anchor_hash(anchor)
+            anchor["signature"] = key.sign(signing.anchor_message(anchor))
+            stored = {k: v for k, v in anchor.items() if k not in ("format", "version")}
+            conn.execute(
+                f"INSERT INTO audit_anchors ({', '.join(stored)}, witness) VALUES ({', '.join('?' * len(stored))}, ?)",
+                (*stored.values(), target),
+            )
+            if target:
+                signing.append_witness(target, {**anchor, "public_key": key.b64})
+        return anchor
 
     # ----- export -----
 
@@ -705,6 +883,8 @@ class AuditLogger:
                 f"INSERT INTO audit_checkpoints ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 tuple(checkpoint[name.strip()] for name in _CHECKPOINT_COLUMNS.split(",")),
             )
+            cp_hash = str(checkpoint["checkpoint_hash"])
+            self._sign(conn, "checkpoint", int(str(checkpoint["id"])), signing.checkpoint_message(cp_hash))
             fields = self._prepare(
                 OperationType.PRUNE,
                 None,
@@ -725,4 +905,6 @@ class AuditLogger:
             )
             self._insert(conn, fields)
         log.info("pruned %d audit rows (up to row %s)", plan.count, plan.last_id)
+        if self.keying.auto_anchor:
+            self._auto_anchor()
         return plan.count

@@ -242,6 +242,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_cache", migrate_0001_cache),
     Migration("0002_audit", "imm.data.audit_schema:migrate"),
     Migration("0003_jobs", "imm.data.jobs_schema:migrate"),
+    Migration("0004_audit_keys", "imm.data.audit_anchor_schema:migrate"),
 )
 
 KNOWN_NAMES = frozenset(m.name for m in MIGRATIONS)
