@@ -264,7 +264,8 @@ def test_wrong_value_types_through_the_cli_are_one_line(tmp_path: Path) -> None:
 
 def test_the_readme_example_configuration_loads(tmp_path: Path) -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in readme.split("```toml\n")[1:]]
+    example = next(b for b in blocks if "[profiles.contoso]" in b)  # the configuration section's example
     path = tmp_path / "config.toml"
     path.write_text(example, encoding="utf-8")
     config = load_config(path, None, env={})
