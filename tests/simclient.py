@@ -76,11 +76,25 @@ class SimClient:
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         target = url or (self.compliance_url() if compliance else self.exchange_url)
-        return self.http.post(
+        request = self.http.build_request(
+            "POST",
             target,
             json=self.envelope(cmdlet, params),
             headers=headers if headers is not None else self.headers(compliance, page_size),
         )
+        response = self.http.send(request, stream=True)
+        try:
+            if response.status_code == 403 and response.headers.get("content-encoding") == "gzip":
+                # Exchange's 403 body is NUL bytes declared gzip: keep the raw bytes, note what was declared
+                raw = b"".join(response.iter_raw())
+                kept = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]
+                return httpx.Response(
+                    403, headers=[*kept, ("x-declared-content-encoding", "gzip")], content=raw, request=request
+                )
+            response.read()
+            return response
+        finally:
+            response.close()
 
     def invoke(
         self,

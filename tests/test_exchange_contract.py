@@ -302,7 +302,7 @@ def test_compliance_role_denied(sim: Simulator, tmp_path: Path) -> None:
     ):
         ops = ExchangeOperations(ex, scc)
         assert ops.get_organization_config()["Name"]
-        with pytest.raises(AccessDeniedError, match="Get-RetentionCompliancePolicy was refused"):
+        with pytest.raises(AccessDeniedError, match="access denied for Get-RetentionCompliancePolicy"):
             ops.get_retention_policies()
 
 
@@ -418,7 +418,10 @@ def test_persistent_throttling_is_a_throttled_error(tmp_path: Path) -> None:
             assert client.stats_snapshot()["throttled"] == 3
     assert caught.value.status == 429 and caught.value.exit_code == 1
     assert "still throttled by Exchange Online after 3 attempts" in str(caught.value)
-    assert caught.value.microsoft_message == "You have reached the maximum number of concurrent requests per tenant."
+    assert (
+        caught.value.microsoft_message
+        == "You have reached the maximum number of concurrent requests per tenant. Please wait and try again."
+    )
 
 
 def test_adaptive_concurrency_under_a_small_budget(tmp_path: Path) -> None:

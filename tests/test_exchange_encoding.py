@@ -256,7 +256,12 @@ def test_empty_and_nul_bodies(body: bytes | None) -> None:
 
 
 def test_non_json_body_is_kept_as_text() -> None:
-    assert parse_error_body(b"<html>Bad gateway</html>") == (None, "<html>Bad gateway</html>", None)
+    assert parse_error_body(b"Bad gateway") == (None, "Bad gateway", None)
+    assert parse_error_body(b"<html><title>502 Bad Gateway</title></html>") == (
+        None,
+        "an HTML page ('502 Bad Gateway') came back instead of Exchange's reply: a proxy or gateway answered",
+        None,
+    )
     assert parse_error_body(b'{"unexpected": 1}') == (None, None, None)
 
 
@@ -300,7 +305,9 @@ def test_classification(
         message,
         "r1",
     )
-    assert "\n" not in str(error) and str(error).startswith("Get-Mailbox")
+    assert "\n" not in str(error) and str(error).startswith(
+        "access denied for Get-Mailbox" if status == 403 else "Get-Mailbox"
+    )
 
 
 def test_not_found_is_also_imm_not_found() -> None:
@@ -605,7 +612,7 @@ def test_a_redirect_to_plain_http_is_refused(served: Simulator, capture: Capture
 def test_a_reply_that_is_not_json(served: Simulator, capture: Capture) -> None:
     capture.replies = [Response(200, "<html>captive portal</html>", content_type="text/html")]
     with make_client(served, capture.base) as client:
-        with pytest.raises(ExchangeError, match=r"not the expected JSON \(HTTP 200, text/html\)") as caught:
+        with pytest.raises(ExchangeError, match=r"an HTML page came back .* \(HTTP 200\)") as caught:
             client.invoke_all("Get-Mailbox")
     assert caught.value.status == 200 and caught.value.exit_code == 1
 
@@ -613,7 +620,7 @@ def test_a_reply_that_is_not_json(served: Simulator, capture: Capture) -> None:
 def test_a_403_with_a_nul_body(served: Simulator, capture: Capture) -> None:
     capture.replies = [Response(403, b"\x00\x00", headers={"request-id": "rid-9"})]
     with make_client(served, capture.base) as client:
-        with pytest.raises(AccessDeniedError, match="Get-Mailbox was refused \\(HTTP 403\\)") as caught:
+        with pytest.raises(AccessDeniedError, match="access denied for Get-Mailbox \\(HTTP 403\\)") as caught:
             client.invoke_all("Get-Mailbox")
     assert caught.value.request_id == "rid-9" and caught.value.microsoft_message is None
     assert len(capture.requests) == 1  # not retried

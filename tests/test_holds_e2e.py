@@ -297,10 +297,10 @@ def test_release_refused_by_exchange_records_microsofts_message(act: ActEnv) -> 
 
     assert result.exit_code == 1
     assert data["status"] == "failed"
-    assert "Set-RetentionCompliancePolicy was refused (HTTP 403)" in data["message"]
+    assert "access denied for Set-RetentionCompliancePolicy (HTTP 403)" in data["message"]
     rows = act.audit(mbx.exchange_guid, "REMOVE_HOLD")
     assert [r["result"] for r in rows] == ["started", "failure"]
-    assert "Set-RetentionCompliancePolicy was refused (HTTP 403)" in rows[1]["error_message"]
+    assert "access denied for Set-RetentionCompliancePolicy (HTTP 403)" in rows[1]["error_message"]
     assert rows[1]["details"]["steps_done"] == []
     assert rows[1]["details"]["error_code"] == "access_denied"
     assert all(

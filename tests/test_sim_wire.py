@@ -198,6 +198,7 @@ def test_unknown_cmdlet_is_403_with_a_nul_body(client: SimClient) -> None:
     response = client.post("Get-NoSuchThing")
     assert response.status_code == 403
     assert response.content and set(response.content) == {0}
+    assert response.headers["x-declared-content-encoding"] == "gzip"  # as Exchange declares it (exo-rest.md §4)
 
 
 def test_throttle_reply(client: SimClient) -> None:

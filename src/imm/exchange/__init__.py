@@ -28,6 +28,7 @@ from imm.exchange.errors import (
     PagingExpiredError,
     ThrottledError,
     TransientError,
+    UnreadableReplyError,
 )
 from imm.exchange.throttle import AdaptiveLimiter, ClientStats, RetryPolicy
 
@@ -53,6 +54,7 @@ __all__ = [
     "SecureString",
     "ThrottledError",
     "TransientError",
+    "UnreadableReplyError",
     "create_backend",
 ]
 

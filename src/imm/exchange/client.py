@@ -51,8 +51,11 @@ from imm.exchange.errors import (
     ExchangeError,
     ThrottledError,
     TransientError,
+    UnreadableReplyError,
     classify,
+    describe_unreadable,
     header,
+    is_concurrency_text,
     is_transient_text,
     non_terminating_error,
     parse_error_body,
@@ -81,6 +84,9 @@ DEFAULT_REDIRECT_HOST_MAP: dict[str, str] = {
     ".admin.protection.office365.us": ".ps.compliance.protection.office365.us",
 }
 REWRITE_PORTS = {446: 443}
+UNDECODABLE = "imm_undecodable"  # response extension: the Content-Encoding that could not decode the body
+# The truncation warning (exo-rest.md §4); the module filters it while another page follows.
+PAGINATION_WARNING = "There are more results available than are currently displayed"
 TOKEN_SKEW = 120.0  # seconds before a cached token's expiry at which a fresh one is asked for
 
 
@@ -417,19 +423,7 @@ class ExchangeClient:
     def _page(self, call: _Call, url: str | None) -> tuple[dict[str, Any], str]:
         """POST the body to ``url`` (the endpoint when None) and return the decoded reply and the URL used."""
         response, used = self._request(call, url)
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise ExchangeError(
-                f"{call.cmdlet} failed: Exchange sent a reply that is not the expected JSON "
-                f"(HTTP {response.status_code}, {response.headers.get('content-type', 'no content type')})",
-                cmdlet=call.cmdlet,
-                status=response.status_code,
-                request_id=header(response.headers, "request-id"),
-                client_request_id=call.client_request_id,
-            )
+        data = self._json_reply(call, response)
         self._note(call, data)
         if data.get("@adminapi.confirmationmessage") and not data.get("value"):
             message = str(data["@adminapi.confirmationmessage"])
@@ -443,9 +437,44 @@ class ExchangeClient:
             )
         return data, used
 
+    def _json_reply(self, call: _Call, response: httpx.Response) -> dict[str, Any]:
+        """The JSON object of a 2xx reply, or :class:`UnreadableReplyError` saying what came instead (exo-rest.md §4:
+        Exchange answers ``application/json;odata.metadata=minimal…`` with an object holding ``value``)."""
+        content_type = header(response.headers, "content-type") or ""
+        undecodable = response.extensions.get(UNDECODABLE)
+        data: Any = None
+        if undecodable:
+            kind, what = "undecodable", f"the reply body cannot be decoded as its declared {undecodable} encoding"
+        elif "json" not in content_type.lower():
+            kind, what = describe_unreadable(response.content, content_type or "no content type")
+        else:
+            try:
+                data = response.json()
+            except ValueError:
+                kind, what = describe_unreadable(response.content)
+            else:
+                kind, what = "not_json", "the reply is JSON but not an object"
+        if isinstance(data, dict):
+            return data
+        raise UnreadableReplyError(
+            f"{call.cmdlet} failed: {what} (HTTP {response.status_code})",
+            kind=kind,
+            cmdlet=call.cmdlet,
+            status=response.status_code,
+            request_id=header(response.headers, "request-id"),
+            client_request_id=call.client_request_id,
+            hint="if a proxy sits between imm and Exchange Online, check it; otherwise try again later",
+        )
+
     def _note(self, call: _Call, data: dict[str, Any]) -> None:
+        next_page = bool(data.get("@odata.nextLink"))
         for warning in data.get("@adminapi.warnings") or []:
             text = str(warning)
+            if next_page and PAGINATION_WARNING in text:
+                # Microsoft's module drops this warning while another page follows (Execute-Command,
+                # $FilterWarningsInPagination in the [DUMP] of exo-rest.md): imm pages on, so it is not news.
+                log.debug("%s: %s (another page follows)", call.cmdlet, text)
+                continue
             self.warnings.append(text)
             self._local.warnings.append(text)
             log.warning("Exchange warning from %s: %s", call.cmdlet, text)
@@ -468,12 +497,16 @@ class ExchangeClient:
             token = self._get_token()
             headers = {**call.headers, "Authorization": f"Bearer {token}"}
             started = time.monotonic()
+            in_body = False
             try:
                 with self.limiter.slot():
                     self.stats.add(requests=1)
-                    response = self._http.post(target, content=call.body, headers=headers)
+                    request = self._http.build_request("POST", target, content=call.body, headers=headers)
+                    response = self._http.send(request, stream=True)
+                    in_body = True
+                    response = _read_body(response)
             except httpx.TransportError as exc:
-                self._after_transport_error(call, exc, attempts)
+                self._after_transport_error(call, exc, attempts, in_body=in_body)
                 continue
             elapsed = (time.monotonic() - started) * 1000
             status = response.status_code
@@ -500,8 +533,11 @@ class ExchangeClient:
                 continue
             self._after_error_reply(call, response, attempts)
 
-    def _after_transport_error(self, call: _Call, exc: httpx.TransportError, attempts: _Attempts) -> None:
-        """Wait before retrying a connection failure, or raise."""
+    def _after_transport_error(
+        self, call: _Call, exc: httpx.TransportError, attempts: _Attempts, in_body: bool = False
+    ) -> None:
+        """Wait before retrying a connection failure (``in_body``: the reply was cut off after its headers), or
+        raise."""
         self.stats.add(connection_errors=1)
         reason = _certificate_failure(exc)
         if reason is not None:  # no retry can fix an untrusted certificate; nothing was sent
@@ -517,6 +553,8 @@ class ExchangeClient:
             ) from exc
         never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
         kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "lost its connection"
+        if in_body:
+            kind = "timed out reading its reply" if isinstance(exc, httpx.TimeoutException) else "got a cut-off reply"
         if call.creating and not never_sent:
             raise AmbiguousOutcomeError(
                 f"{call.cmdlet} {kind} after the request was sent ({exc.__class__.__name__}); it may or may not "
@@ -529,6 +567,8 @@ class ExchangeClient:
             what = (
                 f"could not connect to {httpx.URL(self.base_url).host}"
                 if isinstance(exc, httpx.ConnectError)
+                else "the reply from Exchange Online was cut off before its end"
+                if in_body and not isinstance(exc, httpx.TimeoutException)
                 else f"the connection to Exchange Online {kind}"
             )
             raise TransientError(
@@ -544,7 +584,7 @@ class ExchangeClient:
         """Wait before retrying a 429 / transient reply, or raise its typed error."""
         status = response.status_code
         error = self._error_from(call, response)
-        if status == 429:
+        if status == 429 or is_concurrency_text(error.microsoft_message):
             self.stats.add(throttled=1)
             if self.limiter.throttled():
                 log.info("throttled: %s requests in flight allowed now", self.limiter.limit)
@@ -563,7 +603,7 @@ class ExchangeClient:
                     hint="try again later or lower the concurrency",
                 )
             retry_after = parse_retry_after(header(response.headers, "Retry-After"))
-            self._wait(call, self.policy.wait_for(attempts.throttled, retry_after), "HTTP 429")
+            self._wait(call, self.policy.wait_for(attempts.throttled, retry_after), f"throttled (HTTP {status})")
             attempts.throttled += 1
             return
         if status >= 500:
@@ -590,7 +630,9 @@ class ExchangeClient:
         raise error
 
     def _error_from(self, call: _Call, response: httpx.Response) -> ExchangeError:
-        exception_type, message, top = parse_error_body(response.content)
+        # a body its Content-Encoding cannot decode (the 403 of NUL bytes declared gzip) reads as no body
+        body = b"" if response.extensions.get(UNDECODABLE) else response.content
+        exception_type, message, top = parse_error_body(body)
         if exception_type is None:
             short = header(response.headers, "x-ExceptionType")
             exception_type = short or None
@@ -663,6 +705,27 @@ class ExchangeClient:
                 hint="check exchange_url / compliance_url in the profile",
             )
         return str(url)
+
+
+def _read_body(response: httpx.Response) -> httpx.Response:
+    """Read a streamed reply. A body its declared ``Content-Encoding`` cannot decode (Exchange's 403 is NUL bytes
+    declared gzip, measured by DrollRobot/azure-auth ``clients/invoke_command.py``; exo-rest.md §4) gives the same
+    reply without a body, marked with the encoding in ``extensions[UNDECODABLE]``, instead of a DecodingError."""
+    try:
+        response.read()
+        return response
+    except httpx.DecodingError:
+        encoding = header(response.headers, "content-encoding") or "content"
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=b"",
+            request=response.request,
+            extensions={**response.extensions, UNDECODABLE: encoding},
+        )
+    finally:
+        response.close()
 
 
 def _trusted_host(host: str, configured: str) -> bool:

@@ -39,6 +39,52 @@ _INVALID = (
     "PasswordComplexityException",
 )
 _THROTTLE_TEXT = re.compile(r"maximum number of concurrent requests|throttl|too many requests|micro delay", re.I)
+# "You have reached the maximum number of concurrent requests per tenant. Please wait and try again": ExoHelper
+# (GreyCorbel/ExoHelper Commands/Public/Invoke-ExoCommand.ps1) retries it whatever the HTTP status, as a plain-text
+# body next to a status outside its retryable list; imm reads it as throttling at any status too.
+CONCURRENCY_TEXT = re.compile(r"maximum number of concurrent requests", re.I)
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
+
+# The role that grants each cmdlet imm runs, for "access denied" (an unknown cmdlet or a missing role both give a
+# 403 with an empty body). Exchange: Get-ManagementRole -Cmdlet <name> ("Find the permissions required to run any
+# Exchange cmdlet", learn.microsoft.com/powershell/exchange/find-exchange-cmdlet-permissions); the Mail Recipients /
+# View-Only Recipients and Legal Hold rows are those of the Exchange role reference. Security & Compliance: the
+# Retention Management / View-Only Retention Management and Hold roles of "Permissions in the Microsoft Purview
+# portal" (learn.microsoft.com/purview/purview-compliance-portal-permissions). Unlisted cmdlets get the generic text.
+CMDLET_ROLES: dict[str, str] = {
+    "get-mailbox": "Mail Recipients or View-Only Recipients (Exchange role groups Recipient Management, View-Only "
+    "Organization Management)",
+    "get-recipient": "Mail Recipients or View-Only Recipients (Exchange role groups Recipient Management, "
+    "View-Only Organization Management)",
+    "get-mailboxstatistics": "Mail Recipients or View-Only Recipients (Exchange role groups Recipient Management, "
+    "View-Only Organization Management)",
+    "get-organizationconfig": "Organization Configuration or View-Only Configuration (Exchange)",
+    "set-mailbox": "Mail Recipients, and Legal Hold for hold parameters (Exchange role groups Recipient "
+    "Management, Discovery Management)",
+    "new-mailbox": "Mail Recipient Creation (Exchange role group Recipient Management)",
+    "new-mailboxrestorerequest": "Mailbox Import Export or Mail Recipients (Exchange role group Recipient Management)",
+    "get-mailboxrestorerequest": "Mail Recipients (Exchange role group Recipient Management)",
+    "get-mailboxrestorerequeststatistics": "Mail Recipients (Exchange role group Recipient Management)",
+    "remove-mailboxrestorerequest": "Mail Recipients (Exchange role group Recipient Management)",
+    "get-retentioncompliancepolicy": "Retention Management or View-Only Retention Management (Purview role groups "
+    "Compliance Administrator, Records Management)",
+    "get-retentioncompliancerule": "Retention Management or View-Only Retention Management (Purview role groups "
+    "Compliance Administrator, Records Management)",
+    "get-compliancetag": "Retention Management or View-Only Retention Management (Purview role groups Compliance "
+    "Administrator, Records Management)",
+    "get-caseholdpolicy": "Hold (Purview role group eDiscovery Manager)",
+    "get-caseholdrule": "Hold (Purview role group eDiscovery Manager)",
+    "set-retentioncompliancepolicy": "Retention Management (Purview role groups Compliance Administrator, Records "
+    "Management)",
+    "set-caseholdpolicy": "Hold (Purview role group eDiscovery Manager)",
+}
+
+
+def role_for(cmdlet: str | None) -> str | None:
+    """The role that grants ``cmdlet`` (see :data:`CMDLET_ROLES`), or None when imm does not know it."""
+    return CMDLET_ROLES.get((cmdlet or "").lower())
+
+
 _PAGING_TEXT = re.compile(r"Expired or Invalid pagination request", re.I)
 _EX_DETAIL = re.compile(r"^(Ex[0-9A-F]{6})\|([^|]*)\|(.*)$", re.S)
 MAX_MESSAGE = 500  # characters of Microsoft's text kept in the one-line message
@@ -105,9 +151,28 @@ class InvalidParameterError(ExchangeError):
 
 
 class AccessDeniedError(ExchangeError):
-    """HTTP 403 with an empty or NUL body: the cmdlet is unknown to the endpoint or the account lacks the role."""
+    """HTTP 403 with an empty or NUL body: the cmdlet is unknown to the endpoint or the account lacks the role.
+    ``role`` names the role that grants the cmdlet (None when imm does not know it)."""
 
     code = "access_denied"
+    role: str | None = None
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "role": self.role}
+
+
+class UnreadableReplyError(ExchangeError):
+    """A reply that is not Exchange's JSON: not JSON, an HTML page (a proxy or gateway answered), cut off, of the
+    wrong content type, or a body its declared ``Content-Encoding`` cannot decode. ``kind`` says which."""
+
+    code = "unreadable_reply"
+
+    def __init__(self, message: str, *, kind: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.kind = kind  # not_json | html | truncated | content_type | undecodable
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "kind": self.kind}
 
 
 class ExoAuthError(ExchangeError):
@@ -191,7 +256,10 @@ def parse_error_body(body: bytes | str | None) -> tuple[str | None, str | None, 
     try:
         data = json.loads(text)
     except ValueError:
-        return None, text.strip()[:MAX_MESSAGE], None
+        kind, what = describe_unreadable(body)
+        if kind == "not_json":  # plain text (the concurrency message comes so): Microsoft's words
+            return None, text.strip()[:MAX_MESSAGE], None
+        return None, what, None
     error = data.get("error") if isinstance(data, dict) else None
     if not isinstance(error, dict):
         return None, None, None
@@ -216,6 +284,31 @@ def parse_error_body(body: bytes | str | None) -> tuple[str | None, str | None, 
     if message is None and isinstance(inner, dict) and inner.get("message"):
         message = str(inner["message"])
     return exception_type, message, top
+
+
+def describe_unreadable(body: bytes | str, content_type: str | None = None) -> tuple[str, str]:
+    """(kind, one-line description) of a reply body that is not Exchange's JSON (:class:`UnreadableReplyError`)."""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    size = len(body)
+    stripped = text.strip("\x00 \r\n\t\ufeff")
+    head = stripped[:512].lower()
+    if head.startswith("<!doctype html") or "<html" in head or (content_type or "").lower().startswith("text/html"):
+        match = _HTML_TITLE.search(stripped)
+        title = _clip(match.group(1)) if match and match.group(1).strip() else None
+        named = f" ('{title}')" if title else ""
+        return "html", f"an HTML page{named} came back instead of Exchange's reply: a proxy or gateway answered"
+    if stripped[:1] in ("{", "["):
+        return "truncated", f"the JSON reply is cut off or malformed ({size:,} bytes)"
+    if content_type is not None and "json" not in content_type.lower():
+        return "content_type", f"the reply is {content_type.split(';')[0].strip() or 'untyped'}, not JSON"
+    if not stripped:
+        return "not_json", f"the reply body is empty ({size:,} bytes)"
+    return "not_json", f"the reply is not JSON: {_clip(stripped[:120])}"
+
+
+def is_concurrency_text(message: str | None) -> bool:
+    """True for Exchange's "maximum number of concurrent requests per tenant" (throttling, at any HTTP status)."""
+    return bool(message and CONCURRENCY_TEXT.search(message))
 
 
 def is_transient_text(exception_type: str | None, message: str | None) -> bool:
@@ -251,12 +344,16 @@ def classify(
         return f"{what} failed: {_clip(text) if text else default}"
 
     if status == 403:
-        return AccessDeniedError(
-            f"{what} was refused (HTTP 403): the account lacks the role for it, or the endpoint does not know the "
-            "cmdlet",
-            hint="ask for the Exchange / compliance role this cmdlet needs",
+        role = role_for(cmdlet)
+        error = AccessDeniedError(
+            f"access denied for {what} (HTTP 403): "
+            + (f"it needs the {role} role" if role else "the account lacks the role that grants it")
+            + ", or this endpoint does not know the cmdlet",
+            hint=f"ask an administrator to assign {role}" if role else "ask for the role this cmdlet needs",
             **kwargs,
         )
+        error.role = role
+        return error
     if status == 401:
         return ExoAuthError(
             line("the access token was refused (HTTP 401)"), hint="sign in again with 'imm login'", **kwargs
@@ -269,7 +366,7 @@ def classify(
             hint="use the ExchangeGuid or DistinguishedName as the identity",
             **kwargs,
         )
-    if status == 429 or (status is None and _THROTTLE_TEXT.search(text)):
+    if status == 429 or CONCURRENCY_TEXT.search(text) or (status is None and _THROTTLE_TEXT.search(text)):
         return ThrottledError(line("throttled by Exchange Online (HTTP 429)"), hint="try again later", **kwargs)
     if _PAGING_TEXT.search(text):
         return PagingExpiredError(line("the paging link expired"), hint="run the listing again", **kwargs)

@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})  # 401 is handled apart (one token refresh)
+# 408 Request Timeout is transient too: ExoHelper retries it (RequestTimeout in Invoke-ExoCommand.ps1).
+RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})  # 401 is handled apart (one token refresh)
 
 
 @dataclass

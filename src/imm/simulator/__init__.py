@@ -44,6 +44,9 @@ class SimulatorConfig:
     latency_ms: float = 0.0  # added to every Exchange call
     concurrency_budget: int = 10  # concurrent Exchange requests per tenant before 429
     retry_after_seconds: float = 1.0
+    # The status of an over-budget reply: 429 (+ Retry-After, JSON error), or another 4xx carrying only the plain
+    # text "You have reached the maximum number of concurrent requests per tenant…" (the shape ExoHelper handles).
+    throttle_status: int = 429
     token_lifetime: int = 3600  # seconds; <= 300 makes msal refresh on every silent call
     auto_approve_after: float | None = None  # seconds after the first poll; None: a person approves on the page
     device_code_expires_in: int = 900  # seconds a device code stays usable (Entra: 900)

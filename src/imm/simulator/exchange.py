@@ -7,12 +7,14 @@ Routes (``base`` = ``https://127.0.0.1:PORT``; ``{tenant}`` = the tenant GUID or
 - ``POST {base}/adminapi/v1.0/{tenant}/InvokeCommand``: 405, as observed.
 
 Each call: tenant segment → ``Authorization: Bearer`` (identity.verify_access_token; 401 + WWW-Authenticate) →
-``X-AnchorMailbox`` (400 when missing) → body → cmdlet known and role granted (403, NUL body) → concurrency budget
-(429 + Retry-After) → latency, fault injection → the cmdlet → a page of ``value`` with ``@odata.nextLink``.
+``X-AnchorMailbox`` (400 when missing) → body → cmdlet known and role granted (403, NUL bytes declared gzip) →
+concurrency budget (429 + Retry-After, or the plain concurrency-limit text with ``throttle_status``) → latency,
+fault injection → the cmdlet → a page of ``value`` with ``@odata.nextLink``.
 
 Test knobs on :class:`ExchangeService`: ``tenant`` (ground truth), ``fail_next(cmdlet, kind, count)``, ``counters``
 (requests per cmdlet), ``executed`` (cmdlet runs per cmdlet, continuation pages excluded), ``request_log``,
-``max_in_flight``, ``deny_role(upn, endpoint)`` / ``grant_role``, ``encrypt_password(text)``,
+``max_in_flight``, ``deny_role(upn, endpoint)`` / ``grant_role``, ``deny_cmdlet(cmdlet, caller)`` /
+``allow_cmdlet`` (the real 403 for one cmdlet), ``encrypt_password(text)``,
 ``reset_counters()``. Revoking a user is the identity provider's knob (``identity.revoke_user``): its tokens then
 get 401 here.
 """
@@ -47,14 +49,44 @@ log = logging.getLogger("imm.simulator.exchange")
 
 CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 EXPIRED_TEXT = "Expired or Invalid pagination request. Default Expiry time is 00:30:00"
-THROTTLE_TEXT = "You have reached the maximum number of concurrent requests per tenant."
-NUL_BODY = b"\x00" * 4  # the 403 body: NUL bytes (count unconfirmed)
+# GreyCorbel/ExoHelper Commands/Public/Invoke-ExoCommand.ps1 matches 'You have reached the maximum number of
+# concurrent requests per tenant. Please wait and try again*' against the raw reply text, at any status.
+THROTTLE_TEXT = "You have reached the maximum number of concurrent requests per tenant. Please wait and try again."
+# The 403 of a cmdlet the caller may not run (or the endpoint does not know): NUL bytes declared gzip, so an HTTP
+# client that decodes bodies fails on it (DrollRobot/azure-auth clients/invoke_command.py, measured; exo-rest.md §4).
+NUL_BODY = b"\x00" * 4  # count unconfirmed
+PROXY_PAGE = (
+    "<!DOCTYPE html>\r\n<html><head><title>502 Bad Gateway</title></head>\r\n<body><h1>Bad Gateway</h1>\r\n"
+    "<p>The proxy server received an invalid response from an upstream server.</p></body></html>\r\n"
+)
 REGION = "eur02"
 BE_TARGET = "AM0PR02MB1234.eurprd02.prod.outlook.com"  # X-CalculatedBETarget (shape only)
 EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000  # the service caps odata.maxpagesize (unconfirmed; the module never asks for more)
-FAULT_KINDS = frozenset({"reset", "reset_after_commit", "429", "500", "503", "504", "401", "slow", "pass"})
+FAULT_KINDS = frozenset(
+    {
+        "reset",
+        "reset_after_commit",
+        "429",
+        "500",
+        "503",
+        "504",
+        "401",
+        "slow",
+        "pass",
+        # ugly replies (exo-rest.md §4; what a proxy in between can send)
+        "408",  # Request Timeout, JSON error body
+        "concurrency",  # the concurrency-limit text, plain, with config.throttle_status (a 4xx when not 429)
+        "html_502",  # a proxy's HTML error page
+        "html_200",  # a proxy's HTML page with 200 (a captive or sign-in page)
+        "not_json",  # 200 declared JSON, plain text body
+        "content_type",  # 200 application/xml
+        "truncated_json",  # 200, a JSON body cut in the middle (framing intact)
+        "cut_off",  # 200, Content-Length announces more than is sent before the connection closes
+        "gzip_403",  # the real 403 shape for this one call
+    }
+)
 _ANCHOR = re.compile(r"^(UPN|SMTP|APP|MBX|OID):\S+@\S+$", re.IGNORECASE)
 _PREFER = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
 _TRANSIENT = {
@@ -134,6 +166,40 @@ def _request_error(message: str) -> Response:
     )
 
 
+def _forbidden() -> Response:
+    return Response(403, NUL_BODY, headers={"Content-Encoding": "gzip"}, content_type=CONTENT_TYPE)
+
+
+def _concurrency_reply(config: Any) -> Response:
+    """The concurrency-limit text as a plain body with a 4xx status (``config.throttle_status``; 400 when it is
+    429, i.e. the fault was asked for explicitly). Whether Exchange adds a Retry-After here is unconfirmed: none."""
+    status = config.throttle_status if config.throttle_status != 429 else 400
+    return Response(status, THROTTLE_TEXT, content_type="text/plain; charset=utf-8")
+
+
+def _json_cut(config: Any) -> bytes:
+    body = json.dumps({"@odata.context": "$metadata#Collection(Exchange.GenericHashTable)", "value": [{"A": 1}]})
+    return body.encode("utf-8")[:40]
+
+
+_UGLY: dict[str, Any] = {
+    "408": lambda config: _error(408, "System.TimeoutException", "The request timed out."),
+    "concurrency": _concurrency_reply,
+    "html_502": lambda config: Response(502, PROXY_PAGE, content_type="text/html; charset=utf-8"),
+    "html_200": lambda config: Response(200, PROXY_PAGE.replace("502 Bad Gateway", "Sign in to continue")),
+    "not_json": lambda config: Response(200, b"Service is starting, try later", content_type=CONTENT_TYPE),
+    "content_type": lambda config: Response(200, b"<Objs><Obj/></Objs>", content_type="application/xml; charset=utf-8"),
+    "truncated_json": lambda config: Response(200, _json_cut(config), content_type=CONTENT_TYPE),
+    "cut_off": lambda config: Response(
+        200,
+        {"@odata.context": "x", "@adminapi.warnings": [], "value": [{"Name": "x" * 200}]},
+        content_type=CONTENT_TYPE,
+        cut_after=60,
+    ),
+    "gzip_403": lambda config: _forbidden(),
+}
+
+
 def _redacted(params: Any) -> Any:
     if not isinstance(params, dict):
         return params
@@ -169,6 +235,7 @@ class ExchangeService:
         self.executed: Counter[str] = Counter()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=100_000)
         self.denied: dict[str, set[str]] = {}
+        self.denied_cmdlets: dict[str, set[str]] = {}  # caller (lower case, "*" = anyone) -> cmdlets (lower case)
         self._paging = threading.Lock()  # guards _cursors and _links
         self._cursors: dict[str, _Cursor] = {}
         self._links: dict[str, tuple[str, int, float]] = {}
@@ -210,6 +277,18 @@ class ExchangeService:
 
     def grant_role(self, upn: str, endpoint: str = "compliance") -> None:
         self.denied.get(upn.lower(), set()).discard(endpoint)
+
+    def deny_cmdlet(self, cmdlet: str, caller: str = "*") -> None:
+        """``caller`` (a UPN, ``app:<id>``, or '*' for anyone) lacks the role for ``cmdlet``: it gets the real 403
+        (NUL bytes declared gzip) for that cmdlet only, as a role assignment missing one cmdlet gives."""
+        self.denied_cmdlets.setdefault(caller.lower(), set()).add(cmdlet.lower())
+
+    def allow_cmdlet(self, cmdlet: str, caller: str = "*") -> None:
+        self.denied_cmdlets.get(caller.lower(), set()).discard(cmdlet.lower())
+
+    def _cmdlet_denied(self, caller: str, cmdlet: str) -> bool:
+        name = cmdlet.lower()
+        return any(name in self.denied_cmdlets.get(who, ()) for who in (caller.lower(), "*"))
 
     def encrypt_password(self, text: str) -> str:
         """Encrypt as a client would (tests, demo)."""
@@ -312,8 +391,12 @@ class ExchangeService:
         cmdlet = self.cmdlets[endpoint].get(name.lower())
         if cmdlet is not None:
             entry["cmdlet"] = cmdlet.name  # counters use the canonical spelling
-        if cmdlet is None or endpoint in self.denied.get(caller.lower(), set()):
-            return Response(403, NUL_BODY, content_type=CONTENT_TYPE)
+        if (
+            cmdlet is None
+            or endpoint in self.denied.get(caller.lower(), set())
+            or self._cmdlet_denied(caller, cmdlet.name)
+        ):
+            return _forbidden()
         if not self._acquire():
             return self._throttled()
         try:
@@ -347,6 +430,8 @@ class ExchangeService:
         elif fault in ("500", "503", "504"):
             exception_type, text = _TRANSIENT[int(fault)]
             return _error(int(fault), exception_type, text)
+        elif fault is not None and fault in _UGLY:
+            return _UGLY[fault](self.config)
         root = request.path.rsplit("/InvokeCommand", 1)[0]
         context = f"{self.base_url}{root}/$metadata#Collection(Exchange.GenericHashTable)"
         token = (request.query.get("$skiptoken") or [""])[-1]
@@ -489,6 +574,8 @@ class ExchangeService:
         return None
 
     def _throttled(self) -> Response:
+        if self.config.throttle_status != 429:
+            return _concurrency_reply(self.config)
         retry = self.config.retry_after_seconds
         response = _error(429, "Microsoft.Exchange.Admin.OData.Core.ODataServiceException", THROTTLE_TEXT)
         response.headers["Retry-After"] = f"{retry:g}"

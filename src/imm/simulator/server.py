@@ -48,6 +48,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
     reset: bool = False  # fault injection: drop the connection without an answer
+    cut_after: int | None = None  # fault injection: announce the whole body, send this many bytes, then close
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, dict | list):
@@ -122,6 +123,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
+            if response.cut_after is not None:  # a reply cut off mid-body (Content-Length says more)
+                self.wfile.write(payload[: response.cut_after])
+                self.wfile.flush()
+                self.close_connection = True
+                self._reset()
+                return
             self.wfile.write(payload)
 
     def _reset(self) -> None:
