@@ -471,7 +471,9 @@ class ExchangeService:
                 cursor_id = secrets.token_hex(8)
                 self._cursors[cursor_id] = cursor
                 link = self._link(cursor_id, page_size, request)
-            return self._page_response(context, page, warnings, link)
+            # A page with another after it carries the "more results" warning too: Microsoft's module drops it
+            # there (Execute-Command filters $FilterWarningsInPagination while a next page exists; exo-rest.md [DUMP]).
+            return self._page_response(context, page, [*warnings, exchange_cmdlets.TRUNCATION_WARNING], link)
         except CmdletError as exc:
             return _error(exc.status, exc.exception_type, exc.message)
         except NonTerminatingError as exc:  # 200, nothing changed, the error in @adminapi.errors (exo-rest.md §4)
@@ -490,7 +492,7 @@ class ExchangeService:
         with self.tenant.lock:
             page = self._render(cursor.items[offset:end], cursor.render, request)
         if next_link:
-            return self._page_response(context, page, [], next_link)
+            return self._page_response(context, page, [exchange_cmdlets.TRUNCATION_WARNING], next_link)
         warnings = [exchange_cmdlets.TRUNCATION_WARNING] if cursor.truncated else []
         return self._page_response(context, page, warnings, None)
 
