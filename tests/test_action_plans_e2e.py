@@ -9,13 +9,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from action_support import ActEnv, make_env
 from imm.simulator import FaultConfig
-from imm.simulator.model import Mailbox
+from imm.simulator.model import SOFT_DELETED, Mailbox
 from imm.simulator.tenant import Tenant
 
 pytestmark = pytest.mark.slow
@@ -217,3 +218,47 @@ def test_ctrl_c_at_the_question_is_cancelled_with_exit_130(act: ActEnv) -> None:
     rows = act.audit(guid, "REMOVE_HOLD")
     assert [(r["result"], r["error_message"]) for r in rows] == [("cancelled", INTERRUPTED_BEFORE)]
     assert act.tenant.mailboxes[guid].litigation_hold is True
+
+
+def test_bulk_release_needs_the_typed_count_and_blocks_an_unconfirmed_consequence(act: ActEnv, tmp_path: Path) -> None:
+    last = act.pick(lambda m, t: t.hold_reasons(m) == ["LitigationHold"], "mailbox held only by Litigation Hold")
+    other = act.pick(_litigation_and_more, "mailbox on Litigation Hold with other holds")
+    turned = act.pick(lambda m, t: t.hold_reasons(m) == ["LitigationHold"], "mailbox held only by Litigation Hold")
+    with act.tenant.lock:
+        turned.compliance_tag_hold = True  # a label hold too, as the cache will know it
+    assert act.run("sync").exit_code == 0
+    plan = tmp_path / "plan.csv"
+    plan.write_text(
+        "action,identity,type\n" + "".join(f"release,{m.exchange_guid},litigation\n" for m in (last, other, turned)),
+        encoding="utf-8",
+    )
+    shown = act.run("bulk", "run", str(plan), "--show-cmdlets")
+    assert shown.exit_code == 0, shown.stderr
+    for line, mbx in zip((2, 3, 4), (last, other, turned), strict=True):
+        assert f"line {line} release " in shown.stdout
+        assert f"    Set-Mailbox -Identity {mbx.exchange_guid} -InactiveMailbox -LitigationHoldEnabled $false\n" in (
+            shown.stdout
+        )
+    with act.tenant.lock:  # Exchange changes after the last sync: the cache still shows the label hold
+        turned.compliance_tag_hold = False
+
+    refused = act.run("bulk", "run", str(plan), "--execute", "--yes", "--i-understand-unlimited", input="")
+    assert refused.exit_code == 1
+    assert "  1 row remove the last hold (the mailbox becomes soft-deleted and is purged 183 days later): " in (
+        refused.stderr
+    )
+    assert refused.stderr.splitlines()[-1].endswith(
+        "Cancelled: the typed confirmation was not 'release 1': nothing was run."
+    )
+    assert act.tenant.mailboxes[last.exchange_guid].litigation_hold is True
+
+    result = act.run("bulk", "run", str(plan), "--execute", "--yes", "--i-understand-unlimited", input="release 1\n")
+    assert result.exit_code == 1, result.stderr  # one row blocked
+    assert act.tenant.mailboxes[last.exchange_guid].state == SOFT_DELETED  # its last hold, confirmed by count
+    assert act.tenant.mailboxes[other.exchange_guid].litigation_hold is False
+    assert act.tenant.mailboxes[turned.exchange_guid].litigation_hold is True  # its last hold was never confirmed
+    assert "line 4 release " in result.stderr and ": blocked: " in result.stderr
+    rows = act.audit(turned.exchange_guid, "REMOVE_HOLD")
+    assert [r["result"] for r in rows] == ["preview", "failure"]
+    assert rows[1]["details"]["blockers"][0].startswith("unconfirmed-consequence: this release would remove the last")
+    assert rows[1]["details"]["line"] == 4

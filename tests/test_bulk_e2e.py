@@ -40,6 +40,8 @@ pytestmark = pytest.mark.slow
 
 ADMIN = "admin@contoso.onmicrosoft.com"
 CHANGING = ("Set-", "New-", "Remove-", "Add-", "Enable-", "Disable-", "Start-", "Invoke-")
+# bulk runs of these tests confirm their last-hold and Unlimited releases by flag (the typed count is tested apart)
+UNDERSTOOD = ("--i-understand-last-hold", "--i-understand-unlimited")
 ITEM_OPERATIONS = ("RECOVER_MAILBOX", "RESTORE_MAILBOX", "REMOVE_HOLD", "CHANGE_HOLD")
 
 
@@ -266,7 +268,9 @@ def test_a_thousand_releases_under_faults_each_happen_exactly_once(tmp_path: Pat
         sim.config.retry_after_seconds = 0.02
         sim.config.faults = FaultConfig(throttle_rate=0.02, error_5xx_rate=0.002, reset_rate=0.002)
         started = time.monotonic()
-        result = place.imm("bulk", "run", str(plan), "--execute", "--yes", "--concurrency", "10", timeout=300)
+        result = place.imm(
+            "bulk", "run", str(plan), "--execute", "--yes", *UNDERSTOOD, "--concurrency", "10", timeout=300
+        )
         elapsed = time.monotonic() - started
         sim.config.faults = FaultConfig()
         assert result.exit_code == 0, result.stderr[-3000:]
@@ -336,14 +340,14 @@ def test_a_job_killed_at_several_points_resumes_to_the_same_end_as_an_uninterrup
         assert [m.exchange_guid for m in inactive(straight.sim)] == [m.exchange_guid for m in inactive(killed.sim)]
         assert hold_state(straight.sim) == hold_state(killed.sim)
 
-        done = straight.imm("bulk", "run", str(plans[straight.work]), "--execute", "--yes")
+        done = straight.imm("bulk", "run", str(plans[straight.work]), "--execute", "--yes", *UNDERSTOOD)
         assert done.exit_code == 0, done.stderr
 
         def finished() -> int:
             rows = killed.rows("SELECT COUNT(*) FROM bulk_items WHERE status NOT IN ('pending', 'running')")
             return int(rows[0][0])
 
-        run = killed.popen("bulk", "run", str(plans[killed.work]), "--execute", "--yes")
+        run = killed.popen("bulk", "run", str(plans[killed.work]), "--execute", "--yes", *UNDERSTOOD)
         _kill_when(killed, run, finished, 15, released_in_flight=True)
         job_id = killed.job_id()
         in_flight = [r for r in killed.items(job_id).values() if r["status"] == "running"]
@@ -354,9 +358,9 @@ def test_a_job_killed_at_several_points_resumes_to_the_same_end_as_an_uninterrup
         status = killed.imm("bulk", "status", job_id, "--output", "json")
         assert json.loads(status.stdout)["job"]["status"] == "interrupted"  # running, but its process is gone
 
-        resume = killed.popen("bulk", "resume", job_id, "--yes")
+        resume = killed.popen("bulk", "resume", job_id, "--yes", *UNDERSTOOD)
         _kill_when(killed, resume, finished, 60, released_in_flight=False)
-        last = killed.imm("bulk", "resume", job_id, "--yes")
+        last = killed.imm("bulk", "resume", job_id, "--yes", *UNDERSTOOD)
         assert last.exit_code == 0, last.stderr
         assert f"Job {job_id} (execute): " in last.stderr
 
@@ -392,7 +396,7 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     with site(tmp_path, "a", mailboxes=80, latency_ms=20.0) as place:
         guids = put_on_litigation_hold(place, 60)
         plan = release_plan(place.work / "plan.csv", guids)
-        run = place.popen("bulk", "run", str(plan), "--execute", "--yes", "--concurrency", "4")
+        run = place.popen("bulk", "run", str(plan), "--execute", "--yes", *UNDERSTOOD, "--concurrency", "4")
 
         def some_done() -> bool:
             try:
@@ -418,10 +422,10 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
         assert [(j["id"], j["status"], j["left"]) for j in json.loads(listing.stdout)] == [
             (job_id, "interrupted", sum(1 for r in items.values() if r["status"] == "pending"))
         ]
-        resumed = place.imm("bulk", "resume", job_id, "--yes")
+        resumed = place.imm("bulk", "resume", job_id, "--yes", *UNDERSTOOD)
         assert resumed.exit_code == 0, resumed.stderr
         assert set_mailbox_changes(place.sim) == Counter(dict.fromkeys(guids, 1))
-        again = place.imm("bulk", "resume", job_id, "--yes")
+        again = place.imm("bulk", "resume", job_id, "--yes", *UNDERSTOOD)
         assert (again.exit_code, again.stderr) == (0, f"Job {job_id} has nothing left to run (60 succeeded).\n")
 
 
@@ -429,7 +433,7 @@ def test_lost_sign_in_stops_the_job_with_exit_3_and_resume_after_login(tmp_path:
     with site(tmp_path, "a", mailboxes=60, latency_ms=20.0) as place:
         guids = put_on_litigation_hold(place, 40)
         plan = release_plan(place.work / "plan.csv", guids)
-        run = place.popen("bulk", "run", str(plan), "--execute", "--yes", "--concurrency", "2")
+        run = place.popen("bulk", "run", str(plan), "--execute", "--yes", *UNDERSTOOD, "--concurrency", "2")
 
         def some_done() -> bool:
             try:
@@ -446,7 +450,7 @@ def test_lost_sign_in_stops_the_job_with_exit_3_and_resume_after_login(tmp_path:
         items = place.items(job_id)
         assert "pending" in {r["status"] for r in items.values()}
         assert place.imm("login").exit_code == 0
-        resumed = place.imm("bulk", "resume", job_id, "--yes")
+        resumed = place.imm("bulk", "resume", job_id, "--yes", *UNDERSTOOD)
         assert resumed.exit_code == 0, resumed.stderr
         assert set_mailbox_changes(place.sim) == Counter(dict.fromkeys(guids, 1))
         assert {r["status"] for r in place.items(job_id).values()} <= {"succeeded", "already-done"}
@@ -472,7 +476,7 @@ def test_recover_passwords_go_only_to_the_passwords_file_even_across_a_kill(tmp_
         columns = ("action", "identity", "upn", "name", "type", "target", "days")
         plan = write_plan(place.work / "plan.csv", rows, columns)
         secrets_file = place.work / "passwords.csv"
-        run = place.popen("bulk", "run", str(plan), "--execute", "--yes", "--concurrency", "2",
+        run = place.popen("bulk", "run", str(plan), "--execute", "--yes", *UNDERSTOOD, "--concurrency", "2",
                           "--passwords-out", str(secrets_file))  # fmt: skip
 
         def one_done() -> bool:
@@ -486,7 +490,7 @@ def test_recover_passwords_go_only_to_the_passwords_file_even_across_a_kill(tmp_
         first_out, first_err = run.communicate(timeout=30)
         job_id = place.job_id()
         assert "running" in {r["status"] for r in place.items(job_id).values()}  # a recover caught mid-flight
-        resumed = place.imm("bulk", "resume", job_id, "--yes")
+        resumed = place.imm("bulk", "resume", job_id, "--yes", *UNDERSTOOD)
         assert resumed.exit_code == 1, resumed.stderr  # the eDiscovery release is blocked
         items = place.items(job_id)
         assert all(items[n]["status"] in ("succeeded", "already-done") for n in range(2, 8))
@@ -533,7 +537,7 @@ def test_an_exchange_that_stops_answering_stops_the_job_and_resume_finishes(tmp_
         plan = release_plan(place.work / "plan.csv", guids)
         place.sim.config.retry_after_seconds = 0.01
         place.sim.config.faults = FaultConfig(throttle_rate=1.0)  # every call: 429, until the client gives up
-        result = place.imm("bulk", "run", str(plan), "--execute", "--yes", "--concurrency", "2")
+        result = place.imm("bulk", "run", str(plan), "--execute", "--yes", *UNDERSTOOD, "--concurrency", "2")
         job_id = place.job_id()
         assert result.exit_code == 1, result.stderr
         assert "Error: the job stopped: Exchange Online did not answer for 5 items in a row (last: not done, " in (
@@ -547,7 +551,7 @@ def test_an_exchange_that_stops_answering_stops_the_job_and_resume_finishes(tmp_
         assert place.rows("SELECT status FROM bulk_jobs")[0]["status"] == "interrupted"
 
         place.sim.config.faults = FaultConfig()
-        resumed = place.imm("bulk", "resume", job_id, "--yes")
+        resumed = place.imm("bulk", "resume", job_id, "--yes", *UNDERSTOOD)
         assert resumed.exit_code == 0, resumed.stderr
         assert set_mailbox_changes(place.sim) == Counter(dict.fromkeys(guids, 1))
         assert {r["status"] for r in place.items(job_id).values()} == {"succeeded"}
@@ -561,7 +565,7 @@ def test_items_left_undone_without_a_stop_say_why_and_are_not_called_interrupted
         place.sim.config.retry_after_seconds = 0.001
         place.sim.config.faults = FaultConfig(throttle_rate=1.0)  # every call: 429, until the client gives up
 
-        result = place.imm("bulk", "run", str(plan), "--execute", "--yes", "--concurrency", "2")
+        result = place.imm("bulk", "run", str(plan), "--execute", "--yes", *UNDERSTOOD, "--concurrency", "2")
 
         job_id = place.job_id()
         assert (result.exit_code, result.stdout) == (1, "")

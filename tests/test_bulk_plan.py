@@ -7,7 +7,9 @@ is needed here (tests/test_bulk_e2e.py runs plans against the simulated tenant).
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -93,7 +95,7 @@ def test_every_bad_row_is_named_and_nothing_runs(tmp_path: Path, db_path: Path) 
         "set-duration,carol@contoso.com,,12x,,,,,\n"  # 10 bad days
         "recover,carol@contoso.com,,,not-an-address,carol2,,,\n"  # 11 bad upn
         "restore,carol@contoso.com,,,,,target@contoso.com,maybe,\n"  # 12 bad archive
-        "release,ALICE@contoso.com,all-releasable,,,,,,\n"  # 13 duplicate of line 2 (same mailbox, action)
+        "release,ALICE@contoso.com,all-unlocked,,,,,,\n"  # 13 duplicate of line 2 (same mailbox, action)
         "release,twin,litigation,,,,,,\n"  # 14 ambiguous
         "release,carol@contoso.com,litigation,30,,,,,\n"  # 15 a value that does not apply
         "recover,bob@contoso.com,,,new@contoso.com,bob2,,,\n"  # 16 fine
@@ -111,7 +113,7 @@ def test_every_bad_row_is_named_and_nothing_runs(tmp_path: Path, db_path: Path) 
         "line 6: no mailbox 'nobody@contoso.com' in the cache (run `imm sync` if it is new)",
         "line 7: release needs a value in 'type'",
         "line 8: unknown hold type 'everything' for release (use litigation, delay, delay-release, label, "
-        "org-policy, policy, ediscovery, all-releasable)",
+        "org-policy, policy, ediscovery, all-unlocked)",
         "line 9: days must be a whole number from 1 to 36500 or 'unlimited' (it is '0')",
         "line 10: days must be a whole number from 1 to 36500 or 'unlimited' (it is '12x')",
         "line 11: upn 'not-an-address' is not a user@domain address",
@@ -219,21 +221,15 @@ def test_recover_rows_need_a_passwords_file_before_anything_runs(tmp_path: Path,
 
 
 def test_a_declined_confirmation_runs_nothing(tmp_path: Path, db_path: Path) -> None:
-    plan = write(
-        tmp_path,
-        f"action,identity,type\nrelease,{GUID_A},litigation\nrelease,{GUID_B},litigation\n"
-        f"release,{GUID_C},litigation\nrelease,{GUID_D},all-releasable\n",
-    )
+    plan = write(tmp_path, f"action,identity,days\nset-duration,{GUID_A},365\nset-duration,{GUID_B},365\n")
     result = run_imm("bulk", "run", str(plan), "--execute", "--db", str(db_path), input="n\n")
     assert result.exit_code == 1
     assert result.stderr.startswith(
-        "Release all-releasable, litigation holds on 4 mailboxes in tenant organizations: "
-        "Alice Archer <alice@contoso.com>, Bob Baker <bob@contoso.com>, Carol Cruz <carol@contoso.com> and 1 more.\n"
-        "Releasing a mailbox's last hold makes it soft-deleted; Exchange purges it 183 days later "
-        "(a what-if run shows which mailboxes lose their last hold).\n"
+        "Change the Litigation Hold duration of 2 mailboxes in tenant organizations: "
+        "Alice Archer <alice@contoso.com>, Bob Baker <bob@contoso.com>.\n"
         "Continue? [y/N]: "
     )
-    assert result.stderr.endswith("Cancelled: nothing was run.\n")
+    assert result.stderr.endswith("Cancelled: not confirmed: nothing was run.\n")
     assert db_rows(db_path, "SELECT COUNT(*) FROM bulk_jobs") == [(0,)]
     # the refusal is on record: one row, nothing started
     rows = db_rows(db_path, "SELECT operation, identity, result, error_message, details FROM audit_log")
@@ -241,8 +237,38 @@ def test_a_declined_confirmation_runs_nothing(tmp_path: Path, db_path: Path) -> 
         ("BULK_OPERATION", str(plan.resolve()), "cancelled", "not confirmed: nothing was run")
     ]
     details = json.loads(rows[0][4])
-    assert (details["mode"], details["items"], details["actions"]) == ("execute", 4, {"release": 4})
+    assert (details["mode"], details["items"], details["actions"]) == ("execute", 2, {"set-duration": 2})
     assert details["plan_sha256"] == hashlib.sha256(plan.read_bytes()).hexdigest()
+
+
+LAST_HOLD_PLAN = (
+    f"action,identity,type\nrelease,{GUID_A},litigation\nrelease,{GUID_B},litigation\n"
+    f"release,{GUID_C},litigation\nrelease,{GUID_D},all-unlocked\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("flags", "stdin"),
+    [((), "n\n"), ((), "release 3\n"), (("--yes",), ""), (("--yes", "--i-understand-unlimited"), "")],
+)
+def test_last_holds_need_the_count_typed_even_with_yes_and_closed_stdin(
+    tmp_path: Path, db_path: Path, flags: tuple[str, ...], stdin: str | None
+) -> None:
+    plan = write(tmp_path, LAST_HOLD_PLAN)
+    result = run_imm("bulk", "run", str(plan), "--execute", *flags, "--db", str(db_path), input=stdin)
+    assert result.exit_code == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[:2] == [
+        "Consequences, by the cache (each row is checked against Exchange again before it runs):",
+        "  4 rows remove the last hold (the mailbox becomes soft-deleted and is purged 183 days later): "
+        "Alice Archer <alice@contoso.com>, Bob Baker <bob@contoso.com>, Carol Cruz <carol@contoso.com> and 1 more",
+    ]
+    assert 'type "release 4" to go on' in result.stderr
+    reason = "the typed confirmation was not 'release 4': nothing was run"
+    assert lines[-1].endswith(f"Cancelled: {reason}.")
+    assert db_rows(db_path, "SELECT COUNT(*) FROM bulk_jobs") == [(0,)]
+    rows = db_rows(db_path, "SELECT operation, result, error_message FROM audit_log")
+    assert rows == [("BULK_OPERATION", "cancelled", reason)]
 
 
 # ------------------------------------------------------------------------------------------- valid plans
@@ -298,7 +324,7 @@ def test_formula_cells_round_trip() -> None:
 def test_plan_from_a_cache_query_writes_a_plan_that_reads_back(tmp_path: Path, db_path: Path) -> None:
     out = tmp_path / "release.csv"
     result = run_imm(
-        "bulk", "plan", "--releasable", "--company", "contoso", "--action", "release", "--type", "all-releasable",
+        "bulk", "plan", "--releasable", "--company", "contoso", "--action", "release", "--type", "all-unlocked",
         "--out", str(out), "--db", str(db_path),
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
@@ -307,19 +333,45 @@ def test_plan_from_a_cache_query_writes_a_plan_that_reads_back(tmp_path: Path, d
     )
     assert out.read_text(encoding="utf-8") == (
         "action,identity,type,note\n"
-        f"release,{GUID_A},all-releasable,Alice Archer <alice@contoso.com>; Contoso / Sales; holds: litigation; "
+        f"release,{GUID_A},all-unlocked,Alice Archer <alice@contoso.com>; Contoso / Sales; holds: litigation; "
         "holds expired 2025-01-01\n"
-        f"release,{GUID_B},all-releasable,Bob Baker <bob@contoso.com>; Contoso / Sales; holds: litigation; "
+        f"release,{GUID_B},all-unlocked,Bob Baker <bob@contoso.com>; Contoso / Sales; holds: litigation; "
         "holds expired 2025-01-01\n"
     )
     db = DatabaseManager(db_path)
     assert [(r.line, r.mailbox_guid, r.params) for r in read_plan(out, db).rows] == [
-        (2, GUID_A, {"type": "all-releasable"}),
-        (3, GUID_B, {"type": "all-releasable"}),
+        (2, GUID_A, {"type": "all-unlocked"}),
+        (3, GUID_B, {"type": "all-unlocked"}),
     ]
     db.close()
     again = run_imm("bulk", "plan", "--releasable", "--out", str(out), "--db", str(db_path))
     assert (again.exit_code, again.stderr) == (2, f"Error: {out} exists; use --force to replace it\n")
+
+
+def test_a_release_plan_with_no_options_selects_only_mailboxes_whose_holds_all_expired(db_path: Path) -> None:
+    result = run_imm("bulk", "plan", "--db", str(db_path))
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(r["identity"], r["type"]) for r in rows] == [(GUID_A, "all-unlocked"), (GUID_B, "all-unlocked")]
+    everyone = run_imm("bulk", "plan", "--include-unexpired", "--db", str(db_path))
+    assert everyone.exit_code == 0, everyone.stderr
+    assert len(list(csv.DictReader(io.StringIO(everyone.stdout)))) == 6
+    wrong = run_imm("bulk", "plan", "--action", "recover", "--include-unexpired", "--db", str(db_path))
+    assert (wrong.exit_code, wrong.stderr) == (2, "Error: --include-unexpired is for --action release\n")
+
+
+def test_the_old_type_word_all_releasable_is_refused_with_a_hint(tmp_path: Path, db_path: Path) -> None:
+    result = run_imm("bulk", "plan", "--type", "all-releasable", "--db", str(db_path))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "Error: hold type 'all-releasable' was renamed 'all-unlocked': it removes every unlocked hold, expired or not",
+        "Hint: to act only on mailboxes whose holds have all expired, select them with --releasable (imm list "
+        "--releasable, imm bulk plan --releasable); then use --type all-unlocked",
+    ]
+    plan = write(tmp_path, f"action,identity,type\nrelease,{GUID_A},all-releasable\n")
+    run = run_imm("bulk", "run", str(plan), "--db", str(db_path))
+    assert run.exit_code == 2
+    assert f"  {plan}: line 2: release: hold type 'all-releasable' was renamed 'all-unlocked'" in run.stderr
 
 
 def test_plan_for_recover_and_set_duration_on_stdout(tmp_path: Path, db_path: Path) -> None:
@@ -353,8 +405,8 @@ def test_plan_for_recover_and_set_duration_on_stdout(tmp_path: Path, db_path: Pa
         (["--days", "5"], 2, "--days and --unlimited are for --action set-duration"),
         (["--action", "recover", "--type", "litigation"], 2, "--type is for --action release"),
         (["--target", "x@contoso.com"], 2, "--target, --archive and --target-folder are for --action restore"),
-        (["--type", "everything"], 2, "unknown hold type 'everything' (use litigation, delay, delay-release, label, "
-         "org-policy, policy, ediscovery, all-releasable)"),
+        (["--type", "everything"], 2, "unknown hold type 'everything' (choose from: litigation, delay, "
+         "delay-release, label, org-policy, policy, ediscovery, all-unlocked)"),
     ],
 )  # fmt: skip
 def test_plan_option_errors(db_path: Path, args: list[str], code: int, message: str) -> None:
@@ -385,7 +437,7 @@ def test_read_plan_errors_are_input_errors(tmp_path: Path, db_path: Path) -> Non
 def test_old_deletions_plan_limit(db_path: Path) -> None:
     result = run_imm("bulk", "plan", "--older-than", "1", "--limit", "1", "--db", str(db_path))
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.splitlines()[1].startswith(f"release,{GUID_A},all-releasable,")
+    assert result.stdout.splitlines()[1].startswith(f"release,{GUID_A},all-unlocked,")
     assert len(result.stdout.splitlines()) == 2
 
 

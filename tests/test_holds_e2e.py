@@ -179,7 +179,7 @@ def test_release_of_the_last_hold_in_scripts(act: ActEnv) -> None:
     mbx = act.pick(only_litigation, "mailbox held only by Litigation Hold")
 
     result, data = act.json(
-        "holds", "release", mbx.exchange_guid, "--type", "all-releasable", "--yes", "--i-understand-last-hold"
+        "holds", "release", mbx.exchange_guid, "--type", "all-unlocked", "--yes", "--i-understand-last-hold"
     )
 
     assert result.exit_code == 0, result.stderr

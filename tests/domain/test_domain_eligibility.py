@@ -364,7 +364,7 @@ def test_all_releasable_leaves_locked_ediscovery_and_inplace() -> None:
         compliance_tag_hold=True,
     )
     holds = decode_holds(mailbox, ["mbx" + "b" * 32 + ":2"], POLICIES)
-    plan = release_plan(mailbox, holds, "all-releasable")
+    plan = release_plan(mailbox, holds, "all-unlocked")
     assert [s.hold.kind.value for s in plan.steps] == ["litigation", "retention-policy", "org-policy", "label", "delay"]
     assert plan.blockers == ()
     assert [h.kind.value for h in plan.remaining] == ["retention-policy", "ediscovery", "inplace"]
@@ -375,7 +375,7 @@ def test_all_releasable_leaves_locked_ediscovery_and_inplace() -> None:
 
 def test_all_releasable_on_a_mailbox_with_only_releasable_holds_removes_the_last() -> None:
     mailbox = mbx(litigation_hold_enabled=True, delay_hold=True)
-    plan = release_plan(mailbox, decode_holds(mailbox, [], {}), "all-releasable")
+    plan = release_plan(mailbox, decode_holds(mailbox, [], {}), "all-unlocked")
     assert len(plan.steps) == 2
     assert plan.removes_last_hold is True
     assert plan.consequence == LAST_HOLD_CONSEQUENCE
@@ -402,9 +402,9 @@ def test_unknown_release_type() -> None:
         release_plan(mbx(), [], "everything")
     assert err.value.message == (
         "unknown hold type 'everything' (choose from: litigation, delay, delay-release, label, org-policy, policy, "
-        "ediscovery, all-releasable)"
+        "ediscovery, all-unlocked)"
     )
-    assert RELEASE_TYPES[-1] == "all-releasable"
+    assert RELEASE_TYPES[-1] == "all-unlocked"
 
 
 def test_release_blockers_for_manual_holds() -> None:

@@ -751,25 +751,13 @@ def holds_show(identity: str, refresh: bool, output: str, query: str | None) -> 
     when = f"{expires:%Y-%m-%d}: " if expires else ""
     click.echo(f"Expiry: {when}{report['expiry_reason']}")
     if report["releasable"]:
-        click.echo("Every hold has run out: a candidate for release (imm holds release ID --type all-releasable).")
+        click.echo("Every hold has run out: a candidate for release (imm holds release ID --type all-unlocked).")
     click.echo(f"Source: {report['source']}" + ("" if refresh else " (use --refresh to read Exchange now)"))
-
-
-_RELEASE_TYPES = (
-    "litigation",
-    "delay",
-    "delay-release",
-    "label",
-    "org-policy",
-    "policy",
-    "ediscovery",
-    "all-releasable",
-)
 
 
 @holds.command("release")
 @click.argument("identity")
-@click.option("--type", "kind", required=True, type=click.Choice(_RELEASE_TYPES), help="Which hold(s) to release.")
+@click.option("--type", "kind", required=True, metavar="TYPE", help="Which hold(s) to release (the types below).")
 @click.option(
     "--force-ediscovery",
     is_flag=True,
@@ -803,8 +791,9 @@ def holds_release(
       org-policy      excludes the mailbox from org-wide policies
       policy          retention policies naming the mailbox
       ediscovery      needs --force-ediscovery
-      all-releasable  every hold imm can release (not eDiscovery, legacy
-                      In-Place or Preservation-Locked ones)
+      all-unlocked    every hold imm can remove, expired or not (not eDiscovery,
+                      legacy In-Place or Preservation-Locked ones; was
+                      'all-releasable')
 
     Releasing the LAST hold makes the mailbox soft-deleted; it is purged 183 days later. That needs the mailbox's
     primary SMTP address typed, even with --yes, unless --i-understand-last-hold is also given (for scripts).
@@ -812,6 +801,9 @@ def holds_release(
     \b
     Example: imm holds release jane.doe@contoso.com --type litigation --what-if
     """
+    from imm.domain.eligibility import check_release_type
+
+    kind = check_release_type(kind)
     with _session() as actions:
         preview, result = _act(
             actions,

@@ -49,7 +49,7 @@ def bulk() -> None:
 
     \b
     Example:
-      imm bulk plan --releasable --company Contoso --action release --type all-releasable --out plan.csv
+      imm bulk plan --releasable --company Contoso --action release --type all-unlocked --out plan.csv
       imm bulk run plan.csv                      # what-if: previews, changes nothing
       imm bulk run plan.csv --execute --yes      # then for real
     """
@@ -64,13 +64,19 @@ def bulk() -> None:
     show_default=True,
     help="What each row will do.",
 )
-@click.option("--type", "release_type", metavar="TYPE", help="release: which holds (default all-releasable).")
+@click.option("--type", "release_type", metavar="TYPE", help="release: which holds (default all-unlocked).")
 @click.option("--days", type=click.IntRange(1, 36500), metavar="N", help="set-duration: the new duration in days.")
 @click.option("--unlimited", is_flag=True, help="set-duration: an unlimited duration.")
 @click.option("--target", metavar="MAILBOX", help="restore: the target mailbox for every row.")
 @click.option("--archive", is_flag=True, help="restore: restore the archive.")
 @click.option("--target-folder", metavar="FOLDER", help="restore: the folder of the target to restore into.")
 @mailbox_filter_options
+@click.option(
+    "--include-unexpired",
+    is_flag=True,
+    help="release: also mailboxes whose holds have not all expired (by default a release plan selects only "
+    "mailboxes whose every hold has run out, as --releasable).",
+)
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N rows.")
 @click.option(
     "--out", "out", type=click.Path(path_type=Path), metavar="FILE", help="Write the plan here (default: stdout)."
@@ -85,6 +91,7 @@ def plan_cmd(
     archive: bool,
     target_folder: str | None,
     filters: MailboxFilter,
+    include_unexpired: bool,
     limit: int | None,
     out: Path | None,
     force: bool,
@@ -94,8 +101,9 @@ def plan_cmd(
     recover rows propose each mailbox's own UPN and name (change them where those are taken); restore rows need a
     target (--target, or fill the column). The 'note' column names each mailbox and is ignored when run.
 
-    Example: imm bulk plan --releasable --company Contoso --action release --type all-releasable --out plan.csv
+    Example: imm bulk plan --releasable --company Contoso --action release --type all-unlocked --out plan.csv
     """
+    import dataclasses
     import io
     import sys
 
@@ -103,6 +111,10 @@ def plan_cmd(
     from imm.services.bulk_plan import plan_rows, write_plan
 
     action = action.lower()
+    if include_unexpired and action != "release":
+        raise InputError("--include-unexpired is for --action release")
+    if action == "release" and filters.releasable is None and not include_unexpired:
+        filters = dataclasses.replace(filters, releasable=True)  # never an unexpired hold unless asked
     if action != "release" and release_type:
         raise InputError("--type is for --action release")
     if action == "set-duration" and days is None and not unlimited:
@@ -142,6 +154,94 @@ def plan_cmd(
 
 
 # ---------------------------------------------------------------------------------------------------- run
+def _understood_options(f: Any) -> Any:
+    """The explicit per-consequence flags that replace the typed count (for scripts)."""
+    for flag, dest, what in (
+        ("--i-understand-ediscovery", "understood_ediscovery", "removing mailboxes from an eDiscovery case hold"),
+        ("--i-understand-unlimited", "understood_unlimited", "releasing Unlimited Litigation Holds"),
+        ("--i-understand-last-hold", "understood_last_hold", "releasing last holds (soft-delete, purge)"),
+    ):
+        f = click.option(flag, dest, is_flag=True, help=f"--execute: confirm {what} without typing the count.")(f)
+    return f
+
+
+def _flagged(last_hold: bool, unlimited: bool, ediscovery: bool) -> set[str]:
+    from imm.services.action_support import EDISCOVERY, LAST_HOLD, UNLIMITED
+
+    return {k for k, on in ((LAST_HOLD, last_hold), (UNLIMITED, unlimited), (EDISCOVERY, ediscovery)) if on}
+
+
+def _consequences(obj: AppContext, db: Any, rows: Sequence[tuple[int, str, str, Any, str]]) -> Any:
+    """Count and show what the release rows would do that needs a typed confirmation (from the cache)."""
+    from imm.services.action_support import CONSEQUENCE_WORDS, TYPED_CONSEQUENCES
+    from imm.services.actions import MailboxActions
+    from imm.services.bulk import count_consequences
+
+    found = count_consequences(MailboxActions(db, None, obj.audit(), obj.profile), rows)
+    if found.labels and not obj.quiet:
+        click.echo("Consequences, by the cache (each row is checked against Exchange again before it runs):", err=True)
+        for kind in TYPED_CONSEQUENCES:
+            labels = found.labels.get(kind) or []
+            if labels:
+                sample = ", ".join(labels[:SAMPLE])
+                more = f" and {len(labels) - SAMPLE:,} more" if len(labels) > SAMPLE else ""
+                rows_word = "row" if len(labels) == 1 else "rows"
+                click.echo(f"  {len(labels):,} {rows_word} {CONSEQUENCE_WORDS[kind]}: {sample}{more}", err=True)
+    return found
+
+
+def _confirm_consequences(
+    obj: AppContext, found: Any, flagged: set[str], audit_as: tuple[str, str, dict[str, Any]], counts: dict[str, int]
+) -> tuple[Any, bool]:
+    """The typed confirmation of the counted consequences (even with --yes, and refused when stdin is closed)
+    unless each present one is flagged. Returns (what was confirmed, per line; whether a count was typed)."""
+    from imm.services.action_support import TYPED_CONSEQUENCES
+
+    present = [k for k in TYPED_CONSEQUENCES if found.labels.get(k)]
+    unflagged = [k for k in present if k not in flagged]
+    if not unflagged:
+        return found.confirmed([], flagged), False
+    word = f"release {found.rows_with(unflagged)}"
+    try:
+        typed = click.prompt(
+            f'These consequences need a typed confirmation: type "{word}" to go on', default="", show_default=False,
+            err=True,
+        )  # fmt: skip
+    except click.Abort:
+        typed = ""
+    if " ".join(str(typed).split()).lower() != word:
+        reason = f"the typed confirmation was not '{word}': nothing was run"
+        _refused(obj, audit_as, counts, sum(counts.values()), reason)
+    return found.confirmed(unflagged, flagged), True
+
+
+def _refused(obj: AppContext, audit_as: tuple[str, str, dict[str, Any]], counts: dict[str, int], total: int,
+             reason: str = "not confirmed: nothing was run") -> None:  # fmt: skip
+    from imm.data.audit_logger import AuditResult
+    from imm.errors import ExitStatus
+
+    operation, identity, details = audit_as
+    obj.audit().log_operation(
+        operation, identity, {**details, "actions": counts, "items": total}, AuditResult.CANCELLED, reason
+    )
+    click.echo(f"Cancelled: {reason}.", err=True)
+    click.get_current_context().exit(int(ExitStatus.FAILED))
+
+
+def _show_cmdlets(previews: dict[int, tuple[Item, Any]]) -> None:
+    """--show-cmdlets: each row's cmdlets, as a single --what-if prints them (stdout)."""
+    from imm.cli.action_cmds import _cmdlet_text
+
+    for line in sorted(previews):
+        item, preview = previews[line]
+        click.echo(f"line {line} {item.action} {item.label or item.identity}:")
+        cmdlets = getattr(preview, "cmdlets", None) or []
+        if not cmdlets:
+            click.echo("    (nothing to run)")
+        for cmdlet in cmdlets:
+            click.echo(f"    {_cmdlet_text(cmdlet)}")
+
+
 def _passwords_option(f: Any) -> Any:
     return click.option(
         "--passwords-out",
@@ -159,6 +259,8 @@ def _passwords_option(f: Any) -> Any:
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--results", type=click.Path(path_type=Path), metavar="FILE", help="Where to write the results CSV.")
+@click.option("--show-cmdlets", is_flag=True, help="What-if: print each row's cmdlets and parameters.")
+@_understood_options
 @_passwords_option
 def run_cmd(
     plan_path: Path,
@@ -166,6 +268,10 @@ def run_cmd(
     concurrency: int | None,
     yes: bool,
     results: Path | None,
+    show_cmdlets: bool,
+    understood_last_hold: bool,
+    understood_unlimited: bool,
+    understood_ediscovery: bool,
     passwords_out: Path | None,
 ) -> None:
     """Run a plan: check every row, then preview (default) or execute each one, with a progress bar.
@@ -175,13 +281,16 @@ def run_cmd(
       action, identity        recover | restore | release | set-duration, and the mailbox
       recover                 upn, name [, display_name]
       restore                 target [, archive (true/false), target_folder]
-      release                 type (litigation, delay, delay-release, label, org-policy, policy, all-releasable)
+      release                 type (litigation, delay, delay-release, label, org-policy, policy, all-unlocked)
       set-duration            days (a number, or unlimited)
 
-    Nothing runs when any row is invalid (exit 2: each bad line is named). --execute asks one confirmation naming
-    the count and some mailboxes (--yes skips it). A results CSV (line, action, identity, status, message,
-    operation id) is written at the end and on interrupt. Ctrl+C stops cleanly (exit 130): finish the job with
-    'imm bulk resume JOB'. Exit 1 when some items failed or were blocked.
+    Nothing runs when any row is invalid (exit 2: each bad line is named). The consequences are counted first
+    (rows that remove a last hold, release an Unlimited Litigation Hold or an eDiscovery case hold, with some
+    mailboxes of each). --execute asks one confirmation naming the count and some mailboxes (--yes skips it); rows
+    with those consequences need the count typed (e.g. "release 510"), even with --yes, unless the matching
+    --i-understand-* flag is given; a row whose consequence was not confirmed is blocked when it runs. A results
+    CSV (line, action, identity, status, message, operation id) is written at the end and on interrupt. Ctrl+C
+    stops cleanly (exit 130): finish the job with 'imm bulk resume JOB'. Exit 1 when some items failed or were blocked.
 
     \b
     Example:
@@ -221,19 +330,39 @@ def run_cmd(
         obj.overrides["concurrency"] = concurrency  # the Exchange clients' limit too
     workers = concurrency or obj.profile.concurrency
     labels = [row.label for row in plan.rows]
-    if mode == EXECUTE and not yes:
-        _confirm(
-            obj,
-            plan.counts(),
-            labels,
-            release_types={str(r.params.get("type")) for r in plan.rows},
-            audit_as=(
-                "BULK_OPERATION",
-                str(plan.path.resolve()),
-                {"mode": mode, "plan_path": str(plan.path.resolve()), "plan_sha256": plan.sha256},
-            ),
-        )
-    _run(obj, db, plan=plan, mode=mode, workers=workers, results=results, passwords_out=passwords_out)
+    found = _consequences(obj, db, [(r.line, r.action, r.mailbox_guid, r.params, r.label) for r in plan.rows])
+    audit_as = (
+        "BULK_OPERATION",
+        str(plan.path.resolve()),
+        {"mode": mode, "plan_path": str(plan.path.resolve()), "plan_sha256": plan.sha256},
+    )
+    confirmed = None
+    if mode == EXECUTE:
+        flagged = _flagged(understood_last_hold, understood_unlimited, understood_ediscovery)
+        confirmed, typed = _confirm_consequences(obj, found, flagged, audit_as, plan.counts())
+        if not yes and not typed:
+            _confirm(
+                obj,
+                plan.counts(),
+                labels,
+                release_types={str(r.params.get("type")) for r in plan.rows},
+                audit_as=audit_as,
+            )
+    previews: dict[int, tuple[Item, Any]] = {}
+    _run(
+        obj,
+        db,
+        plan=plan,
+        mode=mode,
+        workers=workers,
+        results=results,
+        passwords_out=passwords_out,
+        confirmed=confirmed,
+        on_preview=(lambda item, preview: previews.__setitem__(item.line_no, (item, preview)))
+        if show_cmdlets
+        else None,
+        after=(lambda: _show_cmdlets(previews)) if show_cmdlets else None,
+    )
 
 
 @bulk.command("resume")
@@ -242,6 +371,7 @@ def run_cmd(
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--retry-failed", is_flag=True, help="Also run the items that failed or were blocked again.")
 @click.option("--results", type=click.Path(path_type=Path), metavar="FILE", help="Where to write the results CSV.")
+@_understood_options
 @_passwords_option
 def resume_cmd(
     job_id: str,
@@ -249,6 +379,9 @@ def resume_cmd(
     yes: bool,
     retry_failed: bool,
     results: Path | None,
+    understood_last_hold: bool,
+    understood_unlimited: bool,
+    understood_ediscovery: bool,
     passwords_out: Path | None,
 ) -> None:
     """Finish an interrupted job: every item not done yet, exactly once.
@@ -292,20 +425,27 @@ def resume_cmd(
     if concurrency is not None:
         obj.overrides["concurrency"] = concurrency
     workers = concurrency or job.concurrency
-    if job.mode == EXECUTE and not yes:
+    confirmed = None
+    if job.mode == EXECUTE:
+        audit_as = ("BULK_RESUME", job.id, {"job_id": job.id, "mode": job.mode})
+        found = _consequences(obj, db, [(i.line_no, i.action, i.mailbox_guid, i.params, i.label or i.identity)
+                                        for i in todo])  # fmt: skip
+        flagged = _flagged(understood_last_hold, understood_unlimited, understood_ediscovery)
         by_action: dict[str, int] = {}
         for item in todo:
             by_action[item.action] = by_action.get(item.action, 0) + 1
-        unknown = sum(1 for i in todo if i.status in (RUNNING, UNKNOWN))
-        note = f" ({unknown:,} of them checked against Exchange first)" if unknown else ""
-        _confirm(
-            obj,
-            by_action,
-            [i.label or i.identity for i in todo],
-            release_types={str(i.params.get("type")) for i in todo},
-            lead=f"Resume job {job.id}{note}: ",
-            audit_as=("BULK_RESUME", job.id, {"job_id": job.id, "mode": job.mode}),
-        )
+        confirmed, typed = _confirm_consequences(obj, found, flagged, audit_as, by_action)
+        if not yes and not typed:
+            unknown = sum(1 for i in todo if i.status in (RUNNING, UNKNOWN))
+            note = f" ({unknown:,} of them checked against Exchange first)" if unknown else ""
+            _confirm(
+                obj,
+                by_action,
+                [i.label or i.identity for i in todo],
+                release_types={str(i.params.get("type")) for i in todo},
+                lead=f"Resume job {job.id}{note}: ",
+                audit_as=audit_as,
+            )
     _run(
         obj,
         db,
@@ -315,6 +455,7 @@ def resume_cmd(
         results=results,
         passwords_out=passwords_out,
         retry_failed=retry_failed,
+        confirmed=confirmed,
     )
 
 
@@ -329,8 +470,6 @@ def _confirm(
 ) -> None:
     """The one confirmation for the batch: the count, what it does, a sample of mailboxes. A refusal is audited
     (``audit_as``: operation, identity, details) as ``cancelled``."""
-    from imm.data.audit_logger import AuditResult
-    from imm.errors import ExitStatus
 
     total = sum(counts.values())
     if len(counts) == 1:
@@ -357,16 +496,7 @@ def _confirm(
     except click.Abort:
         confirmed = False
     if not confirmed:
-        operation, identity, details = audit_as
-        obj.audit().log_operation(
-            operation,
-            identity,
-            {**details, "actions": counts, "items": total},
-            AuditResult.CANCELLED,
-            "not confirmed: nothing was run",
-        )
-        click.echo("Cancelled: nothing was run.", err=True)
-        click.get_current_context().exit(int(ExitStatus.FAILED))
+        _refused(obj, audit_as, counts, total)
 
 
 def _resume_command(obj: AppContext, job_id: str) -> str:
@@ -389,6 +519,9 @@ def _run(
     plan: Any = None,
     job: Job | None = None,
     retry_failed: bool = False,
+    confirmed: Any = None,
+    on_preview: Any = None,
+    after: Any = None,
 ) -> None:
     """Sign in, create the job (for a plan), run it with a progress bar, print the outcome, exit."""
     from imm.cli.progress import BulkProgressBar, interrupt_sets
@@ -443,6 +576,8 @@ def _run(
                         passwords=passwords,
                         retry_failed=retry_failed,
                         results_path=results,
+                        confirmed=confirmed,
+                        on_preview=on_preview,
                     )
         except KeyboardInterrupt:
             click.echo(f"\nInterrupted: job {job.id} can be finished with: {resume}", err=True)
@@ -450,6 +585,8 @@ def _run(
         finally:
             if passwords is not None:
                 passwords.close()
+    if after is not None:
+        after()
     _report(obj, outcome, resume)
     ctx.exit(int(outcome.exit_code))
 

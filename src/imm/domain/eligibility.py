@@ -251,8 +251,29 @@ RELEASE_TYPES: tuple[str, ...] = (
     "org-policy",
     "policy",
     "ediscovery",
-    "all-releasable",
+    "all-unlocked",
 )
+# Old words refused with a hint: "all-releasable" read as "every hold has expired" (as `imm list --releasable`
+# means) while it removed every unlocked hold, expired or not.
+RENAMED_RELEASE_TYPES: dict[str, str] = {"all-releasable": "all-unlocked"}
+
+
+def check_release_type(value: str | None) -> str:
+    """The release type ``value`` names (lower case), or InputError naming the choices (and the new word for an old
+    one). The one check of ``--type`` for ``holds release``, ``bulk plan`` and plan files."""
+    kind = (value or "").strip().lower()
+    if kind in RENAMED_RELEASE_TYPES:
+        raise InputError(
+            f"hold type '{kind}' was renamed '{RENAMED_RELEASE_TYPES[kind]}': it removes every unlocked hold, "
+            "expired or not",
+            hint="to act only on mailboxes whose holds have all expired, select them with --releasable "
+            f"(imm list --releasable, imm bulk plan --releasable); then use --type {RENAMED_RELEASE_TYPES[kind]}",
+        )
+    if kind not in RELEASE_TYPES:
+        raise InputError(f"unknown hold type '{value}' (choose from: {', '.join(RELEASE_TYPES)})")
+    return kind
+
+
 _TYPE_KINDS: dict[str, frozenset[HoldKind]] = {
     "litigation": frozenset({HoldKind.LITIGATION}),
     "delay": frozenset({HoldKind.DELAY}),
@@ -261,7 +282,7 @@ _TYPE_KINDS: dict[str, frozenset[HoldKind]] = {
     "org-policy": frozenset({HoldKind.ORG_POLICY}),
     "policy": frozenset({HoldKind.RETENTION_POLICY, HoldKind.SKYPE_POLICY}),
     "ediscovery": frozenset({HoldKind.EDISCOVERY}),
-    "all-releasable": frozenset(
+    "all-unlocked": frozenset(
         {
             HoldKind.LITIGATION,
             HoldKind.DELAY,
@@ -338,14 +359,14 @@ class ReleasePlan:
 def release_selection(holds: Iterable[Hold], release_type: str) -> list[Hold]:
     """The preserving holds a ``--type`` picks (see :data:`RELEASE_TYPES`).
 
-    ``all-releasable`` = every hold imm can release without ``--force``: litigation, policies naming the mailbox,
+    ``all-unlocked`` = every hold imm can release without ``--force``: litigation, policies naming the mailbox,
     org-wide policies, label and delay holds, except Preservation-Locked policies. It does not look at expiry.
     """
     kinds = _TYPE_KINDS.get(release_type)
     if kinds is None:
         raise InputError(f"unknown hold type '{release_type}' (choose from: {', '.join(RELEASE_TYPES)})")
     picked = [hold for hold in holds if hold.preserves and hold.kind in kinds]
-    if release_type == "all-releasable":
+    if release_type == "all-unlocked":
         picked = [hold for hold in picked if not hold.locked]
     return picked
 

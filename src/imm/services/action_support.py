@@ -28,6 +28,12 @@ ACTIONS = (RECOVER, RESTORE, RELEASE, SET_DURATION)
 LAST_HOLD = "last-hold"
 UNLIMITED = "unlimited-litigation"
 EDISCOVERY = "ediscovery"
+TYPED_CONSEQUENCES = (LAST_HOLD, UNLIMITED, EDISCOVERY)
+CONSEQUENCE_WORDS = {
+    LAST_HOLD: "remove the last hold (the mailbox becomes soft-deleted and is purged 183 days later)",
+    UNLIMITED: "release an Unlimited Litigation Hold",
+    EDISCOVERY: "remove the mailbox from an eDiscovery case hold",
+}
 
 SUCCESS = "success"
 FAILED = "failed"

@@ -38,7 +38,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -364,6 +364,8 @@ class BulkEngine:
         self.store = JobStore(db, clock)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._local = threading.local()
+        self._confirmed: Callable[[int], Collection[str]] = lambda _line: ()
+        self._on_preview: Callable[[Item, Any], None] | None = None
 
     # ----- jobs -----
     def create_job(
@@ -453,10 +455,18 @@ class BulkEngine:
         passwords: PasswordFile | None = None,
         retry_failed: bool = False,
         results_path: Path | None = None,
+        confirmed: Callable[[int], Collection[str]] | None = None,
+        on_preview: Callable[[Item, Any], None] | None = None,
     ) -> RunOutcome:
         """Run every unfinished item of the job (the first run, or a resume). ``actions_factory`` builds one
         ``MailboxActions`` per worker thread. The first Ctrl+C should set ``cancel``: no new item starts and the
-        ones in flight finish; a second raises KeyboardInterrupt here (the journal stays consistent)."""
+        ones in flight finish; a second raises KeyboardInterrupt here (the journal stays consistent).
+
+        ``confirmed(line)``: per plan line, the consequences (``last-hold``, ``unlimited-litigation``, ``ediscovery``)
+        the person confirmed; an executed release whose fresh plan has any other is blocked (none confirmed when
+        not given). ``on_preview(item, preview)`` sees each what-if preview (``bulk run --show-cmdlets``)."""
+        self._confirmed = confirmed or (lambda _line: ())
+        self._on_preview = on_preview
         with self.locked(job_id):
             job = self.store.get(job_id)
             outcome = self._run_locked(
@@ -598,11 +608,14 @@ class BulkEngine:
                 operation_id = found.operation_id or self.store.item_success_operation(job.id, item.line_no)
             elif job.mode == WHAT_IF:
                 preview = self._preview(actions, item)
+                if self._on_preview is not None:
+                    self._on_preview(item, preview)
                 status = SKIPPED if getattr(preview, "nothing_to_do", False) else WOULD_RUN
                 message = preview_message(preview)
                 actions.record_unchanged(preview, AuditResult.PREVIEW, None, context)  # as a single --what-if
             else:
-                result = self._execute(actions, item, context, passwords)
+                allowed = frozenset(self._confirmed(item.line_no))
+                result = self._execute(actions, item, context, passwords, allowed)
                 status = _RESULT_STATUS.get(result.status, FAILED)
                 message, operation_id = _clip(result.message), result.operation_id
                 code = (getattr(result, "details", None) or {}).get("error_code")
@@ -654,7 +667,9 @@ class BulkEngine:
         return actions.preview_set_duration(guid, p.get("days"))
 
     @staticmethod
-    def _execute(actions: Any, item: Item, context: dict[str, Any], passwords: PasswordFile | None) -> Any:
+    def _execute(
+        actions: Any, item: Item, context: dict[str, Any], passwords: PasswordFile | None, allowed: frozenset[str]
+    ) -> Any:
         p, guid = item.params, item.mailbox_guid
         if item.action == RECOVER:
             if passwords is None:  # checked before the run starts
@@ -672,7 +687,7 @@ class BulkEngine:
                 operation_context=context,
             )
         if item.action == RELEASE:
-            return actions.release(guid, p["type"], operation_context=context)
+            return actions.release(guid, p["type"], operation_context=context, allowed_consequences=allowed)
         return actions.set_duration(guid, p.get("days"), operation_context=context)
 
     # ----- audit and the end of a run -----
@@ -788,6 +803,43 @@ class BulkEngine:
 
 
 SUMMARY_ORDER = (SUCCEEDED, ALREADY_DONE, WOULD_RUN, SKIPPED, FAILED, BLOCKED, UNKNOWN, RUNNING, PENDING)
+
+
+@dataclass
+class PlanConsequences:
+    """What the release rows of a plan (or of a job's remaining items) would do that needs a typed confirmation,
+    by the cached copy of each mailbox: per line its consequences, and per consequence the labels of its rows."""
+
+    lines: dict[int, frozenset[str]] = field(default_factory=dict)
+    labels: dict[str, list[str]] = field(default_factory=dict)
+
+    def rows_with(self, kinds: Collection[str]) -> int:
+        """How many rows have at least one of ``kinds``."""
+        return sum(1 for found in self.lines.values() if found & set(kinds))
+
+    def confirmed(self, kinds: Collection[str], flagged: Collection[str]) -> Callable[[int], frozenset[str]]:
+        """Per line, what a person confirmed: the counted ``kinds`` of that row, and every ``flagged`` one."""
+        allowed, typed = frozenset(flagged), frozenset(kinds)
+
+        def of(line: int) -> frozenset[str]:
+            return (self.lines.get(line, frozenset()) & typed) | allowed
+
+        return of
+
+
+def count_consequences(actions: Any, rows: Iterable[tuple[int, str, str, Mapping[str, Any], str]]) -> PlanConsequences:
+    """:class:`PlanConsequences` of ``rows`` (line, action, ExchangeGuid, parameters, label); ``actions`` is a
+    ``MailboxActions`` (no Exchange session needed: the cache is read)."""
+    out = PlanConsequences()
+    for line, action, guid, params, label in rows:
+        if action != RELEASE:
+            continue
+        found = frozenset(actions.cached_release_consequences(guid, str(params.get("type") or "")))
+        if found:
+            out.lines[line] = found
+            for kind in found:
+                out.labels.setdefault(kind, []).append(label)
+    return out
 
 
 def summary_counts(counts: Mapping[str, int]) -> str:

@@ -11,7 +11,7 @@ A plan is a UTF-8 CSV file with a header row. Columns (names ignore case; ``-`` 
 ``archive``         restore: ``true`` to restore the inactive mailbox's archive (optional; default false)
 ``target_folder``   restore: a folder of the target to restore into (optional)
 ``type``            release: which holds (``litigation``, ``delay``, ``delay-release``, ``label``, ``org-policy``,
-                    ``policy``, ``ediscovery``, ``all-releasable``)
+                    ``policy``, ``ediscovery``, ``all-unlocked``)
 ``days``            set-duration: the Litigation Hold duration in days, or ``unlimited``
 ``note``            free text, ignored (``imm bulk plan`` writes who each row is about)
 ==================  =====================================================================================
@@ -317,10 +317,16 @@ class _Checker:
         return params
 
     def _release(self, line: int, values: dict[str, str]) -> dict[str, Any] | None:
-        kind = values["type"].lower()
-        types = release_types()
-        if kind not in types:
-            self.bad(line, f"unknown hold type '{values['type']}' for release (use {', '.join(types)})")
+        from imm.domain.eligibility import check_release_type
+
+        try:
+            kind = check_release_type(values["type"])
+        except InputError as exc:
+            if exc.hint:  # an old word, renamed
+                self.bad(line, f"release: {exc.message} ({exc.hint})")
+            else:
+                types = ", ".join(release_types())
+                self.bad(line, f"unknown hold type '{values['type']}' for release (use {types})")
             return None
         return {"type": kind}
 
@@ -457,9 +463,9 @@ def plan_rows(
     if action not in ACTIONS:
         raise InputError(f"unknown action '{action}' (use {ACTION_WORDS})")
     if action == RELEASE:
-        kind = (release_type or "all-releasable").lower()
-        if kind not in release_types():
-            raise InputError(f"unknown hold type '{release_type}' (use {', '.join(release_types())})")
+        from imm.domain.eligibility import check_release_type
+
+        kind = check_release_type(release_type or "all-unlocked")
     mailboxes = db.query_mailboxes(filters, sort="smtp", limit=limit)
     if not mailboxes:
         raise NotFoundError(

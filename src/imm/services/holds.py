@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +11,7 @@ from imm.data.audit_logger import AuditResult, OperationType
 from imm.errors import ImmError, InputError
 from imm.services.action_base import ActionBase
 from imm.services.action_support import (
+    CONSEQUENCE_WORDS,
     EDISCOVERY,
     LAST_HOLD,
     RELEASE,
@@ -48,9 +49,22 @@ RELEASE_TYPE_OF_KIND = {
     "retention-policy": "policy",
     "skype-policy": "policy",
     "ediscovery": "ediscovery",
-    "inplace": "all-releasable",
-    "unknown": "all-releasable",
+    "inplace": "all-unlocked",
+    "unknown": "all-unlocked",
 }
+
+
+def release_consequences(plan: ReleasePlan) -> list[str]:
+    """What of a release plan needs a typed confirmation: ``last-hold`` (the mailbox becomes soft-deleted),
+    ``unlimited-litigation`` (an Unlimited Litigation Hold is released), ``ediscovery`` (a case hold)."""
+    out = [LAST_HOLD] if plan.removes_last_hold else []
+    for step in plan.steps:
+        kind = step.hold.kind.value
+        if kind == "litigation" and step.hold.duration_days is None and UNLIMITED not in out:
+            out.append(UNLIMITED)
+        if kind == "ediscovery" and EDISCOVERY not in out:
+            out.append(EDISCOVERY)
+    return out
 
 
 class HoldActions(ActionBase):
@@ -70,11 +84,9 @@ class HoldActions(ActionBase):
     def _release_plan(
         self, identity: str, kind: str, force: bool
     ) -> tuple[ReleasePlan, InactiveMailbox, dict[str, Any]]:
-        from imm.domain.eligibility import RELEASE_TYPES, release_plan
+        from imm.domain.eligibility import check_release_type, release_plan
 
-        kind = (kind or "").strip().lower()
-        if kind not in RELEASE_TYPES:
-            raise InputError(f"unknown hold type '{kind}' (choose from: {', '.join(RELEASE_TYPES)})")
+        kind = check_release_type(kind)
         mailbox, record = self.refresh_mailbox(identity)
         holds = self.decode(mailbox)
         return release_plan(mailbox, holds, kind, force=force), mailbox, record
@@ -113,15 +125,18 @@ class HoldActions(ActionBase):
         preview.fingerprint = fingerprint_of(record)
         preview.spec = {"type": plan.release_type, "force_ediscovery": forced}
         preview.computed = (plan, mailbox)
-        if plan.removes_last_hold:
-            preview.consequences.append(LAST_HOLD)
-        for step in plan.steps:
-            kind = step.hold.kind.value
-            if kind == "litigation" and step.hold.duration_days is None and UNLIMITED not in preview.consequences:
-                preview.consequences.append(UNLIMITED)
-            if kind == "ediscovery" and EDISCOVERY not in preview.consequences:
-                preview.consequences.append(EDISCOVERY)
+        preview.consequences = release_consequences(plan)
         return preview
+
+    def cached_release_consequences(self, identity: str, kind: str) -> list[str]:
+        """The consequences a release would have by the cached copy of the mailbox (no Exchange call): what a
+        bulk run counts and confirms before it starts. Empty when the cache does not have the mailbox."""
+        from imm.domain.eligibility import check_release_type, release_plan
+
+        mailbox = self.db.get_mailbox(identity)
+        if mailbox is None:
+            return []
+        return release_consequences(release_plan(mailbox, self.decode(mailbox), check_release_type(kind)))
 
     def release(
         self,
@@ -130,10 +145,20 @@ class HoldActions(ActionBase):
         *,
         force_ediscovery: bool = False,
         operation_context: dict[str, Any] | None = None,
+        allowed_consequences: Collection[str] | None = None,
     ) -> ActionResult:
         """Release the selected hold(s) with the cmdlet domain.md §6 gives for each (one REMOVE_HOLD operation):
-        the plan computed now, executed at once (one read of the mailbox)."""
+        the plan computed now, executed at once (one read of the mailbox). With ``allowed_consequences`` (a bulk
+        item: what the person confirmed for it), a plan with any other consequence is blocked, not run."""
         preview = self.preview_release(identity, kind, force_ediscovery=force_ediscovery)
+        unconfirmed = [c for c in preview.consequences if c not in (allowed_consequences or ())]
+        if allowed_consequences is not None and unconfirmed and not preview.nothing_to_do:
+            preview.blockers = [
+                f"unconfirmed-consequence: this release would {CONSEQUENCE_WORDS[c]}, which was not confirmed for "
+                "this row (instead: run the plan again and confirm what it shows)"
+                for c in unconfirmed
+            ]
+            raise ActionBlockedError(preview, ["unconfirmed-consequence"], hint="run the plan again to confirm it")
         if preview.nothing_to_do:
             message = preview.summary[-1]
             self.record_unchanged(preview, AuditResult.SKIPPED, message, operation_context)
