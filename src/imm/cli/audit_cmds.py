@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import click
 
 from imm.cli.context import app
-from imm.cli.output import Column, output_options, render, render_object
+from imm.cli.output import Column, output_options, render, render_object, stream_output_options
 from imm.errors import InputError
 
 RESULTS = ("started", "success", "failure", "cancelled", "partial", "preview", "skipped", "unknown")
@@ -73,7 +75,7 @@ def audit() -> None:
 @click.option("--result", multiple=True, type=click.Choice(RESULTS, case_sensitive=False), help="Only this result.")
 @click.option("--incomplete", is_flag=True, help="Only operations that started and never recorded a result.")
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True, help="Latest N rows (0: all).")
-@output_options
+@stream_output_options
 def list_entries(
     since: str | None,
     until: str | None,
@@ -92,12 +94,10 @@ def list_entries(
     start = parse_when(since, "--since")
     stop = parse_when(until, "--until", end=True)
     operations = _operation_names(operation)
-    from imm.data.audit_logger import entry_to_dict
-
     entries = (
         app()
         .audit()
-        .get_operations(
+        .iter_operations(
             start,
             stop,
             identity=identity,
@@ -108,10 +108,11 @@ def list_entries(
             newest_first=True,
         )
     )
-    rows: list[dict[str, Any]] = [entry_to_dict(e) for e in entries]
+    rows: Iterator[dict[str, Any]] = (_row(e, output) for e in entries)
+    first = next(rows, None)
+    if first is not None:
+        rows = itertools.chain([first], rows)
     if output == "table":
-        for row, entry in zip(rows, entries, strict=True):
-            row["time"] = entry.timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         columns = [
             Column("id", "ID", justify="right", no_wrap=True),
             Column("time", "Time (UTC)", no_wrap=True),
@@ -122,10 +123,19 @@ def list_entries(
             Column("error_message", "Error", max_width=50),
         ]
     else:
-        columns = [Column(key, key) for key in rows[0]] if rows else [Column("id", "id")]
-    render(rows, columns, output, query, title="Audit log")
-    if output == "table" and limit and len(rows) == limit:
+        columns = [Column(key, key) for key in first] if first else [Column("id", "id")]
+    shown = render(rows, columns, output, query, title="Audit log")
+    if output == "table" and limit and shown == limit:
         click.echo(f"Showing the latest {limit} rows; --limit 0 shows all.", err=True)
+
+
+def _row(entry: Any, output: str) -> dict[str, Any]:
+    from imm.data.audit_logger import entry_to_dict
+
+    row = entry_to_dict(entry)
+    if output == "table":
+        row["time"] = entry.timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return row
 
 
 @audit.command("export")

@@ -6,19 +6,19 @@ They read the SQLite cache only (no sign-in, no Exchange call). Record shapes li
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from imm.cli.context import app
 from imm.cli.filters import mailbox_filter_options
-from imm.cli.output import output_options
+from imm.cli.output import output_options, stream_output_options
 
 if TYPE_CHECKING:
     from imm.cli.output import Column
     from imm.data.database import MailboxFilter
-    from imm.data.models import InactiveMailbox
 
 EMPTY_CACHE = "The cache is empty: run `imm sync` (or `imm demo`)"
 SEARCH_LIMIT = 100
@@ -30,100 +30,41 @@ SORT_HELP = (
 
 
 def _columns(output: str, query: str | None) -> list[Column]:
-    """CSV: the fixed documented columns; otherwise (JSON, --query) every field."""
+    """The table's columns; CSV/TSV: the fixed documented columns; otherwise (JSON, --query) every field."""
     from imm.cli.output import Column
-    from imm.services.inventory_view import CSV_FIELDS, JSON_FIELDS
-
-    names = CSV_FIELDS if output == "csv" and not query else JSON_FIELDS
-    return [Column(name, name) for name in names]
-
-
-def _render_mailboxes(mailboxes: Sequence[InactiveMailbox], output: str, query: str | None) -> None:
-    """The list/search result in the chosen format (JSON and --query see every field)."""
-    from imm.cli.output import render
-    from imm.services.inventory_view import mailbox_record, mailbox_table_row
+    from imm.services.inventory_view import TABLE_COLUMNS, TABLE_WEIGHTS, fields_for
 
     if output == "table" and not query:
-        render(*fit_table([mailbox_table_row(m) for m in mailboxes]), output="table")
-        return
-    rows = [mailbox_record(m) for m in mailboxes]
-    if output == "json" and not query:
-        write_json_rows(rows)
-        return
-    render(rows, _columns(output, query), output, query)
+        return [
+            Column(
+                key,
+                header,
+                max_width=most,
+                justify="right" if right else "left",
+                no_wrap=True,
+                min_width=least,
+                weight=TABLE_WEIGHTS.get(key, 1.0),
+            )
+            for key, header, most, least, right in TABLE_COLUMNS
+        ]
+    return [Column(name, name) for name in fields_for(output, query)]
 
 
-_SHRINK_WEIGHT = {"display_name": 1.6, "primary_smtp": 1.8}  # names and addresses keep more of their width
+def _render_mailboxes(rows: Iterable[tuple[Any, ...]], output: str, query: str | None) -> int:
+    """The list/search result streamed in the chosen format (JSON and --query see every field); ``rows`` come
+    from the store with :func:`imm.services.inventory_view.fields_for` (output, query). Returns the row count."""
+    from imm.cli.output import render
+    from imm.services.inventory_view import fields_for, records, table_rows
+
+    table = output == "table" and not query
+    shaped = table_rows(rows) if table else records(rows, fields_for(output, query))
+    return render(shaped, _columns(output, query), output, query)
 
 
-def fit_table(rows: list[dict[str, Any]], width: int | None = None) -> tuple[list[dict[str, Any]], list[Column]]:
-    """Rows and columns of the list/search table sized to the terminal (80 columns when not one).
-
-    Numbers keep their full width; text columns shrink, widest first, to their minimum, and their values are cut
-    with an ellipsis (counting wide characters as two cells), so the table never runs off the screen.
-    """
-    from rich.cells import cell_len
-    from rich.console import Console
-    from rich.text import Text
-
-    from imm.cli.output import Column, _cell_text
-    from imm.services.inventory_view import TABLE_COLUMNS
-
-    width = width or Console().width
-    texts = [{key: _cell_text(row.get(key)) for key, *_ in TABLE_COLUMNS} for row in rows]
-    natural: dict[str, int] = {}
-    for key, header, most, _least, _right in TABLE_COLUMNS:
-        wanted = max([cell_len(header), *(cell_len(t[key]) for t in texts)])
-        natural[key] = min(wanted, most) if most else wanted
-    chrome = 3 * len(TABLE_COLUMNS) - 1  # n + 1 borders and 2n - 2 padding (no padding at the edges)
-    sizes = dict(natural)
-    shrinkable = {
-        key: max(least or 4, cell_len(header)) for key, header, most, least, right in TABLE_COLUMNS if not right
-    }
-    while sum(sizes.values()) + chrome > width:
-        candidates = [k for k, floor in shrinkable.items() if sizes[k] > floor]
-        if not candidates:
-            break
-        widest = max(candidates, key=lambda k: sizes[k] / _SHRINK_WEIGHT.get(k, 1.0))
-        sizes[widest] -= 1
-    for t in texts:
-        for key, size in sizes.items():
-            if cell_len(t[key]) > size:
-                cut = Text(t[key])
-                cut.truncate(size, overflow="ellipsis")
-                t[key] = cut.plain
-    columns = [
-        Column(key, header, max_width=sizes[key], justify="right" if right else "left", no_wrap=True)
-        for key, header, _most, _least, right in TABLE_COLUMNS
-    ]
-    return texts, columns
-
-
-def write_json_rows(rows: Sequence[dict[str, Any]], stream: Any = None) -> None:
-    """A JSON array with one record a line: fast (the C encoder; ``indent`` would use the pure-Python one) for
-    100,000s of records, and easy to grep. Datetimes as ISO 8601."""
-    import json
-    import sys
-    from datetime import date, datetime
-
-    def default(value: Any) -> Any:
-        if isinstance(value, datetime | date):
-            return value.isoformat()
-        if isinstance(value, set | frozenset):
-            return sorted(value)
-        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-    encode = json.JSONEncoder(ensure_ascii=False, default=default).encode
-    out = stream or sys.stdout
-    if not rows:
-        out.write("[]\n")
-        return
-    last = len(rows) - 1
-    chunks = ["[\n"]
-    for i, row in enumerate(rows):
-        chunks.append("  " + encode(row) + (",\n" if i < last else "\n"))
-    chunks.append("]\n")
-    out.write("".join(chunks))
+def _first(rows: Iterator[tuple[Any, ...]]) -> tuple[tuple[Any, ...] | None, Iterator[tuple[Any, ...]]]:
+    """The first row (None when there is none) and the whole stream, first row included."""
+    first = next(rows, None)
+    return first, (rows if first is None else itertools.chain([first], rows))
 
 
 def _empty_cache(output: str, query: str | None) -> None:
@@ -139,7 +80,7 @@ def _empty_cache(output: str, query: str | None) -> None:
 @click.option("--desc", is_flag=True, help="Sort in descending order.")
 @click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Show at most N mailboxes.")
 @click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N", help="Skip the first N mailboxes.")
-@output_options
+@stream_output_options
 def list_mailboxes(
     filters: MailboxFilter,
     sort: str,
@@ -161,17 +102,23 @@ def list_mailboxes(
     """
     obj = app()
     db = obj.database()
-    mailboxes = db.query_mailboxes(filters, sort=sort, descending=desc, limit=limit, offset=offset)
-    if not mailboxes and db.count_mailboxes() == 0:
+    from imm.services.inventory_view import fields_for
+
+    first, rows = _first(
+        db.stream_mailbox_rows(
+            filters, sort=sort, descending=desc, limit=limit, offset=offset, columns=fields_for(output, query)
+        )
+    )
+    if first is None and db.count_mailboxes() == 0:
         _empty_cache(output, query)
         return
-    _render_mailboxes(mailboxes, output, query)
+    shown = _render_mailboxes(rows, output, query)
     if output == "table" and not query and not obj.quiet and (limit is not None or offset):
         total = db.count_mailboxes(filters)
-        if total > len(mailboxes):
-            first = offset + 1 if mailboxes else offset
+        if total > shown:
+            start = offset + 1 if shown else offset
             click.echo(
-                f"Showing {first:,}–{offset + len(mailboxes):,} of {total:,} mailboxes (--limit / --offset).",
+                f"Showing {start:,}–{offset + shown:,} of {total:,} mailboxes (--limit / --offset).",
                 err=True,
             )
 
@@ -186,7 +133,7 @@ def list_mailboxes(
     metavar="N",
     help="Show at most N mailboxes (0: all).",
 )
-@output_options
+@stream_output_options
 def search(text: str, limit: int, output: str, query: str | None) -> None:
     """Find cached mailboxes by part of a name, address, UPN, company or department.
 
@@ -201,12 +148,14 @@ def search(text: str, limit: int, output: str, query: str | None) -> None:
     """
     obj = app()
     db = obj.database()
-    mailboxes = db.search_mailboxes(text, limit=limit or None)
-    if not mailboxes and db.count_mailboxes() == 0:
+    from imm.services.inventory_view import fields_for
+
+    first, rows = _first(db.stream_search_rows(text, limit=limit or None, columns=fields_for(output, query)))
+    if first is None and db.count_mailboxes() == 0:
         _empty_cache(output, query)
         return
-    _render_mailboxes(mailboxes, output, query)
-    if limit and len(mailboxes) == limit and not obj.quiet:
+    shown = _render_mailboxes(rows, output, query)
+    if limit and shown == limit and not obj.quiet:
         click.echo(f"Showing the first {limit:,} matches (--limit N for more, --limit 0 for all).", err=True)
 
 

@@ -128,7 +128,7 @@ def _add_global_options(command: click.Command) -> click.Command:
 def report_error(exc: ImmError) -> None:
     """One clear line (JSON-shaped under --output json) and the hint, on stderr."""
     obj = app()
-    if obj.output == "json":
+    if obj.output in ("json", "jsonl"):
         body = {"error": {"code": exc.code, "message": exc.message, "exit_code": int(exc.exit_code)}}
         if exc.hint:
             body["error"]["hint"] = exc.hint

@@ -1,11 +1,27 @@
-"""One renderer for every list: ``--output table|json|csv`` and ``--query`` (JMESPath over the JSON form)."""
+"""One renderer for every list: ``--output table|json|jsonl|csv|tsv`` and ``--query`` (JMESPath over the JSON).
+
+Every format streams: rows are written one at a time as they come from the caller's iterator (a database cursor
+for ``list``, ``search`` and ``audit list``), so memory stays flat at any size and the first row appears at once.
+
+- ``json``: one array, one record a line; ``jsonl``: one record a line, no array.
+- ``csv`` / ``tsv``: a header, then a line per row (cells a spreadsheet would run as formulas get an apostrophe).
+- ``table``: the column widths are fixed from the header, the columns' limits and a sample of the first
+  :data:`TABLE_SAMPLE` rows, fitted to the terminal; later rows are cut (``…``) or folded to those widths.
+- ``--query``: JMESPath needs the whole document for a JSON array, so with ``json``, ``csv``, ``tsv`` and
+  ``table`` the rows are gathered first (memory grows with the result); with ``jsonl`` the expression applies to
+  each row on its own (``primary_smtp``, ``{a: x, b: y}``), rows where it gives null are left out, and the output
+  streams.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import shutil
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -21,18 +37,30 @@ from imm.errors import InputError
 class OutputFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
+    JSONL = "jsonl"
     CSV = "csv"
+    TSV = "tsv"
+
+
+TABLE_SAMPLE = 200  # rows read before a table's column widths are fixed
 
 
 @dataclass(frozen=True)
 class Column:
-    """A table column: the row key, its header, and optional limits for narrow terminals."""
+    """A table column: the row key, its header, and optional limits for narrow terminals.
+
+    ``no_wrap`` cuts a long value with an ellipsis, otherwise it folds onto more lines. On a narrow terminal the
+    left-aligned columns shrink (never below ``min_width`` or the header), widest first, the ``weight`` of a
+    column making it keep more of its width; right-aligned columns (numbers) keep their full width.
+    """
 
     key: str
     header: str
     max_width: int | None = None
     justify: str = "left"
     no_wrap: bool = False
+    min_width: int | None = None
+    weight: float = 1.0
 
 
 def _set_output(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -41,7 +69,7 @@ def _set_output(ctx: click.Context, param: click.Parameter, value: str | None) -
     return value
 
 
-def output_options(f: Callable[..., Any]) -> Callable[..., Any]:
+def output_options(f: Callable[..., Any], formats: Sequence[str] = ("table", "json", "csv")) -> Callable[..., Any]:
     """Adds ``--output/-o`` and ``--query`` (passed to the command as ``output`` and ``query``)."""
     f = click.option(
         "--query",
@@ -51,14 +79,24 @@ def output_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "-o",
         "--output",
-        type=click.Choice([o.value for o in OutputFormat]),
+        type=click.Choice(list(formats)),
         default="table",
         show_default=True,
         callback=_set_output,
         is_eager=True,
-        help="Output format.",
+        help="Output format."
+        + (
+            " jsonl: one JSON record a line (--query applies to each); tsv: tab-separated."
+            if "jsonl" in formats
+            else ""
+        ),
     )(f)
     return f
+
+
+def stream_output_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`output_options` with every streaming format: table, json, jsonl, csv, tsv."""
+    return output_options(f, [o.value for o in OutputFormat])
 
 
 def to_jsonable(value: Any) -> Any:
@@ -98,14 +136,66 @@ def csv_cell(value: Any) -> str:
     return text
 
 
-def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], stream: Any) -> None:
-    writer = csv.writer(stream, lineterminator="\n")
+def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], stream: Any, *, tsv: bool = False) -> int:
+    """A header, then one line per row as it comes (TSV: Excel's tab dialect); returns the number of rows."""
+    writer = csv.writer(stream, dialect=csv.excel_tab if tsv else csv.excel, lineterminator="\n")
     writer.writerow(columns)
+    count = 0
+    write = writer.writerow
+    cell = _csv_value
     for row in rows:
-        writer.writerow([csv_cell(row.get(c)) for c in columns])
+        write([cell(row.get(c)) for c in columns])
+        count += 1
+    return count
 
 
-def write_query_csv(result: Any, preferred: Sequence[str], stream: Any) -> None:
+_FORMULA_CHARS = frozenset(_FORMULA_START)
+
+
+def _csv_value(value: Any) -> Any:
+    """:func:`csv_cell`, with text and numbers (the common cases) first; numbers are left to the csv writer,
+    which writes them as ``str()`` does."""
+    kind = type(value)
+    if kind is str:
+        return csv_cell(value) if value[:1] in _FORMULA_CHARS else value
+    if kind is int or kind is float:
+        return value
+    return csv_cell(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, default=_json_default).encode  # the C encoder (no indent)
+
+
+def write_json(rows: Iterable[Any], stream: Any) -> int:
+    """A JSON array with one record a line, written as the rows come; returns the number of rows."""
+    encode = _ENCODE
+    count = 0
+    for row in rows:
+        stream.write(("[\n  " if count == 0 else ",\n  ") + encode(row))
+        count += 1
+    stream.write("[]\n" if count == 0 else "\n]\n")
+    return count
+
+
+def write_jsonl(rows: Iterable[Any], stream: Any) -> int:
+    """One JSON record a line (JSON Lines), written as the rows come; returns the number of rows."""
+    encode = _ENCODE
+    count = 0
+    for row in rows:
+        stream.write(encode(row) + "\n")
+        count += 1
+    return count
+
+
+def write_query_csv(result: Any, preferred: Sequence[str], stream: Any, *, tsv: bool = False) -> None:
     """A ``--query`` result as CSV: objects as rows under a header (``preferred`` columns first, then the rest),
     anything else one cell per line."""
     if isinstance(result, dict):
@@ -113,7 +203,7 @@ def write_query_csv(result: Any, preferred: Sequence[str], stream: Any) -> None:
     if isinstance(result, list) and result and all(isinstance(r, dict) for r in result):
         keys = list(dict.fromkeys(k for r in result for k in r))
         columns = [k for k in preferred if k in keys] + [k for k in keys if k not in preferred]
-        write_csv(result, columns, stream)
+        write_csv(result, columns, stream, tsv=tsv)
         return
     out = io.StringIO()
     for item in result if isinstance(result, list) else [] if result is None else [result]:
@@ -124,13 +214,26 @@ def write_query_csv(result: Any, preferred: Sequence[str], stream: Any) -> None:
 def apply_query(data: Any, query: str | None) -> Any:
     if not query:
         return data
+    return compile_query(query)(data)
+
+
+def compile_query(query: str) -> Callable[[Any], Any]:
+    """The JMESPath expression parsed once (a bad one is an InputError), as a function of a JSON value."""
     import jmespath
     from jmespath.exceptions import JMESPathError
 
     try:
-        return jmespath.search(query, to_jsonable(data))
+        expression = jmespath.compile(query)
     except JMESPathError as exc:
         raise InputError(f"invalid --query expression {query!r}: {_query_problem(exc)}") from None
+
+    def search(data: Any) -> Any:
+        try:
+            return expression.search(to_jsonable(data))
+        except JMESPathError as exc:
+            raise InputError(f"invalid --query expression {query!r}: {_query_problem(exc)}") from None
+
+    return search
 
 
 def _query_problem(exc: Exception) -> str:
@@ -147,6 +250,8 @@ def _query_problem(exc: Exception) -> str:
 
 
 def _cell_text(value: Any) -> str:
+    if type(value) is str:  # the common case first
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -163,80 +268,246 @@ def _cell_text(value: Any) -> str:
 
 
 def render(
-    rows: Sequence[dict[str, Any]],
+    rows: Iterable[dict[str, Any]],
     columns: Sequence[Column],
     output: str = "table",
     query: str | None = None,
     title: str | None = None,
     stream: Any = None,
-) -> None:
-    """Print rows as a table (the given columns), JSON (every key) or CSV (the given columns)."""
+) -> int:
+    """Write rows as a table (the given columns), JSON / JSON Lines (every key) or CSV / TSV (the given columns),
+    one at a time as they come; returns how many rows were written (with ``--query``: how many it gave)."""
     stream = stream or sys.stdout
     if query:
-        result = apply_query(list(rows), query)
+        search = compile_query(query)
+        if output == OutputFormat.JSONL:  # each row its own document: still a stream
+            return write_jsonl((r for r in map(search, rows) if r is not None), stream)
+        result = search(list(rows))
         if output == OutputFormat.TABLE and isinstance(result, list) and all(isinstance(r, dict) for r in result):
-            rows = result
             keys = list(dict.fromkeys(k for r in result for k in r))
             columns = [c for c in columns if c.key in keys] or [Column(k, k) for k in keys]
-        elif output == OutputFormat.CSV:
-            write_query_csv(result, [c.key for c in columns], stream)
-            return
+            return write_table(result, columns, title=title, stream=stream)
+        if output in (OutputFormat.CSV, OutputFormat.TSV):
+            write_query_csv(result, [c.key for c in columns], stream, tsv=output == OutputFormat.TSV)
         else:
             stream.write(json.dumps(to_jsonable(result), ensure_ascii=False, indent=2) + "\n")
-            return
+        return len(result) if isinstance(result, list) else int(result is not None)
     if output == OutputFormat.JSON:
-        stream.write(json.dumps(to_jsonable(list(rows)), ensure_ascii=False, indent=2) + "\n")
-        return
-    if output == OutputFormat.CSV:
-        write_csv(rows, [c.key for c in columns], stream)
-        return
-    render_table(rows, columns, title=title)
+        return write_json(rows, stream)
+    if output == OutputFormat.JSONL:
+        return write_jsonl(rows, stream)
+    if output in (OutputFormat.CSV, OutputFormat.TSV):
+        return write_csv(rows, [c.key for c in columns], stream, tsv=output == OutputFormat.TSV)
+    return write_table(rows, columns, title=title, stream=stream)
 
 
-def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], title: str | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(soft_wrap=False)
-    table = Table(title=title, show_lines=False, header_style="bold", pad_edge=False, expand=False)
-    for column in columns:
-        table.add_column(
-            column.header,
-            max_width=column.max_width,
-            justify=column.justify,  # type: ignore[arg-type]
-            no_wrap=column.no_wrap,
-            overflow="ellipsis" if column.no_wrap else "fold",
-        )
-    for row in rows:
-        table.add_row(*(_escape(_cell_text(row.get(c.key))) for c in columns))
-    console.print(table)
-    if not rows:
-        console.print("[dim]No rows.[/dim]")
+def terminal_width() -> int:
+    """The terminal's width in cells (``COLUMNS`` first; 80 when there is no terminal)."""
+    return shutil.get_terminal_size((80, 24)).columns
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+def _cells(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    from rich.cells import cell_len
 
-    return escape(text)
+    return cell_len(text)
+
+
+def _cut(text: str, size: int) -> str:
+    """``text`` in at most ``size`` cells, with an ellipsis when cut (wide characters count two)."""
+    if text.isascii():
+        return text if len(text) <= size else text[: max(size - 1, 0)] + "…"
+    from rich.cells import cell_len, set_cell_size
+
+    return text if cell_len(text) <= size else set_cell_size(text, max(size - 1, 0)).rstrip() + "…"
+
+
+def _fold(text: str, size: int) -> list[str]:
+    """``text`` on lines of at most ``size`` cells: at spaces where it can, inside words where it must."""
+    if _cells(text) <= size:
+        return [text]
+    if text.isascii():
+        return textwrap.wrap(text, size, break_on_hyphens=False, drop_whitespace=True) or [""]
+    from rich.cells import cell_len
+
+    lines, line = [], ""
+    for char in text:
+        if cell_len(line + char) > size:
+            lines.append(line)
+            line = ""
+        line += char
+    return [*lines, line]
+
+
+def _pad(text: str, size: int, right: bool) -> str:
+    gap = size - _cells(text)
+    if gap <= 0:
+        return text
+    return " " * gap + text if right else text + " " * gap
+
+
+def fit_widths(columns: Sequence[Column], texts: Sequence[Sequence[str]], width: int) -> list[int]:
+    """Column widths: each column's widest text (up to its ``max_width``), shrunk to fit ``width`` cells."""
+    sizes = []
+    for i, column in enumerate(columns):
+        wanted = max([_cells(column.header), *(_cells(t[i]) for t in texts)])
+        sizes.append(min(wanted, column.max_width) if column.max_width else wanted)
+    chrome = 3 * len(columns) - 1  # n + 1 borders and 2n - 2 padding (no padding at the edges)
+    floors = {i: max(c.min_width or 4, _cells(c.header)) for i, c in enumerate(columns) if c.justify != "right"}
+    folding = [i for i in floors if not columns[i].no_wrap]
+    # Folding columns give way first, then cut ones, down to their floors; below them only if nothing else fits.
+    for shrinkable, floor_of in (
+        (folding, floors.__getitem__),
+        (list(floors), floors.__getitem__),
+        (list(floors), _one),
+    ):
+        while sum(sizes) + chrome > width:
+            candidates = [i for i in shrinkable if sizes[i] > floor_of(i)]
+            if not candidates:
+                break
+            widest = max(candidates, key=lambda i: sizes[i] / columns[i].weight)
+            sizes[widest] -= 1
+    return sizes
+
+
+def _one(_: int) -> int:
+    return 1
+
+
+def write_table(
+    rows: Iterable[dict[str, Any]],
+    columns: Sequence[Column],
+    title: str | None = None,
+    stream: Any = None,
+    width: int | None = None,
+) -> int:
+    """A boxed table written as the rows come: widths fixed from the first :data:`TABLE_SAMPLE` rows."""
+    stream = stream or sys.stdout
+    columns = list(columns) or [Column("value", "value")]
+    keys = [c.key for c in columns]
+    rows = iter(rows)
+    sample = [[_safe(_cell_text(r.get(k))) for k in keys] for r in itertools.islice(rows, TABLE_SAMPLE)]
+    sizes = fit_widths(columns, sample, width or terminal_width())
+    total = sum(sizes) + 3 * len(columns) - 1
+    if title:
+        stream.write(f"{title:^{total}}\n")
+    cut = [c.no_wrap for c in columns]
+    right = [c.justify == "right" for c in columns]
+    plan = list(zip(sizes, cut, right, strict=True))
+
+    def line(cells: Sequence[str], bar: str) -> str:
+        padded = [_pad(cell, size, r) for cell, (size, _, r) in zip(cells, plan, strict=True)]
+        return bar + f" {bar} ".join(padded) + bar + "\n"
+
+    from rich.cells import cell_len
+
+    def write_row(texts: list[str]) -> None:
+        cells: list[str] = []
+        folded: list[list[str]] | None = None
+        for i, (text, (size, c, r)) in enumerate(zip(texts, plan, strict=True)):
+            used = len(text) if text.isascii() else cell_len(text)
+            if used <= size:
+                gap = " " * (size - used)
+                cells.append(gap + text if r else text + gap)
+            elif r:  # a number is never cut: its line is wider instead
+                cells.append(text)
+            elif c:
+                cells.append(_pad(_cut(text, size), size, False))
+            else:
+                folded = folded or [[cell] for cell in cells]
+                cells.append("")
+                folded.append(_fold(text, size))
+                continue
+            if folded is not None:
+                folded.append([cells[i]])
+        if folded is None:
+            stream.write("│" + " │ ".join(cells) + "│\n")
+            return
+        for n in range(max(len(f) for f in folded)):
+            stream.write(line([f[n] if n < len(f) else "" for f in folded], "│"))
+
+    if len(sizes) == 1:
+        bar, thin = "━" * sizes[0], "─" * sizes[0]
+        rule_top, rule_mid, rule_end = f"┏{bar}┓", f"┡{bar}┩", f"└{thin}┘"
+    else:
+        edge = [s + (2 if 0 < i < len(sizes) - 1 else 1) for i, s in enumerate(sizes)]
+        rule_top = "┏" + "┳".join("━" * n for n in edge) + "┓"
+        rule_mid = "┡" + "╇".join("━" * n for n in edge) + "┩"
+        rule_end = "└" + "┴".join("─" * n for n in edge) + "┘"
+    stream.write(rule_top + "\n")
+    stream.write(line([_cut(_safe(c.header), s) for c, s in zip(columns, sizes, strict=True)], "┃"))
+    stream.write(rule_mid + "\n")
+    count = 0
+    for texts in sample:
+        write_row(texts)
+        count += 1
+    fast = _compile_line(keys, plan)
+    for r in rows:
+        text = fast(r)
+        if text is None:
+            write_row([_safe(_cell_text(r.get(k))) for k in keys])
+        else:
+            stream.write(text)
+        count += 1
+    stream.write(rule_end + "\n")
+    if count == 0:
+        stream.write("No rows.\n")
+    return count
+
+
+def _compile_line(keys: Sequence[str], plan: Sequence[tuple[int, bool, bool]]) -> Callable[[Any], str | None]:
+    """The table line of one row in one generated function (several times faster than a loop over cells), or
+    None when a cell does not fit its column (then the general path cuts or folds it)."""
+    from rich.cells import cell_len
+
+    namespace: dict[str, Any] = {"_text": _cell_text, "_safe": _safe, "_cl": cell_len, "_cut": _cut}
+    body = []
+    for i, (key, (size, cut, right)) in enumerate(zip(keys, plan, strict=True)):
+        body += [
+            f"    t = r.get({key!r})",
+            "    if type(t) is not str: t = _text(t)",
+            "    if not t.isprintable(): t = _safe(t)",
+            "    w = len(t) if t.isascii() else _cl(t)",
+        ]
+        if cut and not right:
+            body.append(f"    if w > {size}: t = _cut(t, {size}); w = len(t) if t.isascii() else _cl(t)")
+        else:
+            body.append(f"    if w > {size}: return None")
+        body.append(f"    c{i} = " + (f"' ' * ({size} - w) + t" if right else f"t + ' ' * ({size} - w)"))
+    cells = " + ' │ ' + ".join(f"c{i}" for i in range(len(keys)))
+    source = "def line(r):\n" + "\n".join(body) + f"\n    return '│' + {cells} + '│\\n'\n"
+    exec(compile(source, "<imm.cli.output.table_line>", "exec"), namespace)  # noqa: S102 - our own text
+    func: Callable[[Any], str | None] = namespace["line"]
+    return func
+
+
+def _safe(text: str) -> str:
+    """Text that cannot move the cursor or recolour the terminal: control characters shown as ``?``."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
+
+
+def render_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column], title: str | None = None) -> None:
+    write_table(rows, columns, title=title)
 
 
 def render_object(data: dict[str, Any], output: str = "table", query: str | None = None) -> None:
-    """One record: key/value lines as a table, or the object as JSON / a one-row CSV."""
-    if query and output == OutputFormat.CSV:
+    """One record: key/value lines as a table, or the object as JSON (one line for jsonl) / a one-row CSV or TSV."""
+    tsv = output == OutputFormat.TSV
+    if query and output in (OutputFormat.CSV, OutputFormat.TSV):
         out = io.StringIO()
-        write_query_csv(apply_query(data, query), list(data), out)
+        write_query_csv(apply_query(data, query), list(data), out, tsv=tsv)
         click.echo(out.getvalue(), nl=False)
         return
-    if query:
-        click.echo(json.dumps(to_jsonable(apply_query(data, query)), ensure_ascii=False, indent=2))
-        return
-    if output == OutputFormat.JSON:
-        click.echo(json.dumps(to_jsonable(data), ensure_ascii=False, indent=2))
-    elif output == OutputFormat.CSV:
+    if query or output in (OutputFormat.JSON, OutputFormat.JSONL):
+        value = to_jsonable(apply_query(data, query))
+        indent = None if output == OutputFormat.JSONL else 2
+        click.echo(json.dumps(value, ensure_ascii=False, indent=indent))
+    elif output in (OutputFormat.CSV, OutputFormat.TSV):
         out = io.StringIO()
-        write_csv([data], list(data), out)
+        write_csv([data], list(data), out, tsv=tsv)
         click.echo(out.getvalue(), nl=False)
     else:
         width = max((len(k) for k in data), default=0)
         for key, value in data.items():
-            click.echo(f"{key:<{width}}  {_cell_text(value)}")
+            click.echo(f"{key:<{width}}  {_safe(_cell_text(value))}")

@@ -512,7 +512,12 @@ class AuditLogger:
     # ----- reading -----
 
     @_mapped
-    def get_operations(
+    def get_operations(self, *args: Any, **kwargs: Any) -> list[AuditLogEntry]:
+        """:meth:`iter_operations` (the same arguments) as a list."""
+        return list(self.iter_operations(*args, **kwargs))
+
+    @_mapped
+    def iter_operations(
         self,
         start_date: datetime | None = None,
         end_date: datetime | None = None,
@@ -525,8 +530,9 @@ class AuditLogger:
         incomplete: bool = False,
         limit: int | None = None,
         newest_first: bool = False,
-    ) -> list[AuditLogEntry]:
-        """Rows in id (time) order, filtered; ``incomplete`` keeps ``started`` rows that have no result row."""
+    ) -> Iterator[AuditLogEntry]:
+        """Rows in id (time) order, filtered, read from a cursor as they are used (flat memory at any size);
+        ``incomplete`` keeps ``started`` rows that have no result row."""
         where: list[str] = []
         params: list[Any] = []
         if start_date is not None:
@@ -563,7 +569,7 @@ class AuditLogger:
             sql += " LIMIT ?"
             params.append(int(limit))
         cursor = self.db.get_connection().execute(sql, params)
-        return [_entry(row) for row in _as_dicts(cursor)]
+        return (_entry(row) for row in _as_dicts(cursor))
 
     def get_operations_for_mailbox(self, identity: str) -> list[AuditLogEntry]:
         return self.get_operations(identity=identity)

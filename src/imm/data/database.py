@@ -236,6 +236,35 @@ def row_to_mailbox(row: Sequence[Any]) -> InactiveMailbox:
     return InactiveMailbox(*values)
 
 
+def iso_text(text: str | None) -> str | None:
+    """A stored datetime as ``datetime.isoformat()`` writes it (without ``.000000``), without building one."""
+    if text is None or text == "":
+        return None
+    if len(text) == 32 and text.endswith("+00:00") and text[10] == "T":  # the stored form: the common case
+        return text[:19] + "+00:00" if text[19:26] == ".000000" else text
+    moment = parse_datetime(text)
+    return None if moment is None else moment.isoformat()
+
+
+def _compile_row_reader(columns: Sequence[str]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A function from a stored row (rowid first, then ``columns``) to output-ready values: lists and dicts
+    decoded, booleans as bool, datetimes as ISO 8601 text (:func:`iso_text`); nothing else is touched."""
+    namespace: dict[str, Any] = {"_b": _decoder_bool, "_l": _decode_list, "_d": _decode_dict, "_t": iso_text}
+    short = {_decoder_bool: "_b", _decode_list: "_l", _decode_dict: "_d", parse_datetime: "_t"}
+    parts = []
+    for i, name in enumerate(columns, start=1):
+        dec = _DECODERS[COLUMNS.index(name)]
+        parts.append(f"r[{i}]" if dec is None else f"{short[dec]}(r[{i}])")
+    source = "def read(r):\n    return (" + ", ".join(parts) + ",)\n"
+    exec(compile(source, "<imm.data.database.row_reader>", "exec"), namespace)  # noqa: S102 - our own text
+    func: Callable[[Sequence[Any]], tuple[Any, ...]] = namespace["read"]
+    return func
+
+
+STREAM_BATCH = 500  # rows fetched by rowid at a time while streaming
+STREAM_CACHE_KIB = 8192  # page cache of a streaming connection: a scan of 1M rows stays small
+
+
 # --------------------------------------------------------------------------------------------- filtering
 @dataclass(frozen=True)
 class MailboxFilter:
@@ -708,6 +737,111 @@ class DatabaseManager:
             params = [*params, -1 if limit is None else limit, offset]
         return self._mailboxes(sql, params)
 
+    def stream_mailbox_rows(
+        self,
+        filters: MailboxFilter | None = None,
+        sort: str = DEFAULT_SORT,
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+        *,
+        columns: Sequence[str] = COLUMNS,
+    ) -> Iterator[tuple[Any, ...]]:
+        """The mailboxes :meth:`query_mailboxes` would return, as tuples of ``columns`` (output-ready values, see
+        :func:`_compile_row_reader`), read from a cursor: constant memory at any size, first row at once.
+
+        The sort runs over rowids only (SQLite's sorter holds a key and a rowid a row, and spills to a temporary
+        file), then the rows are read by rowid a batch at a time; no InactiveMailbox is built.
+        """
+        where, params = (filters or MailboxFilter()).where()
+        sql = f"SELECT m.rowid FROM inactive_mailboxes m{where}{_order_by(sort, descending)}"
+        if limit is not None or offset:
+            if (limit is not None and limit < 0) or offset < 0:
+                raise InputError("--limit and --offset must be 0 or more")
+            sql += " LIMIT ? OFFSET ?"
+            params = [*params, -1 if limit is None else limit, offset]
+        return self._stream_rows(sql, params, columns)
+
+    def stream_search_rows(
+        self, query: str, limit: int | None = None, *, columns: Sequence[str] = COLUMNS
+    ) -> Iterator[tuple[Any, ...]]:
+        """:meth:`search_mailboxes` as a stream of tuples of ``columns`` (see :meth:`stream_mailbox_rows`)."""
+        sql, params = self._search_sql(query, limit, "m.rowid")
+        return self._stream_rows(sql, params, columns)
+
+    def _stream_rows(self, rowid_sql: str, params: Sequence[Any], columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+        for name in columns:
+            if name not in COLUMNS:
+                raise InputError(f"unknown mailbox field '{name}'")
+        read = _compile_row_reader(columns)
+        select = f"SELECT rowid, {', '.join(columns)} FROM inactive_mailboxes WHERE rowid IN "
+        try:
+            # Its own connection: a small page cache and temporary files on disk, so a sort of 1M rowids spills
+            # to a file instead of memory; one read snapshot for the whole listing.
+            conn = self._connect()
+            conn.execute(f"PRAGMA cache_size = -{STREAM_CACHE_KIB}")
+            conn.execute("PRAGMA temp_store = FILE")
+            # An order an index gives (the default, by name) needs no sort: then one query reads the rows.
+            whole = rowid_sql.replace("SELECT m.rowid ", f"SELECT m.rowid, {', '.join('m.' + c for c in columns)} ", 1)
+            plan = " ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + whole, params))
+            if "TEMP B-TREE FOR ORDER BY" not in plan:
+                cursor = conn.execute(whole, params)
+                cursor.row_factory = None
+                return self._stream(conn, cursor, None, read)
+            order = conn.execute(rowid_sql, params)
+        except (sqlite3.Error, PermissionError) as exc:
+            mapped = store_error(exc, self.display_path)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        return self._stream(conn, order, select, read)
+
+    def _stream(
+        self,
+        conn: sqlite3.Connection,
+        order: sqlite3.Cursor,
+        select: str | None,
+        read: Callable[[Sequence[Any]], tuple[Any, ...]],
+    ) -> Iterator[tuple[Any, ...]]:
+        """Rows as ``read`` makes them: from ``order`` itself when ``select`` is None, else ``order`` gives rowids
+        and ``select`` (``… WHERE rowid IN``) reads their rows a batch at a time."""
+        order.row_factory = None
+        statements: dict[int, str] = {}
+        row: Sequence[Any] | None = None
+        try:
+            while True:
+                batch = order.fetchmany(STREAM_BATCH)
+                if not batch:
+                    return
+                if select is None:
+                    rows: Iterable[Sequence[Any] | None] = batch
+                else:
+                    rowids = [r[0] for r in batch]
+                    n = len(rowids)
+                    sql = statements.get(n) or statements.setdefault(n, select + "(" + ",".join("?" * n) + ")")
+                    cursor = conn.execute(sql, rowids)
+                    cursor.row_factory = None
+                    by_rowid = {r[0]: r for r in cursor}
+                    rows = [by_rowid.get(rowid) for rowid in rowids]
+                for row in rows:
+                    if row is not None:  # one snapshot: a listed rowid is there
+                        yield read(row)
+        except (ValueError, TypeError) as exc:  # a row edited outside imm: name it
+            assert row is not None
+            found = conn.execute("SELECT identity FROM inactive_mailboxes WHERE rowid = ?", (row[0],)).fetchone()
+            raise StoreError(
+                f"{self.display_path}: the cached mailbox {found[0] if found else row[0]} holds unreadable "
+                f"data ({exc}): run `imm sync --full` to rewrite it, or `imm cache clear`",
+                code="store_corrupt",
+            ) from None
+        except (sqlite3.Error, PermissionError) as exc:
+            mapped = store_error(exc, self.display_path)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        finally:
+            conn.close()
+
     @_mapped
     def search_mailboxes(self, query: str, limit: int | None = None) -> list[InactiveMailbox]:
         """Mailboxes whose display name, SMTP address, name, UPN, company or department contain ``query``.
@@ -720,6 +854,11 @@ class DatabaseManager:
         every match whenever there are no more than the window's size, and fast (a few ms on 1M rows) when a
         broad text matches hundreds of thousands.
         """
+        sql, params = self._search_sql(query, limit, _SELECT_M)
+        return self._mailboxes(sql, params)
+
+    def _search_sql(self, query: str, limit: int | None, select: str) -> tuple[str, list[Any]]:
+        """The search of :meth:`search_mailboxes` selecting ``select`` from ``inactive_mailboxes m``."""
         if query == "":
             raise InputError("the search text is empty")
         params: list[Any]
@@ -737,13 +876,13 @@ class DatabaseManager:
             inner += " LIMIT ?"
             params.append(max(limit, SEARCH_WINDOW))
         sql = (
-            f"SELECT {_SELECT_M} FROM inactive_mailboxes m WHERE m.rowid IN ({inner}) "
+            f"SELECT {select} FROM inactive_mailboxes m WHERE m.rowid IN ({inner}) "
             "ORDER BY m.display_name COLLATE NOCASE, m.identity"
         )
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return self._mailboxes(sql, params)
+        return sql, params
 
     @_mapped
     def find_mailbox(self, text: str) -> InactiveMailbox:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,59 @@ TABLE_COLUMNS: tuple[tuple[str, str, int | None, int | None, bool], ...] = (
     ("age", "Age", None, 5, True),
     ("holds", "Holds", 24, None, False),
 )
+
+# What the table needs from the store (see table_rows); names and addresses keep more of their width when cut.
+TABLE_FIELDS: tuple[str, ...] = (
+    "display_name",
+    "name",
+    "primary_smtp",
+    "operating_company",
+    "department",
+    "size_mb",
+    "archive_size_mb",
+    "when_soft_deleted",
+    "age_days",
+    "hold_types",
+)
+TABLE_WEIGHTS: dict[str, float] = {"display_name": 1.6, "primary_smtp": 1.8}
+
+
+def fields_for(output: str, query: str | None) -> tuple[str, ...]:
+    """The stored fields a list/search output reads: the table's, CSV's fixed columns, else every field."""
+    if output == "table" and not query:
+        return TABLE_FIELDS
+    if output in ("csv", "tsv") and not query:
+        return CSV_FIELDS
+    return JSON_FIELDS
+
+
+def records(rows: Iterable[tuple[Any, ...]], names: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """Rows streamed from the store (``DatabaseManager.stream_mailbox_rows`` with ``names``) as records: the
+    JSON / CSV shape (datetimes are already ISO 8601 text)."""
+    return (dict(zip(names, row, strict=True)) for row in rows)
+
+
+def table_rows(rows: Iterable[tuple[Any, ...]], now: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """Rows of :data:`TABLE_FIELDS` streamed from the store as the values of :data:`TABLE_COLUMNS` (the same as
+    :func:`mailbox_table_row` gives for the mailbox)."""
+    today = now or datetime.now(UTC)
+    parse = datetime.fromisoformat
+    for display_name, name, smtp, company, department, size, archive, deleted, age, holds in rows:
+        if deleted is not None:
+            moment = parse(deleted)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            age = max(0, (today - moment).days)
+        yield {
+            "display_name": display_name or name,
+            "primary_smtp": smtp,
+            "operating_company": company,
+            "department": department,
+            "total_size_mb": round(round((size or 0.0) + (archive or 0.0), 2)),
+            "age": age,
+            "holds": ", ".join(holds),
+        }
+
 
 DETAIL_SECTIONS: list[tuple[str, list[str]]] = [
     (
