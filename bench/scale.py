@@ -125,24 +125,35 @@ out.write("└" + "┴".join("─" * (w + 2) for w in W)[1:-1] + "┘\n")
 BASELINE_SUMMARY = (
     _COMMON
     + r"""
-row = conn.execute(
-    "SELECT COUNT(*), SUM(size_mb + archive_size_mb) / 1024.0, SUM(monthly_cost), SUM(releasable),"
-    " SUM(recovery_eligible), SUM(restore_eligible), MIN(when_soft_deleted), MAX(when_soft_deleted)"
-    " FROM inactive_mailboxes"
-).fetchone()
+# The same figures as imm's summary: per company the counts and sums (monthly cost rounded to cents per mailbox,
+# licence rate + 0.02 per GB), hold kinds, size bands, expiry windows and ages; SQL aggregates, JSON out.
+gb = "((COALESCE(size_mb, 0.0) + COALESCE(archive_size_mb, 0.0)) / 1024.0)"
+rate = "(CASE license_type WHEN 'Exchange Online Plan 2' THEN 7.0 WHEN 'Exchange Online Plan 1' THEN 4.0 ELSE 0 END)"
+cost = f"ROUND({rate} + 0.02 * {gb}, 2)"
 groups = conn.execute(
-    "SELECT COALESCE(NULLIF(TRIM(operating_company), ''), '(unattributed)') AS c, COUNT(*),"
-    " SUM(size_mb + archive_size_mb) / 1024.0, SUM(monthly_cost), SUM(releasable)"
-    " FROM inactive_mailboxes GROUP BY c ORDER BY c"
+    f"SELECT operating_company, COUNT(*), SUM({gb}), SUM({cost}), SUM(releasable), SUM(recovery_eligible),"
+    f" SUM(restore_eligible), MIN(when_soft_deleted), MAX(when_soft_deleted), TOTAL(CASE WHEN releasable THEN {gb}"
+    f" END), TOTAL(CASE WHEN releasable THEN {cost} END), SUM(COALESCE(item_count, 0) + COALESCE(archive_item_count,"
+    " 0)) FROM inactive_mailboxes GROUP BY 1"
 ).fetchall()
 kinds = conn.execute(
-    "SELECT j.value, COUNT(*) FROM inactive_mailboxes, json_each(hold_types) j GROUP BY j.value"
+    f"SELECT j.value, COUNT(*), SUM({gb}) FROM inactive_mailboxes, json_each(hold_types) j GROUP BY 1"
 ).fetchall()
 bands = conn.execute(
-    "SELECT CAST((julianday('now') - julianday(when_soft_deleted)) / 365 AS INTEGER) AS y, COUNT(*)"
-    " FROM inactive_mailboxes GROUP BY y"
+    f"SELECT CASE WHEN {gb} < 0.09765625 THEN 0 WHEN {gb} < 1 THEN 1 WHEN {gb} < 5 THEN 2 WHEN {gb} < 10 THEN 3"
+    f" WHEN {gb} < 50 THEN 4 WHEN {gb} < 100 THEN 5 ELSE 6 END AS b, COUNT(*), SUM({gb})"
+    " FROM inactive_mailboxes GROUP BY b"
 ).fetchall()
-json.dump({"total": row, "groups": groups, "kinds": kinds, "bands": bands}, out, indent=2)
+windows = conn.execute(
+    "SELECT CASE WHEN releasable THEN 'now' WHEN holds_expire_on IS NULL THEN 'never' WHEN holds_expire_on <="
+    " date('now') THEN 'expired' WHEN holds_expire_on <= date('now', '+30 days') THEN '30' ELSE 'later' END AS w,"
+    f" COUNT(*), SUM({cost}) FROM inactive_mailboxes GROUP BY w"
+).fetchall()
+ages = conn.execute(
+    f"SELECT CAST(julianday('now') - julianday(when_soft_deleted) AS INTEGER) AS a, COUNT(*), SUM({gb})"
+    " FROM inactive_mailboxes GROUP BY a ORDER BY a"
+).fetchall()
+json.dump({"groups": groups, "kinds": kinds, "bands": bands, "windows": windows, "ages": ages}, out, indent=2)
 """
 )
 
@@ -261,7 +272,7 @@ def main() -> None:
             ("report-summary", [*imm, "report", "summary", "-o", "json"], [python, "-c", BASELINE_SUMMARY, str(path)]),
             (
                 "report-html",
-                [*imm, "report", "summary", "--format", "html", "--out", html, "--force"],
+                [*imm, "report", "summary", "--format", "html", "--out", html],
                 [python, "-c", BASELINE_SUMMARY, str(path)],
             ),
         ]

@@ -124,20 +124,30 @@ def run_report(
     filters = {"company": company, "department": department, "hold_type": hold_type}
     chosen = {k: v for k, v in filters.items() if v is not None}
     selection = MailboxFilter(company=company, department=department, hold_type=hold_type)
-    mailboxes = db.query_mailboxes(selection, sort="identity")
-    if not mailboxes and db.count_mailboxes() == 0:
+    if db.count_mailboxes() == 0:
         click.echo(EMPTY_CACHE, err=True)
         if target == "table":
             return
-    report = reports.build_report(
-        kind, mailboxes, by=by, cost_model=obj.profile.cost, now=datetime.now(UTC), filters=chosen
-    )
+    if kind in reports.STORE_KINDS:  # SQL aggregates: flat memory at any size
+        report = reports.build_report_from_store(
+            kind, db, selection, by=by, cost_model=obj.profile.cost, now=datetime.now(UTC), filters=chosen
+        )
+    else:
+        report = reports.build_report(
+            kind,
+            db.query_mailboxes(selection, sort="identity"),
+            by=by,
+            cost_model=obj.profile.cost,
+            now=datetime.now(UTC),
+            filters=chosen,
+        )
+    count = report.overview.headline["mailboxes"] if report.overview else 0
     details: dict[str, Any] = {
         "kind": kind,
         "format": target,
         "out": dest or "-",
         "by": report.by,
-        "mailboxes": len(mailboxes),
+        "mailboxes": count,
     }
     if chosen:
         details["filters"] = chosen
@@ -157,7 +167,7 @@ def run_report(
         raise
     obj.audit().log_operation("REPORT", None, details, "success")
     if dest not in {None, "-"} and not obj.quiet:
-        click.echo(f"Wrote the {kind} report ({target}, {len(mailboxes):,} mailboxes) to {dest}", err=True)
+        click.echo(f"Wrote the {kind} report ({target}, {count:,} mailboxes) to {dest}", err=True)
 
 
 def print_report(report: Report, section: str | None, query: str | None) -> None:

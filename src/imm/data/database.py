@@ -769,6 +769,14 @@ class DatabaseManager:
         sql, params = self._search_sql(query, limit, "m.rowid")
         return self._stream_rows(sql, params, columns)
 
+    def reader_connection(self) -> sqlite3.Connection:
+        """A new connection for one large read (the caller closes it): a small page cache and temporary files on
+        disk, so scans, sorts and GROUP BYs over 1M rows keep the process small."""
+        conn = self._connect()
+        conn.execute(f"PRAGMA cache_size = -{STREAM_CACHE_KIB}")
+        conn.execute("PRAGMA temp_store = FILE")
+        return conn
+
     def _stream_rows(self, rowid_sql: str, params: Sequence[Any], columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
         for name in columns:
             if name not in COLUMNS:
@@ -778,9 +786,7 @@ class DatabaseManager:
         try:
             # Its own connection: a small page cache and temporary files on disk, so a sort of 1M rowids spills
             # to a file instead of memory; one read snapshot for the whole listing.
-            conn = self._connect()
-            conn.execute(f"PRAGMA cache_size = -{STREAM_CACHE_KIB}")
-            conn.execute("PRAGMA temp_store = FILE")
+            conn = self.reader_connection()
             # An order an index gives (the default, by name) needs no sort: then one query reads the rows.
             whole = rowid_sql.replace("SELECT m.rowid ", f"SELECT m.rowid, {', '.join('m.' + c for c in columns)} ", 1)
             plan = " ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + whole, params))

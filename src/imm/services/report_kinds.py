@@ -36,6 +36,7 @@ from imm.services.report_model import (
 if TYPE_CHECKING:
     from imm.config import CostModel
     from imm.data.models import InactiveMailbox
+    from imm.data.report_store import GroupFigures, ReportFigures
 
 
 # ----------------------------------------------------------------------------------------------- grouping
@@ -53,6 +54,21 @@ class _Tally:
     restorable: int = 0
     oldest: datetime | None = None
     newest: datetime | None = None
+
+    def merge(self, g: GroupFigures) -> None:
+        """Add the sums of a group the store aggregated."""
+        self.mailboxes += g.mailboxes
+        self.gb += g.gb
+        self.cost += g.cost
+        self.releasable += g.releasable
+        self.releasable_gb += g.releasable_gb
+        self.savings += g.savings
+        self.recoverable += g.recoverable
+        self.restorable += g.restorable
+        for moment in (g.oldest, g.newest):
+            if moment is not None:
+                self.oldest = moment if self.oldest is None or moment < self.oldest else self.oldest
+                self.newest = moment if self.newest is None or moment > self.newest else self.newest
 
     def add(self, mailbox: InactiveMailbox, gb: float, cost: float) -> None:
         self.mailboxes += 1
@@ -155,7 +171,7 @@ def overview_of(measured: list[_Measured]) -> Overview:
             tally[1] += x.gb
         if x.age is not None:
             ages.append(x.age)
-            label = next(lbl for lbl, top in AGE_BUCKETS if top is None or x.age <= top)
+            label = _age_label(x.age)
             age_counts[label][0] += 1
             age_counts[label][1] += x.gb
         label = next(lbl for lbl, top in SIZE_BUCKETS if top is None or x.gb < top)
@@ -163,6 +179,25 @@ def overview_of(measured: list[_Measured]) -> Overview:
         size_counts[label][1] += x.gb
         expiry[x.window][0] += 1
         expiry[x.window][1] += x.cost
+    median = round(statistics.median(ages)) if ages else None
+    figures = (primary_gb, archive_gb, items, unattributed, median, sorted(tenants))
+    return _overview(total, companies, holds, age_counts, size_counts, expiry, figures)
+
+
+def _age_label(age: int) -> str:
+    return next(lbl for lbl, top in AGE_BUCKETS if top is None or age <= top)
+
+
+def _overview(
+    total: _Tally,
+    companies: dict[tuple[str, ...], _Tally],
+    holds: dict[str, list[float]],
+    age_counts: dict[str, list[float]],
+    size_counts: dict[str, list[float]],
+    expiry: dict[str, list[float]],
+    figures: tuple[float, float, int, int, int | None, list[str]],
+) -> Overview:
+    primary_gb, archive_gb, items, unattributed, median, tenants = figures
     headline = {
         "mailboxes": total.mailboxes,
         "companies": len([k for k in companies if k[0] != UNATTRIBUTED]),
@@ -183,8 +218,8 @@ def overview_of(measured: list[_Measured]) -> Overview:
         "annual_savings": round2(total.savings * 12),
         "oldest_deleted": total.oldest.date() if total.oldest else None,
         "newest_deleted": total.newest.date() if total.newest else None,
-        "median_age_days": round(statistics.median(ages)) if ages else None,
-        "tenants": sorted(tenants),
+        "median_age_days": median,
+        "tenants": tenants,
     }
     return Overview(
         headline=headline,
@@ -209,6 +244,68 @@ def overview_of(measured: list[_Measured]) -> Overview:
             for k, label in EXPIRY_WINDOWS
         ],
     )
+
+
+# ------------------------------------------------------------------------------- from the store's aggregates
+def tallies_from_figures(figures: ReportFigures, by: str) -> tuple[dict[tuple[str, ...], _Tally], _Tally]:
+    """The per-group tallies of :func:`_group_tallies` from the store's groups (merged by their clean names)."""
+    groups: dict[tuple[str, ...], _Tally] = {}
+    total = _Tally()
+    for g in figures.groups:
+        company = clean_text(g.company) or UNATTRIBUTED
+        key = (company, clean_text(g.department) or UNATTRIBUTED) if by == "department" else (company,)
+        for tally in (groups.setdefault(key, _Tally()), total):
+            tally.merge(g)
+    return groups, total
+
+
+def overview_from_figures(figures: ReportFigures) -> Overview:
+    """:func:`overview_of` from the store's aggregates."""
+    companies, total = tallies_from_figures(figures, "company")
+    holds: dict[str, list[float]] = {}
+    age_counts: dict[str, list[float]] = {label: [0, 0.0] for label, _ in AGE_BUCKETS}
+    size_counts: dict[str, list[float]] = {label: [0, 0.0] for label, _ in SIZE_BUCKETS}
+    expiry: dict[str, list[float]] = {key: [0, 0.0] for key, _ in EXPIRY_WINDOWS}
+    tenants: set[str] = set()
+    for age, n, gb in figures.ages:
+        bucket = age_counts[_age_label(age)]
+        bucket[0] += n
+        bucket[1] += gb
+    for g in figures.groups:
+        for kind in set(g.hold_types) or {NO_HOLD}:
+            tally = holds.setdefault(kind, [0, 0.0])
+            tally[0] += g.mailboxes
+            tally[1] += g.gb
+        size = size_counts[SIZE_BUCKETS[g.size_band][0]]
+        size[0] += g.mailboxes
+        size[1] += g.gb
+        expiry[g.window][0] += g.mailboxes
+        expiry[g.window][1] += g.cost
+        if g.tenant:
+            tenants.add(g.tenant)
+    primary_gb = sum(g.primary_gb for g in figures.groups)
+    archive_gb = sum(g.archive_gb for g in figures.groups)
+    items = sum(g.items for g in figures.groups)
+    unattributed = sum(g.mailboxes for g in figures.groups if not clean_text(g.company))
+    median = _median_age(figures.ages)
+    summary = (primary_gb, archive_gb, items, unattributed, median, sorted(tenants))
+    return _overview(total, companies, holds, age_counts, size_counts, expiry, summary)
+
+
+def _median_age(ages: list[tuple[int, int, float]]) -> int | None:
+    """``round(statistics.median(every age))`` from (age, count) pairs in ascending order."""
+    count = sum(n for _, n, _ in ages)
+    if not count:
+        return None
+    wanted = [(count - 1) // 2, count // 2]
+    found: list[int] = []
+    seen = 0
+    for age, n, _ in ages:
+        while wanted and wanted[0] < seen + n:
+            found.append(age)
+            wanted.pop(0)
+        seen += n
+    return round(statistics.median(found))
 
 
 def common_notes(cost_model: CostModel | None, overview: Overview, filters: dict[str, Any]) -> list[str]:
@@ -277,13 +374,20 @@ def _summary(measured: list[_Measured], overview: Overview, by: str | None, curr
     )
 
 
-def _summary_by(measured: list[_Measured], by: str, currency: str) -> Report:
+def _group_tallies(measured: list[_Measured], by: str) -> tuple[dict[tuple[str, ...], _Tally], _Tally]:
     groups: dict[tuple[str, ...], _Tally] = {}
     total = _Tally()
     for x in measured:
         groups.setdefault(_group_key(x.mailbox, by), _Tally()).add(x.mailbox, x.gb, x.cost)
         total.add(x.mailbox, x.gb, x.cost)
+    return groups, total
 
+
+def _summary_by(measured: list[_Measured], by: str, currency: str) -> Report:
+    return summary_by_groups(*_group_tallies(measured, by), by, currency)
+
+
+def summary_by_groups(groups: dict[tuple[str, ...], _Tally], total: _Tally, by: str, currency: str) -> Report:
     def row(t: _Tally) -> dict[str, Any]:
         return {
             "mailboxes": t.mailboxes,
@@ -322,12 +426,10 @@ def _summary_by(measured: list[_Measured], by: str, currency: str) -> Report:
 
 def _costs(measured: list[_Measured], overview: Overview, by: str | None, currency: str) -> Report:
     by = by or "company"
-    groups: dict[tuple[str, ...], _Tally] = {}
-    total = _Tally()
-    for x in measured:
-        groups.setdefault(_group_key(x.mailbox, by), _Tally()).add(x.mailbox, x.gb, x.cost)
-        total.add(x.mailbox, x.gb, x.cost)
+    return costs_by_groups(*_group_tallies(measured, by), by, currency)
 
+
+def costs_by_groups(groups: dict[tuple[str, ...], _Tally], total: _Tally, by: str, currency: str) -> Report:
     def row(t: _Tally) -> dict[str, Any]:
         return {
             "mailboxes": t.mailboxes,

@@ -52,6 +52,7 @@ from imm.services.report_model import (
 
 if TYPE_CHECKING:
     from imm.config import CostModel
+    from imm.data.database import DatabaseManager, MailboxFilter
     from imm.data.models import InactiveMailbox
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "KINDS",
     "NO_HOLD",
     "SIZE_BUCKETS",
+    "STORE_KINDS",
     "UNATTRIBUTED",
     "Overview",
     "Report",
@@ -73,6 +75,7 @@ __all__ = [
     "blocker_code",
     "build_overview",
     "build_report",
+    "build_report_from_store",
     "expiry_window",
     "format_value",
     "hold_label",
@@ -119,6 +122,62 @@ def build_report(
     overview = overview_of(measured)
     currency = cost_model.currency if cost_model is not None else "EUR"
     report = BUILDERS[kind](measured, overview, by, currency)
+    report.generated_at = moment
+    report.currency = currency
+    report.filters = dict(filters or {})
+    report.overview = overview
+    report.notes.extend(common_notes(cost_model, overview, report.filters))
+    return report
+
+
+STORE_KINDS = ("summary", "costs")  # computed as SQL aggregates by build_report_from_store
+
+
+def build_report_from_store(
+    kind: str,
+    db: DatabaseManager,
+    selection: MailboxFilter | None = None,
+    *,
+    by: str | None = None,
+    cost_model: CostModel | None,
+    now: datetime | None = None,
+    filters: dict[str, Any] | None = None,
+) -> Report:
+    """:func:`build_report` for the :data:`STORE_KINDS` over the cached mailboxes matching ``selection``,
+    computed in the store (:mod:`imm.data.report_store`): the same report, in flat memory at any size."""
+    from imm.data.report_store import report_figures
+    from imm.services.report_kinds import (
+        costs_by_groups,
+        overview_from_figures,
+        summary_by_groups,
+        tallies_from_figures,
+    )
+
+    if kind not in STORE_KINDS:
+        raise InputError(f"the {kind} report lists mailboxes: build it with build_report")
+    if by is not None and by not in GROUPINGS:
+        raise InputError(f"cannot group by '{by}' (use company or department)")
+    moment = as_utc(now) or datetime.now(UTC)
+    grouping = by or ("company" if kind == "costs" else None)
+    rates = None if cost_model is None else dict(cost_model.license_month)
+    figures = report_figures(
+        db,
+        selection,
+        by_department=grouping == "department",
+        now=moment,
+        size_bounds=[top for _, top in SIZE_BUCKETS if top is not None],
+        cost_rates=rates,
+        unknown_rate=float((rates or {}).get("Unknown", 0.0)),
+        per_gb=cost_model.per_gb_month if cost_model is not None else 0.0,
+    )
+    overview = overview_from_figures(figures)
+    currency = cost_model.currency if cost_model is not None else "EUR"
+    if grouping is None:
+        report = BUILDERS["summary"]([], overview, None, currency)
+    else:
+        groups, total = tallies_from_figures(figures, grouping)
+        build = summary_by_groups if kind == "summary" else costs_by_groups
+        report = build(groups, total, grouping, currency)
     report.generated_at = moment
     report.currency = currency
     report.filters = dict(filters or {})

@@ -1,0 +1,168 @@
+"""The figures of the summary and costs reports and of every report's overview, as SQL aggregates (issue 18).
+
+:func:`report_figures` reads the cache in a few grouped scans and returns small tables (a row per company and
+department *as stored*, per age in days, per size band, expiry window and hold kind); no mailbox is built and
+memory does not grow with the inventory. The services turn them into reports (:mod:`imm.services.report_kinds`)
+with the same rules as for records:
+
+- sizes: ``(size_mb + archive_size_mb) / 1024`` per mailbox, in the same float operations as ``total_gb``;
+- money: with a cost model, each mailbox's ``licence rate + per-GB rate × GB`` rounded half up to cents as
+  :func:`imm.domain.cost.round_money` does (float noise taken off at 1e-9 first), summed in whole cents (exact);
+  without one, the cached ``monthly_cost``;
+- ages: whole days from WhenSoftDeleted to ``now`` in integer microseconds (exact; never below 0), else the
+  cached ``age_days``; expiry windows compare calendar dates (UTC) as text.
+
+Company and department are grouped as stored; the services merge groups whose names differ only by surrounding
+white space (``clean_text``), as the record path does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from imm.data.database import DatabaseManager, MailboxFilter, parse_datetime
+
+_GB = "((COALESCE(m.size_mb, 0.0) + COALESCE(m.archive_size_mb, 0.0)) / 1024.0)"
+_US = "(unixepoch(m.when_soft_deleted) * 1000000 + CAST(substr(m.when_soft_deleted, 21, 6) AS INTEGER))"
+
+
+@dataclass
+class GroupFigures:
+    """Sums over the mailboxes of one stored company, department (None unless grouped by department), tenant,
+    hold_types list, size band (index of the first upper bound the size is below) and expiry window."""
+
+    company: str | None
+    department: str | None
+    tenant: str | None
+    hold_types: list[str]
+    size_band: int
+    window: str
+    mailboxes: int
+    gb: float
+    cost: float
+    releasable: int
+    releasable_gb: float
+    savings: float
+    recoverable: int
+    restorable: int
+    oldest: datetime | None
+    newest: datetime | None
+    primary_gb: float
+    archive_gb: float
+    items: int
+
+
+@dataclass
+class ReportFigures:
+    groups: list[GroupFigures]
+    ages: list[tuple[int, int, float]]  # (age in days, mailboxes, GB), ages ascending; without an age left out
+
+
+def _cost_sql(rates: Mapping[str, float] | None, unknown_rate: float, per_gb: float) -> tuple[str, list[Any], bool]:
+    """(SQL of one mailbox's monthly cost, its parameters, whether it is in whole cents)."""
+    if rates is None:
+        return "COALESCE(m.monthly_cost, 0.0)", [], False
+    params: list[Any] = []
+    cases = ""
+    for name, rate in rates.items():
+        cases += " WHEN ? THEN ?"
+        params += [name, float(rate)]
+    rate_sql = f"(CASE m.license_type{cases} ELSE ? END)" if cases else "?"
+    params += [float(unknown_rate), float(per_gb)]
+    # round_money: Decimal(repr(x)) to 1e-9 half up, then to cents half up; in integers after one exact-enough
+    # multiplication (it differs only for a cost within 5e-10 of half a cent and off its repr by float noise).
+    value = f"({rate_sql} + ? * {_GB})"
+    return f"((CAST({value} * 1000000000.0 + 0.5 AS INTEGER) + 5000000) / 10000000)", params, True
+
+
+def report_figures(
+    db: DatabaseManager,
+    filters: MailboxFilter | None,
+    *,
+    by_department: bool,
+    now: datetime,
+    size_bounds: Sequence[float],
+    cost_rates: Mapping[str, float] | None,
+    unknown_rate: float = 0.0,
+    per_gb: float = 0.0,
+) -> ReportFigures:
+    """The aggregates of the mailboxes matching ``filters`` (see the module's notes), in two scans: one grouped
+    by the stored company, department, tenant, hold_types, size band and expiry window with every sum, one per
+    age in days."""
+    where, params = (filters or MailboxFilter()).where()
+    cost, cost_params, cents = _cost_sql(cost_rates, unknown_rate, per_gb)
+    band = "CASE" + "".join(f" WHEN {_GB} < ? THEN {i}" for i in range(len(size_bounds)))
+    band += f" ELSE {len(size_bounds)} END"
+    day = "substr(m.holds_expire_on, 1, 10)"
+    window = (
+        "CASE WHEN m.releasable THEN 'now' WHEN m.holds_expire_on IS NULL OR m.holds_expire_on = '' THEN 'never'"
+        f" WHEN {day} <= ? THEN 'expired' WHEN {day} <= ? THEN '30' WHEN {day} <= ? THEN '90'"
+        f" WHEN {day} <= ? THEN '365' ELSE 'later' END"
+    )
+    today = now.date()
+    days = [(today + timedelta(days=n)).isoformat() for n in (0, 30, 90, 365)]
+    department = "m.department" if by_department else "NULL"
+    sql = (
+        f"SELECT m.operating_company, {department}, m.tenant, m.hold_types, {band}, {window},"
+        f" COUNT(*), SUM({_GB}), SUM({cost}), SUM(m.releasable = 1), TOTAL(CASE WHEN m.releasable THEN {_GB} END),"
+        f" TOTAL(CASE WHEN m.releasable THEN {cost} END), SUM(m.recovery_eligible = 1), SUM(m.restore_eligible = 1),"
+        " MIN(m.when_soft_deleted), MAX(m.when_soft_deleted), SUM(COALESCE(m.size_mb, 0.0) / 1024.0),"
+        " SUM(COALESCE(m.archive_size_mb, 0.0) / 1024.0),"
+        " SUM(COALESCE(m.item_count, 0) + COALESCE(m.archive_item_count, 0))"
+        f" FROM inactive_mailboxes m{where} GROUP BY 1, 2, 3, 4, 5, 6"
+    )
+    sql_params = [*size_bounds, *days, *cost_params, *cost_params, *params]
+    now_us = int(now.timestamp()) * 1_000_000 + now.microsecond
+    age = (
+        "(CASE WHEN m.when_soft_deleted IS NULL OR m.when_soft_deleted = '' THEN m.age_days"
+        f" WHEN ? - {_US} < 0 THEN 0 ELSE (? - {_US}) / 86400000000 END)"
+    )
+    scale = 100.0 if cents else 1.0
+    conn = db.reader_connection()
+    try:
+        groups = [
+            GroupFigures(
+                company=r[0],
+                department=r[1],
+                tenant=r[2],
+                hold_types=_hold_list(r[3]),
+                size_band=int(r[4]),
+                window=str(r[5]),
+                mailboxes=int(r[6]),
+                gb=float(r[7] or 0.0),
+                cost=(r[8] or 0) / scale,
+                releasable=int(r[9] or 0),
+                releasable_gb=float(r[10] or 0.0),
+                savings=(r[11] or 0) / scale,
+                recoverable=int(r[12] or 0),
+                restorable=int(r[13] or 0),
+                oldest=parse_datetime(r[14]),
+                newest=parse_datetime(r[15]),
+                primary_gb=float(r[16] or 0.0),
+                archive_gb=float(r[17] or 0.0),
+                items=int(r[18] or 0),
+            )
+            for r in conn.execute(sql, sql_params)
+        ]
+        ages = [
+            (int(r[0]), int(r[1]), float(r[2] or 0.0))
+            for r in conn.execute(
+                f"SELECT {age} AS a, COUNT(*), SUM({_GB}) FROM inactive_mailboxes m{where} GROUP BY a"
+                " HAVING a IS NOT NULL ORDER BY a",
+                [now_us, now_us, *params],
+            )
+        ]
+    finally:
+        conn.close()
+    return ReportFigures(groups, ages)
+
+
+def _hold_list(text: str | None) -> list[str]:
+    if not text:
+        return []
+    value = json.loads(text)
+    return [str(v) for v in value] if isinstance(value, list) else []
