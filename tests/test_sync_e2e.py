@@ -428,7 +428,7 @@ def test_an_exchange_that_stops_answering_stops_the_run_instead_of_failing_every
         assert errors == [
             "Error: Exchange Online did not answer for 6 mailboxes in a row (last: Get-MailboxStatistics failed: "
             "still throttled by Exchange Online after 11 attempts "
-            "(You have reached the maximum number of concurrent requests per tenant.))"
+            "(You have reached the maximum number of concurrent requests per tenant. Please wait and try again.))"
         ]
         assert "Hint: check the connection and the service health, then run imm sync again" in result.stderr
         log = [e for e in sim.exchange.request_log if e["cmdlet"] == "Get-MailboxStatistics"]
