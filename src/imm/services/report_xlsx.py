@@ -61,65 +61,94 @@ def _number_format(value: Any, column: ReportColumn) -> str | None:
     return FORMATS.get(column.kind)
 
 
+WIDTH_SAMPLE = 1000  # rows measured for the column widths (write-only sheets take widths before any row)
+
+
 def _write_section(ws: Any, section: Section) -> None:
+    """One sheet, row by row (openpyxl's write-only mode: a row is written and let go, so memory stays flat)."""
+    import itertools
+
+    from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
 
     bold = Font(bold=True)
-    ws.append([c.header for c in section.columns])
-    for cell in ws[1]:
-        cell.font = bold
-    rows = list(section.rows)
-    if section.totals:
-        rows.append(section.totals)
-    widths = [len(c.header) for c in section.columns]
-    for r, row in enumerate(rows, start=2):
-        for i, column in enumerate(section.columns):
+    columns = section.columns
+    rows = iter(section.rows)
+    sample = list(itertools.islice(rows, WIDTH_SAMPLE))
+    widths = [len(c.header) for c in columns]
+    for row in [*sample, *([section.totals] if section.totals else [])]:
+        for i, column in enumerate(columns):
+            value = cell_value(row.get(column.key), column)
+            widths[i] = max(widths[i], min(60, len(str(value)) if value is not None else 0))
+    for i, width in enumerate(widths, start=1):
+        ws.column_dimensions[get_column_letter(i)].width = max(8, width + 2)
+    ws.freeze_panes = "A2"
+
+    def cells(row: dict[str, Any], font: Any = None) -> list[Any]:
+        out = []
+        for column in columns:
             raw = row.get(column.key)
-            cell = ws.cell(row=r, column=i + 1, value=cell_value(raw, column))
+            cell = WriteOnlyCell(ws, value=cell_value(raw, column))
             fmt = _number_format(raw, column)
             if fmt:
                 cell.number_format = fmt
             if cell.data_type == "f":  # never a formula (csv_cell already neutralised it; belt and braces)
                 cell.data_type = "s"
-            widths[i] = max(widths[i], min(60, len(str(cell.value)) if cell.value is not None else 0))
+            if font is not None:
+                cell.font = font
+            out.append(cell)
+        return out
+
+    header = []
+    for column in columns:
+        cell = WriteOnlyCell(ws, value=column.header)
+        cell.font = bold
+        header.append(cell)
+    ws.append(header)
+    count = 0
+    for row in itertools.chain(sample, rows):
+        ws.append(cells(row))
+        count += 1
     if section.totals:
-        for cell in ws[len(rows) + 1]:
-            cell.font = bold
-    for i, width in enumerate(widths, start=1):
-        ws.column_dimensions[get_column_letter(i)].width = max(8, width + 2)
-    ws.freeze_panes = "A2"
-    if section.rows:
-        ws.auto_filter.ref = f"A1:{get_column_letter(len(section.columns))}{len(section.rows) + 1}"
+        ws.append(cells(section.totals, bold))
+    if count:
+        ws.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{count + 1}"
 
 
 def write_workbook(report: Report, path: Path) -> None:
-    """Write the workbook to ``path``."""
+    """Write the workbook to ``path``: one sheet per section, then "about"; rows streamed (write-only mode)."""
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Font
 
-    wb = Workbook()
+    wb = Workbook(write_only=True)
     taken: set[str] = set()
-    first = True
     for section in report.sections():
-        ws = wb.active if first else wb.create_sheet()
-        first = False
-        ws.title = sheet_title(section.name, taken)
-        _write_section(ws, section)
+        _write_section(wb.create_sheet(sheet_title(section.name, taken)), section)
     about = wb.create_sheet(sheet_title("about", taken))
-    about.append(["Report", report.title])
-    about.append(["Generated (UTC)", report.generated_at.replace(tzinfo=None)])
-    about.cell(row=2, column=2).number_format = "yyyy-mm-dd hh:mm"
-    about.append(["Currency", report.currency])
-    about.append(["Grouped by", report.by or ""])
-    for key, value in report.filters.items():
-        about.append([f"Filter {key}", cell_value(value, ReportColumn(key, key))])
-    for section in report.sections():
-        about.append([f"Sheet {section.name}", cell_value(section.title, ReportColumn("t", "t"))])
-    for note in report.notes:
-        about.append(["Note", cell_value(note, ReportColumn("n", "n"))])
-    for row in about.iter_rows(min_col=1, max_col=1):
-        row[0].font = Font(bold=True)
     about.column_dimensions["A"].width = 20
     about.column_dimensions["B"].width = 110
+    bold = Font(bold=True)
+
+    def line(key: str, value: Any, number_format: str | None = None) -> None:
+        head = WriteOnlyCell(about, value=key)
+        head.font = bold
+        cell = WriteOnlyCell(about, value=value)
+        if number_format:
+            cell.number_format = number_format
+        if cell.data_type == "f":
+            cell.data_type = "s"
+        about.append([head, cell])
+
+    line("Report", report.title)
+    line("Generated (UTC)", report.generated_at.replace(tzinfo=None), "yyyy-mm-dd hh:mm")
+    line("Currency", report.currency)
+    line("Grouped by", report.by or "")
+    for key, value in report.filters.items():
+        line(f"Filter {key}", cell_value(value, ReportColumn(key, key)))
+    for section in report.sections():
+        line(f"Sheet {section.name}", cell_value(section.title, ReportColumn("t", "t")))
+    for note in report.notes:
+        line("Note", cell_value(note, ReportColumn("n", "n")))
     wb.save(path)
