@@ -262,3 +262,20 @@ def test_bulk_release_needs_the_typed_count_and_blocks_an_unconfirmed_consequenc
     assert [r["result"] for r in rows] == ["preview", "failure"]
     assert rows[1]["details"]["blockers"][0].startswith("unconfirmed-consequence: this release would remove the last")
     assert rows[1]["details"]["line"] == 4
+
+
+def test_audit_list_identity_takes_an_address_upn_or_name_also_after_the_mailbox_left_the_cache(act: ActEnv) -> None:
+    mbx = act.pick(lambda m, t: t.hold_reasons(m) == ["LitigationHold"], "mailbox held only by Litigation Hold")
+    guid = mbx.exchange_guid
+    assert act.run("holds", "release", guid, "--type", "litigation", "--what-if").exit_code == 0
+    by_guid = [r["id"] for r in act.audit(guid)]
+    assert by_guid
+    for text in (mbx.primary_smtp, mbx.primary_smtp.upper(), mbx.upn, mbx.name):
+        result, data = act.json("audit", "list", "--identity", text)
+        assert result.exit_code == 0, result.stderr
+        assert sorted(r["id"] for r in data) == by_guid, text
+    done = act.run("holds", "release", guid, "--type", "litigation", "--yes", "--i-understand-last-hold")
+    assert done.exit_code == 0, done.stderr
+    assert act.cached(guid) is None  # soft-deleted: it left the cache
+    result, data = act.json("audit", "list", "--identity", mbx.primary_smtp)
+    assert [(r["identity"], r["result"]) for r in data][:2] == [(guid, "success"), (guid, "started")]

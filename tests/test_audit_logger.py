@@ -402,6 +402,34 @@ def test_prune_keeps_a_checkpoint_and_the_chain_verifies(db: DatabaseManager, cl
     assert audit.verify().ok
 
 
+def test_prune_keeps_operations_without_a_result_and_rows_of_open_jobs(db: DatabaseManager, clock: Clock) -> None:
+    audit = AuditLogger(db, tenant="t", user="officer@contoso.com", clock=clock)
+    audit.log_operation(OperationType.SYNC, None, {}, "success")  # 1: old, done
+    in_flight = audit.begin(OperationType.REMOVE_HOLD, "guid-1", {"action": "release"})  # 2: no result yet
+    audit.log_operation(OperationType.SYNC, None, {}, "success")  # 3
+    clock.now = T0 + timedelta(days=400)
+    assert audit.prune_old_entries(365) == 1  # stops before the operation in flight
+    assert [r.id for r in audit.get_operations()][:2] == [2, 3]
+    audit.finish(in_flight, "success", {"action": "release"})
+    with db.transaction() as conn:
+        conn.execute(
+            "INSERT INTO bulk_jobs (id, created_at, updated_at, plan_path, plan_sha256, status, mode, concurrency) "
+            "VALUES ('job-1', '2025-01-01', '2025-01-01', 'p.csv', 'x', 'running', 'execute', 2)"
+        )
+    clock.now = T0 + timedelta(days=401)
+    job_row = audit.log_operation(OperationType.REMOVE_HOLD, "guid-2", {"job_id": "job-1", "line": 2}, "success")
+    audit.log_operation(OperationType.SYNC, None, {}, "success")
+    clock.now = T0 + timedelta(days=900)
+    pruned = audit.prune_old_entries(365)
+    kept = [r.id for r in audit.get_operations()]
+    assert kept[0] == job_row.id and pruned == job_row.id - 1 - 1  # the open job's row and all after it stay
+    with db.transaction() as conn:
+        conn.execute("UPDATE bulk_jobs SET status = 'completed' WHERE id = 'job-1'")
+    assert audit.prune_old_entries(365) > 0
+    assert job_row.id not in [r.id for r in audit.get_operations()]
+    assert audit.verify().ok
+
+
 def test_prune_refuses_short_retention_and_does_nothing_when_nothing_is_old(audit: AuditLogger) -> None:
     audit.log_operation(OperationType.SYNC, None, {}, "success")
     with pytest.raises(InputError, match="shorter than this profile's minimum of 365 days"):

@@ -67,10 +67,31 @@ def audit() -> None:
     """
 
 
+def _identities(identity: str) -> list[str]:
+    """Every identity the rows of this mailbox may carry: as given, its ExchangeGuid and addresses from the cache,
+    and the ExchangeGuids whose recorded state names it (rows written before or after it was cached)."""
+    from imm.errors import ImmError
+
+    text = identity.strip()
+    out = [text]
+    obj = app()
+    try:
+        mailbox = obj.database().find_mailbox(text)
+    except ImmError:  # not cached, or the text names several mailboxes: the rows that carry it as written
+        mailbox = None
+    if mailbox is not None:
+        out += [mailbox.identity, mailbox.primary_smtp, mailbox.user_principal_name]
+    if "@" in text:
+        out += obj.audit().identities_recorded_for(text)
+    return [i for i in dict.fromkeys(out) if i]
+
+
 @audit.command("list")
 @click.option("--since", metavar="WHEN", help="From this date/time (2026-11-01, 2026-11-01T09:30Z, 7d); UTC.")
 @click.option("--until", metavar="WHEN", help="Up to this date/time (a date includes the whole day); UTC.")
-@click.option("--identity", metavar="ID", help="Only rows for this mailbox (ExchangeGuid or address).")
+@click.option(
+    "--identity", metavar="ID", help="Only rows for this mailbox: ExchangeGuid, address, UPN or name (via the cache)."
+)
 @click.option("--operation", multiple=True, metavar="NAME", help="Only this operation, e.g. RECOVER_MAILBOX.")
 @click.option("--result", multiple=True, type=click.Choice(RESULTS, case_sensitive=False), help="Only this result.")
 @click.option("--incomplete", is_flag=True, help="Only operations that started and never recorded a result.")
@@ -100,7 +121,7 @@ def list_entries(
         .iter_operations(
             start,
             stop,
-            identity=identity,
+            identity=None if identity is None else _identities(identity),
             operation=operations,
             result=[r.lower() for r in result] or None,
             incomplete=incomplete,

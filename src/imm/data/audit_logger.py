@@ -522,7 +522,7 @@ class AuditLogger:
         start_date: datetime | None = None,
         end_date: datetime | None = None,
         *,
-        identity: str | None = None,
+        identity: str | Iterable[str] | None = None,
         operation: OperationType | str | Iterable[OperationType | str] | None = None,
         result: AuditResult | str | Iterable[AuditResult | str] | None = None,
         user: str | None = None,
@@ -542,8 +542,9 @@ class AuditLogger:
             where.append("timestamp <= ?")
             params.append(format_timestamp(end_date))
         if identity is not None:
-            where.append("identity = ? COLLATE NOCASE")
-            params.append(identity)
+            names = [identity] if isinstance(identity, str) else list(dict.fromkeys(identity))
+            where.append(f"identity COLLATE NOCASE IN ({', '.join('?' * len(names))})")
+            params.extend(names)
         for column, values in (("operation", operation), ("result", result)):
             if values is None:
                 continue
@@ -570,6 +571,17 @@ class AuditLogger:
             params.append(int(limit))
         cursor = self.db.get_connection().execute(sql, params)
         return (_entry(row) for row in _as_dicts(cursor))
+
+    def identities_recorded_for(self, address: str) -> list[str]:
+        """The row identities (ExchangeGuids) whose recorded mailbox state names ``address`` as its primary SMTP
+        address or UPN: finds a mailbox's rows by address after it left the cache (recovered, released)."""
+        paths = ("$.before.PrimarySmtpAddress", "$.before.UserPrincipalName", "$.before.source.PrimarySmtpAddress")
+        clauses = " OR ".join(f"json_extract(details, '{path}') = ? COLLATE NOCASE" for path in paths)
+        rows = self.db.get_connection().execute(
+            f"SELECT DISTINCT identity FROM audit_log WHERE identity IS NOT NULL AND ({clauses})",
+            tuple(address for _ in paths),
+        )
+        return [str(r[0]) for r in rows]
 
     def get_operations_for_mailbox(self, identity: str) -> list[AuditLogEntry]:
         return self.get_operations(identity=identity)
@@ -843,8 +855,25 @@ class AuditLogger:
         if first is None:
             return PrunePlan(0, cutoff, None, None)
         cut = int(first_new) - 1 if first_new is not None else int(last)
+        cut = min(cut, self._first_open_row(conn) - 1)
         count = conn.execute("SELECT COUNT(*) FROM audit_log WHERE id <= ?", (cut,)).fetchone()[0]
         return PrunePlan(int(count), cutoff, int(first) if count else None, cut if count else None)
+
+    @staticmethod
+    def _first_open_row(conn: sqlite3.Connection) -> int:
+        """The first row a prune must keep whatever its age (the prune stops before it): a ``started`` row whose
+        operation has no result yet, or a row of a bulk job that is still open (not completed), so that an
+        operation in flight or a job being run or resumed never loses its rows."""
+        open_jobs = "SELECT id FROM bulk_jobs WHERE status NOT IN ('completed', 'completed_with_errors')"
+        found = conn.execute(
+            f"""SELECT MIN(id) FROM audit_log AS a
+                WHERE (a.result = 'started' AND a.operation_id IS NOT NULL AND NOT EXISTS (
+                          SELECT 1 FROM audit_log AS r
+                          WHERE r.operation_id = a.operation_id AND r.result != 'started'))
+                   OR a.identity IN ({open_jobs})
+                   OR json_extract(a.details, '$.job_id') IN ({open_jobs})"""
+        ).fetchone()[0]
+        return int(found) if found is not None else 1 << 62
 
     @_mapped
     def prune_old_entries(self, retention_days: int, user: str | None = None, *, min_retention_days: int = 0) -> int:
