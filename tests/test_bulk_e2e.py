@@ -580,3 +580,32 @@ def test_items_left_undone_without_a_stop_say_why_and_are_not_called_interrupted
         assert set_mailbox_changes(place.sim) == Counter()
         (row,) = [r for r in place.audit() if r["operation"] == "BULK_OPERATION" and r["result"] != "started"]
         assert row["error_message"] == "not finished: 2 left to do (Exchange did not answer for them)"
+
+
+def test_sigkill_while_exchange_creates_a_restore_request_and_an_immediate_resume_leave_one_request(
+    tmp_path: Path,
+) -> None:
+    with site(tmp_path, "a", mailboxes=40) as place:
+        sim = place.sim
+        source = next(m for m in inactive(sim) if not m.auto_expanding_archive and not m.aux_archive_shards)
+        target = next(m for m in sim.exchange.tenant.mailboxes.values() if m.state == ACTIVE)
+        plan = write_plan(place.work / "plan.csv", [{"action": "restore", "identity": source.exchange_guid,
+                          "target": target.primary_smtp}], ("action", "identity", "target"))  # fmt: skip
+        sim.config.faults.slow_seconds = 2.0
+        sim.exchange.fail_next("New-MailboxRestoreRequest", "slow")  # still running in Exchange after the kill
+        run = place.popen("bulk", "run", str(plan), "--execute", "--yes")
+        wait_for(lambda: sim.exchange.in_flight > 0 and any(
+            e["cmdlet"] == "Set-Mailbox" for e in list(sim.exchange.request_log)), 60, "the restore call")  # fmt: skip
+        time.sleep(0.3)  # inside the slow New-MailboxRestoreRequest
+        run.send_signal(signal.SIGKILL)
+        run.communicate(timeout=30)
+        job_id = place.job_id()
+        resumed = place.imm("bulk", "resume", job_id, "--yes")  # at once: the first call has not finished yet
+        assert resumed.exit_code == 0, resumed.stderr
+        time.sleep(2.5)  # the killed run's call reaches the tenant now
+        requests = [r for r in sim.exchange.tenant.find_restore_requests() if r.source_guid == source.exchange_guid]
+        name = f"imm-{source.exchange_guid.replace('-', '')[:8]}-{job_id.removeprefix('job-').replace('-', '')}-2"
+        assert [r.name for r in requests] == [name]
+        assert place.items(job_id)[2]["status"] in ("succeeded", "already-done")
+        tracked = place.rows("SELECT name FROM restore_requests WHERE source_identity = ?", (source.exchange_guid,))
+        assert [r["name"] for r in tracked] == [name]

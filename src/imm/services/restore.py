@@ -54,11 +54,13 @@ class RestoreActions(ActionBase):
         archive: bool = False,
         target_folder: str | None = None,
         target_archive: bool | None = None,
+        request_name: str | None = None,
     ) -> ActionPreview:
         """Preflight of a restore into ``target``: refresh, the target's mailbox, statistics and restore requests,
         blockers (raises ActionBlockedError). ``archive``: restore the source's archive (-SourceIsArchive);
-        ``target_archive`` (default: same as ``archive``): into the target's archive (-TargetIsArchive)."""
-        plan = self._restore_plan(identity, target, archive, target_folder, target_archive)
+        ``target_archive`` (default: same as ``archive``): into the target's archive (-TargetIsArchive).
+        ``request_name``: a name of the caller's (a bulk item's, stable across retries); else imm-<guid>-<time>."""
+        plan = self._restore_plan(identity, target, archive, target_folder, target_archive, request_name)
         if plan.blockers:
             raise ActionBlockedError(plan.preview, [b.code for b in plan.blockers], hint=hint_for(plan.blockers))
         return plan.preview
@@ -70,6 +72,7 @@ class RestoreActions(ActionBase):
         archive: bool,
         target_folder: str | None,
         target_archive: bool | None,
+        request_name: str | None = None,
     ) -> _RestorePlan:
         target = (target or "").strip()
         if not target:
@@ -90,7 +93,9 @@ class RestoreActions(ActionBase):
             view["RestoreRequestCount"] = len(records(ops.get_restore_requests(target=target_guid)))
         blockers = restore_blockers_for(mailbox, view, archive=archive, target_archive=to_archive)
         folder = target_folder or (DEFAULT_TARGET_ROOT_FOLDER if to_archive and not archive else None)
-        name = self._request_name(mailbox.identity, exchange_guid(target_record) if target_record else None)
+        name = request_name or self._request_name(
+            mailbox.identity, exchange_guid(target_record) if target_record else None
+        )
         x500 = f"X500:{mailbox.legacy_exchange_dn}" if mailbox.legacy_exchange_dn else None
         has_x500 = x500 is not None and x500.lower() in addresses(target_record)
         target_label = (target_record or {}).get("PrimarySmtpAddress") or target
@@ -162,6 +167,7 @@ class RestoreActions(ActionBase):
             name=name,
             x500=x500,
             has_x500=has_x500,
+            stable_name=request_name is not None,
         )
         preview.computed = restore_plan
         return restore_plan
@@ -186,8 +192,15 @@ class RestoreActions(ActionBase):
     ) -> ActionResult:
         """Add the source's LegacyExchangeDN as X500 on the target, then New-MailboxRestoreRequest (domain.md §5):
         the plan computed now, executed at once."""
+        context = operation_context or {}
+        name = job_request_name(identity, context["job_id"], context["line"]) if "job_id" in context else None
         preview = self.preview_restore(
-            identity, target, archive=archive, target_folder=target_folder, target_archive=target_archive
+            identity,
+            target,
+            archive=archive,
+            target_folder=target_folder,
+            target_archive=target_archive,
+            request_name=name,
         )
         return self.execute(preview, operation_context=operation_context, check=False)
 
@@ -212,7 +225,10 @@ class RestoreActions(ActionBase):
         }
         operation_id = self._begin(OperationType.RESTORE_MAILBOX, guid, intent, operation_context)
         try:
-            tracked = self.restores.add(
+            again = self.restores.by_name(target_guid, plan.name) if plan.stable_name else None
+            if again is not None:  # a job item run again (resumed): the same request, tracked once
+                self.restores.update(again.id, operation_id=operation_id)
+            tracked = again or self.restores.add(
                 name=plan.name,
                 source_identity=guid,
                 source_smtp=mailbox.primary_smtp,
@@ -277,7 +293,7 @@ class RestoreActions(ActionBase):
 
     def _create_request(self, plan: _RestorePlan, target_guid: str) -> tuple[dict[str, Any], bool]:
         """New-MailboxRestoreRequest; (the request record, True when an ambiguous failure was reconciled)."""
-        from imm.exchange import AmbiguousOutcomeError
+        from imm.exchange import AmbiguousOutcomeError, ExchangeError
 
         ops = self._need_ops()
 
@@ -300,6 +316,13 @@ class RestoreActions(ActionBase):
             found = self._find_request(target_guid, plan.name)
             if found is not None:
                 return found, True
+        except ExchangeError:
+            # A job item's name is its own (stable across retries and resumes): when Exchange refuses it because
+            # the request exists (an earlier attempt, e.g. of a killed run, got there), that request is this one.
+            found = self._find_request(target_guid, plan.name) if plan.stable_name else None
+            if found is not None:
+                return found, True
+            raise
         return create(), False
 
     def _find_request(self, target_guid: str, name: str) -> dict[str, Any] | None:
@@ -327,9 +350,17 @@ class _RestorePlan:
     name: str
     x500: str | None
     has_x500: bool
+    stable_name: bool = False  # derived from a bulk job item: the same on every retry and resume
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+def job_request_name(source: str, job_id: str, line: Any) -> str:
+    """The restore request name of a bulk job item: ``imm-<8 hex of the source>-<job>-<line>``, the same on every
+    retry and resume, so a request a killed run created is found (or refused as a duplicate) instead of doubled."""
+    tail = str(job_id).removeprefix("job-").replace("-", "")
+    return f"imm-{source.replace('-', '')[:8].lower()}-{tail}-{line}"
+
+
 def restore_blockers_for(
     mailbox: InactiveMailbox, target: Mapping[str, Any] | None, *, archive: bool, target_archive: bool
 ) -> list[Blocker]:

@@ -154,6 +154,15 @@ class RestoreTracker:
         )
         return {str(r[0]).lower() for r in rows}
 
+    def by_name(self, target_guid: str, name: str) -> TrackedRestore | None:
+        """The row of the request ``name`` into ``target_guid`` (names are unique per target), if any."""
+        row = (
+            self.db.get_connection()
+            .execute(_SELECT + " WHERE lower(target_guid) = lower(?) AND lower(name) = lower(?)", (target_guid, name))
+            .fetchone()
+        )
+        return None if row is None else _row(row)
+
     def latest(
         self, source_identity: str, target_guid: str | None = None, *, job_id: str | None = None
     ) -> TrackedRestore | None:
