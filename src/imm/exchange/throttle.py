@@ -4,10 +4,16 @@
   2000 ms·2^n; imm does the same for failures and counts 429s apart (10 by default: a 429 proves nothing ran,
   and the limiter already slows the client down). It adds jitter (a random factor in [0.5, 1]) so parallel
   workers do not retry in step, caps a wait at ``max_backoff``, and honours ``Retry-After`` (decimal seconds).
-- :class:`AdaptiveLimiter`: the number of requests in flight, adapted AIMD-style. A 429 halves the limit (at most
-  once per ``decrease_interval`` so that one burst of 429s counts once); every ``limit`` successes add one back
-  (none within ``decrease_interval`` of a decrease), up to the configured maximum. Every HTTP request of a
-  client passes through its limiter, so a thread pool of any size only queues there.
+- :class:`AdaptiveLimiter`: the number of requests in flight, adapted to the tenant's budget. Exchange throttles
+  on concurrent requests per tenant (the "maximum number of concurrent requests per tenant" reply), so when a
+  throttled reply arrives while ``k`` of ours are still in flight (itself included; the tenant releases a request
+  before its reply reaches us, so all it had in flight are among them), the budget is at most ``k - 1``. The limit
+  drops to that estimate at once instead of halving blindly, but never below half of what it was when the burst
+  began (another client of the same tenant may use part of the budget). Every ``limit`` successes add one back
+  (none within ``decrease_interval`` of a decrease). Above the estimated budget an increase is a probe; each failed
+  probe doubles the wait before the next one (2 intervals, then 4, … up to 64), so the limit settles at the budget
+  from above (no oscillation between the budget and half of it) and still finds a budget that grew. Every HTTP
+  request of a client passes through its limiter, so a thread pool of any size only queues there.
 - :class:`ClientStats`: counters for the benchmark and for diagnostics.
 """
 
@@ -104,6 +110,10 @@ class AdaptiveLimiter:
         self._in_flight = 0
         self._successes = 0
         self._last_decrease = float("-inf")
+        self._burst_limit = self.maximum  # the limit when the current burst of throttling began
+        self._budget: int | None = None  # the tenant's budget as last estimated from a throttled request
+        self._failed_probes = 0
+        self._probing = False  # the limit was raised above the estimated budget
         self._cond = threading.Condition()
         self.max_in_flight = 0
         self.min_limit_seen = self.maximum
@@ -116,6 +126,11 @@ class AdaptiveLimiter:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def budget(self) -> int | None:
+        """The tenant's concurrency budget as estimated from the last throttled request (None: not throttled)."""
+        return self._budget
 
     def acquire(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -135,33 +150,62 @@ class AdaptiveLimiter:
             self._cond.notify()
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
+    def slot(self) -> Iterator[int]:
+        """Hold one slot; yields how many requests were in flight once it was taken (itself included)."""
         self.acquire()
         try:
-            yield
+            yield self._in_flight
         finally:
             self.release()
 
+    def _probe_hold(self) -> float:
+        return float(self.decrease_interval * 2 ** (min(self._failed_probes, 5) + 1))
+
     def succeeded(self) -> None:
         """Additive increase: one more slot after ``limit`` successes in a row (none within ``decrease_interval``
-        of a decrease, so the limit settles under the service's budget instead of probing it at once)."""
+        of a decrease; above the estimated budget, only after the probe wait)."""
         with self._cond:
-            if self._limit >= self.maximum or time.monotonic() - self._last_decrease < self.decrease_interval:
+            if self._limit >= self.maximum:
+                return
+            since = time.monotonic() - self._last_decrease
+            if since < self.decrease_interval:
+                return
+            if self._budget is not None and self._limit >= self._budget and since < self._probe_hold():
                 return
             self._successes += 1
             if self._successes >= self._limit:
                 self._successes = 0
+                if self._budget is not None and self._limit > self._budget:
+                    self._budget = self._limit  # the probe held: the budget is at least this
+                    self._failed_probes = 0
                 self._limit += 1
+                self._probing = self._budget is not None and self._limit > self._budget
                 self._cond.notify()
 
-    def throttled(self) -> bool:
-        """Multiplicative decrease on a 429; returns True when the limit went down."""
+    def throttled(self, in_flight: int | None = None) -> bool:
+        """A throttled request; ``in_flight``: how many of ours were in flight when its reply came (itself
+        included). Without it the limit halves, once per ``decrease_interval``. True when the limit went down."""
         now = time.monotonic()
         with self._cond:
             self._successes = 0
-            if now - self._last_decrease < self.decrease_interval or self._limit <= self.minimum:
+            if self._probing:
+                self._failed_probes += 1
+                self._probing = False
+            in_burst = now - self._last_decrease < self.decrease_interval
+            if not in_burst:
+                self._burst_limit = self._limit
+            if in_flight is None:
+                if in_burst:
+                    return False
+                target = self._limit // 2
+            else:
+                estimate = max(self.minimum, in_flight - 1)
+                self._budget = estimate
+                target = max(self._burst_limit // 2, min(self._limit, estimate))
+            target = max(self.minimum, target)
+            if target >= self._limit:
                 return False
-            self._limit = max(self.minimum, self._limit // 2)
+            self._limit = target
             self._last_decrease = now
             self.decreases += 1
             self.min_limit_seen = min(self.min_limit_seen, self._limit)
