@@ -510,7 +510,7 @@ def test_recover_round_trips_the_secure_string(
 
 
 def test_password_key_as_rsa_key_value_xml(sim: Simulator, tmp_path: Path) -> None:
-    pem = Path(sim.profile_values()["password_public_key"]).read_bytes()
+    pem = sim.exchange.password_key.public_path.read_bytes()
     key = serialization.load_pem_public_key(pem)
     assert isinstance(key, rsa.RSAPublicKey)
     numbers = key.public_numbers()
@@ -534,11 +534,26 @@ def test_a_foreign_key_is_refused_by_the_tenant(sim: Simulator, tmp_path: Path) 
     assert mbx.state == INACTIVE
 
 
-def test_no_key_configured_is_an_input_error_before_sending(sim: Simulator, tmp_path: Path) -> None:
+def test_no_key_configured_is_taken_from_the_module_file(sim: Simulator, tmp_path: Path) -> None:
+    """As Microsoft's module does: the key comes from the module file Exchange hands out, asked for once."""
     with exchange(sim, tmp_path, password_public_key=None) as client:
-        with pytest.raises(Exception, match="no public key is configured") as caught:
+        record = _recover(ExchangeOperations(client), recoverable(sim))
+        client.prepare_secure_strings()
+    assert record["IsInactiveMailbox"] is False
+    assert sim.exchange.counters["EXOModuleFile"] == 1
+
+
+def test_a_module_file_without_a_key_is_a_config_error_before_sending(sim: Simulator, tmp_path: Path) -> None:
+    sim.exchange.module_key_served = False
+    with exchange(sim, tmp_path, password_public_key=None) as client:
+        with pytest.raises(ConfigError) as caught:
             _recover(ExchangeOperations(client), recoverable(sim))
-    assert caught.value.exit_code == ExitStatus.USAGE  # type: ignore[attr-defined]
+    assert str(caught.value) == (
+        "Exchange Online's SecureString key is needed to send the password, and its module file did not give one "
+        "(no key in the reply)"
+    )
+    assert caught.value.exit_code == ExitStatus.USAGE
+    assert "password_public_key" in (caught.value.hint or "")
     assert requests_for(sim, "New-Mailbox") == []
 
 

@@ -937,7 +937,7 @@ def test_serve_command_writes_a_profile_and_stops_cleanly(tmp_path: Path) -> Non
         ca = next(line.split(":", 1)[1].strip() for line in lines if line.strip().startswith("CA bundle:"))
         config = (tmp_path / "home" / "config" / "config.toml").read_text(encoding="utf-8")
         assert "[profiles.simx]" in config and f'exchange_url = "{url}"' in config
-        assert "password_public_key" in config
+        assert "password_public_key" not in config  # clients take the key from the module file
         import ssl
 
         ctx = ssl.create_default_context(cafile=ca)

@@ -188,6 +188,7 @@ class ExchangeClient:
         self._local = threading.local()
         self._closed = threading.Event()
         self._encryptor: Callable[[str], str] | None = None
+        self._key_lock = threading.Lock()
         self._password_public_key = password_public_key
         self._base_headers = {
             "Accept": "application/json",
@@ -386,11 +387,66 @@ class ExchangeClient:
 
         if not any(isinstance(v, SecureString) for v in params.values()):
             return None
-        if self._encryptor is None and self._password_public_key:
-            from imm.exchange.secure import PasswordEncryptor
+        return self.prepare_secure_strings()
 
-            self._encryptor = PasswordEncryptor.from_setting(self._password_public_key)
-        return self._encryptor
+    def prepare_secure_strings(self) -> Callable[[str], str]:
+        """The SecureString encryptor: the profile's ``password_public_key``, else the key Exchange hands out in its
+        module file, as Microsoft's module gets it (:mod:`imm.exchange.secure`). Fetched once; a ConfigError with
+        the fix when neither is there. Call it before asking for a confirmation."""
+        from imm.exchange.secure import PasswordEncryptor
+
+        with self._key_lock:
+            if self._encryptor is None:
+                setting = self._password_public_key or self._module_key()
+                self._encryptor = PasswordEncryptor.from_setting(setting)
+            return self._encryptor
+
+    def _module_key(self) -> str:
+        """The ``<RSAKeyValue>`` of the module file (``GET adminapi/v1.0/{tenant}/EXOModuleFile``)."""
+        from imm.exchange.secure import MODULE_VERSION, find_module_key
+
+        url = f"{self.base_url}/adminapi/v1.0/{self.tenant}/EXOModuleFile?Version={MODULE_VERSION}"
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": self._base_headers["User-Agent"],
+            "connection-id": self.connection_id,
+            "client-request-id": str(uuid.uuid4()),
+            "CommandName": "*",  # as CIPP-API asks (its -AvailableCmdlets); the module sends its -CommandName list
+        }
+        if self.anchor_mailbox:
+            headers["X-AnchorMailbox"] = self.anchor_mailbox
+        reason = "no key in the reply"
+        try:
+            for attempt in range(3):  # a fresh token after a 401, one regional redirect
+                token = self._get_token(force=attempt > 0 and reason == "HTTP 401")
+                with self.limiter.slot():
+                    response = self._http.get(url, headers={**headers, "Authorization": f"Bearer {token}"})
+                if response.status_code in REDIRECTS and header(response.headers, "Location"):
+                    url = self._checked_link(str(header(response.headers, "Location")), url, rewrite=True)
+                    reason = f"HTTP {response.status_code}"
+                    continue
+                if response.status_code != 200:
+                    reason = f"HTTP {response.status_code}"
+                    if response.status_code == 401:
+                        continue
+                    break
+                try:
+                    found = find_module_key(response.json())
+                except ValueError:
+                    found = find_module_key(response.content)
+                if found:
+                    log.info("SecureString key taken from Exchange's module file")
+                    return found
+                reason = "no key in the reply"
+                break
+        except httpx.HTTPError as exc:
+            reason = exc.__class__.__name__
+        raise ConfigError(
+            f"Exchange Online's SecureString key is needed to send the password, and its module file did not give "
+            f"one ({reason})",
+            hint="set password_public_key in the profile to the <RSAKeyValue> key of the current "
+            "ExchangeOnlineManagement module (see the README, 'The SecureString key')",
+        )
 
     def _run(self, call: _Call, keep_annotations: bool) -> Iterator[dict[str, Any]]:
         self._local.warnings = []
@@ -505,6 +561,9 @@ class ExchangeClient:
                     response = self._http.send(request, stream=True)
                     in_body = True
                     response = _read_body(response)
+                    # ours in flight as the reply came, this one included: when it is throttled, the tenant had its
+                    # budget in flight, all still counted here, so the budget is at most this - 1 (throttle.py)
+                    in_flight = self.limiter.in_flight
             except httpx.TransportError as exc:
                 self._after_transport_error(call, exc, attempts, in_body=in_body)
                 continue
@@ -531,7 +590,7 @@ class ExchangeClient:
                 self.stats.add(token_refreshes=1)
                 self._get_token(force=True, failed=token)
                 continue
-            self._after_error_reply(call, response, attempts)
+            self._after_error_reply(call, response, attempts, in_flight)
 
     def _after_transport_error(
         self, call: _Call, exc: httpx.TransportError, attempts: _Attempts, in_body: bool = False
@@ -580,13 +639,15 @@ class ExchangeClient:
         self._wait(call, self.policy.backoff(attempts.errors), f"{exc.__class__.__name__}")
         attempts.errors += 1
 
-    def _after_error_reply(self, call: _Call, response: httpx.Response, attempts: _Attempts) -> None:
+    def _after_error_reply(
+        self, call: _Call, response: httpx.Response, attempts: _Attempts, in_flight: int | None = None
+    ) -> None:
         """Wait before retrying a 429 / transient reply, or raise its typed error."""
         status = response.status_code
         error = self._error_from(call, response)
         if status == 429 or is_concurrency_text(error.microsoft_message):
             self.stats.add(throttled=1)
-            if self.limiter.throttled():
+            if self.limiter.throttled(in_flight):
                 log.info("throttled: %s requests in flight allowed now", self.limiter.limit)
             # A 429 comes before the cmdlet runs, so even a creating call may be repeated; 429s have their own,
             # larger budget so that throttling slows a bulk run down (the limiter) rather than failing items.

@@ -73,6 +73,13 @@ class ExchangeOperations:
         backend.invoke_all(cmdlet, parameters, **options)
         return backend.last_warnings
 
+    def prepare_secure_strings(self) -> None:
+        """Make sure a SecureString (the recover password) can be sent: the REST backend gets Exchange's public key
+        now (ConfigError with the fix if it cannot); the PowerShell backend's module has its own."""
+        prepare = getattr(self.exchange, "prepare_secure_strings", None)
+        if prepare is not None:
+            prepare()
+
     # ----------------------------------------------------------------------------------------- mailboxes
     def get_inactive_mailboxes(self, changed_since: datetime | None = None) -> list[dict[str, Any]]:
         """``Get-Mailbox -InactiveMailboxOnly -ResultSize Unlimited`` (optionally only those changed since a time)."""

@@ -1,10 +1,19 @@
 """SecureString parameters for the REST backend: RSA PKCS#1 v1.5 encryption with the service's public key, base64.
 
-The module encrypts ``-Password`` (and PSCredential JSON) with a ``$PublicKey`` shipped in its generated temp module
-as .NET ``<RSAKeyValue>`` XML, rotated by Microsoft (exo-rest.md §3, [DUMP] Encrypt-Value). imm cannot know the
-current key on its own, so it is configuration: ``profile.password_public_key`` holds a PEM file path, PEM text, or
-the ``<RSAKeyValue><Modulus>…</Modulus><Exponent>…</Exponent></RSAKeyValue>`` XML (text or file). The simulated
-tenant writes its key as PEM and advertises it as that setting.
+How Microsoft's module gets the key: ``Connect-ExchangeOnline`` downloads a generated module from the service
+(``GET adminapi/v1.0/{tenant}/EXOModuleFile?Version=…``, the request CIPP-API ``New-ExoRequest.ps1``, monkey365
+``Get-PSExoModuleFile`` and ScubaGear ``EXORestHelper.psm1`` also make) and that module carries the key as .NET XML:
+``$PublicKey = '<RSAKeyValue><Modulus>…</Modulus><Exponent>AQAB</Exponent></RSAKeyValue>'``, read by its
+``Encrypt-Value`` (``RSACryptoServiceProvider.FromXmlString``; ``Encrypt(bytes, $false)`` = PKCS#1 v1.5 over UTF-8;
+Calvindd2f/EXO_PROJECT ``.idea/full_modoule_dump.ps1``). GreyCorbel/ExoHelper's README says the same ("public key
+embedded into temporary module that dynamically downloads when running Connect-ExchangeOnline"; Microsoft rotates
+it) and keeps a copy it refreshes weekly (``PublicKey.xml``, ``Commands/Internal/Init.ps1``). imm does what the
+module does: it asks for the module file and takes the key from it (:func:`find_module_key`). Which field of the
+reply holds the module, and how it is encoded, is unconfirmed, so every string of the reply is searched, as text
+and as base64 (gzip or zip inside included).
+
+``profile.password_public_key`` overrides it (a PEM file path, PEM text, or the RSAKeyValue XML, text or file): for
+a tenant whose module file cannot be read. The simulated tenant serves its key the same way.
 
 The clear text is only ever passed to :meth:`PasswordEncryptor.encrypt`; nothing here logs it.
 """
@@ -13,14 +22,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
+import io
 import re
+import zipfile
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from imm.errors import ConfigError, InputError
 
+# The module version imm presents when it asks for the module file (the generated module's key does not depend on
+# it as far as public clients show; monkey365 asks with 3.5.0).
+MODULE_VERSION = "3.5.0"
+_RSA_XML = re.compile(r"<RSAKeyValue>.*?</RSAKeyValue>", re.IGNORECASE | re.DOTALL)
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\r\n]+")
+MAX_MODULE_BYTES = 64 * 1024 * 1024  # a decoded module larger than this is not read
 _XML_PART = re.compile(r"<(Modulus|Exponent)>\s*([A-Za-z0-9+/=\s]+?)\s*</\1>", re.IGNORECASE)
 
 
@@ -90,3 +109,58 @@ class PasswordEncryptor:
 
     def __repr__(self) -> str:
         return f"PasswordEncryptor(rsa-{self._key.key_size})"
+
+
+def find_module_key(reply: Any) -> str | None:
+    """The ``<RSAKeyValue>`` XML in an EXOModuleFile reply (decoded JSON, text or bytes), or None."""
+    return _key_in(reply, 0)
+
+
+def _key_in(value: Any, depth: int) -> str | None:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            found = _key_in(item, depth)
+            if found:
+                return found
+        return None
+    if isinstance(value, bytes):
+        return _key_in_bytes(value, depth)
+    if not isinstance(value, str):
+        return None
+    match = _RSA_XML.search(value.replace("\\/", "/"))
+    if match:
+        return match.group(0)
+    text = value.strip()
+    if depth < 3 and len(text) >= 64 and _BASE64.fullmatch(text):
+        try:
+            return _key_in_bytes(base64.b64decode("".join(text.split()), validate=True), depth + 1)
+        except (binascii.Error, ValueError):
+            return None
+    return None
+
+
+def _key_in_bytes(data: bytes, depth: int) -> str | None:
+    try:
+        if data[:2] == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as handle:
+                data = handle.read(MAX_MODULE_BYTES)
+        if data[:4] == b"PK\x03\x04":
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                for member in archive.infolist():
+                    if member.file_size <= MAX_MODULE_BYTES:
+                        found = _key_in_bytes(archive.read(member), depth + 1)
+                        if found:
+                            return found
+            return None
+    except (OSError, EOFError, zipfile.BadZipFile):
+        return None
+    encodings = ("utf-16",) if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig",)
+    for encoding in encodings:
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return _key_in(text, depth)
+    return None

@@ -69,6 +69,8 @@ class RecoverActions(ActionBase):
         if not name:
             raise InputError("the new mailbox needs a --name")
         mailbox, record = self.refresh_mailbox(identity)
+        # the SecureString key, known before any confirmation: a recover never fails for want of it after "started"
+        self._need_ops().prepare_secure_strings()
         name_taken, upn_taken = self._conflicts(mailbox, upn, name)
         from imm.domain.eligibility import recovery_blockers
 

@@ -5,6 +5,9 @@ Routes (``base`` = ``https://127.0.0.1:PORT``; ``{tenant}`` = the tenant GUID or
 - ``POST {base}/compliance/adminapi/beta/{tenant}/InvokeCommand``: 302 to the regional
   ``{base}/compliance/eur02/adminapi/beta/{tenant}/InvokeCommand`` (audience ``{base}/compliance``).
 - ``POST {base}/adminapi/v1.0/{tenant}/InvokeCommand``: 405, as observed.
+- ``GET {base}/adminapi/v1.0/{tenant}/EXOModuleFile?Version=…``: the generated module with the SecureString key
+  (``$PublicKey = '<RSAKeyValue>…'``), as Connect-ExchangeOnline downloads it; ``module_key_served`` switches the
+  key off.
 
 Each call: tenant segment → ``Authorization: Bearer`` (identity.verify_access_token; 401 + WWW-Authenticate) →
 ``X-AnchorMailbox`` (400 when missing) → body → cmdlet known and role granted (403, NUL bytes declared gzip) →
@@ -21,6 +24,7 @@ get 401 here.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
@@ -235,6 +239,7 @@ class ExchangeService:
         self.executed: Counter[str] = Counter()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=100_000)
         self.denied: dict[str, set[str]] = {}
+        self.module_key_served = True  # False: the module file carries no $PublicKey (a key clients cannot get)
         self.denied_cmdlets: dict[str, set[str]] = {}  # caller (lower case, "*" = anyone) -> cmdlets (lower case)
         self._paging = threading.Lock()  # guards _cursors and _links
         self._cursors: dict[str, _Cursor] = {}
@@ -253,9 +258,11 @@ class ExchangeService:
             partial(self._invoke, endpoint="compliance"),
         )
         router.add("POST", r"/adminapi/v1\.0/(?P<tenant>[^/]+)/InvokeCommand", self._v1)
+        router.add("GET", r"/adminapi/v1\.0/(?P<tenant>[^/]+)/EXOModuleFile", self._module_file)
 
     def profile_extras(self) -> dict[str, Any]:
-        return {"password_public_key": str(self.password_key.public_path)}
+        # no password_public_key: clients take the key from the module file, as Microsoft's module does
+        return {}
 
     def close(self) -> None:
         self.tenant.save()
@@ -313,6 +320,42 @@ class ExchangeService:
                 }
             },
         )
+
+    def _module_file(self, request: Request, match: re.Match[str]) -> Response:
+        """``GET adminapi/v1.0/{tenant}/EXOModuleFile?Version=…``: the generated module Connect-ExchangeOnline
+        downloads, with the SecureString key in it as ``$PublicKey = '<RSAKeyValue>…'`` (exo-rest.md §1, §3;
+        Calvindd2f/EXO_PROJECT dump; GreyCorbel/ExoHelper README). ``value[].exportedCmdlets`` is what CIPP-API
+        reads; the field holding the module text (``EncodedModule``, base64 UTF-8 here) is unconfirmed."""
+        config = self.config
+        if match.group("tenant").lower() not in (config.tenant_id.lower(), config.tenant_domain.lower()):
+            return self._unauthorized(f"the tenant '{match.group('tenant')}' isn't served here")
+        auth = request.header("Authorization")
+        try:
+            self.identity.verify_access_token(auth[7:].strip(), self.base_url)
+        except TokenRejected as exc:
+            return self._unauthorized(exc.reason)
+        with self._lock:
+            self.counters["EXOModuleFile"] += 1
+        names = sorted(c.name for c in self.cmdlets["exchange"].values())
+        key = f"$PublicKey = '{self.password_key.public_xml()}'\n" if self.module_key_served else ""
+        module = (
+            "#region Constants\n$DefaultHTTPTimeout = 960\n#endregion\n"
+            + "".join(f"function {name} {{ Execute-Command -CmdletName '{name}' }}\n" for name in names)
+            + key
+            + f"Export-ModuleMember -Function @({', '.join(repr(n) for n in names)})\n"
+        )
+        version = (request.query.get("Version") or [""])[-1]
+        body = {
+            "@odata.context": f"{self.base_url}/adminapi/v1.0/{config.tenant_id}/$metadata#EXOModuleFile",
+            "value": [
+                {
+                    "Version": version,
+                    "exportedCmdlets": ",".join(names),
+                    "EncodedModule": base64.b64encode(module.encode("utf-8")).decode("ascii"),
+                }
+            ],
+        }
+        return Response(200, body, content_type=CONTENT_TYPE)
 
     def _redirect(self, request: Request, match: re.Match[str]) -> Response:
         location = f"{request.base_url}/compliance/{REGION}/adminapi/beta/{match.group('tenant')}/InvokeCommand"

@@ -67,6 +67,15 @@ class PasswordKey:
             raise ValueError("the value does not decrypt with the tenant's key")
         return text
 
+    def public_xml(self) -> str:
+        """The public key as .NET ``RSAKeyValue`` XML, the form the module's ``$PublicKey`` carries."""
+        numbers = self._key.public_key().public_numbers()
+
+        def b64(n: int) -> str:
+            return base64.b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).decode("ascii")
+
+        return f"<RSAKeyValue><Modulus>{b64(numbers.n)}</Modulus><Exponent>{b64(numbers.e)}</Exponent></RSAKeyValue>"
+
     def encrypt(self, text: str) -> str:
         """What a client does (for tests and the demo): RSA PKCS#1 v1.5 over UTF-8, base64."""
         blob = self._key.public_key().encrypt(text.encode("utf-8"), padding.PKCS1v15())
