@@ -153,6 +153,29 @@ def test_app_only_sign_in_with_a_certificate(simulator: Simulator, imm_home: Pat
     )
 
 
+def test_app_only_anchors_on_the_tenant_guid_of_the_token(
+    simulator: Simulator, imm_home: Path, db: DatabaseManager
+) -> None:
+    """A profile naming the tenant by its onmicrosoft.com name still anchors (and addresses) by the GUID, as
+    CIPP-API and DrollRobot/azure-auth do."""
+    config = sim_config(
+        simulator,
+        imm_home,
+        tenant_id=simulator.config.tenant_domain,
+        client_id=simulator.identity.automation_client_id,
+        certificate_path=str(simulator.identity.app_certificate_path),
+    )
+    with SessionManager(config, db, Authenticator.from_profile(config.profile)) as session:
+        session.connection.get_organization_config()
+        assert session.tenant == simulator.config.tenant_id
+        url = session.connection.exchange.url
+    guid = simulator.config.tenant_id
+    assert [(e["anchor"], e["status"]) for e in simulator.exchange.request_log] == [
+        (f"APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{guid}", 200)
+    ]
+    assert url.endswith(f"/adminapi/beta/{guid}/InvokeCommand")
+
+
 def _when_code_pending(simulator: Simulator, action: object) -> threading.Thread:
     def run() -> None:
         deadline = time.monotonic() + 20

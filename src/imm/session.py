@@ -52,12 +52,29 @@ class Closeable(Protocol):
     def close(self) -> None: ...
 
 
-def anchor_mailbox(profile: Profile, username: str | None) -> str | None:
-    """``UPN:<user>`` for delegated sign-in, ``APP:SystemMailbox{…}@<tenant>`` for app-only (a certificate, a
-    managed identity, workload identity federation)."""
+def anchor_mailbox(profile: Profile, username: str | None, tenant_guid: str | None = None) -> str | None:
+    """``UPN:<user>`` for delegated sign-in, ``APP:SystemMailbox{…}@<tenant GUID>`` for app-only (a certificate, a
+    managed identity, workload identity federation). The GUID is the token's ``tid``, as CIPP-API
+    (``New-ExoRequest.ps1``: ``APP:SystemMailbox{…}@$($tenant.customerId)``) and DrollRobot/azure-auth
+    (``invoke_command.py``: ``tenant_id_from_token``) send it; the configured tenant only when the token has none."""
     if profile.app_only:
-        return f"APP:{APP_ONLY_ANCHOR_MAILBOX}@{profile.tenant_id}"
+        return f"APP:{APP_ONLY_ANCHOR_MAILBOX}@{tenant_guid or profile.tenant_id}"
     return f"UPN:{username}" if username else None
+
+
+def token_tenant(token: str) -> str | None:
+    """The ``tid`` claim of a JWT access token (read, not verified: only to address the tenant)."""
+    import base64
+    import binascii
+    import json
+
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, binascii.Error):
+        return None
+    tid = claims.get("tid") if isinstance(claims, dict) else None
+    return str(tid) if tid else None
 
 
 class SessionManager:
@@ -146,7 +163,11 @@ class SessionManager:
             if account.get("kind") == "app" and account.get("client_id"):
                 self._user = f"app:{account['client_id']}"  # app-only: the application is who acts
             self._tenant = account.get("tenant_id") or profile.tenant_id
-            anchor = anchor_mailbox(profile, account.get("username") or None)
+            tenant_guid = None
+            if profile.app_only:
+                tenant_guid = token_tenant(self.authenticator.get_token(scopes))
+                self._tenant = tenant_guid or self._tenant
+            anchor = anchor_mailbox(profile, account.get("username") or None, tenant_guid)
             limiter = AdaptiveLimiter(profile.concurrency)  # one tenant, one throttling budget for both endpoints
             exchange = self._build_client(
                 profile, self._token_provider(profile.exchange_scopes), "exchange", anchor, limiter

@@ -900,7 +900,9 @@ class DatabaseManager:
         value = text.strip()
         if not value:
             raise InputError("an empty mailbox identity was given")
-        guid = value.strip("{}").lower()
+        from imm.domain.parsing import canonical_guid
+
+        guid = canonical_guid(value) or value.strip("{}").lower()  # every GUID form Exchange prints
         found = self._mailboxes(_SELECT_SQL + " WHERE identity IN (?, ?)", (value, guid))
         if found:
             return found[0]

@@ -20,6 +20,7 @@ __all__ = [
     "KNOWN_LOCATION_KINDS",
     "format_size",
     "mailbox_location_kinds",
+    "canonical_guid",
     "normalise_guid",
     "parse_bool",
     "parse_datetime",
@@ -230,6 +231,20 @@ _HOLD_PREFIXES = ("unih", "mbx", "skp", "grp", "cld")
 def normalise_guid(value: Any) -> str:
     """32 lower-case hex digits without dashes or braces (the form InPlaceHolds values carry); ``""`` if empty."""
     return str(value or "").strip().strip("{}").replace("-", "").lower()
+
+
+def canonical_guid(value: Any) -> str | None:
+    """A GUID in any form Exchange prints it (``D`` with dashes, ``N`` 32 hex digits as in InPlaceHolds, ``B`` in
+    braces, ``P`` in parentheses, ``urn:uuid:``), as lower-case ``8-4-4-4-12``; None when it is not a GUID."""
+    import uuid
+
+    text = str(value or "").strip()
+    if text.startswith("(") and text.endswith(")"):
+        text = text[1:-1]
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return None
 
 
 def strip_prefix_guid(hold: str) -> str:

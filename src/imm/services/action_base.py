@@ -171,6 +171,9 @@ class ActionBase:
         text = (identity or "").strip()
         if not text:
             raise InputError("an empty mailbox identity was given")
+        from imm.domain.parsing import canonical_guid
+
+        text = canonical_guid(text) or text  # a GUID in any form Exchange prints goes out in the dashed form
         try:
             cached = self.db.find_mailbox(text)
             return cached.identity, cached, None
