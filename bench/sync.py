@@ -42,6 +42,8 @@ def _serve(conn: Any, options: dict[str, Any]) -> None:
             conn.send(dict(sim.exchange.executed))
         elif command == "requests":
             conn.send(dict(sim.exchange.counters))
+        elif command == "busy":  # seconds the tenant spent answering: their sum over the run time is the mean
+            conn.send(sum(float(e.get("duration_ms") or 0) for e in list(sim.exchange.request_log)) / 1000)
         elif command == "statuses":
             conn.send(dict(Counter(str(e.get("status")) for e in list(sim.exchange.request_log))))
         elif command == "reset":
@@ -159,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             answered = sum(statuses.values())
             refused = sum(n for status, n in statuses.items() if status not in ("200", "reset"))
             worked = answered - refused  # a throttled reply costs the tenant no latency
+            parent.send("busy")
+            mean_in_flight = parent.recv() / run_time
             limit = worked * args.latency_ms / 1000 / args.budget
             ratios[concurrency] = run_time / limit
             print(
@@ -168,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(
                 f"   limiter: max in flight {stats.get('max_in_flight')}, final limit {stats.get('limit')}, "
-                f"lowest {stats.get('min_limit')}, {stats.get('limit_decreases')} decreases"
+                f"lowest {stats.get('min_limit')}, {stats.get('limit_decreases')} decreases; the tenant had "
+                f"{mean_in_flight:.1f} requests in flight on average of the {args.budget} allowed"
             )
             print(
                 f"   limit:   {limit:8.2f} s  (requests x latency / {args.budget})  ratio {ratios[concurrency]:.2f}x "

@@ -322,3 +322,51 @@ def test_imm_sync_on_a_reply_that_is_not_json_says_what_came(
         "Hint: if a proxy sits between imm and Exchange Online, check it; otherwise try again later",
     ]
     assert _cached(imm_home) == 0
+
+
+# ------------------------------------------------------------------------------------- claims challenge
+def test_a_claims_challenge_is_passed_to_msal_and_answered(tmp_path: Path, imm_home: Path) -> None:
+    """Conditional access asks for an authentication context mid-session: the 401's claims go to msal, which gets a
+    token carrying it (the acrs claim), and the command goes on instead of failing after a plain refresh."""
+    with make_simulator(tmp_path, mailboxes=10, auto_approve_after=0.0) as sim:
+        _profile(sim, imm_home)
+        sim.exchange.require_auth_context("c1")
+        result = run_imm("sync")
+        assert result.exit_code == 0, result.stderr
+        log = list(sim.exchange.request_log)
+        challenged = [e["client_request_id"] for e in log if e["status"] == 401]
+        assert 1 <= len(challenged) <= 3  # the first calls (in parallel), each once
+        for request_id in challenged:  # each answered by the next try of the same call, with the new token
+            assert [e["status"] for e in log if e["client_request_id"] == request_id] == [401, 200]
+        assert sim.exchange.required_acrs == {"*": "c1"}
+    assert _cached(imm_home) == 10
+
+
+def test_a_claims_challenge_that_cannot_be_met_is_a_sign_in_error(tmp_path: Path) -> None:
+    """A provider that cannot meet the claims (the test's plain token source): one refresh, then exit 3."""
+    from imm.exchange import ExoAuthError
+
+    with make_simulator(tmp_path, mailboxes=5) as sim:
+        sim.exchange.require_auth_context("c1")
+        with exchange(sim, tmp_path) as client:
+            with pytest.raises(ExoAuthError) as caught:
+                client.invoke_all("Get-OrganizationConfig")
+        assert caught.value.exit_code == ExitStatus.SIGN_IN
+        assert [e["status"] for e in sim.exchange.request_log] == [401, 401]
+
+
+def test_the_claims_of_a_challenge_are_read_as_json() -> None:
+    import base64
+
+    from imm.exchange.client import claims_challenge
+
+    wanted = '{"access_token":{"acrs":{"essential":true,"value":"c1"}}}'
+    encoded = base64.b64encode(wanted.encode()).decode()
+    header = (
+        f'Bearer realm="", authorization_uri="https://x/authorize", error="insufficient_claims", claims="{encoded}"'
+    )
+    assert claims_challenge({"WWW-Authenticate": header}) == wanted
+    assert claims_challenge({"www-authenticate": header.replace(encoded, encoded.rstrip("="))}) == wanted
+    assert claims_challenge({"WWW-Authenticate": 'Bearer error="invalid_token"'}) is None
+    assert claims_challenge({"WWW-Authenticate": 'Bearer claims="%%%"'}) is None
+    assert claims_challenge({}) is None

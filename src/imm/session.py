@@ -41,7 +41,9 @@ class AuthenticatorLike(Protocol):
 
     def authenticate(self, scopes: list[str] | None = None) -> str: ...
 
-    def get_token(self, scopes: list[str] | None = None, force_refresh: bool = False) -> str: ...
+    def get_token(
+        self, scopes: list[str] | None = None, force_refresh: bool = False, claims_challenge: str | None = None
+    ) -> str: ...
 
     def account(self) -> dict[str, Any] | None: ...
 
@@ -239,8 +241,8 @@ class SessionManager:
     def _token_provider(self, scopes: list[str]) -> Callable[[bool], str]:
         authenticator = self.authenticator
 
-        def provide(force_refresh: bool = False) -> str:
-            return authenticator.get_token(scopes, force_refresh=force_refresh)
+        def provide(force_refresh: bool = False, claims: str | None = None) -> str:
+            return authenticator.get_token(scopes, force_refresh=force_refresh, claims_challenge=claims)
 
         return provide
 

@@ -439,12 +439,15 @@ class Authenticator:
 
     # ----- getting tokens -----
 
-    def get_token_silent(self, scopes: Sequence[str] | None = None, force_refresh: bool = False) -> str | None:
+    def get_token_silent(
+        self, scopes: Sequence[str] | None = None, force_refresh: bool = False, claims_challenge: str | None = None
+    ) -> str | None:
         """A token without asking anyone: from the cache, or refreshed with the refresh token; None if there is no
         saved sign-in. A revoked refresh token (``invalid_grant``) removes that account from the cache and raises
-        AuthenticationError("invalid_grant")."""
+        AuthenticationError("invalid_grant"). ``claims_challenge`` (the JSON of a 401's ``claims``, e.g. a
+        conditional-access authentication context) goes to msal, which asks Entra for a token that satisfies it."""
         if self.app_only:
-            return self._client_credentials(scopes, force_refresh)
+            return self._client_credentials(scopes, force_refresh, claims_challenge)
         wanted = list(scopes or self.scopes)
         with self._lock:
             if not self._accounts():
@@ -456,7 +459,9 @@ class Authenticator:
             account = next((a for a in accounts if str(a.get("realm", "")).lower() == self.tenant_id.lower()), None)
             account = account or accounts[0]
             result = self._call(
-                lambda: app.acquire_token_silent_with_error(wanted, account=account, force_refresh=force_refresh)
+                lambda: app.acquire_token_silent_with_error(
+                    wanted, account=account, force_refresh=force_refresh, claims_challenge=claims_challenge
+                )
             )
             self._save_http_cache()
             if not result:
@@ -478,10 +483,13 @@ class Authenticator:
                 self._revoked = error
             raise error
 
-    def get_token(self, scopes: Sequence[str] | None = None, force_refresh: bool = False) -> str:
+    def get_token(
+        self, scopes: Sequence[str] | None = None, force_refresh: bool = False, claims_challenge: str | None = None
+    ) -> str:
         """A token for ``scopes`` without interaction (the Exchange client's token provider; ``force_refresh``
-        after a 401). Raises AuthenticationError("login_required") when nobody is signed in."""
-        token = self.get_token_silent(scopes, force_refresh=force_refresh)
+        after a 401, ``claims_challenge`` after a 401 carrying one). Raises AuthenticationError("login_required")
+        when nobody is signed in."""
+        token = self.get_token_silent(scopes, force_refresh=force_refresh, claims_challenge=claims_challenge)
         if token is None and self._revoked is not None:  # another thread already found the sign-in revoked
             raise self._revoked
         if token is None:
@@ -575,7 +583,9 @@ class Authenticator:
             return f"{minutes} minute{'s' if minutes != 1 else ''}"
         return f"{value:g} seconds"
 
-    def _client_credentials(self, scopes: Sequence[str] | None, force_refresh: bool = False) -> str:
+    def _client_credentials(
+        self, scopes: Sequence[str] | None, force_refresh: bool = False, claims_challenge: str | None = None
+    ) -> str:
         """App-only: a token for the app from the cache, or a new one signed for with the certificate."""
         wanted = list(scopes or self.scopes)
         if self.tenant_id.lower() in {"common", "organizations", "consumers"}:
@@ -590,7 +600,7 @@ class Authenticator:
             app = self._msal_app()
             if force_refresh:
                 app.remove_tokens_for_client()
-            result = self._call(lambda: app.acquire_token_for_client(wanted))
+            result = self._call(lambda: app.acquire_token_for_client(wanted, claims_challenge=claims_challenge))
             self._save_http_cache()
             if "access_token" in result:
                 fresh = "workload_identity" if self.method == "workload_identity" else "certificate"

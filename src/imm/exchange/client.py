@@ -69,7 +69,8 @@ log = logging.getLogger("imm.exchange")
 
 T = TypeVar("T")
 R = TypeVar("R")
-TokenProvider = Callable[[bool], str]
+# provider(force_refresh) -> access token; a provider may also take ``claims=`` (a 401's claims challenge, JSON)
+TokenProvider = Callable[..., str]
 
 # Cmdlets that create something: never repeated after a failure that leaves their outcome unknown.
 CREATING_CMDLETS = frozenset({"new-mailbox", "new-mailboxrestorerequest"})
@@ -588,7 +589,8 @@ class ExchangeClient:
             if status == 401 and not refreshed:
                 refreshed = True
                 self.stats.add(token_refreshes=1)
-                self._get_token(force=True, failed=token)
+                # a claims challenge (conditional access, continuous access evaluation) goes to msal as it came
+                self._get_token(force=True, failed=token, claims=claims_challenge(response.headers))
                 continue
             self._after_error_reply(call, response, attempts, in_flight)
 
@@ -716,16 +718,20 @@ class ExchangeClient:
             raise TransientError(f"{call.cmdlet} was cancelled: the client is closed", cmdlet=call.cmdlet)
 
     # -------------------------------------------------------------------------------------------- tokens
-    def _get_token(self, force: bool = False, failed: str | None = None) -> str:
+    def _get_token(self, force: bool = False, failed: str | None = None, claims: str | None = None) -> str:
         """The cached token while it is valid; the provider otherwise. After a 401 (``force``) a fresh one, unless
-        another thread already replaced the token that failed."""
+        another thread already replaced the token that failed; ``claims`` (a 401's claims challenge) is passed to a
+        provider that takes it (``provider(True, claims=…)``)."""
         with self._token_lock:
             now = time.time()
             if force and failed is not None and self._token is not None and self._token != failed:
                 return self._token
             if not force and self._token is not None and now < self._token_expiry - TOKEN_SKEW:
                 return self._token
-            token = self._token_provider(force)
+            if claims and _takes_claims(self._token_provider):
+                token = self._token_provider(force, claims=claims)
+            else:
+                token = self._token_provider(force)
             self._token = token
             self._token_expiry = _jwt_expiry(token) or now + TOKEN_SKEW + 60
             return token
@@ -801,6 +807,39 @@ def _trusted_host(host: str, configured: str) -> bool:
         pass
     parent = configured.split(".")[-3:]
     return len(parent) == 3 and host.split(".")[-3:] == parent
+
+
+def claims_challenge(headers: Mapping[str, str]) -> str | None:
+    """The ``claims`` of a ``WWW-Authenticate: Bearer … error="insufficient_claims", claims="<base64url JSON>"``
+    challenge, as the JSON msal's ``claims_challenge`` takes ("Claims challenges, claims requests and client
+    capabilities", learn.microsoft.com/entra/identity-platform/claims-challenge); None without one. The module
+    names a 401 with WWW-Authenticate claims too (exo-rest.md §4)."""
+    import re
+
+    value = header(headers, "WWW-Authenticate") or ""
+    match = re.search(r'claims="([^"]+)"', value)
+    if not match:
+        return None
+    raw = match.group(1).strip()
+    if raw.startswith("{"):
+        return raw
+    try:
+        decoded = base64.urlsafe_b64decode(raw.replace("+", "-").replace("/", "_") + "=" * (-len(raw) % 4))
+        text = decoded.decode("utf-8")
+        json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return text
+
+
+def _takes_claims(provider: Callable[..., str]) -> bool:
+    import inspect
+
+    try:
+        parameters = inspect.signature(provider).parameters
+    except (TypeError, ValueError):
+        return False
+    return "claims" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def _www_authenticate_reason(value: str | None) -> str | None:

@@ -17,7 +17,8 @@ fault injection → the cmdlet → a page of ``value`` with ``@odata.nextLink``.
 Test knobs on :class:`ExchangeService`: ``tenant`` (ground truth), ``fail_next(cmdlet, kind, count)``, ``counters``
 (requests per cmdlet), ``executed`` (cmdlet runs per cmdlet, continuation pages excluded), ``request_log``,
 ``max_in_flight``, ``deny_role(upn, endpoint)`` / ``grant_role``, ``deny_cmdlet(cmdlet, caller)`` /
-``allow_cmdlet`` (the real 403 for one cmdlet), ``encrypt_password(text)``,
+``allow_cmdlet`` (the real 403 for one cmdlet), ``require_auth_context(context, caller)`` (a claims challenge),
+``module_key_served``, ``encrypt_password(text)``,
 ``reset_counters()``. Revoking a user is the identity provider's knob (``identity.revoke_user``): its tokens then
 get 401 here.
 """
@@ -239,6 +240,7 @@ class ExchangeService:
         self.executed: Counter[str] = Counter()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=100_000)
         self.denied: dict[str, set[str]] = {}
+        self.required_acrs: dict[str, str] = {}  # caller (lower case, "*" = anyone) -> authentication context
         self.module_key_served = True  # False: the module file carries no $PublicKey (a key clients cannot get)
         self.denied_cmdlets: dict[str, set[str]] = {}  # caller (lower case, "*" = anyone) -> cmdlets (lower case)
         self._paging = threading.Lock()  # guards _cursors and _links
@@ -415,6 +417,9 @@ class ExchangeService:
             or f"app:{claims.get('appid') or claims.get('azp') or claims.get('oid')}"
         )
         entry["caller"] = caller
+        context = self.required_acrs.get(caller.lower()) or self.required_acrs.get("*")
+        if context and context not in (claims.get("acrs") or []):
+            return self._claims_challenge(context)
         anchor = request.header("X-AnchorMailbox")
         if not anchor or not _ANCHOR.match(anchor.strip()):
             return _request_error(
@@ -625,6 +630,22 @@ class ExchangeService:
         response = _error(429, "Microsoft.Exchange.Admin.OData.Core.ODataServiceException", THROTTLE_TEXT)
         response.headers["Retry-After"] = f"{retry:g}"
         return response
+
+    def require_auth_context(self, context: str, caller: str = "*") -> None:
+        """Conditional access asks ``caller`` for the authentication context ``context`` (e.g. "c1"): a token
+        without it in its ``acrs`` claim gets a 401 with a claims challenge until the client gets one that has."""
+        self.required_acrs[caller.lower()] = context
+
+    def _claims_challenge(self, context: str) -> Response:
+        """The 401 of "Claims challenges, claims requests and client capabilities" (Microsoft identity platform):
+        ``error="insufficient_claims"`` and the claims to ask for, base64-encoded."""
+        wanted = json.dumps({"access_token": {"acrs": {"essential": True, "value": context}}}, separators=(",", ":"))
+        claims = base64.b64encode(wanted.encode("utf-8")).decode("ascii")
+        challenge = (
+            f'Bearer realm="", authorization_uri="{self.base_url}/common/oauth2/authorize", '
+            f'error="insufficient_claims", claims="{claims}"'
+        )
+        return Response(401, b"", headers={"WWW-Authenticate": challenge}, content_type="text/plain; charset=utf-8")
 
     def _unauthorized(self, reason: str) -> Response:
         reason = reason.replace('"', "'")

@@ -331,9 +331,15 @@ class IdentityProvider:
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid, "x5t": self.kid})
 
     def issue_access_token(
-        self, subject_upn: str, audience: str, lifetime: int | None = None, app_only: bool = False
+        self,
+        subject_upn: str,
+        audience: str,
+        lifetime: int | None = None,
+        app_only: bool = False,
+        acrs: list[str] | None = None,
     ) -> str:
-        """A signed RS256 access token for ``audience``; with ``app_only`` the subject is a client id."""
+        """A signed RS256 access token for ``audience``; with ``app_only`` the subject is a client id; ``acrs`` are
+        the authentication contexts a claims request asked for (conditional access; the ``acrs`` claim)."""
         now = time.time()
         iat = int(now)
         uti = _b64url(secrets.token_bytes(16))
@@ -371,6 +377,8 @@ class IdentityProvider:
                 unique_name=subject_upn,
                 scp=DELEGATED_SCP,
             )
+        if acrs:
+            claims["acrs"] = list(acrs)
         token = self._sign(claims)
         with self._lock:
             self._issued_at[uti] = now
@@ -429,8 +437,10 @@ class IdentityProvider:
         }
         return self._sign(claims)
 
-    def _delegated_tokens(self, user: User, client_id: str, scopes: list[str], resource: str) -> dict[str, Any]:
-        access_token = self.issue_access_token(user.upn, resource)
+    def _delegated_tokens(
+        self, user: User, client_id: str, scopes: list[str], resource: str, acrs: list[str] | None = None
+    ) -> dict[str, Any]:
+        access_token = self.issue_access_token(user.upn, resource, acrs=acrs)
         id_token = self._id_token(user, client_id)
         refresh_token = "0.A" + secrets.token_urlsafe(96)
         with self._lock:
@@ -717,7 +727,7 @@ class IdentityProvider:
                 )
         scopes, resource = self._scopes(form.get("scope", ""))
         # Entra rotates the refresh token on every use; the old one stays valid until it expires or is revoked.
-        return Response(200, self._delegated_tokens(user, client_id, scopes, resource))
+        return Response(200, self._delegated_tokens(user, client_id, scopes, resource, _requested_acrs(form)))
 
     def _client_credentials_grant(self, form: dict[str, str], tenant: str) -> Response:
         client_id = form.get("client_id", "")
@@ -741,7 +751,7 @@ class IdentityProvider:
         else:
             self._check_assertion(app, assertion, tenant)
         scopes, resource = self._scopes(form.get("scope", ""), app_only=True)
-        token = self.issue_access_token(app.client_id, resource, app_only=True)
+        token = self.issue_access_token(app.client_id, resource, app_only=True, acrs=_requested_acrs(form))
         lifetime = int(self.config.token_lifetime)
         return Response(
             200,
@@ -857,6 +867,19 @@ class IdentityProvider:
             return Response(200, _page("Sign-in declined", text, tenant=self.tenant_domain))
         text = "<p>You have signed in to imm on your device. You may now close this window.</p>"
         return Response(200, _page("Signed in", text, tenant=self.tenant_domain))
+
+
+def _requested_acrs(form: dict[str, str]) -> list[str] | None:
+    """The authentication contexts of a token request's ``claims`` parameter (what msal sends for a
+    ``claims_challenge``): ``{"access_token": {"acrs": {"essential": true, "value": "c1"}}}`` or ``"values"``."""
+    try:
+        wanted = json.loads(form.get("claims") or "{}").get("access_token", {}).get("acrs", {})
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(wanted, dict):
+        return None
+    values = wanted.get("values") or ([wanted["value"]] if wanted.get("value") else [])
+    return [str(v) for v in values] or None
 
 
 def _thumbprint_of_key(key: rsa.RSAPrivateKey) -> str:
