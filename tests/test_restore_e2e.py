@@ -250,3 +250,54 @@ def test_a_blocked_restore_is_one_json_error_under_output_json(act: ActEnv) -> N
     assert body["error"]["blockers"] == [
         "target-missing: The target mailbox does not exist (instead: Name an existing active mailbox as target)"
     ]
+
+
+def test_restore_requests_are_suspended_resumed_and_removed_through_the_plan_path(act: ActEnv) -> None:
+    source = _source(act)
+    target = _target(act, source)
+    seconds = act.tenant.restore_seconds
+    act.tenant.restore_seconds = 120.0  # long enough to be caught in flight
+    try:
+        started, data = act.json("restore", source.primary_smtp, "--target", target.primary_smtp, "--yes")
+        assert started.exit_code == 0, started.stderr
+        [request] = _requests(act, source)
+        name = request.name
+
+        what_if, plan = act.json("restore", "suspend", name, "--what-if")
+        assert what_if.exit_code == 0, what_if.stderr
+        assert plan["cmdlets"] == [
+            {"cmdlet": "Suspend-MailboxRestoreRequest", "endpoint": "exchange",
+             "parameters": {"Identity": request.request_guid}}
+        ]  # fmt: skip
+        assert request.suspended_at is None  # a what-if changes nothing
+
+        resumed, _ = act.json("restore", "resume", name, "--yes")  # it is running: nothing to resume
+        assert resumed.exit_code == 5
+        suspended, out = act.json("restore", "suspend", name, "--yes", "--comment", "after hours")
+        assert suspended.exit_code == 0, suspended.stderr
+        assert (out["status"], out["message"]) == ("success", f"Suspended restore request {name} (now Suspended)")
+        assert request.suspended_at is not None and request.suspend_comment == "after hours"
+        _, rows = act.json("restore", "status", name)
+        assert [r["status"] for r in rows] == ["Suspended"]
+
+        again, out = act.json("restore", "resume", name, "--yes")
+        assert again.exit_code == 0, again.stderr
+        assert request.suspended_at is None and out["message"].startswith(f"Resumed restore request {name} (now ")
+
+        removed, out = act.json("restore", "remove", name, "--yes")
+        assert removed.exit_code == 0, removed.stderr
+        assert _requests(act, source) == []
+        assert out["message"] == f"Removed restore request {name} (now Removed)"
+    finally:
+        act.tenant.restore_seconds = seconds
+    results = {
+        op: [r["result"] for r in act.audit(source.exchange_guid, op)]
+        for op in ("SUSPEND_RESTORE_REQUEST", "RESUME_RESTORE_REQUEST", "REMOVE_RESTORE_REQUEST")
+    }
+    assert results == {
+        "SUSPEND_RESTORE_REQUEST": ["preview", "started", "success"],
+        "RESUME_RESTORE_REQUEST": ["failure", "started", "success"],  # the blocked attempt, then the resume
+        "REMOVE_RESTORE_REQUEST": ["started", "success"],
+    }
+    gone, _ = act.json("restore", "remove", name, "--yes")
+    assert gone.exit_code == 5  # it no longer exists

@@ -470,6 +470,7 @@ def restore() -> None:
     \b
     imm restore ID --target T        the same as: imm restore start ID --target T
     imm restore status [ID] --wait   follow the restore requests imm started
+    imm restore suspend|resume|remove REQUEST   manage one of them
 
     \b
     Example: imm restore jane.doe@contoso.com --target team.archive@contoso.com --what-if
@@ -526,6 +527,72 @@ def restore_start(
         )
     if result is not None:
         _finish(result, preview=preview)
+
+
+def _request_command(action: str, request: str, what_if: bool, yes: bool, comment: str | None = None) -> None:
+    """restore remove | suspend | resume: one request imm started, through the one plan → confirm → execute path."""
+    verb = action.split("-", 1)[1]
+    with _session() as actions:
+        preview, result = _act(
+            actions,
+            action,
+            request,
+            preview=lambda: actions.preview_request_action(action, request, comment=comment),
+            execute=actions.execute,
+            question=lambda p: f"{verb.capitalize()} restore request {p.spec['request']}?",
+            what_if=what_if,
+            yes=yes,
+        )
+    if result is not None:
+        _finish(result, preview=preview)
+
+
+@restore.command("remove")
+@click.argument("request")
+@_what_if
+@_yes
+@output_options
+def restore_remove(request: str, what_if: bool, yes: bool, output: str, query: str | None) -> None:
+    """Remove a restore request imm started (Remove-MailboxRestoreRequest); a running one stops.
+
+    REQUEST is the request's name (imm restore status lists them), Alias\\Name, RequestGuid, or the source
+    mailbox when it has one request. Items already copied stay in the target.
+
+    \b
+    Example: imm restore remove imm-1a2b3c4d-202611281030 --what-if
+    """
+    _request_command("restore-remove", request, what_if, yes)
+
+
+@restore.command("suspend")
+@click.argument("request")
+@click.option("--comment", metavar="TEXT", help="Why it is suspended (-SuspendComment).")
+@_what_if
+@_yes
+@output_options
+def restore_suspend(
+    request: str, comment: str | None, what_if: bool, yes: bool, output: str, query: str | None
+) -> None:
+    """Suspend a restore request that has not completed (Suspend-MailboxRestoreRequest).
+
+    \b
+    Example: imm restore suspend imm-1a2b3c4d-202611281030 --comment "after hours"
+    """
+    _request_command("restore-suspend", request, what_if, yes, comment)
+
+
+@restore.command("resume")
+@click.argument("request")
+@_what_if
+@_yes
+@output_options
+def restore_resume(request: str, what_if: bool, yes: bool, output: str, query: str | None) -> None:
+    """Resume a suspended or failed restore request (Resume-MailboxRestoreRequest).
+
+    \b
+    Example: imm restore resume imm-1a2b3c4d-202611281030
+    """
+    _request_command("restore-resume", request, what_if, yes)
 
 
 _STATUS_COLUMNS = (

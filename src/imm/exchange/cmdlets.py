@@ -229,6 +229,15 @@ class ExchangeOperations:
         """``Remove-MailboxRestoreRequest -Identity X -Confirm:$false``."""
         return self._change(self.exchange, "Remove-MailboxRestoreRequest", {"Identity": identity, "Confirm": False})
 
+    def suspend_restore_request(self, identity: str, comment: str | None = None) -> list[str]:
+        """``Suspend-MailboxRestoreRequest -Identity X [-SuspendComment C]``."""
+        parameters = {"Identity": identity, **({"SuspendComment": comment} if comment else {})}
+        return self._change(self.exchange, "Suspend-MailboxRestoreRequest", parameters)
+
+    def resume_restore_request(self, identity: str) -> list[str]:
+        """``Resume-MailboxRestoreRequest -Identity X`` (a suspended or failed request)."""
+        return self._change(self.exchange, "Resume-MailboxRestoreRequest", {"Identity": identity})
+
     # ----------------------------------------------------------------------------------------- compliance
     def get_retention_policies(self, distribution_detail: bool = True) -> list[dict[str, Any]]:
         """``Get-RetentionCompliancePolicy -DistributionDetail`` (without it the *Location values are inaccurate)."""

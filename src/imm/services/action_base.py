@@ -20,6 +20,9 @@ from imm.services.action_support import (
     RECOVER,
     RELEASE,
     RESTORE,
+    RESTORE_REMOVE,
+    RESTORE_RESUME,
+    RESTORE_SUSPEND,
     SET_DURATION,
     ActionPreview,
     ActionResult,
@@ -49,6 +52,9 @@ ACTION_OPERATIONS = {
     RESTORE: OperationType.RESTORE_MAILBOX,
     RELEASE: OperationType.REMOVE_HOLD,
     SET_DURATION: OperationType.CHANGE_HOLD,
+    RESTORE_REMOVE: OperationType.REMOVE_RESTORE_REQUEST,
+    RESTORE_SUSPEND: OperationType.SUSPEND_RESTORE_REQUEST,
+    RESTORE_RESUME: OperationType.RESUME_RESTORE_REQUEST,
 }
 
 
@@ -272,11 +278,8 @@ class ActionBase:
         computed from (:class:`PlanChangedError`, exit 5). Without it (the plan was computed just now, e.g. by a
         bulk item) no second read is made. ``password`` is recover's, never part of a plan.
         """
-        if check:
-            _, record = self.refresh_mailbox(plan.identity)
-            current = fingerprint_of(record)
-            if current != plan.fingerprint:
-                self._refuse_changed(plan, operation_context)
+        if check and self._current_fingerprint(plan) != plan.fingerprint:
+            self._refuse_changed(plan, operation_context)
         executor = getattr(self, "_execute_" + plan.action.replace("-", "_"))
         context = dict(operation_context) if operation_context is not None else None
         if plan.action == RECOVER:
@@ -285,11 +288,19 @@ class ActionBase:
             return executor(plan, password, context)
         return executor(plan, context)
 
+    def _current_fingerprint(self, plan: ActionPreview) -> str:
+        """The fingerprint of what ``plan`` was computed from, read again (one Get-Mailbox)."""
+        _, record = self.refresh_mailbox(plan.identity)
+        return fingerprint_of(record)
+
     def _refuse_changed(self, plan: ActionPreview, context: Mapping[str, Any] | None) -> None:
         label = plan.mailbox.get("primary_smtp") or plan.identity
         blocker = (
             f"mailbox-changed: {label} changed in Exchange after the preview was computed (holds, addresses or "
             "WhenChanged differ), so the confirmed plan no longer describes what would happen"
+            if plan.action not in ACTION_OPERATIONS or plan.action in (RECOVER, RESTORE, RELEASE, SET_DURATION)
+            else f"request-changed: restore request {plan.spec.get('request')} changed status after the preview, "
+            "so the confirmed plan no longer describes what would happen"
         )
         refused = ActionPreview(
             identity=plan.identity,

@@ -23,6 +23,11 @@ RESTORE = "restore"
 RELEASE = "release"
 SET_DURATION = "set-duration"
 ACTIONS = (RECOVER, RESTORE, RELEASE, SET_DURATION)
+# Actions on a restore request imm started (Remove-, Suspend-, Resume-MailboxRestoreRequest).
+RESTORE_REMOVE = "restore-remove"
+RESTORE_SUSPEND = "restore-suspend"
+RESTORE_RESUME = "restore-resume"
+REQUEST_ACTIONS = (RESTORE_REMOVE, RESTORE_SUSPEND, RESTORE_RESUME)
 
 # Consequences of a plan that need a typed confirmation (ActionPreview.consequences).
 LAST_HOLD = "last-hold"

@@ -7,6 +7,10 @@ from typing import Any
 from imm.data.audit_logger import AuditResult, OperationType
 from imm.errors import ImmError, InputError, NotFoundError
 from imm.services.action_support import (
+    REQUEST_ACTIONS,
+    RESTORE_REMOVE,
+    RESTORE_RESUME,
+    RESTORE_SUSPEND,
     SKIPPED,
     SUCCESS,
     ActionBlockedError,
@@ -16,7 +20,15 @@ from imm.services.action_support import (
     state_of,
 )
 from imm.services.restore import RestoreActions
-from imm.services.restore_tracking import GONE, SUBMITTING, TrackedRestore
+from imm.services.restore_tracking import GONE, NOT_CREATED, SUBMITTING, TrackedRestore
+
+# cmdlet, what it does (summary), and the statuses it can act on (lower case; None = any that exists)
+_REQUEST_CMDLETS: dict[str, tuple[str, str, frozenset[str] | None]] = {
+    RESTORE_REMOVE: ("Remove-MailboxRestoreRequest", "Remove", None),
+    RESTORE_SUSPEND: ("Suspend-MailboxRestoreRequest", "Suspend", frozenset({"queued", "inprogress", "suspended"})),
+    RESTORE_RESUME: ("Resume-MailboxRestoreRequest", "Resume", frozenset({"suspended", "failed"})),
+}
+_RUNNING = {"queued": "running", "inprogress": "running"}
 
 
 class RestoreStatusActions(RestoreActions):
@@ -98,6 +110,104 @@ class RestoreStatusActions(RestoreActions):
             )
         return updated
 
+    # ----------------------------------------------------------------- remove | suspend | resume a request
+    def preview_request_action(self, action: str, request: str, *, comment: str | None = None) -> ActionPreview:
+        """The plan of ``imm restore remove|suspend|resume REQUEST`` for one request imm started (its name,
+        ``Alias\\Name``, RequestGuid, or the source mailbox when it has one request): read from Exchange once;
+        blocked (exit 5) when the request's status does not allow it (suspend: not completed or failed; resume:
+        suspended or failed, as the cmdlet reference says)."""
+        if action not in REQUEST_ACTIONS:
+            raise InputError(f"unknown restore request action '{action}'")
+        rows = self._tracked(request)
+        if len(rows) > 1:
+            names = ", ".join(r.name for r in rows[:5])
+            raise InputError(f"'{request}' names {len(rows)} restore requests ({names}): give the request's name")
+        row = self._refresh_request(rows[0]) if rows[0].status not in (NOT_CREATED, GONE) else rows[0]
+        cmdlet, verb, allowed = _REQUEST_CMDLETS[action]
+        status = row.status.lower()
+        parameters: dict[str, Any] = {"Identity": row.exchange_identity}
+        if action == RESTORE_SUSPEND and comment:
+            parameters["SuspendComment"] = comment
+        preview = ActionPreview(
+            identity=row.source_identity,
+            action=action,
+            mailbox={"primary_smtp": row.source_smtp or row.source_identity, "display_name": f"request {row.name}"},
+            summary=[
+                f"{verb} restore request {row.name} ({row.status}, {row.percent_complete}%) of "
+                f"{row.source_smtp or row.source_identity} into {row.target_smtp or row.target}"
+            ],
+            consequence={
+                RESTORE_REMOVE: "Exchange stops the request if it is running and deletes it; the items already "
+                "copied stay in the target",
+                RESTORE_SUSPEND: "The copy stops where it is until the request is resumed (imm restore resume)",
+                RESTORE_RESUME: "The copy goes on (a failed request starts again)",
+            }[action],
+            cmdlets=[{"cmdlet": cmdlet, "endpoint": "exchange", "parameters": parameters}],
+            fingerprint=_request_fingerprint(row),
+            spec={"request_id": row.id, "request": row.name, "comment": comment},
+        )
+        preview.mailbox["state"] = {"request": row.name, "status": row.status}
+        gone = status in (GONE.lower(), NOT_CREATED.lower())
+        if gone or (allowed is not None and status not in allowed):
+            what = {RESTORE_SUSPEND: "suspended", RESTORE_RESUME: "resumed", RESTORE_REMOVE: "removed"}[action]
+            preview.blockers = [f"request-status: restore request {row.name} is {row.status}, so it cannot be {what}"]
+            raise ActionBlockedError(preview, ["request-status"], hint="see it with `imm restore status`")
+        return preview
+
+    def _current_fingerprint(self, plan: ActionPreview) -> str:
+        if plan.action not in REQUEST_ACTIONS:
+            return super()._current_fingerprint(plan)
+        row = self.restores.get(int(plan.spec["request_id"]))
+        if row is None:
+            return ""
+        return _request_fingerprint(self._refresh_request(row))
+
+    def _execute_restore_remove(self, plan: ActionPreview, context: dict[str, Any] | None) -> ActionResult:
+        return self._execute_request(plan, context)
+
+    def _execute_restore_suspend(self, plan: ActionPreview, context: dict[str, Any] | None) -> ActionResult:
+        return self._execute_request(plan, context)
+
+    def _execute_restore_resume(self, plan: ActionPreview, context: dict[str, Any] | None) -> ActionResult:
+        return self._execute_request(plan, context)
+
+    def _execute_request(self, plan: ActionPreview, context: dict[str, Any] | None) -> ActionResult:
+        """Run the one request cmdlet of ``plan`` exactly as shown; the tracked row follows Exchange."""
+        from imm.services.action_base import ACTION_OPERATIONS
+
+        request_id = int(plan.spec["request_id"])
+        [step] = plan.cmdlets
+        intent = {"action": plan.action, "request_name": plan.spec["request"], "cmdlets": plan.cmdlets,
+                  "fingerprint": plan.fingerprint, "before": plan.mailbox["state"]}  # fmt: skip
+        operation_id = self._begin(ACTION_OPERATIONS[plan.action], plan.identity, intent, context)
+
+        def body() -> ActionResult:
+            ops = self._need_ops()
+            identity = step["parameters"]["Identity"]
+            if plan.action == RESTORE_REMOVE:
+                ops.remove_restore_request(identity)
+            elif plan.action == RESTORE_SUSPEND:
+                ops.suspend_restore_request(identity, step["parameters"].get("SuspendComment"))
+            else:
+                ops.resume_restore_request(identity)
+            notes: dict[str, Any] = {}
+            tracked = self.restores.get(request_id)
+            status = ""
+            if tracked is not None:
+                if plan.action == RESTORE_RESUME:  # a failed row is final: read it as running again
+                    self.restores.update(request_id, status="Queued", completed_at=None)
+                    tracked = self.restores.get(request_id) or tracked
+                before = tracked
+                status = self._after_change(lambda: self._refresh_request(before), before, notes).status
+            details = {"action": plan.action, "request_name": plan.spec["request"], "after": {"status": status},
+                       **notes}  # fmt: skip
+            self._finish(operation_id, AuditResult.SUCCESS, details, context)
+            verb = {RESTORE_REMOVE: "Removed", RESTORE_SUSPEND: "Suspended", RESTORE_RESUME: "Resumed"}[plan.action]
+            message = f"{verb} restore request {plan.spec['request']}" + (f" (now {status})" if status else "")
+            return ActionResult(plan.identity, plan.action, SUCCESS, message, operation_id, details)
+
+        return self._run(plan.identity, plan.action, operation_id, context, intent, body)
+
     def remove_x500(self, identity: str, target: str | None = None) -> ActionResult:
         """Remove the X500 address imm added to the target for a completed restore (Set-Mailbox -EmailAddresses
         @{Remove=…}). Blocked while the request is not complete; skipped when imm did not add it."""
@@ -163,6 +273,13 @@ class RestoreStatusActions(RestoreActions):
             )
 
         return self._run(row.source_identity, "remove-x500", operation_id, None, intent, body)
+
+
+def _request_fingerprint(row: TrackedRestore) -> str:
+    """What a request plan depends on: which request, and whether it is running, suspended, failed or done (not
+    its percentage, which moves by itself)."""
+    status = row.status.lower()
+    return f"{row.request_guid or row.name}:{_RUNNING.get(status, status)}"
 
 
 def _percent(value: Any) -> int:

@@ -253,6 +253,16 @@ def remove_restore_request(inv: Invocation) -> Result:
     return Result([])
 
 
+def suspend_restore_request(inv: Invocation) -> Result:
+    inv.tenant.suspend_restore_request(inv.params["Identity"], inv.get("SuspendComment") or "")
+    return Result([])
+
+
+def resume_restore_request(inv: Invocation) -> Result:
+    inv.tenant.resume_restore_request(inv.params["Identity"])
+    return Result([])
+
+
 def _confirm_remove(params: dict[str, Any]) -> str:
     return f'Are you sure you want to perform this action?\nRemoving request "{params.get("Identity")}".'
 
@@ -371,6 +381,12 @@ CMDLETS: dict[str, Cmdlet] = {
             (Param("Identity", "string", True), Param("IncludeReport", "switch")),
             get_restore_request_statistics,
         ),
+        Cmdlet(
+            "Suspend-MailboxRestoreRequest",
+            (Param("Identity", "string", True), Param("SuspendComment")),
+            suspend_restore_request,
+        ),
+        Cmdlet("Resume-MailboxRestoreRequest", (Param("Identity", "string", True),), resume_restore_request),
         Cmdlet(
             "Remove-MailboxRestoreRequest",
             (Param("Identity", "string", True),),

@@ -265,6 +265,9 @@ class RestoreRequest:
     batch_name: str = ""
     fail: bool = False  # test knob: the request ends Failed / FailedOther
     applied: bool = False  # the copied content has been added to the target
+    suspended_at: float | None = None  # Suspend-MailboxRestoreRequest: progress stops until Resume-
+    paused_seconds: float = 0.0  # time spent suspended (progress follows the clock less this)
+    suspend_comment: str = ""
 
     @property
     def identity(self) -> str:

@@ -829,7 +829,7 @@ class Tenant:
     def progress(self, request: RestoreRequest) -> RestoreProgress:
         """Status from the wall clock: Queued for the first 20% of restore_seconds, InProgress, then Completed."""
         total = max(self.restore_seconds, 0.0)
-        elapsed = self.clock() - request.created
+        elapsed = (request.suspended_at or self.clock()) - request.created - request.paused_seconds
         queued_for = total * 0.2
         if request.fail and elapsed >= total * 0.5:
             done = int(request.estimated_bytes * 0.4)
@@ -840,6 +840,18 @@ class Tenant:
                 done,
                 int(request.estimated_items * 0.4),
                 request.created + queued_for,
+                None,
+            )
+        if request.suspended_at is not None:
+            share = max(0.0, (elapsed - queued_for) / max(total - queued_for, 1e-9))
+            percent = 0 if elapsed < queued_for else min(95, 10 + int(85 * share))
+            return RestoreProgress(
+                "Suspended",
+                "Suspended",
+                percent,
+                int(request.estimated_bytes * min(share, 1.0)),
+                int(request.estimated_items * min(share, 1.0)),
+                None,
                 None,
             )
         if elapsed >= total:
@@ -880,6 +892,42 @@ class Tenant:
                 target.total_bytes += request.estimated_bytes
                 target.item_count += request.estimated_items
             self._changed(target)  # stamped when the change becomes visible, not when it "happened"
+
+    def suspend_restore_request(self, identity: str, comment: str = "") -> None:
+        """Suspend-MailboxRestoreRequest: "any time after the request was created, but before the request reaches
+        the status of Completed" (the cmdlet reference); a suspended request stays where it is."""
+        request = self.find_restore_request(identity)
+        status = self.progress(request).status
+        if status in ("Completed", "Failed"):
+            raise invalid(
+                f"The request '{request.identity}' can't be suspended because its status is {status}."
+            )  # wording unconfirmed
+        if request.suspended_at is None:
+            request.suspended_at = self.clock()
+        request.suspend_comment = comment
+        self.version += 1
+        self._maybe_save()
+
+    def resume_restore_request(self, identity: str) -> None:
+        """Resume-MailboxRestoreRequest: resumes "a restore request that was suspended or failed" (the cmdlet
+        reference); a failed one starts copying again."""
+        request = self.find_restore_request(identity)
+        status = self.progress(request).status
+        if status not in ("Suspended", "Failed"):
+            raise invalid(
+                f"The request '{request.identity}' can't be resumed because its status is {status}: only "
+                "suspended or failed requests can be resumed."
+            )  # wording unconfirmed
+        now = self.clock()
+        if request.suspended_at is not None:
+            request.paused_seconds += now - request.suspended_at
+            request.suspended_at = None
+        if request.fail:
+            request.fail = False
+            request.created = now  # copies again from the start
+            request.paused_seconds = 0.0
+        self.version += 1
+        self._maybe_save()
 
     def remove_restore_request(self, identity: str) -> None:
         request = self.find_restore_request(identity)
