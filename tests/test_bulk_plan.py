@@ -485,3 +485,13 @@ def test_the_journal_claims_each_item_once_and_refuses_unknown_states(tmp_path: 
     with pytest.raises(NotFoundError):
         store.get("job-nope")
     db.close()
+
+
+@pytest.mark.parametrize("upn", ["jane@contoso", "jane doe@contoso.com", "@contoso.com"])
+def test_a_upn_is_checked_by_the_same_words_singly_and_in_a_plan(tmp_path: Path, db_path: Path, upn: str) -> None:
+    single = run_imm("recover", GUID_A, "--upn", upn, "--name", "jane", "--what-if", "--db", str(db_path))
+    assert (single.exit_code, single.stderr.splitlines()[0]) == (2, f"Error: upn '{upn}' is not a user@domain address")
+    plan = write(tmp_path, f"action,identity,upn,name\nrecover,{GUID_A},{upn},jane\n")
+    planned = run_imm("bulk", "run", str(plan), "--db", str(db_path))
+    assert planned.exit_code == 2
+    assert f"  {plan}: line 2: upn '{upn}' is not a user@domain address" in planned.stderr.splitlines()

@@ -390,9 +390,11 @@ def recover(
     Example: imm recover jane.doe@contoso.com --upn jane.doe@contoso.onmicrosoft.com --password-out pw.txt
     """
     from imm.errors import InputError
+    from imm.services.action_specs import RecoverSpec
     from imm.services.actions import check_password, generate_password
 
     name = (name or upn.split("@", 1)[0]).strip()
+    RecoverSpec.of(upn, name, display_name)  # bad input fails here, before signing in
     if password_file and password_out:
         raise InputError("give either --password-file or --password-out, not both")
     generated = False
@@ -868,9 +870,9 @@ def holds_release(
     \b
     Example: imm holds release jane.doe@contoso.com --type litigation --what-if
     """
-    from imm.domain.eligibility import check_release_type
+    from imm.services.action_specs import ReleaseSpec
 
-    kind = check_release_type(kind)
+    kind = ReleaseSpec.of(kind, force_ediscovery).type
     with _session() as actions:
         preview, result = _act(
             actions,

@@ -74,10 +74,6 @@ KNOWN_COLUMNS = (
     "days",
     *INFO_COLUMNS,
 )
-MAX_DAYS = 36500  # a hundred years: anything longer is a typing error, not a retention period
-MAX_NAME = 64  # Exchange's limit for Name
-MAX_DISPLAY_NAME = 256
-_UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _TRUE = {"true", "yes", "y", "1"}
 _FALSE = {"false", "no", "n", "0", ""}
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -288,18 +284,13 @@ class _Checker:
         return result
 
     def _recover(self, line: int, values: dict[str, str]) -> dict[str, Any] | None:
+        from imm.services.action_specs import RecoverSpec
+
         upn, name, display = values["upn"], values["name"], values.get("display_name", "")
-        ok = True
-        if not _UPN.match(upn):
-            self.bad(line, f"upn '{upn}' is not a user@domain address")
-            ok = False
-        if len(name) > MAX_NAME:
-            self.bad(line, f"name is {len(name)} characters long (at most {MAX_NAME})")
-            ok = False
-        if len(display) > MAX_DISPLAY_NAME:
-            self.bad(line, f"display_name is {len(display)} characters long (at most {MAX_DISPLAY_NAME})")
-            ok = False
-        if not ok:
+        problems = RecoverSpec.problems(upn, name, display)  # the same check as `imm recover`
+        for problem in problems:
+            self.bad(line, problem)
+        if problems:
             return None
         params: dict[str, Any] = {"upn": upn, "name": name}
         if display:
@@ -331,13 +322,13 @@ class _Checker:
         return {"type": kind}
 
     def _set_duration(self, line: int, values: dict[str, str]) -> dict[str, Any] | None:
-        text = values["days"].strip()
-        if text.lower() == "unlimited":
-            return {"days": None}
-        if not text.isdigit() or not 1 <= int(text) <= MAX_DAYS:
-            self.bad(line, f"days must be a whole number from 1 to {MAX_DAYS} or 'unlimited' (it is '{text}')")
+        from imm.services.action_specs import SetDurationSpec
+
+        try:
+            return {"days": SetDurationSpec.of(values["days"]).days}  # the same check as `imm holds set-duration`
+        except InputError as exc:
+            self.bad(line, exc.message)
             return None
-        return {"days": int(text)}
 
     def mailbox(self, line: int, identity: str) -> InactiveMailbox | None:
         try:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from imm.data.audit_logger import AuditResult, OperationType
-from imm.errors import ImmError, InputError
+from imm.errors import ImmError
 from imm.services.action_base import ActionBase
 from imm.services.action_support import (
     CONSEQUENCE_WORDS,
@@ -242,12 +242,9 @@ class HoldActions(ActionBase):
     # ====================================================================================== hold duration
     def preview_set_duration(self, identity: str, duration_days: int | None) -> ActionPreview:
         """Preflight of a Litigation Hold duration change (blocked when the mailbox has no Litigation Hold)."""
-        if isinstance(duration_days, str):  # a plan's text: "365" or "unlimited"
-            duration_days = parse_days(duration_days)
-        if duration_days is not None and (
-            isinstance(duration_days, bool) or not isinstance(duration_days, int) or duration_days < 1
-        ):
-            raise InputError("the hold duration must be a whole number of days, 1 or more (or unlimited)")
+        from imm.services.action_specs import SetDurationSpec
+
+        duration_days = SetDurationSpec.of(duration_days).days  # the one check (also the plan reader's)
         mailbox, record = self.refresh_mailbox(identity)
         current = days_of(record.get("LitigationHoldDuration"))
         enabled = truthy(record.get("LitigationHoldEnabled"))

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from imm.data.audit_logger import AuditResult, OperationType
-from imm.errors import InputError
 from imm.services.action_base import ActionBase, log
 from imm.services.action_support import (
     RECOVER,
@@ -62,12 +61,10 @@ class RecoverActions(ActionBase):
 
     def preview_recover(self, identity: str, upn: str, name: str, display_name: str | None = None) -> ActionPreview:
         """Preflight of a recover: refresh, name/UPN conflicts, blockers (raises ActionBlockedError)."""
-        upn = (upn or "").strip()
-        name = (name or "").strip()
-        if "@" not in upn or upn.startswith("@") or upn.endswith("@") or " " in upn:
-            raise InputError(f"'{upn}' is not a valid user principal name (expected user@domain)")
-        if not name:
-            raise InputError("the new mailbox needs a --name")
+        from imm.services.action_specs import RecoverSpec
+
+        spec = RecoverSpec.of(upn, name, display_name)  # the one check (also the plan reader's)
+        upn, name, display_name = spec.upn, spec.name, spec.display_name
         mailbox, record = self.refresh_mailbox(identity)
         # the SecureString key, known before any confirmation: a recover never fails for want of it after "started"
         self._need_ops().prepare_secure_strings()

@@ -13,7 +13,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from imm.data.audit_logger import AuditResult, OperationType, error_text, is_cancellation
-from imm.errors import ImmError, InputError
+from imm.errors import ImmError
 from imm.services.action_base import ActionBase, log
 from imm.services.action_support import (
     FAILED,
@@ -74,9 +74,9 @@ class RestoreActions(ActionBase):
         target_archive: bool | None,
         request_name: str | None = None,
     ) -> _RestorePlan:
-        target = (target or "").strip()
-        if not target:
-            raise InputError("a restore needs a --target mailbox")
+        from imm.services.action_specs import RestoreSpec
+
+        target = RestoreSpec.of(target).target
         to_archive = archive if target_archive is None else bool(target_archive)
         mailbox, record = self.refresh_mailbox(identity, full=True)  # the quota check needs the source's size
         ops = self._need_ops()
@@ -193,7 +193,8 @@ class RestoreActions(ActionBase):
         """Add the source's LegacyExchangeDN as X500 on the target, then New-MailboxRestoreRequest (domain.md §5):
         the plan computed now, executed at once."""
         context = operation_context or {}
-        name = job_request_name(identity, context["job_id"], context["line"]) if "job_id" in context else None
+        job, line = context.get("job_id"), context.get("line")
+        name = job_request_name(identity, str(job), line) if job and line is not None else None
         preview = self.preview_restore(
             identity,
             target,
