@@ -279,3 +279,18 @@ def test_audit_list_identity_takes_an_address_upn_or_name_also_after_the_mailbox
     assert act.cached(guid) is None  # soft-deleted: it left the cache
     result, data = act.json("audit", "list", "--identity", mbx.primary_smtp)
     assert [(r["identity"], r["result"]) for r in data][:2] == [(guid, "success"), (guid, "started")]
+
+
+def test_a_last_hold_release_whose_reply_was_lost_is_confirmed_as_a_success(act: ActEnv) -> None:
+    mbx = act.pick(lambda m, t: t.hold_reasons(m) == ["LitigationHold"], "mailbox held only by Litigation Hold")
+    guid = mbx.exchange_guid
+    act.sim.exchange.fail_next("Set-Mailbox", "reset_after_commit")  # made, then the connection drops
+    result, data = act.json("holds", "release", guid, "--type", "litigation", "--yes", "--i-understand-last-hold")
+    assert result.exit_code == 0, result.stderr
+    assert data["status"] == "success"
+    assert " (confirmed after a lost reply); it was the last hold: the mailbox is now soft-deleted" in data["message"]
+    assert act.tenant.mailboxes[guid].state == SOFT_DELETED
+    rows = act.audit(guid, "REMOVE_HOLD")
+    assert [r["result"] for r in rows] == ["started", "success"]
+    assert rows[1]["details"]["confirmed_after_lost_reply"] == rows[0]["details"]["holds"]
+    assert rows[1]["details"]["soft_deleted"] is True

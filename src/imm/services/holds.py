@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from imm.data.audit_logger import AuditResult, OperationType
 from imm.errors import ImmError
-from imm.services.action_base import ActionBase
+from imm.services.action_base import ActionBase, log
 from imm.services.action_support import (
     CONSEQUENCE_WORDS,
     EDISCOVERY,
@@ -185,15 +185,28 @@ class HoldActions(ActionBase):
         operation_id = self._begin(OperationType.REMOVE_HOLD, guid, intent, operation_context)
 
         def body() -> ActionResult:
+            from imm.exchange import AmbiguousOutcomeError, ExoNotFoundError, TransientError
+
             done: list[str] = []
+            confirmed: list[str] = []
             for step in preview.cmdlets:
                 try:
                     self._run_step(step["cmdlet"], step["parameters"])
+                except (ExoNotFoundError, TransientError, AmbiguousOutcomeError) as exc:
+                    # a lost reply (a reset, a timeout, or the retry's 404 for a mailbox this change soft-deleted):
+                    # what is true is read, not guessed
+                    if not self._hold_gone(guid, str(step["hold"])):
+                        exc.audit_details = {"steps_done": done, "failed_step": step["hold"]}  # type: ignore[union-attr]
+                        raise
+                    log.warning("release %s: %s; the hold is gone, so the step took effect", guid, exc.message)
+                    confirmed.append(step["hold"])
                 except BaseException as exc:
                     exc.audit_details = {"steps_done": done, "failed_step": step["hold"]}  # type: ignore[attr-defined]
                     raise
                 done.append(step["hold"])
             notes: dict[str, Any] = {}
+            if confirmed:
+                notes["confirmed_after_lost_reply"] = confirmed
             after, soft_deleted = self._after_change(lambda: self._after_release(guid), ({}, False), notes)
             details = {
                 "action": RELEASE,
@@ -206,6 +219,8 @@ class HoldActions(ActionBase):
             self._finish(operation_id, AuditResult.SUCCESS, details, operation_context)
             released = ", ".join(step.hold.kind.value for step in plan.steps)
             message = f"Released {released} hold(s) of {mailbox.primary_smtp or guid}"
+            if confirmed:
+                message += " (confirmed after a lost reply)"
             if soft_deleted:
                 retire = after.get("InactiveMailboxRetireTime")
                 message += "; it was the last hold: the mailbox is now soft-deleted" + (
@@ -214,6 +229,17 @@ class HoldActions(ActionBase):
             return ActionResult(guid, RELEASE, SUCCESS, message, operation_id, details)
 
         return self._run(guid, RELEASE, operation_id, operation_context, intent, body)
+
+    def _hold_gone(self, guid: str, raw: str) -> bool:
+        """After a lost reply: is the hold ``raw`` no longer on the mailbox (or did the mailbox become
+        soft-deleted, which only the release of its last hold does)? Read from Exchange."""
+        from imm.errors import NotFoundError as Gone
+
+        try:
+            mailbox, _ = self.refresh_mailbox(guid)
+        except Gone:
+            return self._lookup_soft_deleted(guid) is not None
+        return raw not in {hold.raw for hold in self.decode(mailbox) if hold.preserves}
 
     def _run_step(self, cmdlet: str, parameters: Mapping[str, Any]) -> Any:
         """One release step (cmdlet + parameters as data) through the typed operations."""
