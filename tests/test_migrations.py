@@ -34,7 +34,13 @@ def schema_names(conn: sqlite3.Connection, kind: str) -> set[str]:
 
 
 def test_registry_names_are_fixed() -> None:
-    assert [m.name for m in MIGRATIONS] == ["0001_cache", "0002_audit", "0003_jobs", "0004_audit_keys"]
+    assert [m.name for m in MIGRATIONS] == [
+        "0001_cache",
+        "0002_audit",
+        "0003_jobs",
+        "0004_audit_keys",
+        "0005_audit_export_state",
+    ]
     assert MIGRATIONS[1].target == "imm.data.audit_schema:migrate"
     assert MIGRATIONS[2].target == "imm.data.jobs_schema:migrate"
     assert AVAILABLE[:2] == ["0001_cache", "0002_audit"]

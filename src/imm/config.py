@@ -111,6 +111,9 @@ class Profile:
     audit_key_path: Path | None = None  # the audit signing key (default: audit-keys/ beside the database)
     audit_witness: str | None = None  # where anchors are also written: a JSON Lines file, "syslog" or "stdout"
     audit_auto_anchor: bool = False  # anchor the audit log after every change
+    audit_ingestion_scope: str | None = (
+        None  # token scope of the Logs Ingestion sink (https://monitor.azure.com//.default)
+    )
     cost: CostModel = field(default_factory=CostModel)
     org: OrgMapping = field(default_factory=OrgMapping)
 

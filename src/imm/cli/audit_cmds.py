@@ -160,26 +160,84 @@ def _row(entry: Any, output: str) -> dict[str, Any]:
 
 
 @audit.command("export")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False), help="JSON file.")
+@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False), help="JSON file (--format json).")
 @click.option("--since", metavar="WHEN", help="From this date/time (2026-11-01, 7d); UTC.")
 @click.option("--until", metavar="WHEN", help="Up to this date/time (a date includes the whole day); UTC.")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
-def export(out: Path, since: str | None, until: str | None, force: bool) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "jsonl"], case_sensitive=False),
+    default="json",
+    show_default=True,
+    help="json: one document (--out); jsonl: events (schema imm.audit.v1) to a sink (--since-last).",
+)
+@click.option(
+    "--since-last",
+    "sink",
+    metavar="SINK",
+    help="Send only rows not yet sent to SINK: a JSON Lines file, or a Logs Ingestion stream URL "
+    "(https://ENDPOINT/dataCollectionRules/DCR-ID/streams/STREAM).",
+)
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=500, show_default=True, help="Rows per batch.")
+def export(
+    out: Path | None, since: str | None, until: str | None, force: bool, fmt: str, sink: str | None, batch_size: int
+) -> None:
     """Export audit rows with their hashes and the prune checkpoints, for an auditor to verify independently.
 
     The export itself is recorded as an EXPORT_DATA row carrying the file's SHA-256. The file is readable
-    only by you, and an existing one is not replaced without --force.
+    only by you, and an existing one is not replaced without --force. With --format jsonl --since-last SINK,
+    rows stream to a file or to Azure Monitor (Logs Ingestion API) exactly once, resuming where the last run
+    stopped (a cursor per sink in the database).
 
     Example: imm audit export --out audit-2026.json --since 2026-01-01 --until 2026-12-31
+
+    Example: imm audit export --format jsonl --since-last /var/log/imm/audit.jsonl
     """
     from imm.errors import InputError
 
+    if fmt.lower() == "jsonl" or sink is not None:
+        if sink is None:
+            raise InputError("--format jsonl streams to a sink: add --since-last SINK (a file or a Logs Ingestion URL)")
+        if out is not None or since or until or force:
+            raise InputError("--since-last sends every row after the sink's cursor: drop --out/--since/--until/--force")
+        _export_since_last(sink, batch_size)
+        return
+    if out is None:
+        raise InputError("--out FILE is required for --format json")
     if out.exists() and not force:  # an earlier export may be the evidence someone keeps
         raise InputError(f"--out {out} exists: choose a new file, or add --force to replace it")
     start = parse_when(since, "--since")
     stop = parse_when(until, "--until", end=True)
     count = app().audit().export_to_json(out, start, stop)
     click.echo(f"Exported {count} audit row{'s' if count != 1 else ''} to {out}")
+
+
+def _export_since_last(target: str, batch_size: int) -> None:
+    from imm.services.audit_export import INGESTION_SCOPE, FileSink, LogsIngestionSink, Sink, export_since_last
+
+    obj = app()
+    sink: Sink
+    if target.lower().startswith(("https://", "http://")):
+        authenticator = obj.authenticator()
+        scopes = [obj.profile.audit_ingestion_scope or INGESTION_SCOPE]
+        sink = LogsIngestionSink(
+            target,
+            lambda refresh: authenticator.get_token(scopes, force_refresh=refresh),
+            ca_bundle=obj.profile.ca_bundle,
+        )
+    else:
+        sink = FileSink(Path(target))
+    try:
+        run = export_since_last(obj.audit(), sink, batch_size=batch_size)
+    finally:
+        if isinstance(sink, LogsIngestionSink):
+            sink.close()
+    if run.rows == 0:
+        click.echo(f"Nothing to export: {target} already has every audit row.")
+        return
+    again = f" ({run.redelivered} sent again: an earlier attempt may have arrived)" if run.redelivered else ""
+    click.echo(f"Exported {run.rows} audit rows (ids {run.first_id}-{run.last_id}) to {target}{again}")
 
 
 @audit.command("verify")

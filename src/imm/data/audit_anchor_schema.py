@@ -68,3 +68,10 @@ def migrate(conn: sqlite3.Connection) -> None:
     """Create the tables and triggers inside the caller's transaction (never commits)."""
     for statement in _statements(SCHEMA):
         conn.execute(statement)
+
+
+def migrate_export_state(conn: sqlite3.Connection) -> None:
+    """``pending_state`` of an export cursor: 'in_flight' (sent, answer not seen) or 'rejected' (not taken)."""
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(audit_export_cursors)")}
+    if "pending_state" not in columns:
+        conn.execute("ALTER TABLE audit_export_cursors ADD COLUMN pending_state TEXT")

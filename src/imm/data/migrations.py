@@ -243,6 +243,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0002_audit", "imm.data.audit_schema:migrate"),
     Migration("0003_jobs", "imm.data.jobs_schema:migrate"),
     Migration("0004_audit_keys", "imm.data.audit_anchor_schema:migrate"),
+    Migration("0005_audit_export_state", "imm.data.audit_anchor_schema:migrate_export_state"),
 )
 
 KNOWN_NAMES = frozenset(m.name for m in MIGRATIONS)

@@ -6,6 +6,7 @@ Layout on the server (``base`` is ``https://127.0.0.1:PORT``):
 - Entra ID: ``{base}/{tenant}/v2.0/.well-known/openid-configuration``, ``{base}/{tenant}/oauth2/v2.0/devicecode``,
   ``{base}/{tenant}/oauth2/v2.0/token``, ``{base}/devicelogin`` (the page where a person types the code).
 - Exchange Online: ``{base}/adminapi/beta/{tenant}/InvokeCommand`` (token audience ``{base}``).
+- Azure Monitor Logs Ingestion: ``{base}/ingest/dataCollectionRules/{dcr}/streams/{stream}`` (``monitor``).
 - Security & Compliance: ``{base}/compliance/adminapi/beta/{tenant}/InvokeCommand`` answers 302 to the
   regional ``{base}/compliance/eur02/adminapi/beta/{tenant}/InvokeCommand`` (token audience ``{base}/compliance``).
 """
@@ -79,6 +80,10 @@ class Simulator:
         self.identity.workloads = self.workloads
         self.exchange = ExchangeService(config, self.base_url, self.identity)
         self.exchange.register(self.router)
+        from imm.simulator.monitor import LogsIngestion
+
+        self.ingestion = LogsIngestion(self.identity)  # Azure Monitor Logs Ingestion API (a DCR's endpoint)
+        self.ingestion.register(self.router)
 
     @property
     def ca_path(self) -> Path:
