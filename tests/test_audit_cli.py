@@ -43,7 +43,9 @@ def imm(db_path: Path, *args: str, input: str | None = None):  # type: ignore[no
     return run_imm(*args, "--db", str(db_path), input=input)
 
 
-@pytest.mark.parametrize("command", [[], ["list"], ["export"], ["verify"], ["prune"], ["anchor"], ["key"]])
+@pytest.mark.parametrize(
+    "command", [[], ["list"], ["export"], ["verify"], ["prune"], ["anchor"], ["key"], ["reconcile"]]
+)
 def test_every_audit_command_documents_an_example(command: list[str]) -> None:
     result = run_imm("audit", *command, "--help")
     assert result.exit_code == 0

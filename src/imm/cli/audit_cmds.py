@@ -344,6 +344,65 @@ def key_info(output: str, query: str | None) -> None:
     render_object(info, output, query)
 
 
+@audit.command("reconcile")
+@click.option("--since", metavar="WHEN", default="7d", show_default=True, help="Changes from this date/time (7d).")
+@click.option(
+    "--delay",
+    metavar="SPAN",
+    default="24h",
+    show_default=True,
+    help="How long Microsoft may take to show a change in its log: younger unconfirmed changes are 'not yet'.",
+)
+@output_options
+def reconcile(since: str, delay: str, output: str, query: str | None) -> None:
+    """Check imm's changes against Microsoft's unified audit log, and find changes imm did not make.
+
+    Reads Search-UnifiedAuditLog -RecordType ExchangeAdmin (paged with a session id) and matches each imm change
+    by cmdlet, mailbox and time: confirmed, not yet (the log lags), missing; and changes to inactive mailboxes in
+    the cache that imm did not make ("outside": who, when, cmdlet, parameters). Exit 1 when anything is missing
+    or changed outside imm. Needs the View-Only Audit Logs (or Audit Logs) role.
+
+    Example: imm audit reconcile --since 7d --output json
+    """
+    from imm.services.audit_reconcile import reconcile as run_reconcile
+    from imm.session import SessionManager
+
+    start = parse_when(since, "--since")
+    match = _RELATIVE.match(delay)
+    if not match:
+        raise InputError(f"--delay: {delay!r} is not a span (use 90m, 24h, 2d)")
+    lag = timedelta(**{_UNITS[match.group(2).lower()]: int(match.group(1))})
+    obj = app()
+    db = obj.database()
+    with SessionManager(obj.config, db, obj.authenticator()) as session:
+        report = run_reconcile(session.audit, db, session.connection, start or datetime.now(UTC), delay=lag)
+    rows = [f.as_dict() for f in report.findings]
+    columns = [
+        Column("status", "Status", no_wrap=True),
+        Column("when", "When (UTC)", no_wrap=True),
+        Column("cmdlet", "Cmdlet", no_wrap=True),
+        Column("mailbox", "Mailbox", max_width=40),
+        Column("user", "By", max_width=30),
+        Column("audit_row", "imm row", justify="right"),
+    ]
+    if output != "table":
+        columns = [Column(key, key) for key in (rows[0] if rows else {"status": None})]
+    render(rows, columns, output, query, title="imm changes and Microsoft's audit log")
+    counts = report.counts()
+    click.echo(
+        f"{counts['confirmed']} confirmed, {counts['not_yet']} not yet in Microsoft's log, {counts['missing']} "
+        f"missing, {counts['outside']} outside changes, {counts['not_checked']} not checked "
+        f"({report.records_read} Exchange admin records read).",
+        err=True,
+    )
+    for finding in report.findings:
+        if finding.status == "outside" and output == "table":
+            params = " ".join(f"-{k} {v}" for k, v in finding.parameters.items())
+            click.echo(f"Outside imm: {finding.when} {finding.user} ran {finding.cmdlet} {params}", err=True)
+    if counts["missing"] or counts["outside"]:
+        raise click.exceptions.Exit(1)
+
+
 @audit.command("prune")
 @click.option(
     "--retention-days", type=click.IntRange(min=0), required=True, help="Keep rows newer than this many days."

@@ -262,3 +262,25 @@ class ExchangeOperations:
     def set_case_hold_policy(self, identity: str, **parameters: Any) -> list[str]:
         """``Set-CaseHoldPolicy X -RemoveExchangeLocation …``."""
         return self._change(self._scc(), "Set-CaseHoldPolicy", {"Identity": identity, **parameters, "Confirm": False})
+
+    # --------------------------------------------------------------------------------- unified audit log
+    def search_unified_audit_log(
+        self, start: datetime, end: datetime, session_id: str, *, record_type: str = "ExchangeAdmin", size: int = 5000
+    ) -> list[dict[str, Any]]:
+        """One block of ``Search-UnifiedAuditLog -SessionCommand ReturnLargeSet`` (cmdlet reference: rerun with the
+        same ``SessionId`` for the next block, up to 50,000 records, unsorted; an empty block ends the set;
+        ``ResultSize`` at most 5,000). Dates are sent as UTC text (``2026-12-03 14:30:00Z``)."""
+
+        def utc(moment: datetime) -> str:
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+        parameters = {
+            "StartDate": utc(start),
+            "EndDate": utc(end),
+            "RecordType": record_type,
+            "SessionId": session_id,
+            "SessionCommand": "ReturnLargeSet",
+            "ResultSize": size,
+        }
+        return self.exchange.invoke_all("Search-UnifiedAuditLog", parameters)

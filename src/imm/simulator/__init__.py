@@ -55,6 +55,7 @@ class SimulatorConfig:
     app_client_id: str | None = None  # the app-only registration "imm-automation"; None: a GUID from tenant_id
     restore_seconds: float = 6.0  # time a restore request takes from Queued to Completed
     page_link_expiry: float = 1800.0  # seconds an @odata.nextLink stays valid
+    audit_delay_seconds: float = 0.0  # how long a change takes to show in Search-UnifiedAuditLog
     state_file: Path | None = None
     data_dir: Path = field(default_factory=lambda: Path("."))  # TLS files, keys
     faults: FaultConfig = field(default_factory=FaultConfig)

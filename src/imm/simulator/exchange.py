@@ -49,6 +49,7 @@ from imm.simulator.model import CmdletError, NonTerminatingError
 from imm.simulator.secure import PasswordKey
 from imm.simulator.server import Request, Response, Router
 from imm.simulator.tenant import Tenant
+from imm.simulator.unified_audit import UnifiedAuditLog, is_change, search_cmdlet
 
 log = logging.getLogger("imm.simulator.exchange")
 
@@ -231,6 +232,8 @@ class ExchangeService:
             "exchange": {k.lower(): v for k, v in exchange_cmdlets.CMDLETS.items()},
             "compliance": {k.lower(): v for k, v in compliance_cmdlets.CMDLETS.items()},
         }
+        self.unified_audit = UnifiedAuditLog(config.tenant_id, config.tenant_domain, config.audit_delay_seconds)
+        self.cmdlets["exchange"]["search-unifiedauditlog"] = search_cmdlet(self.unified_audit)
         self._lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -504,6 +507,7 @@ class ExchangeService:
                 result: Result = cmdlet.run(invocation)
                 with self._lock:
                     self.executed[cmdlet.name] += 1
+                self._audit_change(cmdlet.name, raw_params, caller, result)
                 items = list(result.items)
                 page_size = self._page_size(request)
                 warnings = list(result.warnings)
@@ -526,6 +530,29 @@ class ExchangeService:
             return _error(exc.status, exc.exception_type, exc.message)
         except NonTerminatingError as exc:  # 200, nothing changed, the error in @adminapi.errors (exo-rest.md §4)
             return self._page_response(context, [], [], None, errors=[exc.message])
+
+    def _audit_change(self, name: str, raw_params: dict[str, Any], caller: str, result: Result) -> None:
+        """A unified audit log record for a change (``unified_audit``); reads are not recorded."""
+        if not is_change(name):
+            return
+        params = {k: v for k, v in raw_params.items() if "@" not in k}
+        first = result.items[0] if result.items else None
+        object_name = getattr(first, "name", None)
+        if not isinstance(object_name, str):
+            target = params.get("Identity") or params.get("TargetMailbox") or params.get("InactiveMailbox")
+            try:
+                object_name = self.tenant.find(str(target)).name if target else None
+            except Exception:  # an identity that no longer resolves: the record still names what was passed
+                object_name = str(target) if target else None
+        self.unified_audit.record(name, params, caller, object_name)
+
+    def outside_change(self, name: str, params: dict[str, Any], caller: str) -> None:
+        """A change made by someone other than imm (another admin, a script), audited as Exchange audits it."""
+        cmdlet = self.cmdlets["exchange"][name.lower()]
+        invocation = Invocation(self.tenant, caller, cmdlet.bind(params), self.password_key.decrypt)
+        with self.tenant.lock:
+            result = cmdlet.run(invocation)
+            self._audit_change(cmdlet.name, params, caller, result)
 
     def _continue(self, token: str, body_key: str, context: str, request: Request) -> Response:
         with self._paging:
