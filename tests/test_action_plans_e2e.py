@@ -294,3 +294,73 @@ def test_a_last_hold_release_whose_reply_was_lost_is_confirmed_as_a_success(act:
     assert [r["result"] for r in rows] == ["started", "success"]
     assert rows[1]["details"]["confirmed_after_lost_reply"] == rows[0]["details"]["holds"]
     assert rows[1]["details"]["soft_deleted"] is True
+
+
+def _comparable(row: dict[str, Any]) -> tuple[Any, ...]:
+    """An audit row without what differs between two runs: ids, times, the job's place, the fingerprint (it hashes
+    WhenChanged, a time)."""
+    details = {k: v for k, v in row["details"].items() if k not in ("job_id", "line", "fingerprint")}
+    return (row["operation"], row["identity"], row["user"], row["result"], row["error_message"], details)
+
+
+def test_single_and_bulk_runs_of_the_same_item_write_the_same_audit_rows(act: ActEnv, tmp_path: Path) -> None:
+    mbx = act.pick(
+        lambda m, t: m.litigation_hold and m.litigation_hold_duration not in (None, 365), "mailbox with a duration"
+    )
+    guid, original = mbx.exchange_guid, mbx.litigation_hold_duration
+    plan = tmp_path / "plan.csv"
+    plan.write_text(f"action,identity,days\nset-duration,{guid},365\n", encoding="utf-8")
+
+    before = _get_mailbox_calls(act)
+    assert act.run("holds", "set-duration", guid, "--days", "365", "--what-if").exit_code == 0
+    assert _get_mailbox_calls(act) - before == 1  # one read for the preview
+    before = _get_mailbox_calls(act)
+    assert act.run("bulk", "run", str(plan)).exit_code == 0
+    assert _get_mailbox_calls(act) - before == 1  # the same for a bulk item
+    before = _get_mailbox_calls(act)
+    single = act.run("holds", "set-duration", guid, "--days", "365", "--yes")
+    assert single.exit_code == 0, single.stderr
+    assert _get_mailbox_calls(act) - before == 3  # preview, the check before the change, the read after it
+    with act.tenant.lock:
+        mbx.litigation_hold_duration = original  # back as it was, for the bulk run of the same change
+    assert act.run("sync").exit_code == 0
+    before = _get_mailbox_calls(act)
+    bulk = act.run("bulk", "run", str(plan), "--execute", "--yes")
+    assert bulk.exit_code == 0, bulk.stderr
+    assert _get_mailbox_calls(act) - before == 2  # one read for the item's plan, one after the change
+    assert act.tenant.mailboxes[guid].litigation_hold_duration == 365
+
+    rows = act.audit(guid, "CHANGE_HOLD")
+    assert [r["result"] for r in rows] == ["preview", "preview", "started", "success", "started", "success"]
+    assert [r["details"].get("line") for r in rows] == [None, 2, None, None, 2, 2]
+    assert _comparable(rows[0]) == _comparable(rows[1])
+    assert _comparable(rows[2]) == _comparable(rows[4])
+    assert _comparable(rows[3]) == _comparable(rows[5])
+
+
+def test_a_set_duration_plan_whose_mailbox_changed_before_the_yes_is_refused_and_audited(act: ActEnv) -> None:
+    mbx = act.pick(lambda m, t: m.litigation_hold and m.litigation_hold_duration != 400, "mailbox on Litigation Hold")
+    guid = mbx.exchange_guid
+    calls = act.sim.exchange.executed["Set-Mailbox"]
+    proc = _popen(act, "holds", "set-duration", guid, "--days", "400")
+    try:
+        assert proc.stderr is not None
+        prompt = ""
+        deadline = time.monotonic() + 30
+        while "?" not in prompt:
+            assert time.monotonic() < deadline, prompt
+            prompt += proc.stderr.read(1)
+        with act.tenant.lock:  # someone else adds a delay hold meanwhile
+            mbx.delay_hold = True
+            mbx.when_changed = time.time()
+        _, stderr = proc.communicate("y\n", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 5, prompt + stderr
+    assert "was not run: the mailbox changed since the preview" in stderr
+    assert act.sim.exchange.executed["Set-Mailbox"] == calls
+    assert act.tenant.mailboxes[guid].litigation_hold_duration != 400
+    rows = act.audit(guid, "CHANGE_HOLD")
+    assert [r["result"] for r in rows] == ["failure"]
+    assert rows[0]["details"]["blockers"][0].startswith("mailbox-changed: ")
