@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from action_support import ActEnv, make_env
+from action_support import ActEnv, make_env, recoverable
 from imm.simulator.model import INACTIVE
 
 DELAY = 3600.0  # the log's delay; catch_up() lets it pass
@@ -83,6 +83,20 @@ def test_imm_changes_confirmed_after_the_delay_and_an_outside_change_found(act: 
     assert f"Outside imm: {outside[0]['when']} {HELPDESK} ran Set-Mailbox -Identity {target.exchange_guid}" in (
         table.stderr
     )
+
+
+def test_a_recover_is_confirmed_by_its_new_mailbox_record(act: ActEnv, tmp_path: Path) -> None:
+    mbx = act.pick(lambda m, t: recoverable(m, t) and not m.litigation_hold, "recoverable mailbox")
+    password = tmp_path / "password.txt"
+    password.write_text("Rec0ver-Me-Now!\n", encoding="utf-8")
+    upn = f"rec-{mbx.exchange_guid[:8]}@contoso.onmicrosoft.com"
+    result = act.run("recover", mbx.exchange_guid, "--upn", upn, "--password-file", str(password), "--yes")
+    assert result.exit_code == 0, result.stderr
+    act.sim.exchange.unified_audit.catch_up()
+    code, rows, err = reconcile(act)
+    mine = [r for r in rows if r["mailbox"] == mbx.exchange_guid]
+    assert [(r["status"], r["cmdlet"]) for r in mine] == [("confirmed", "New-Mailbox")]
+    assert "Rec0ver" not in json.dumps(rows) and "Rec0ver" not in err
 
 
 def test_an_imm_change_microsoft_never_logged_is_missing_once_the_delay_is_over(act: ActEnv) -> None:

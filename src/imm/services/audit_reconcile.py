@@ -6,7 +6,8 @@ Exchange admin schemas). imm reads it with ``Search-UnifiedAuditLog -RecordType 
 -SessionCommand ReturnLargeSet`` (cmdlet reference, MicrosoftDocs/office-docs-powershell), rerun with the same
 session id until a block comes back empty (at most 50,000 records: a longer span is refused with a hint).
 
-Each imm change that succeeded names the cmdlets it ran (the ``cmdlets`` of its started row). A cmdlet run on the
+Each imm change that succeeded names the cmdlets it ran (the ``cmdlets`` of its started row; else
+``DEFAULT_CMDLETS`` gives its operation's cmdlet). A cmdlet run on the
 Exchange endpoint is **confirmed** by an unmatched record with the same cmdlet (``Operation``), an identity in
 common (``Identity``/``InactiveMailbox``/``SourceMailbox``/``TargetMailbox`` parameters, the ``ObjectId``'s last part,
 ``ModifiedObjectResolvedName``) and a ``CreationTime`` within the change's start and end (± ``SLACK``). Unconfirmed
@@ -31,6 +32,16 @@ from imm.errors import InputError
 from imm.exchange.cmdlets import ExchangeOperations
 
 SLACK = timedelta(minutes=5)
+# the cmdlet an operation runs, when its rows do not list their cmdlets (identity parameter: the mailbox)
+DEFAULT_CMDLETS = {
+    "RECOVER_MAILBOX": ("New-Mailbox", "InactiveMailbox"),
+    "RESTORE_MAILBOX": ("New-MailboxRestoreRequest", "SourceMailbox"),
+    "REMOVE_RESTORE_REQUEST": ("Remove-MailboxRestoreRequest", "Identity"),
+    "REMOVE_HOLD": ("Set-Mailbox", "Identity"),
+    "CHANGE_HOLD": ("Set-Mailbox", "Identity"),
+    "ADD_ADDRESS": ("Set-Mailbox", "Identity"),
+    "REMOVE_ADDRESS": ("Set-Mailbox", "Identity"),
+}
 LARGE_SET_LIMIT = 50_000
 IDENTITY_PARAMETERS = ("identity", "inactivemailbox", "sourcemailbox", "targetmailbox")
 
@@ -164,7 +175,11 @@ def _imm_changes(audit: AuditLogger, since: datetime) -> tuple[list[_Expected], 
         started = audit.get_operations(operation_id=row.operation_id, result="started") if row.operation_id else []
         details = started[0].details if started else row.details
         begin = started[0].timestamp if started else row.timestamp
-        for step in details.get("cmdlets") or []:
+        steps = details.get("cmdlets") or row.details.get("cmdlets")
+        if not steps and row.operation in DEFAULT_CMDLETS:
+            cmdlet, parameter = DEFAULT_CMDLETS[row.operation]
+            steps = [{"cmdlet": cmdlet, "endpoint": "exchange", "parameters": {parameter: row.identity}}]
+        for step in steps or []:
             if not isinstance(step, dict) or not step.get("cmdlet"):
                 continue
             parameters = dict(step.get("parameters") or {})
