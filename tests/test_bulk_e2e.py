@@ -609,3 +609,36 @@ def test_sigkill_while_exchange_creates_a_restore_request_and_an_immediate_resum
         assert place.items(job_id)[2]["status"] in ("succeeded", "already-done")
         tracked = place.rows("SELECT name FROM restore_requests WHERE source_identity = ?", (source.exchange_guid,))
         assert [r["name"] for r in tracked] == [name]
+
+
+def test_audit_prune_during_a_running_bulk_job_loses_no_row_and_the_job_ends_cleanly(tmp_path: Path) -> None:
+    with site(tmp_path, "a", mailboxes=40, latency_ms=40.0) as place:
+        guids = put_on_litigation_hold(place, 16)
+        plan = release_plan(place.work / "plan.csv", guids)
+        run = place.popen("bulk", "run", str(plan), "--execute", "--yes", *UNDERSTOOD, "--concurrency", "2")
+
+        def some_done() -> bool:
+            try:
+                return int(place.rows("SELECT COUNT(*) FROM bulk_items WHERE status = 'succeeded'")[0][0]) >= 3
+            except sqlite3.OperationalError:
+                return False
+
+        wait_for(some_done, 60, "3 items done")
+        env = {**place.env, "IMM_AUDIT_MIN_RETENTION_DAYS": "0"}
+        pruned = run_imm("audit", "prune", "--retention-days", "0", "--yes", env=env)
+        assert pruned.exit_code == 0, pruned.stderr
+        assert "Nothing to prune" not in pruned.stdout  # the rows before the job went; the job's stayed
+        _, stderr = run.communicate(timeout=180)
+        assert run.returncode == 0, stderr
+        assert "Traceback" not in stderr and "unexpected" not in stderr
+        job_id = place.job_id()
+        assert {r["status"] for r in place.items(job_id).values()} == {"succeeded"}
+        audit = place.audit()
+        assert [r["operation"] for r in audit].count("PRUNE") == 1
+        assert audit[0]["operation"] not in ("LOGIN", "SYNC")  # they were older than the job's first row
+        job_rows = [r for r in audit if r["details"].get("job_id") == job_id and r["operation"] == "REMOVE_HOLD"]
+        pairs = item_pairs(job_rows)
+        assert len(pairs) == len(guids)
+        assert all(c == Counter({"started": 1, "success": 1}) for c in pairs.values())
+        verified = place.imm("audit", "verify")
+        assert verified.exit_code == 0, verified.stderr
