@@ -115,7 +115,7 @@ def test_list_json_has_every_field_exactly(boxes: dict[str, InactiveMailbox]) ->
     assert [row["display_name"] for row in data] == ["Alice Archer", "Bob Baker", "Dave Dunn"]
     for row in data:
         assert list(row) == list(JSON_FIELDS)
-    expected = to_jsonable(boxes["bob"].__dict__)
+    expected = to_jsonable({**boxes["bob"].__dict__, "total_size_mb": boxes["bob"].total_size_mb})
     assert data[1] == expected
     assert data[1]["when_soft_deleted"] == (NOW - timedelta(days=500, hours=1)).isoformat()
     assert data[1]["hold_types"] == ["ediscovery", "org-policy"]
@@ -166,7 +166,7 @@ def test_list_table(boxes: dict[str, InactiveMailbox], monkeypatch: pytest.Monke
         "SMTP",
         "Company",
         "Dept",
-        "Size MB",
+        "Total MB",
         "Age",
         "Holds",
     ]
@@ -214,9 +214,15 @@ def test_list_csv_has_the_fixed_columns(boxes: dict[str, InactiveMailbox]) -> No
         "department": "",
         "when_soft_deleted": (NOW - timedelta(days=4000, hours=1)).isoformat(),
         "age_days": "4000",
+        "total_size_mb": "3000.0",
         "size_mb": "3000.0",
-        "archive_size_mb": "0.0",
         "item_count": "15230",
+        "recoverable_items_mb": "0.0",
+        "deleted_item_count": "0",
+        "archive_size_mb": "0.0",
+        "archive_item_count": "0",
+        "archive_recoverable_items_mb": "0.0",
+        "archive_deleted_item_count": "0",
         "archive_status": "None",
         "license_type": "Exchange Online Plan 2",
         "monthly_cost": "7.06",
@@ -227,6 +233,9 @@ def test_list_csv_has_the_fixed_columns(boxes: dict[str, InactiveMailbox]) -> No
         "restore_eligible": "true",
         "releasable": "true",
         "holds_expire_on": "",
+        "lifecycle_state": "inactive",
+        "delay_hold_until": "",
+        "purge_on": "",
         "tenant": "contoso.onmicrosoft.com",
     }
     assert len(rows) == 2
@@ -382,7 +391,7 @@ def test_show_table_has_every_section(boxes: dict[str, InactiveMailbox]) -> None
     for expected in [
         f"ExchangeGuid               {boxes['bob'].identity}",
         "Primary SMTP               bob@contoso.com",
-        "Total size MB              2,000.00",
+        "Total MB                   2,000.00",
         "Hold types                 ediscovery",
         "                           org-policy",
         "Recovery blockers          auto-expanding-archive: The mailbox has an auto-expanding archive",

@@ -641,14 +641,25 @@ def test_releasing_the_last_hold(sim: Simulator, ops: ExchangeOperations) -> Non
         m for m in tenant.mailboxes.values() if m.state == INACTIVE and tenant.hold_reasons(m) == ["LitigationHold"]
     )
     ops.set_inactive_mailbox(mbx.exchange_guid, LitigationHoldEnabled=False)
-    assert mbx.state == SOFT_DELETED
+    assert mbx.state == INACTIVE and mbx.delay_hold  # a delay hold follows (identify-a-hold article)
     (entry,) = requests_for(sim, "Set-Mailbox")
     assert entry["parameters"] == {
         "Identity": mbx.exchange_guid,
         "InactiveMailbox": True,
         "LitigationHoldEnabled": False,
     }
+    [log] = ops.export_hold_tracking(mbx.exchange_guid)
+    assert '"hid":"LitigationHold"' in log["MailboxLog"]
+    assert requests_for(sim, "Export-MailboxDiagnosticLogs")[0]["parameters"] == {
+        "Identity": mbx.exchange_guid,
+        "ComponentName": "HoldTracking",
+        "IncludeInactiveMailboxes": True,
+    }
+    assert mbx.exchange_guid not in {r["ExchangeGuid"] for r in ops.get_soft_deleted_mailboxes(formerly_inactive=True)}
+    ops.set_inactive_mailbox(mbx.exchange_guid, RemoveDelayHoldApplied=True)
+    assert mbx.state == SOFT_DELETED
     assert mbx.exchange_guid in {r["ExchangeGuid"] for r in ops.get_soft_deleted_mailboxes()}
+    assert mbx.exchange_guid in {r["ExchangeGuid"] for r in ops.get_soft_deleted_mailboxes(formerly_inactive=True)}
     gone = ops.get_mailbox(mbx.exchange_guid, soft_deleted=True)
     assert (gone["IsInactiveMailbox"], gone["WasInactiveMailbox"]) == (False, True)
     with pytest.raises(ExoNotFoundError):

@@ -20,7 +20,7 @@ from action_support import (
     only_litigation,
     unlocked_policy_tags,
 )
-from imm.simulator.model import INACTIVE, SOFT_DELETED, Mailbox
+from imm.simulator.model import INACTIVE, Mailbox
 from imm.simulator.tenant import Tenant
 
 pytestmark = pytest.mark.slow
@@ -149,9 +149,11 @@ def test_release_of_the_last_hold_needs_the_address_typed_even_with_yes(act: Act
     wrong = act.run("holds", "release", guid, "--type", "litigation", "--yes", input="someone@else.com\n")
 
     assert wrong.exit_code == 1
-    assert "Consequence: this removes the last hold: the mailbox becomes soft-deleted and is purged 183 days later" in (
-        wrong.stdout
-    )
+    assert (
+        "Consequence: this removes the last hold: Exchange keeps the mailbox under a 30-day delay hold (applied at its "
+        "next Managed Folder Assistant run), then soft-deletes it and purges it 183 days after the hold's removal; "
+        "until the purge its content can still be restored into another mailbox (imm restore)"
+    ) in " ".join(wrong.stdout.split())
     assert f"Type the mailbox's primary SMTP address ({mbx.primary_smtp}) to confirm" in wrong.stderr
     assert "Error: the typed address does not match: nothing was changed" in wrong.stderr
     assert act.tenant.mailboxes[guid].litigation_hold is True
@@ -162,17 +164,20 @@ def test_release_of_the_last_hold_needs_the_address_typed_even_with_yes(act: Act
     typed = act.run("holds", "release", guid, "--type", "litigation", "--yes", input=mbx.primary_smtp.upper() + "\n")
 
     assert typed.exit_code == 0, typed.stderr
-    assert "it was the last hold: the mailbox is now soft-deleted" in typed.stdout
+    # identify-a-hold article: a delay hold follows the removal; the mailbox stays inactive until it ends.
+    assert "it was the last hold: Exchange keeps the mailbox under a delay hold until ≈ " in typed.stdout
+    assert "restorable with imm restore until then" in typed.stdout
     now = act.tenant.mailboxes[guid]
-    assert (now.state, now.was_inactive) == (SOFT_DELETED, True)
-    assert now.retire_time is not None
-    assert act.cached(guid) is None  # no longer inactive: out of the cache
+    assert (now.state, now.delay_hold, now.litigation_hold) == (INACTIVE, True, False)
+    cached = act.cached_row(guid)
+    assert (cached["lifecycle_state"], cached["releasable"]) == ("pending-delay", 0)
+    assert cached["delay_hold_until"] and cached["purge_on"]
     rows = act.audit(guid, "REMOVE_HOLD")
     assert [r["result"] for r in rows] == ["cancelled", "started", "success"]  # the mistyped attempt, then this one
     assert rows[1]["details"]["removes_last_hold"] is True
-    assert rows[2]["details"]["soft_deleted"] is True
-    assert rows[2]["details"]["after"]["IsInactiveMailbox"] is False
-    assert rows[2]["details"]["after"]["WasInactiveMailbox"] is True
+    assert rows[2]["details"]["soft_deleted"] is False
+    assert rows[2]["details"]["after"]["IsInactiveMailbox"] is True
+    assert rows[2]["details"]["after"]["DelayHoldApplied"] is True
 
 
 def test_release_of_the_last_hold_in_scripts(act: ActEnv) -> None:
@@ -185,7 +190,7 @@ def test_release_of_the_last_hold_in_scripts(act: ActEnv) -> None:
     assert result.exit_code == 0, result.stderr
     assert data["status"] == "success"
     assert data["preview"]["removes_last_hold"] is True
-    assert act.tenant.mailboxes[mbx.exchange_guid].state == SOFT_DELETED
+    assert act.tenant.mailboxes[mbx.exchange_guid].delay_hold is True  # a delay hold follows the last removal
 
 
 def test_release_org_policy_excludes_the_mailbox(act: ActEnv) -> None:

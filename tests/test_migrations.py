@@ -13,7 +13,7 @@ import pytest
 from factories import make_mailbox
 from imm.data import migrations
 from imm.data.database import DatabaseManager
-from imm.data.migrations import MIGRATIONS, Migration, NewerSchemaError, migrate, run_script
+from imm.data.migrations import LIFECYCLE_COLUMNS, MIGRATIONS, Migration, NewerSchemaError, migrate, run_script
 
 AVAILABLE = [m.name for m in MIGRATIONS if m.available()]
 
@@ -40,6 +40,7 @@ def test_registry_names_are_fixed() -> None:
         "0003_jobs",
         "0004_audit_keys",
         "0005_audit_export_state",
+        "0006_lifecycle",
     ]
     assert MIGRATIONS[1].target == "imm.data.audit_schema:migrate"
     assert MIGRATIONS[2].target == "imm.data.jobs_schema:migrate"
@@ -119,7 +120,27 @@ def test_0001_cache_schema(tmp_path: Path) -> None:
     assert columns("meta") == [("key", "TEXT", 1), ("value", "TEXT", 0)]
     mailbox_columns = columns("inactive_mailboxes")
     assert mailbox_columns[0] == ("identity", "TEXT", 1)
-    assert len(mailbox_columns) == len(make_mailbox().__dict__)
+    assert len(mailbox_columns) + len(LIFECYCLE_COLUMNS) == len(make_mailbox().__dict__)  # 0006 adds the rest
+    conn.close()
+
+
+def test_0006_adds_sizes_and_lifecycle_and_makes_the_next_sync_read_every_mailbox_again(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "old.db")
+    migrate(conn, MIGRATIONS[:5])
+    conn.execute(
+        "INSERT INTO inactive_mailboxes(identity, size_mb, item_count, when_changed) "
+        "VALUES ('a', 1636.0, 12400, '2026-11-01T10:00:00+00:00')"
+    )
+    conn.commit()
+    assert migrate(conn) == ["0006_lifecycle"]
+    row = conn.execute(
+        "SELECT size_mb, when_changed, recoverable_items_mb, lifecycle_state, is_inactive_mailbox, purge_on "
+        "FROM inactive_mailboxes"
+    ).fetchone()
+    # The old size_mb summed items and Recoverable Items: WhenChanged is cleared so sync reads the statistics again.
+    assert row == (1636.0, None, 0, "inactive", 1, None)
+    names = {r[1] for r in conn.execute("PRAGMA table_info(inactive_mailboxes)")}
+    assert names == set(make_mailbox().__dict__)
     conn.close()
 
 
@@ -131,8 +152,8 @@ def test_older_database_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
     conn.execute("INSERT INTO meta VALUES ('kept', 'yes')")
     conn.close()
     db = DatabaseManager(path)
-    db.upsert_mailbox(mailbox := make_mailbox(display_name="Old Data"))
     db.initialize()
+    db.upsert_mailbox(mailbox := make_mailbox(display_name="Old Data"))
     conn2 = db.get_connection()
     assert recorded(conn2) == AVAILABLE
     assert "audit_log" in schema_names(conn2, "table")

@@ -318,28 +318,81 @@ def test_organization_config(sc: SimClient, shared: Simulator) -> None:
 # ----------------------------------------------------------------------------------------------- hold release
 
 
-def test_releasing_the_last_hold_soft_deletes(sim: Simulator, client: SimClient) -> None:
+def test_releasing_the_last_hold_starts_the_documented_lifecycle(sim: Simulator, client: SimClient) -> None:
+    """identify-a-hold article: a delay hold follows any removal (30 days); delete-an-inactive-mailbox: then
+    soft-deleted (IsInactiveMailbox False, WasInactiveMailbox True, InactiveMailboxRetireTime set) and purged once
+    InactiveMailboxRetireTime + 183 days has passed. One simulated day lasts lifecycle_day_seconds."""
     tenant = sim.exchange.tenant
     mbx = only_held_by_litigation(sim)
+    start = float(math.floor(time.time()))
+    tenant.clock = lambda: start
+    tenant.lifecycle_day_seconds = 10.0
     before = client.values("Get-Mailbox", {"InactiveMailboxOnly": True, "ResultSize": "Unlimited"})
     values, warnings = client.invoke(
         "Set-Mailbox", {"Identity": mbx.exchange_guid, "InactiveMailbox": True, "LitigationHoldEnabled": False}
     )
     assert values == [] and warnings == []
-    assert mbx.state == SOFT_DELETED and mbx.was_inactive and mbx.retire_time is not None
+    # Still inactive: the delay hold keeps it, for an unlimited duration while it is on.
+    assert (mbx.state, mbx.delay_hold, mbx.delay_hold_since) == (INACTIVE, True, start)
+    assert tenant.hold_reasons(mbx) == ["DelayHold"]
+    (record,) = client.values("Get-Mailbox", {"InactiveMailboxOnly": True, "Identity": mbx.exchange_guid})
+    assert record["DelayHoldApplied"] is True and record["LitigationHoldEnabled"] is False
+    # HoldTracking dates the removal: ed of the Litigation Hold entry; the delay hold still applies.
+    (log,) = client.values(
+        "Export-MailboxDiagnosticLogs",
+        {"Identity": mbx.exchange_guid, "ComponentName": "HoldTracking", "IncludeInactiveMailboxes": True},
+    )
+    entries = json.loads(log["MailboxLog"])
+    assert [(e["hid"], e["ht"], e["ed"]) for e in entries] == [
+        ("LitigationHold", 0, datetime_string(start, utc_z=True)),
+        ("DelayHold", 3, "0001-01-01T00:00:00.0000000"),
+    ]
+    without_switch = client.post(
+        "Export-MailboxDiagnosticLogs", {"Identity": mbx.exchange_guid, "ComponentName": "HoldTracking"}
+    )
+    assert without_switch.status_code == 404  # -IncludeInactiveMailboxes reaches inactive mailboxes
+    # 29 days later: still on delay hold. 30 days: soft-deleted, retired at that moment.
+    tenant.clock = lambda: start + 29 * 10
+    assert client.values("Get-Mailbox", {"InactiveMailboxOnly": True, "Identity": mbx.exchange_guid})
+    tenant.clock = lambda: start + 30 * 10 + 1
     after = client.values("Get-Mailbox", {"InactiveMailboxOnly": True, "ResultSize": "Unlimited"})
     assert len(after) == len(before) - 1
+    assert mbx.state == SOFT_DELETED and mbx.was_inactive and mbx.retire_time == start + 300
     assert client.post("Get-Mailbox", {"InactiveMailboxOnly": True, "Identity": mbx.exchange_guid}).status_code == 404
     (record,) = client.values("Get-Mailbox", {"SoftDeletedMailbox": True, "Identity": mbx.exchange_guid})
     assert record["IsInactiveMailbox"] is False and record["WasInactiveMailbox"] is True
-    assert record["InactiveMailboxRetireTime"] == datetime_string(mbx.retire_time)
-    assert record["WhenChanged"] == datetime_string(mbx.when_changed)
+    assert record["InactiveMailboxRetireTime"] == datetime_string(start + 300)
+    assert record["DelayHoldApplied"] is False
+    listed = client.values(
+        "Get-Mailbox", {"SoftDeletedMailbox": True, "Filter": "IsInactiveMailbox -eq $false", "ResultSize": "Unlimited"}
+    )
+    assert mbx.exchange_guid in {r["ExchangeGuid"] for r in listed}
+    assert all(r["IsInactiveMailbox"] is False for r in listed)
     assert tenant.hold_reasons(mbx) == []
     # Set-Mailbox -InactiveMailbox no longer finds it.
     again = client.post(
         "Set-Mailbox", {"Identity": mbx.exchange_guid, "InactiveMailbox": True, "LitigationHoldEnabled": False}
     )
     assert again.status_code == 404
+    # MailboxLifeCycle purges it once InactiveMailboxRetireTime + 183 days has passed.
+    tenant.clock = lambda: start + 300 + 182 * 10
+    assert client.values("Get-Mailbox", {"SoftDeletedMailbox": True, "Identity": mbx.exchange_guid})
+    tenant.clock = lambda: start + 300 + 183 * 10
+    gone = client.post("Get-Mailbox", {"SoftDeletedMailbox": True, "Identity": mbx.exchange_guid})
+    assert gone.status_code == 404 and mbx.exchange_guid not in tenant.mailboxes
+
+
+def test_releasing_one_of_several_holds_also_applies_a_delay_hold(sim: Simulator, client: SimClient) -> None:
+    """ "After any type of hold is removed from a mailbox, a delay hold is applied" (identify-a-hold article)."""
+    tenant = sim.exchange.tenant
+    mbx = inactive(sim, litigation_hold=True, delay_hold=False, in_place_holds=lambda h: bool(h))
+    client.invoke(
+        "Set-Mailbox", {"Identity": mbx.exchange_guid, "InactiveMailbox": True, "LitigationHoldEnabled": False}
+    )
+    assert mbx.state == INACTIVE and mbx.delay_hold is True
+    tenant.clock = lambda: time.time() + 31 * 86400
+    assert client.values("Get-Mailbox", {"InactiveMailboxOnly": True, "Identity": mbx.exchange_guid})
+    assert mbx.delay_hold is False and mbx.state == INACTIVE  # its other holds keep it
 
 
 def test_hold_switches(sim: Simulator, client: SimClient) -> None:
@@ -372,6 +425,10 @@ def test_hold_switches(sim: Simulator, client: SimClient) -> None:
     assert mbx.state == INACTIVE  # Litigation Hold still there
     client.invoke(
         "Set-Mailbox", {"Identity": mbx.exchange_guid, "InactiveMailbox": True, "LitigationHoldEnabled": False}
+    )
+    assert mbx.state == INACTIVE and tenant.hold_reasons(mbx) == ["DelayHold"]  # a delay hold follows the removal
+    client.invoke(
+        "Set-Mailbox", {"Identity": mbx.exchange_guid, "InactiveMailbox": True, "RemoveDelayHoldApplied": True}
     )
     assert mbx.state == SOFT_DELETED
     unknown = client.post(
@@ -731,7 +788,8 @@ def test_policy_location_changes(sim: Simulator, client: SimClient) -> None:
         compliance=True,
     )
     assert held_by_org.primary_smtp in org_all.exceptions
-    assert held_by_org.state == SOFT_DELETED and target.state == INACTIVE
+    # The exception removes its last hold: a delay hold follows (identify-a-hold article).
+    assert held_by_org.state == INACTIVE and held_by_org.delay_hold and target.state == INACTIVE
     (shown,) = client.values("Get-RetentionCompliancePolicy", {"Identity": org_all.guid}, compliance=True)
     assert shown["ExchangeLocationException"] == [held_by_org.primary_smtp]
 
@@ -888,8 +946,9 @@ def test_state_file_round_trip(tmp_path: Path) -> None:
         client = SimClient(again)
         (record,) = client.values("Get-Mailbox", {"Identity": "back.again@contoso.com"})
         assert record["Name"] == "Back Again"
-        (soft,) = client.values("Get-Mailbox", {"SoftDeletedMailbox": True, "Identity": released.exchange_guid})
-        assert soft["WasInactiveMailbox"] is True
+        (held,) = client.values("Get-Mailbox", {"SoftDeletedMailbox": True, "Identity": released.exchange_guid})
+        assert held["DelayHoldApplied"] is True  # the delay hold after the release survives a restart …
+        assert released.exchange_guid in tenant._lifecycle  # … and still ends on time
         assert client.post("Get-Mailbox", {"SoftDeletedMailbox": True, "Identity": gone}).status_code == 404
         client.close()
 

@@ -65,9 +65,19 @@ def _cache(home: Path) -> dict[str, sqlite3.Row]:
 
 
 def _inactive(sim: Simulator) -> dict[str, Any]:
+    """What imm keeps: the inactive mailboxes and the formerly inactive ones not yet purged (soft-deleted,
+    WasInactiveMailbox; delete-an-inactive-mailbox)."""
     tenant = sim.exchange.tenant
     with tenant.lock:
-        return {guid: m for guid, m in tenant.mailboxes.items() if m.state == INACTIVE}
+        return {
+            guid: m
+            for guid, m in tenant.mailboxes.items()
+            if m.state == INACTIVE or (m.state == SOFT_DELETED and m.was_inactive)
+        }
+
+
+def _strictly_inactive(sim: Simulator) -> dict[str, Any]:
+    return {guid: m for guid, m in _inactive(sim).items() if m.state == INACTIVE}
 
 
 def _stats_calls(sim: Simulator) -> int:
@@ -97,9 +107,11 @@ def _check_mailbox(row: sqlite3.Row, mbx: Any, sim: Simulator) -> None:
     assert row["display_name"] == mbx.display_name
     assert row["primary_smtp"] == mbx.primary_smtp
     assert row["user_principal_name"] == mbx.upn
-    # sizes and counts: items plus Recoverable Items, in MB (2**20 bytes) to two decimals
-    assert row["item_count"] == mbx.item_count + mbx.deleted_item_count
-    assert row["size_mb"] == _mb(mbx.total_bytes + mbx.deleted_bytes)
+    # sizes and counts as Get-MailboxStatistics reports them, in MB (2**20 bytes) to two decimals
+    assert row["item_count"] == mbx.item_count
+    assert row["size_mb"] == _mb(mbx.total_bytes)
+    assert row["deleted_item_count"] == mbx.deleted_item_count
+    assert row["recoverable_items_mb"] == _mb(mbx.deleted_bytes)
     assert row["archive_status"] == ("Active" if mbx.archive else "None")
     assert row["archive_size_mb"] == (_mb(mbx.archive_bytes) if mbx.archive else 0.0)
     assert row["archive_item_count"] == (mbx.archive_item_count if mbx.archive else 0)
@@ -114,6 +126,16 @@ def _check_mailbox(row: sqlite3.Row, mbx: Any, sim: Simulator) -> None:
     assert _epoch(row["when_soft_deleted"]) == mbx.when_soft_deleted
     expected_types = {hold_kind(r) for r in tenant.hold_reasons(mbx)}
     assert set(json.loads(row["hold_types"])) == expected_types, mbx.exchange_guid
+    state = (
+        "soft-deleted"
+        if mbx.state == SOFT_DELETED
+        else ("pending-delay" if expected_types <= {"delay", "delay-release"} else None)
+    )
+    if state is not None:
+        assert row["lifecycle_state"] == state, mbx.exchange_guid
+        assert row["releasable"] == 0
+    else:
+        assert row["lifecycle_state"] == "inactive"
 
 
 @pytest.fixture
@@ -129,7 +151,7 @@ def tenant_1500(tmp_path: Path, imm_home: Path) -> Iterator[Simulator]:
 def test_full_sync_matches_the_tenant_mailbox_by_mailbox(tenant_1500: Simulator, imm_home: Path) -> None:
     sim = tenant_1500
     truth = _inactive(sim)
-    assert len(truth) == 1500
+    assert len(_strictly_inactive(sim)) == 1500 and len(truth) > 1500  # with the formerly inactive ones
     with_archive = sum(1 for m in truth.values() if m.archive)
     sim.exchange.reset_counters()
 
@@ -142,10 +164,25 @@ def test_full_sync_matches_the_tenant_mailbox_by_mailbox(tenant_1500: Simulator,
     for guid, mbx in truth.items():
         _check_mailbox(cache[guid], mbx, sim)
     # one primary statistics call per mailbox plus one per active archive; never a truncated list
-    assert _stats_calls(sim) == 1500 + with_archive
+    assert _stats_calls(sim) == len(truth) + with_archive
     listings = [e for e in sim.exchange.request_log if e["cmdlet"] == "Get-Mailbox"]
     assert listings and all(e["parameters"].get("ResultSize") == "Unlimited" for e in listings)
-    assert all(e["parameters"].get("InactiveMailboxOnly") is True for e in listings)
+    # the inactive list, then the formerly inactive soft-deleted ones (filtered server-side; filter-properties.md;
+    # $false goes over the wire as 'False', encoding.py)
+    assert [
+        (
+            e["parameters"].get("InactiveMailboxOnly"),
+            e["parameters"].get("SoftDeletedMailbox"),
+            e["parameters"].get("Filter"),
+        )
+        for e in listings
+        if e["status"] == 200
+    ][-2:] == [(True, None, None), (None, True, "IsInactiveMailbox -eq 'False'")]
+    delayed = {g for g, m in truth.items() if m.delay_hold or m.delay_release_hold}
+    tracked = {
+        e["parameters"]["Identity"] for e in sim.exchange.request_log if e["cmdlet"] == "Export-MailboxDiagnosticLogs"
+    }
+    assert tracked == delayed and delayed  # HoldTracking only where a delay hold needs dating
     # Company/Department from one paged Get-Recipient listing, not 1,500 calls
     recipient_calls = [e for e in sim.exchange.request_log if e["cmdlet"] == "Get-Recipient"]
     assert 1 <= len(recipient_calls) <= 3
@@ -156,7 +193,7 @@ def test_full_sync_matches_the_tenant_mailbox_by_mailbox(tenant_1500: Simulator,
     assert (run["mode"], run["status"], run["fetched"], run["removed"], run["errors"]) == (
         "incremental",
         "completed",
-        1500,
+        len(truth),
         0,
         0,
     )
@@ -165,7 +202,8 @@ def test_full_sync_matches_the_tenant_mailbox_by_mailbox(tenant_1500: Simulator,
     assert [a["result"] for a in audit] == ["started", "success"]
     assert audit[0]["operation_id"] == audit[1]["operation_id"]
     details = json.loads(audit[1]["details"])
-    assert (details["listed"], details["fetched"], details["unchanged"], details["errors"]) == (1500, 1500, 0, 0)
+    n = len(truth)
+    assert (details["listed"], details["fetched"], details["unchanged"], details["errors"]) == (n, n, 0, 0)
     assert audit[1]["user"] == f"admin@{sim.config.tenant_domain}"
     # org-wide holds and policy names were stored
     org = {r["value"] for r in _rows(imm_home, "SELECT value FROM org_holds")}
@@ -178,14 +216,15 @@ def test_incremental_sync_fetches_exactly_the_changes(tenant_1500: Simulator, im
     sim = tenant_1500
     tenant = sim.exchange.tenant
     assert run_imm("sync", "-q").exit_code == 0
-    guids = sorted(_inactive(sim))
+    guids = sorted(_strictly_inactive(sim))
+    before = len(_inactive(sim))
     touched, held, released = guids[10:15], guids[20], guids[30:33]
     purged, reactivated = guids[40:42], guids[50]
     for guid in touched:
         tenant.touch(guid)
     tenant.add_hold(held, "UniH" + "0123456789abcdef0123456789abcdef")
     tenant.update(guids[25], total_bytes=5 * 1024 * MIB, department="Legal")  # size and department changed
-    for guid in released:  # every hold goes: the mailbox becomes soft-deleted (no longer inactive)
+    for guid in released:  # every hold goes: soft-deleted (no longer inactive), kept until its purge
         mbx = tenant.mailbox(guid)
         tenant.update(
             guid,
@@ -197,9 +236,9 @@ def test_incremental_sync_fetches_exactly_the_changes(tenant_1500: Simulator, im
     for guid in purged:
         tenant.remove_mailbox(guid)
     tenant.update(reactivated, state=ACTIVE)  # recovered: an active mailbox now
-    changed = {*touched, held, guids[25]}
+    changed = {*touched, held, guids[25], *released}
     truth = _inactive(sim)
-    assert len(truth) == 1500 - 6
+    assert len(truth) == before - 3  # the purged and the recovered ones leave; the released stay
     archives = sum(1 for g in changed if truth[g].archive)
     sim.exchange.reset_counters()
 
@@ -214,21 +253,23 @@ def test_incremental_sync_fetches_exactly_the_changes(tenant_1500: Simulator, im
     assert "ediscovery" in json.loads(cache[held]["hold_types"])
     assert cache[guids[25]]["department"] == "Legal"
     run = _rows(imm_home, "SELECT * FROM sync_runs ORDER BY id DESC LIMIT 1")[0]
-    assert (run["status"], run["fetched"], run["removed"]) == ("completed", len(changed), 6)
+    assert (run["status"], run["fetched"], run["removed"]) == ("completed", len(changed), 3)
+    for guid in released:
+        assert cache[guid]["lifecycle_state"] == "soft-deleted" and cache[guid]["purge_on"]
     details = json.loads(run["details"])
-    assert (details["listed"], details["unchanged"]) == (1494, 1494 - len(changed))
+    assert (details["listed"], details["unchanged"]) == (len(truth), len(truth) - len(changed))
 
     # nothing changed since: no statistics call at all
     sim.exchange.reset_counters()
     again = run_imm("sync")
     assert again.exit_code == 0, again.stderr
     assert _stats_calls(sim) == 0
-    assert "0 fetched" in again.stdout and "1,494 unchanged" in again.stdout
+    assert "0 fetched" in again.stdout and f"{len(truth):,} unchanged" in again.stdout
 
     # --full reads every mailbox again
     sim.exchange.reset_counters()
     assert run_imm("sync", "--full", "-q").exit_code == 0
-    assert _stats_calls(sim) == 1494 + sum(1 for m in truth.values() if m.archive)
+    assert _stats_calls(sim) == len(truth) + sum(1 for m in truth.values() if m.archive)
 
 
 def test_sync_under_throttling_and_faults_loses_nothing(tmp_path: Path, imm_home: Path) -> None:
@@ -294,7 +335,7 @@ def test_ctrl_c_keeps_what_was_fetched_and_exits_130(tmp_path: Path, imm_home: P
         assert proc.returncode == 130, stderr
         assert "Traceback" not in stderr
         kept = len(_cache(imm_home))
-        assert 0 < kept < 1500
+        assert 0 < kept < len(_inactive(sim))
         assert f"{kept:,} mailboxes fetched before the interruption are kept" in stdout + stderr
         (run,) = _rows(imm_home, "SELECT * FROM sync_runs")
         assert (run["status"], run["fetched"]) == ("cancelled", kept)

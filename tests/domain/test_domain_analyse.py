@@ -123,7 +123,10 @@ def test_blocked_mailbox_with_a_case_hold() -> None:
 def test_no_hold_at_all() -> None:
     m = run(record(LitigationHoldEnabled=False, MailboxPlan="ExchangeOnlineDeskless-1"), org_holds=[])
     assert m.hold_types == [] and m.hold_details == []
-    assert m.releasable is True
+    # Still listed as inactive with no hold: Exchange has yet to process it, and a delay hold follows any removal
+    # (identify-a-hold article), so it is pending delay and never in a --releasable selection.
+    assert m.releasable is False
+    assert m.lifecycle_state == "pending-delay"
     assert m.expiry_reason == "no hold keeps this mailbox inactive"
     assert m.license_type == "Exchange Online Kiosk"
     assert m.monthly_cost == 1.88  # 1.80 + 0.02 x 4 GB

@@ -238,14 +238,47 @@ def test_release_litigation_that_is_the_last_hold() -> None:
     assert plan.remaining == ()
     assert plan.removes_last_hold is True
     assert plan.consequence == LAST_HOLD_CONSEQUENCE
+    # identify-a-hold article ("Managing mailboxes on delay hold"); delete-an-inactive-mailbox ("More
+    # information": InactiveMailboxRetireTime + 183 days, recoverable meanwhile); New-MailboxRestoreRequest.md.
     assert plan.consequence == (
-        "this removes the last hold: the mailbox becomes soft-deleted and is purged 183 days later"
+        "this removes the last hold: Exchange keeps the mailbox under a 30-day delay hold (applied at its next "
+        "Managed Folder Assistant run), then soft-deletes it and purges it 183 days after the hold's removal; until "
+        "the purge its content can still be restored into another mailbox (imm restore)"
     )
+    assert "no documented undo" not in plan.consequence
     assert plan.executable is True
     assert plan.notes == (
-        "Exchange may place a 30-day delay hold after a hold is removed; the mailbox then stays inactive until "
-        "it expires or is released with --type delay",
+        "Exchange applies a 30-day delay hold after any hold is removed (at its next Managed Folder Assistant run); "
+        "the mailbox stays inactive until it ends or is released with --type delay",
     )
+
+
+def test_release_of_the_last_delay_hold_soft_deletes_without_a_further_delay() -> None:
+    from imm.domain.eligibility import LAST_DELAY_HOLD_CONSEQUENCE
+
+    mailbox = mbx(delay_hold=True)
+    plan = release_plan(mailbox, decode_holds(mailbox, [], {}), "delay")
+    assert [s.parameters for s in plan.steps] == [
+        {"Identity": IDENTITY, "InactiveMailbox": True, "RemoveDelayHoldApplied": True}
+    ]
+    assert plan.removes_last_hold is True
+    assert plan.consequence == LAST_DELAY_HOLD_CONSEQUENCE
+    assert plan.consequence.startswith("this removes the last hold, a delay hold: Exchange soft-deletes the mailbox")
+    assert plan.notes == ()  # removing a delay hold places no new one
+
+
+def test_a_soft_deleted_mailbox_cannot_be_recovered_but_can_be_restored() -> None:
+    from imm.domain.eligibility import recovery_blockers, restore_source_blockers
+
+    mailbox = mbx(is_inactive_mailbox=False, was_inactive_mailbox=True, purge_on=datetime(2027, 6, 1, tzinfo=UTC))
+    [blocker] = recovery_blockers(mailbox)
+    assert blocker.code == "soft-deleted"
+    assert blocker.message == (
+        "The mailbox is soft-deleted, no longer inactive (purged from 2027-06-01): New-Mailbox -InactiveMailbox "
+        "cannot recover it"
+    )
+    assert blocker.alternative == "Restore its content into an existing mailbox with imm restore before it is purged"
+    assert restore_source_blockers(mailbox) == []  # New-MailboxRestoreRequest -SourceMailbox takes it
 
 
 def test_release_litigation_when_other_holds_remain() -> None:

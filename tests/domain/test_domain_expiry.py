@@ -158,30 +158,80 @@ def test_org_policy_excluded_does_not_count() -> None:
 # ----------------------------------------------------------------------------------------------------- delays
 
 
-def test_delay_hold_known_from_when_changed() -> None:
+# Delay holds. Source: ediscovery-identify-a-hold-on-an-exchange-online-mailbox, "Managing mailboxes on delay
+# hold": applied after ANY hold is removed, at the next Managed Folder Assistant run (a ~7-day cycle, domain.md §1),
+# removed by Microsoft after 30 days; HoldTracking (Export-MailboxDiagnosticLogs.md, Set-Mailbox.md
+# -RemoveDelayHoldApplied) dates the removal. A mailbox with a delay hold is never releasable now.
+def test_delay_hold_estimated_from_when_changed_with_one_mfa_cycle() -> None:
     changed = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
     result = expiry_of(mbx(delay_hold=True, when_changed=changed))
     assert result == Expiry(
-        datetime(2026, 12, 20, 8, 0, tzinfo=UTC),
-        "every hold runs out by 2026-12-20 (delay hold: at most 30 days after the last change on 2026-11-20)",
+        datetime(2026, 12, 27, 8, 0, tzinfo=UTC),  # 20 Nov + 30 days + 7 days
+        "every hold runs out by 2026-12-27 (delay hold until ≈ 2026-12-27 (estimated from the mailbox's last "
+        "change on 2026-11-20 (no HoldTracking date): 30 days plus one Managed Folder Assistant cycle (7 days)))",
         False,
     )
 
 
-def test_delay_release_hold_long_past_is_releasable() -> None:
+def test_delay_hold_dated_by_hold_tracking() -> None:
+    removed = datetime(2026, 11, 10, 6, 0, tzinfo=UTC)
+    result = expiry_of(mbx(delay_hold=True, when_changed=NOW, last_hold_removed=removed))
+    assert result.expires_on == datetime(2026, 12, 17, 6, 0, tzinfo=UTC)  # removal + 7 + 30 days
+    assert "a hold was removed on 2026-11-10 (HoldTracking)" in result.reason
+    assert result.releasable is False
+
+
+def test_delay_hold_long_past_its_estimate_is_still_not_releasable() -> None:
     changed = datetime(2026, 9, 1, tzinfo=UTC)
     result = expiry_of(mbx(delay_release_hold=True, when_changed=changed))
-    assert result.expires_on == datetime(2026, 10, 1, tzinfo=UTC)
-    assert result.releasable is True
+    assert result.expires_on == datetime(2026, 10, 8, tzinfo=UTC)
+    assert result.releasable is False
+    assert result.reason == (
+        "delay hold until ≈ 2026-10-08 is still applied; Exchange removes it at a Managed Folder Assistant run, "
+        "or release it with --type delay"
+    )
 
 
-def test_delay_hold_without_a_date_expires_soon() -> None:
+def test_delay_hold_beside_expired_holds_keeps_the_mailbox_from_being_releasable() -> None:
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    mailbox = mbx(
+        when_soft_deleted=old,
+        litigation_hold_enabled=True,
+        litigation_hold_duration="30.00:00:00",
+        delay_hold=True,
+        when_changed=NOW - timedelta(days=2),
+    )
+    result = expiry_of(mailbox)
+    assert result.releasable is False
+    assert result.expires_on == NOW + timedelta(days=35)
+    assert "delay hold until ≈ 2027-01-02" in result.reason
+
+
+def test_delay_hold_without_a_date_is_estimated_from_today() -> None:
     result = expiry_of(mbx(delay_hold=True, when_changed=None))
     assert result == Expiry(
-        NOW + timedelta(days=30), "every hold runs out by 2026-12-28 (delay hold: ends within 30 days)", False
+        NOW + timedelta(days=37),
+        "every hold runs out by 2027-01-04 (delay hold until ≈ 2027-01-04 (estimated from today: 30 days plus one "
+        "Managed Folder Assistant cycle))",
+        False,
     )
     future = expiry_of(mbx(delay_hold=True, when_changed=NOW + timedelta(days=2)))  # clock skew: not trusted
-    assert future.expires_on == NOW + timedelta(days=30)
+    assert future.expires_on == NOW + timedelta(days=37)
+
+
+def test_a_hold_removed_before_the_mfa_ran_means_a_delay_hold_is_still_to_come() -> None:
+    removed = NOW - timedelta(days=1)
+    result = expiry_of(mbx(last_hold_removed=removed))  # no hold left, no delay flag yet
+    assert result.releasable is False
+    assert result.expires_on == removed + timedelta(days=37)
+    assert result.reason.startswith("every hold runs out by 2027-01-03 (delay hold expected until ≈ 2027-01-03")
+    long_ago = expiry_of(mbx(last_hold_removed=NOW - timedelta(days=60)))  # that delay hold has come and gone
+    assert long_ago == Expiry(None, "no hold keeps this mailbox inactive", True)
+
+
+def test_a_soft_deleted_mailbox_is_never_releasable() -> None:
+    result = expiry_of(mbx(is_inactive_mailbox=False, was_inactive_mailbox=True))
+    assert result == Expiry(None, "soft-deleted: no hold is left; the mailbox awaits its purge", False)
 
 
 # ---------------------------------------------------------------------------------------------- no hold at all

@@ -121,11 +121,18 @@ def test_full_record() -> None:
     assert m.inactive_mailbox_retire_time is None
     assert m.external_directory_object_id == ""
     assert m.email_addresses == MAILBOX["EmailAddresses"]
-    # (1,610,612,736 + 104,857,600) / 1,048,576 = 1,636.0 MB
-    assert m.size_mb == 1636.0
-    assert m.item_count == 12400
+    # Sizes as Get-MailboxStatistics reports them (Get-MailboxStatistics.md; domain.md §3): TotalItemSize and
+    # ItemCount, the Recoverable Items folder beside them (TotalDeletedItemSize, DeletedItemCount).
+    assert m.size_mb == 1536.0  # 1,610,612,736 / 1,048,576
+    assert m.item_count == 12345
+    assert m.recoverable_items_mb == 100.0
+    assert m.deleted_item_count == 55
     assert m.archive_size_mb == 512.0
     assert m.archive_item_count == 400
+    assert m.archive_recoverable_items_mb == 0.0
+    assert m.archive_deleted_item_count == 0
+    assert m.total_size_mb == 2148.0  # what cost and the size filters use
+    assert (m.is_inactive_mailbox, m.was_inactive_mailbox, m.last_hold_removed) == (True, False, None)
     assert m.archive_status == "Active"
     assert m.archive_guid == "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6"
     assert m.auto_expanding_archive is False

@@ -308,7 +308,8 @@ def _confirm_plan(preview: ActionPreview, question: str, yes: bool, understood: 
         if not yes:
             _confirm(question, False)
         why = (
-            f"This removes the LAST hold of {label}: it becomes soft-deleted and is purged 183 days later"
+            f"This removes the LAST hold of {label}: after a 30-day delay hold it is soft-deleted and "
+            "purged 183 days after the removal (restorable with imm restore until then)"
             if preview.removes_last_hold
             else f"This removes {label} from an eDiscovery case hold"
         )
@@ -864,8 +865,9 @@ def holds_release(
                       legacy In-Place or Preservation-Locked ones; was
                       'all-releasable')
 
-    Releasing the LAST hold makes the mailbox soft-deleted; it is purged 183 days later. That needs the mailbox's
-    primary SMTP address typed, even with --yes, unless --i-understand-last-hold is also given (for scripts).
+    Releasing the LAST hold starts Exchange's schedule: a 30-day delay hold, then soft-deleted, purged 183 days
+    after the removal (restorable with imm restore until then). That needs the mailbox's primary SMTP address
+    typed, even with --yes, unless --i-understand-last-hold is also given (for scripts).
 
     \b
     Example: imm holds release jane.doe@contoso.com --type litigation --what-if

@@ -487,7 +487,8 @@ def _confirm(
     click.echo(f"{lead}{text[0].upper()}{text[1:]} in tenant {obj.profile.tenant_id}: {sample}{more}.", err=True)
     if "release" in counts:
         click.echo(
-            "Releasing a mailbox's last hold makes it soft-deleted; Exchange purges it 183 days later "
+            "Releasing a mailbox's last hold starts Exchange's schedule: a 30-day delay hold, then soft-deleted and "
+            "purged 183 days after the removal, restorable with imm restore until then "
             "(a what-if run shows which mailboxes lose their last hold).",
             err=True,
         )

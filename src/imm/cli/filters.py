@@ -17,6 +17,7 @@ _NAMES = (
     "max_size_mb",
     "recoverable",
     "releasable",
+    "state",
 )
 
 
@@ -41,6 +42,7 @@ def mailbox_filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
             max_size_mb=high,
             recovery_eligible=values["recoverable"],
             releasable=values["releasable"],
+            lifecycle_state=values["state"],
         )
         return f(*args, **kwargs)
 
@@ -79,7 +81,14 @@ def mailbox_filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--releasable/--not-releasable",
             default=None,
-            help="Only mailboxes whose holds have all expired (or not).",
+            help="Only mailboxes whose holds have all expired and that no delay hold or purge schedule holds (or not).",
+        ),
+        click.option(
+            "--state",
+            type=click.Choice(["inactive", "pending-delay", "soft-deleted"], case_sensitive=False),
+            default=None,
+            help="Only mailboxes in this lifecycle state: inactive (kept by holds), pending-delay (only a delay "
+            "hold left), soft-deleted (no hold left: restorable until the purge date).",
         ),
     )
     command: Callable[..., Any] = with_filters

@@ -266,11 +266,19 @@ STREAM_CACHE_KIB = 8192  # page cache of a streaming connection: a scan of 1M ro
 
 
 # --------------------------------------------------------------------------------------------- filtering
+# InactiveMailbox.total_size_mb in SQL: the one size quantity of the table, the filters, the sort and cost.
+TOTAL_SIZE_SQL = (
+    "round(coalesce(m.size_mb, 0) + coalesce(m.recoverable_items_mb, 0) + coalesce(m.archive_size_mb, 0) "
+    "+ coalesce(m.archive_recoverable_items_mb, 0), 2)"
+)
+
+
 @dataclass(frozen=True)
 class MailboxFilter:
     """What ``imm list`` filters on; ``None`` means "any". Text matches ignore case (ASCII).
 
-    Sizes are the whole mailbox: primary plus archive (``size_mb + archive_size_mb``), as cost counts them.
+    Sizes are ``total_size_mb``, the whole mailbox: primary and archive, items and Recoverable Items, as cost
+    counts them (:data:`TOTAL_SIZE_SQL`).
     ``older_than_days`` compares WhenSoftDeleted with ``now`` (default: the current time).
     """
 
@@ -282,6 +290,7 @@ class MailboxFilter:
     max_size_mb: float | None = None
     recovery_eligible: bool | None = None
     releasable: bool | None = None
+    lifecycle_state: str | None = None  # inactive | pending-delay | soft-deleted (imm.domain.lifecycle)
     tenant: str | None = None
     now: datetime | None = None
 
@@ -303,17 +312,22 @@ class MailboxFilter:
             clauses.append("m.when_soft_deleted < ?")
             params.append(format_datetime(cutoff))
         if self.min_size_mb is not None:
-            clauses.append("(m.size_mb + m.archive_size_mb) >= ?")
+            clauses.append(f"{TOTAL_SIZE_SQL} >= ?")
             params.append(float(self.min_size_mb))
         if self.max_size_mb is not None:
-            clauses.append("(m.size_mb + m.archive_size_mb) <= ?")
+            clauses.append(f"{TOTAL_SIZE_SQL} <= ?")
             params.append(float(self.max_size_mb))
         if self.recovery_eligible is not None:
             clauses.append("m.recovery_eligible = ?")
             params.append(int(self.recovery_eligible))
         if self.releasable is not None:
-            clauses.append("m.releasable = ?")
+            # A releasable selection never holds a mailbox under a delay hold or past its last hold (pending
+            # delay, soft-deleted): analysis sets releasable only for "inactive", and this says so again.
+            clauses.append("m.releasable = ?" + (" AND m.lifecycle_state = 'inactive'" if self.releasable else ""))
             params.append(int(self.releasable))
+        if self.lifecycle_state is not None:
+            clauses.append("m.lifecycle_state = ?")
+            params.append(self.lifecycle_state.lower())
         if self.tenant is not None:
             clauses.append("m.tenant = ? COLLATE NOCASE")
             params.append(self.tenant)
@@ -326,7 +340,8 @@ SORT_KEYS: dict[str, str] = {
     "smtp": "m.primary_smtp COLLATE NOCASE",
     "company": "m.operating_company COLLATE NOCASE",
     "department": "m.department COLLATE NOCASE",
-    "size": "(m.size_mb + m.archive_size_mb)",
+    "size": TOTAL_SIZE_SQL,
+    "total_size_mb": TOTAL_SIZE_SQL,
     "age": "m.when_soft_deleted DESC",
     "deleted": "m.when_soft_deleted",
     "items": "m.item_count",

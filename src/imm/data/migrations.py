@@ -212,6 +212,33 @@ def migrate_0001_cache(conn: sqlite3.Connection) -> None:
     run_script(conn, CACHE_SCHEMA)
 
 
+# -------------------------------------------------------------------------------------------- 0006_lifecycle
+LIFECYCLE_COLUMNS = (
+    ("recoverable_items_mb", "REAL DEFAULT 0"),
+    ("deleted_item_count", "INTEGER DEFAULT 0"),
+    ("archive_recoverable_items_mb", "REAL DEFAULT 0"),
+    ("archive_deleted_item_count", "INTEGER DEFAULT 0"),
+    ("is_inactive_mailbox", "INTEGER DEFAULT 1"),
+    ("was_inactive_mailbox", "INTEGER DEFAULT 0"),
+    ("last_hold_removed", "TEXT"),
+    ("lifecycle_state", "TEXT DEFAULT 'inactive'"),
+    ("delay_hold_until", "TEXT"),
+    ("purge_on", "TEXT"),
+)
+
+
+def migrate_0006_lifecycle(conn: sqlite3.Connection) -> None:
+    """Sizes as Exchange reports them (Recoverable Items apart) and the lifecycle after the last hold.
+
+    Older caches counted Recoverable Items inside ``size_mb`` / ``item_count``; their WhenChanged is cleared so the
+    next sync reads every mailbox's statistics again instead of keeping the old sums.
+    """
+    for name, kind in LIFECYCLE_COLUMNS:
+        conn.execute(f"ALTER TABLE inactive_mailboxes ADD COLUMN {name} {kind}")
+    conn.execute("UPDATE inactive_mailboxes SET when_changed = NULL")
+    conn.execute("CREATE INDEX idx_mailboxes_lifecycle ON inactive_mailboxes(lifecycle_state)")
+
+
 # ------------------------------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class Migration:
@@ -244,6 +271,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0003_jobs", "imm.data.jobs_schema:migrate"),
     Migration("0004_audit_keys", "imm.data.audit_anchor_schema:migrate"),
     Migration("0005_audit_export_state", "imm.data.audit_anchor_schema:migrate_export_state"),
+    Migration("0006_lifecycle", migrate_0006_lifecycle),
 )
 
 KNOWN_NAMES = frozenset(m.name for m in MIGRATIONS)

@@ -11,8 +11,11 @@ from typing import Any
 class InactiveMailbox:
     """One inactive mailbox as cached. ``identity`` is the ExchangeGuid (the stable key).
 
-    Sizes are in MB (1 MB = 1,048,576 bytes). ``size_mb`` is the primary mailbox (items plus Recoverable
-    Items); the archive is counted separately in ``archive_size_mb``; cost uses both.
+    Sizes are in MB (1 MB = 1,048,576 bytes) as Get-MailboxStatistics reports them: ``size_mb`` is
+    ``TotalItemSize`` and ``item_count`` ``ItemCount`` of the primary mailbox; its Recoverable Items folder is
+    ``recoverable_items_mb`` (``TotalDeletedItemSize``) and ``deleted_item_count`` (``DeletedItemCount``); the
+    archive likewise (``archive_size_mb``, ``archive_item_count``, ``archive_recoverable_items_mb``,
+    ``archive_deleted_item_count``). Cost and the size filters use ``total_size_mb`` (all four sizes).
     """
 
     # --- the seed's fields ---
@@ -67,6 +70,25 @@ class InactiveMailbox:
     expiry_reason: str = ""
     releasable: bool = False  # every hold has expired and can be released
     hold_details: list[dict[str, Any]] = field(default_factory=list)  # decoded holds (imm.domain.holds)
+    # --- sizes as Exchange reports them: the Recoverable Items folders beside the items ---
+    recoverable_items_mb: float = 0.0  # TotalDeletedItemSize
+    deleted_item_count: int = 0  # DeletedItemCount
+    archive_recoverable_items_mb: float = 0.0
+    archive_deleted_item_count: int = 0
+    # --- lifecycle after the last hold (imm.domain.lifecycle) ---
+    is_inactive_mailbox: bool = True  # IsInactiveMailbox (False: soft-deleted, formerly inactive)
+    was_inactive_mailbox: bool = False  # WasInactiveMailbox
+    last_hold_removed: datetime | None = None  # latest hold end date in the HoldTracking log
+    lifecycle_state: str = "inactive"  # inactive | pending-delay | soft-deleted
+    delay_hold_until: datetime | None = None  # when a present or expected delay hold ends at the latest
+    purge_on: datetime | None = None  # earliest documented purge date (soft-deleted / pending delay)
+
+    @property
+    def total_size_mb(self) -> float:
+        """Primary and archive, items and Recoverable Items: what the mailbox occupies (cost, size bands)."""
+        return round(
+            self.size_mb + self.recoverable_items_mb + self.archive_size_mb + self.archive_recoverable_items_mb, 2
+        )
 
 
 @dataclass

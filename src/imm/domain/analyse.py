@@ -17,6 +17,7 @@ from imm.domain.cost import license_type_from_plan, monthly_cost
 from imm.domain.eligibility import recovery_blockers, restore_source_blockers
 from imm.domain.expiry import holds_expiry
 from imm.domain.holds import Hold, PolicyInfo, decode_holds, hold_types
+from imm.domain.lifecycle import lifecycle_of
 
 __all__ = ["analyse"]
 
@@ -45,13 +46,16 @@ def analyse(
 
     Sets ``hold_types``, ``hold_details``, ``recovery_eligible``/``recovery_blockers`` ("code: message" strings),
     ``restore_eligible``/``restore_blockers`` (source-side blockers only: the target is not known here),
-    ``holds_expire_on``, ``expiry_reason``, ``releasable``, ``age_days`` (whole days since WhenSoftDeleted, None
-    when unknown), ``license_type`` (from MailboxPlan when there is one) and ``monthly_cost``. ``now`` must be
-    timezone-aware.
+    ``holds_expire_on``, ``expiry_reason``, ``releasable`` (never while a delay hold is on or to come, never for a
+    soft-deleted mailbox), ``lifecycle_state`` / ``delay_hold_until`` / ``purge_on``, ``age_days`` (whole days
+    since WhenSoftDeleted, None when unknown), ``license_type`` (from MailboxPlan when there is one) and
+    ``monthly_cost``. ``now`` must be timezone-aware.
     """
     mailbox.when_soft_deleted = _aware(mailbox.when_soft_deleted)
     mailbox.when_changed = _aware(mailbox.when_changed)
     mailbox.litigation_hold_date = _aware(mailbox.litigation_hold_date)
+    mailbox.inactive_mailbox_retire_time = _aware(mailbox.inactive_mailbox_retire_time)
+    mailbox.last_hold_removed = _aware(mailbox.last_hold_removed)
 
     holds = decode_holds(mailbox, org_holds, policies)
     mailbox.hold_types = hold_types(holds)
@@ -68,6 +72,14 @@ def analyse(
     mailbox.holds_expire_on = expiry.expires_on
     mailbox.expiry_reason = expiry.reason
     mailbox.releasable = expiry.releasable
+    stage = lifecycle_of(mailbox, mailbox.hold_types, now)
+    mailbox.lifecycle_state = stage.state
+    mailbox.delay_hold_until = stage.delay_hold_until
+    mailbox.purge_on = stage.purge_on
+    if stage.state != "inactive":
+        mailbox.releasable = False  # pending delay or soft-deleted: Exchange's schedule runs, nothing to release
+        if stage.state == "soft-deleted":
+            mailbox.expiry_reason = stage.text
 
     deleted = mailbox.when_soft_deleted
     mailbox.age_days = max(0, (now - deleted).days) if deleted is not None else None

@@ -73,11 +73,13 @@ def _licence_rate(license_type: str, model: CostModel) -> float:
 
 
 def monthly_cost(mailbox: InactiveMailbox, model: CostModel) -> float:
-    """Licence rate + per-GB rate × (size_mb + archive_size_mb) / 1024, rounded to cents.
+    """Licence rate + per-GB rate × ``total_size_mb`` / 1024, rounded to cents.
 
-    The licence type is ``mailbox.license_type``; a type missing from the model costs the "Unknown" rate.
+    ``total_size_mb`` is everything the mailbox occupies: primary and archive, items and Recoverable Items
+    (TotalItemSize + TotalDeletedItemSize of each). The licence type is ``mailbox.license_type``; a type missing
+    from the model costs the "Unknown" rate.
     """
-    gigabytes = (mailbox.size_mb + mailbox.archive_size_mb) / 1024
+    gigabytes = mailbox.total_size_mb / 1024
     return round_money(_licence_rate(mailbox.license_type, model) + model.per_gb_month * gigabytes)
 
 
@@ -130,7 +132,7 @@ class _Acc:
         self.r_cost = Decimal(0)
 
     def add(self, mailbox: InactiveMailbox) -> None:
-        mb = mailbox.size_mb + mailbox.archive_size_mb
+        mb = mailbox.total_size_mb
         cost = Decimal(repr(float(mailbox.monthly_cost)))
         self.count += 1
         self.mb += mb

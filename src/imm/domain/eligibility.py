@@ -6,7 +6,8 @@ services gather the facts (is the name taken, what does the target look like) an
 
 Blocker codes:
 
-- recover: ``auto-expanding-archive``, ``aux-primary-shards``, ``user-restorable``, ``name-taken``, ``upn-taken``;
+- recover: ``soft-deleted``, ``auto-expanding-archive``, ``aux-primary-shards``, ``user-restorable``, ``name-taken``,
+  ``upn-taken``;
 - restore: ``auto-expanding-archive``, ``no-archive``, ``target-missing``, ``target-inactive``,
   ``target-no-archive``, ``target-over-quota``, ``target-archive-over-quota``, ``too-many-restore-requests``;
 - release: ``preservation-lock``, ``ediscovery-case-hold`` (can be forced), ``legacy-inplace-hold``,
@@ -21,6 +22,7 @@ from typing import Any
 
 from imm.data.models import InactiveMailbox
 from imm.domain.holds import Hold, HoldKind, dashed_guid
+from imm.domain.lifecycle import DELAY_HOLD_DAYS, SOFT_DELETE_PURGE_DAYS
 from imm.domain.parsing import format_size, parse_bool, parse_size
 from imm.errors import InputError
 
@@ -30,6 +32,7 @@ __all__ = [
     "ReleaseStep",
     "RELEASE_TYPES",
     "LAST_HOLD_CONSEQUENCE",
+    "LAST_DELAY_HOLD_CONSEQUENCE",
     "recovery_blockers",
     "restore_source_blockers",
     "restore_blockers",
@@ -40,9 +43,19 @@ __all__ = [
 
 MB = 1024 * 1024
 MAX_RESTORE_REQUESTS_PER_TARGET = 10  # auto-generated names MailboxRestore, MailboxRestore1…9 (domain.md §5)
-SOFT_DELETE_PURGE_DAYS = 183
+# After the last hold: a delay hold at the next Managed Folder Assistant run (identify-a-hold article), then
+# soft-deleted and purged 183 days after the hold's removal (InactiveMailboxRetireTime + 183 days), restorable
+# until then (delete-an-inactive-mailbox article; New-MailboxRestoreRequest -SourceMailbox). imm.domain.lifecycle.
 LAST_HOLD_CONSEQUENCE = (
-    f"this removes the last hold: the mailbox becomes soft-deleted and is purged {SOFT_DELETE_PURGE_DAYS} days later"
+    f"this removes the last hold: Exchange keeps the mailbox under a {DELAY_HOLD_DAYS}-day delay hold (applied at "
+    f"its next Managed Folder Assistant run), then soft-deletes it and purges it {SOFT_DELETE_PURGE_DAYS} days "
+    "after the hold's removal; until the purge its content can still be restored into another mailbox "
+    "(imm restore)"
+)
+LAST_DELAY_HOLD_CONSEQUENCE = (
+    "this removes the last hold, a delay hold: Exchange soft-deletes the mailbox without a further delay and purges "
+    f"it {SOFT_DELETE_PURGE_DAYS} days later (InactiveMailboxRetireTime + {SOFT_DELETE_PURGE_DAYS} days); until the "
+    "purge its content can still be restored into another mailbox (imm restore)"
 )
 # An inactive mailbox is named in compliance location lists with a leading period (".user@contoso.com").
 # Documented for Set-CaseHoldPolicy (domain.md §6); used for Set-RetentionCompliancePolicy too: **unconfirmed**.
@@ -52,6 +65,7 @@ ALTERNATIVES: dict[str, str] = {  # what to do instead, by blocker code (reports
     "auto-expanding-archive": EXPORT_ALTERNATIVE,
     "aux-primary-shards": "Restore its content into an existing mailbox instead (imm restore)",
     "user-restorable": "Restore the deleted user in the Microsoft 365 admin center or Entra ID instead",
+    "soft-deleted": "Restore its content into an existing mailbox with imm restore before it is purged",
     "name-taken": "Recover with a different --name",
     "upn-taken": "Recover with a different --upn (an onmicrosoft.com address avoids federated-domain errors)",
     "no-archive": "Restore the primary mailbox instead",
@@ -105,6 +119,16 @@ def _auto_expanding(mailbox: InactiveMailbox) -> Blocker | None:
 def recovery_blockers(mailbox: InactiveMailbox, *, name_taken: bool = False, upn_taken: bool = False) -> list[Blocker]:
     """Why ``New-Mailbox -InactiveMailbox`` would fail or be the wrong tool (domain.md §4, §8)."""
     blockers: list[Blocker] = []
+    if not mailbox.is_inactive_mailbox:
+        when = f" (purged from {mailbox.purge_on.date().isoformat()})" if mailbox.purge_on else ""
+        blockers.append(
+            Blocker(
+                "soft-deleted",
+                f"The mailbox is soft-deleted, no longer inactive{when}: New-Mailbox -InactiveMailbox cannot "
+                "recover it",
+                ALTERNATIVES["soft-deleted"],
+            )
+        )
     auto = _auto_expanding(mailbox)
     if auto is not None:
         blockers.append(auto)
@@ -513,17 +537,18 @@ def release_plan(
     remaining = tuple(hold for hold in holds if hold.preserves and id(hold) not in released)
     removes_last = bool(steps) and not remaining
     notes: list[str] = []
+    only_delay = all(step.hold.kind in (HoldKind.DELAY, HoldKind.DELAY_RELEASE) for step in steps)
     if removes_last:
-        consequence = LAST_HOLD_CONSEQUENCE
+        consequence = LAST_DELAY_HOLD_CONSEQUENCE if only_delay else LAST_HOLD_CONSEQUENCE
     elif steps:
         kinds = ", ".join(dict.fromkeys(hold.kind.value for hold in remaining))
         consequence = f"{len(remaining)} other hold(s) still keep the mailbox inactive ({kinds})"
     else:
         consequence = "nothing is released"
-    if any(step.hold.kind not in (HoldKind.DELAY, HoldKind.DELAY_RELEASE) for step in steps):
+    if steps and not only_delay:
         notes.append(
-            "Exchange may place a 30-day delay hold after a hold is removed; the mailbox then stays inactive until "
-            "it expires or is released with --type delay"
+            f"Exchange applies a {DELAY_HOLD_DAYS}-day delay hold after any hold is removed (at its next Managed "
+            "Folder Assistant run); the mailbox stays inactive until it ends or is released with --type delay"
         )
     return ReleasePlan(
         identity=mailbox.identity,

@@ -9,9 +9,14 @@ out earlier, none later.
 Holds that never run out by themselves (``expires_on`` None, the reason names the hold): unlimited Litigation
 Hold, eDiscovery case holds, legacy In-Place Holds, Preservation-Locked policies, policies with an unlimited or
 unknown duration, retention label holds (a label's duration is not visible on the mailbox), and unrecognised
-holds. Delay holds end 30 days after they were applied; Exchange does not expose that date, but the flag's stamp
-changed the mailbox, so ``WhenChanged + 30 days`` is an upper bound (**unconfirmed** that the stamp updates
-WhenChanged; ``now + 30 days`` when WhenChanged is unknown). A mailbox with no preserving hold is releasable now.
+holds.
+
+Delay holds (:mod:`imm.domain.lifecycle`): Microsoft applies one after *any* hold is removed, at the next Managed
+Folder Assistant run, and tries to remove it after 30 days (identify-a-hold article). Its end is read from the
+HoldTracking log's latest removal where sync fetched it, else estimated from WhenChanged, always with one MFA
+cycle added (the safe side). A mailbox with a delay hold, or with a hold removed so recently that the delay hold
+is still to come, is **never** releasable: the reason says "delay hold until ≈ DATE". A mailbox with no preserving
+hold and no delay hold to come is releasable now.
 
 A mailbox whose holds have all run out is a *candidate for release* (``releasable``): nothing in it is still
 preserved, but Exchange keeps it inactive until the holds are removed.
@@ -25,10 +30,9 @@ from datetime import datetime, timedelta
 
 from imm.data.models import InactiveMailbox
 from imm.domain.holds import Hold, HoldKind
+from imm.domain.lifecycle import DELAY_HOLD_DAYS, delay_hold_until, expected_delay_hold
 
 __all__ = ["DELAY_HOLD_DAYS", "Expiry", "hold_expiry", "holds_expiry"]
-
-DELAY_HOLD_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,8 @@ def hold_expiry(mailbox: InactiveMailbox, hold: Hold, now: datetime) -> tuple[da
         )
     if kind in (HoldKind.DELAY, HoldKind.DELAY_RELEASE):
         label = "delay hold" if kind is HoldKind.DELAY else "delay release hold"
-        changed = mailbox.when_changed
-        if changed is not None and changed <= now:
-            end = changed + timedelta(days=DELAY_HOLD_DAYS)
-            return end, f"{label}: at most {DELAY_HOLD_DAYS} days after the last change on {changed.date().isoformat()}"
-        return now + timedelta(days=DELAY_HOLD_DAYS), f"{label}: ends within {DELAY_HOLD_DAYS} days"
+        end, basis = delay_hold_until(mailbox, now)
+        return end, f"{label} until ≈ {end.date().isoformat()} ({basis})"
     if kind is HoldKind.EDISCOVERY:
         return None, f"eDiscovery case hold {_name(hold)} has no duration"
     if kind is HoldKind.INPLACE_LEGACY:
@@ -96,21 +97,47 @@ def holds_expiry(mailbox: InactiveMailbox, holds: Iterable[Hold], now: datetime)
     latest_reason = ""
     never: list[str] = []
     any_hold = False
+    delay: tuple[datetime, str] | None = None
     for hold in holds:
         if not hold.preserves:
             continue
         any_hold = True
         end, reason = hold_expiry(mailbox, hold, now)
+        if hold.kind in (HoldKind.DELAY, HoldKind.DELAY_RELEASE) and end is not None:
+            delay = max(delay, (end, reason)) if delay else (end, reason)
         if end is None:
             never.append(reason)
         elif latest is None or end > latest:
             latest, latest_reason = end, reason
+    expected = expected_delay_hold(mailbox, now)
+    if expected is not None and (latest is None or expected > latest) and not never:
+        removed = mailbox.last_hold_removed
+        assert removed is not None
+        latest, latest_reason = (
+            expected,
+            (
+                f"delay hold expected until ≈ {expected.date().isoformat()}: a hold was removed on "
+                f"{removed.date().isoformat()} and Exchange applies the delay hold at its next Managed Folder "
+                "Assistant run"
+            ),
+        )
+        any_hold = True
+    if not mailbox.is_inactive_mailbox:
+        return Expiry(None, "soft-deleted: no hold is left; the mailbox awaits its purge", False)
     if not any_hold:
         return Expiry(None, "no hold keeps this mailbox inactive", True)
     if never:
         more = f" (and {len(never) - 1} more)" if len(never) > 1 else ""
         return Expiry(None, f"never by itself: {never[0]}{more}", False)
     assert latest is not None
+    if delay is not None and delay[0] <= now:
+        # Past its estimate but still stamped (e.g. the account is disabled): never "releasable now".
+        return Expiry(
+            latest,
+            f"delay hold until ≈ {delay[0].date().isoformat()} is still applied; Exchange removes it at a Managed "
+            "Folder Assistant run, or release it with --type delay",
+            False,
+        )
     if latest <= now:
         return Expiry(
             latest, f"every hold has run out; the last on {latest.date().isoformat()} ({latest_reason})", True

@@ -23,6 +23,7 @@ from typing import Any
 from imm.config import OrgMapping
 from imm.data.models import InactiveMailbox
 from imm.domain.cost import license_type_from_plan
+from imm.domain.lifecycle import last_hold_removal, parse_hold_tracking
 from imm.domain.parsing import mailbox_location_kinds, parse_bool, parse_datetime, parse_size
 from imm.errors import InputError
 
@@ -141,12 +142,16 @@ def mailbox_from_records(
     mapping: Mapping[str, tuple[str, str]] | None,
     tenant: str,
     now: datetime,
+    hold_tracking: Any = None,
 ) -> InactiveMailbox:
     """The cache record from Get-Mailbox, Get-MailboxStatistics (primary, ``-Archive``) and Get-Recipient.
 
-    ``identity`` is the ExchangeGuid in lower case (Guid when ExchangeGuid is missing). Sizes are items plus
-    Recoverable Items (TotalItemSize + TotalDeletedItemSize), in MB rounded to 2 decimals; item counts likewise
-    include deleted items. Analysis fields are left for :func:`imm.domain.analyse.analyse`.
+    ``identity`` is the ExchangeGuid in lower case (Guid when ExchangeGuid is missing). Sizes are the figures
+    Get-MailboxStatistics reports (domain.md §3, Get-MailboxStatistics.md), in MB rounded to 2 decimals:
+    ``size_mb`` = TotalItemSize, ``item_count`` = ItemCount, ``recoverable_items_mb`` = TotalDeletedItemSize,
+    ``deleted_item_count`` = DeletedItemCount, and the same four of the archive. ``hold_tracking`` is the
+    ``Export-MailboxDiagnosticLogs -ComponentName HoldTracking`` reply when sync read one (the latest hold
+    removal, :mod:`imm.domain.lifecycle`). Analysis fields are left for :func:`imm.domain.analyse.analyse`.
     """
     identity = _guid_text(mailbox, "ExchangeGuid") or _guid_text(mailbox, "Guid")
     if not identity:
@@ -169,8 +174,7 @@ def mailbox_from_records(
         company = company or mapped_company
         department = department or mapped_department
 
-    size = _bytes(stats, "TotalItemSize") + _bytes(stats, "TotalDeletedItemSize")
-    archive_size = _bytes(archive_stats, "TotalItemSize") + _bytes(archive_stats, "TotalDeletedItemSize")
+    removed = last_hold_removal(parse_hold_tracking(hold_tracking)) if hold_tracking else None
     duration = _text(mailbox, "LitigationHoldDuration") or None
     plan = _text(mailbox, "MailboxPlan")
     return InactiveMailbox(
@@ -178,8 +182,10 @@ def mailbox_from_records(
         display_name=_text(mailbox, "DisplayName"),
         primary_smtp=smtp,
         when_soft_deleted=_date(mailbox, "WhenSoftDeleted"),
-        size_mb=round(size / MB, 2),
-        item_count=_count(stats, "ItemCount") + _count(stats, "DeletedItemCount"),
+        size_mb=round(_bytes(stats, "TotalItemSize") / MB, 2),
+        item_count=_count(stats, "ItemCount"),
+        recoverable_items_mb=round(_bytes(stats, "TotalDeletedItemSize") / MB, 2),
+        deleted_item_count=_count(stats, "DeletedItemCount"),
         license_type=license_type_from_plan(plan),
         operating_company=company,
         department=department,
@@ -192,8 +198,10 @@ def mailbox_from_records(
         email_addresses=addresses,
         archive_status=_text(mailbox, "ArchiveStatus") or "None",
         archive_guid=_guid_text(mailbox, "ArchiveGuid"),
-        archive_size_mb=round(archive_size / MB, 2),
-        archive_item_count=_count(archive_stats, "ItemCount") + _count(archive_stats, "DeletedItemCount"),
+        archive_size_mb=round(_bytes(archive_stats, "TotalItemSize") / MB, 2),
+        archive_item_count=_count(archive_stats, "ItemCount"),
+        archive_recoverable_items_mb=round(_bytes(archive_stats, "TotalDeletedItemSize") / MB, 2),
+        archive_deleted_item_count=_count(archive_stats, "DeletedItemCount"),
         auto_expanding_archive=_flag(mailbox, "AutoExpandingArchiveEnabled"),
         mailbox_locations=mailbox_location_kinds(_strings(mailbox.get("MailboxLocations"))),
         litigation_hold_enabled=_flag(mailbox, "LitigationHoldEnabled"),
@@ -209,6 +217,10 @@ def mailbox_from_records(
         mailbox_plan=plan,
         custom_attributes=custom,
         tenant=tenant,
+        # IsInactiveMailbox is absent from some replies: only an explicit False marks a soft-deleted mailbox.
+        is_inactive_mailbox=_text(mailbox, "IsInactiveMailbox").lower() not in ("false", "$false", "0"),
+        was_inactive_mailbox=_flag(mailbox, "WasInactiveMailbox"),
+        last_hold_removed=removed,
     )
 
 

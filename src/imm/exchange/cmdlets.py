@@ -100,9 +100,25 @@ class ExchangeOperations:
             parameters["IncludeInactiveMailbox"] = True
         return self._one(self.exchange, "Get-Mailbox", parameters)
 
-    def get_soft_deleted_mailboxes(self) -> list[dict[str, Any]]:
-        """``Get-Mailbox -SoftDeletedMailbox -ResultSize Unlimited`` (formerly inactive ones included)."""
-        return self.exchange.invoke_all("Get-Mailbox", {"SoftDeletedMailbox": True}, result_size=UNLIMITED)
+    def get_soft_deleted_mailboxes(self, formerly_inactive: bool = False) -> list[dict[str, Any]]:
+        """``Get-Mailbox -SoftDeletedMailbox -ResultSize Unlimited`` (inactive ones included, as documented).
+
+        ``formerly_inactive``: only those no longer inactive that were (``-Filter "IsInactiveMailbox -eq $false"``
+        server-side, filter-properties.md; WasInactiveMailbox checked here): the mailboxes between the last hold's
+        removal and their purge (delete-an-inactive-mailbox)."""
+        parameters: dict[str, Any] = {"SoftDeletedMailbox": True}
+        if formerly_inactive:
+            parameters["Filter"] = "IsInactiveMailbox -eq $false"
+        records = self.exchange.invoke_all("Get-Mailbox", parameters, result_size=UNLIMITED)
+        if not formerly_inactive:
+            return records
+        return [r for r in records if str(r.get("WasInactiveMailbox")).strip().lower() in ("true", "$true", "1")]
+
+    def export_hold_tracking(self, identity: str) -> list[dict[str, Any]]:
+        """``Export-MailboxDiagnosticLogs -Identity X -ComponentName HoldTracking -IncludeInactiveMailboxes``: the
+        hold history (``MailboxLog`` JSON; identify-a-hold article, Export-MailboxDiagnosticLogs.md)."""
+        parameters = {"Identity": identity, "ComponentName": "HoldTracking", "IncludeInactiveMailboxes": True}
+        return self.exchange.invoke_all("Export-MailboxDiagnosticLogs", parameters)
 
     def get_mailbox_statistics(self, identity: str, archive: bool = False) -> dict[str, Any]:
         """``Get-MailboxStatistics -Identity X -IncludeSoftDeletedRecipients [-Archive]``."""

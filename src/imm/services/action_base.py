@@ -209,6 +209,12 @@ class ActionBase:
         if record is None:
             record = self._lookup_inactive(guid)
         if record is None:
+            # Past its last hold but not purged (delete-an-inactive-mailbox): kept, with its lifecycle state, so that
+            # its content can still be restored (New-MailboxRestoreRequest -SourceMailbox takes it).
+            record = self._lookup_soft_deleted(guid)
+            if record is not None and not truthy(record.get("WasInactiveMailbox")):
+                record = None
+        if record is None:
             if cached is not None:
                 self.db.delete_mailboxes([cached.identity])
             raise NotFoundError(
@@ -240,14 +246,28 @@ class ActionBase:
                 recipient = first(ops.get_recipient(guid))
             except ExoNotFoundError:
                 recipient = None
+        tracking = None
+        if truthy(record.get("DelayHoldApplied")) or truthy(record.get("DelayReleaseHoldApplied")):
+            from imm.exchange.errors import AccessDeniedError, InvalidParameterError
+
+            try:  # when the delay hold started (identify-a-hold article); else estimated from WhenChanged
+                tracking = ops.export_hold_tracking(guid)
+            except (ExoNotFoundError, AccessDeniedError, InvalidParameterError):
+                tracking = None
         now = self.now()
         mailbox = mailbox_from_records(
-            record, stats, archive, recipient, self.profile.org, None, self.profile.tenant_id, now
+            record, stats, archive, recipient, self.profile.org, None, self.profile.tenant_id, now, tracking
         )
         if cached is not None:
             if not sizes:  # sizes as the last sync read them
                 mailbox.size_mb, mailbox.item_count = cached.size_mb, cached.item_count
                 mailbox.archive_size_mb, mailbox.archive_item_count = cached.archive_size_mb, cached.archive_item_count
+                mailbox.recoverable_items_mb, mailbox.deleted_item_count = (
+                    cached.recoverable_items_mb,
+                    cached.deleted_item_count,
+                )
+                mailbox.archive_recoverable_items_mb = cached.archive_recoverable_items_mb
+                mailbox.archive_deleted_item_count = cached.archive_deleted_item_count
             mailbox.operating_company = mailbox.operating_company or cached.operating_company
             mailbox.department = mailbox.department or cached.department
         mailbox = analyse(

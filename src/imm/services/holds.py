@@ -226,6 +226,18 @@ class HoldActions(ActionBase):
                 message += "; it was the last hold: the mailbox is now soft-deleted" + (
                     f" (retired {retire}; purged 183 days later)" if retire else " (purged 183 days later)"
                 )
+                message += "; its content can be restored with imm restore until then"
+            elif plan.removes_last_hold:
+                stored = self.db.get_mailbox(guid)
+                until = stored.delay_hold_until if stored is not None else None
+                purge = stored.purge_on if stored is not None else None
+                message += (
+                    "; it was the last hold: Exchange keeps the mailbox under a delay hold"
+                    + (f" until ≈ {until.date().isoformat()}" if until else "")
+                    + ", then soft-deletes it"
+                    + (f"; purged from ≈ {purge.date().isoformat()}" if purge else "")
+                    + ", restorable with imm restore until then"
+                )
             return ActionResult(guid, RELEASE, SUCCESS, message, operation_id, details)
 
         return self._run(guid, RELEASE, operation_id, operation_context, intent, body)
@@ -261,8 +273,11 @@ class HoldActions(ActionBase):
         if record is not None:
             self._store(record, self.db.get_mailbox(guid), sizes=False)
             return state_of(record), False
-        self.db.delete_mailboxes([guid])
         soft = self._lookup_soft_deleted(guid)
+        if soft is not None:  # kept in the cache as soft-deleted, with its purge date (imm list --state soft-deleted)
+            self._store(soft, self.db.get_mailbox(guid), sizes=False)
+        else:
+            self.db.delete_mailboxes([guid])
         return (state_of(soft) if soft else {"IsInactiveMailbox": False}), True
 
     # ====================================================================================== hold duration

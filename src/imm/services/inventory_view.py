@@ -1,7 +1,11 @@
 """How cached mailboxes are shown: the record shapes of ``imm list``, ``imm search`` and ``imm show``.
 
 - JSON (``--output json``): every :class:`~imm.data.models.InactiveMailbox` field, in the dataclass's order, with
-  datetimes as ISO 8601 UTC (:data:`JSON_FIELDS`). Stable: new fields are only ever added.
+  datetimes as ISO 8601 UTC, then ``total_size_mb`` (:data:`JSON_FIELDS`). Stable: new fields are only ever added.
+- Sizes: ``size_mb`` / ``item_count`` are TotalItemSize / ItemCount as Get-MailboxStatistics reports them,
+  ``recoverable_items_mb`` / ``deleted_item_count`` the Recoverable Items folder, ``archive_*`` likewise;
+  ``total_size_mb`` (all four sizes) is the one quantity of the table's "Total MB", the ``size`` sort, the
+  ``--min/max-size-mb`` filters and cost.
 - CSV (``--output csv``): the fixed column list :data:`CSV_FIELDS` (lists joined with ``;``).
 - Table: a few columns readable in 80 columns (:data:`TABLE_COLUMNS`); Age counts days to today.
 - ``imm show``: :func:`mailbox_detail` gives the whole record plus derived values and the mailbox's audit history
@@ -20,7 +24,7 @@ from imm.data.models import InactiveMailbox
 if TYPE_CHECKING:
     from imm.data.database import DatabaseManager
 
-JSON_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(InactiveMailbox))
+JSON_FIELDS: tuple[str, ...] = (*(f.name for f in fields(InactiveMailbox)), "total_size_mb")
 
 CSV_FIELDS: tuple[str, ...] = (
     "identity",
@@ -31,9 +35,15 @@ CSV_FIELDS: tuple[str, ...] = (
     "department",
     "when_soft_deleted",
     "age_days",
+    "total_size_mb",
     "size_mb",
-    "archive_size_mb",
     "item_count",
+    "recoverable_items_mb",
+    "deleted_item_count",
+    "archive_size_mb",
+    "archive_item_count",
+    "archive_recoverable_items_mb",
+    "archive_deleted_item_count",
     "archive_status",
     "license_type",
     "monthly_cost",
@@ -44,6 +54,9 @@ CSV_FIELDS: tuple[str, ...] = (
     "restore_eligible",
     "releasable",
     "holds_expire_on",
+    "lifecycle_state",
+    "delay_hold_until",
+    "purge_on",
     "tenant",
 )
 
@@ -53,7 +66,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, int | None, int | None, bool], ...] = (
     ("primary_smtp", "SMTP", 30, 12, False),
     ("operating_company", "Company", 14, None, False),
     ("department", "Dept", 12, None, False),
-    ("total_size_mb", "Size MB", None, 7, True),
+    ("total_size_mb", "Total MB", None, 7, True),
     ("age", "Age", None, 5, True),
     ("holds", "Holds", 24, None, False),
 )
@@ -128,17 +141,36 @@ DETAIL_SECTIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     ("Organisation", ["operating_company", "department", "custom_attributes"]),
-    ("Lifecycle", ["when_soft_deleted", "age_days", "when_changed", "inactive_mailbox_retire_time", "last_updated"]),
+    (
+        "Lifecycle",
+        [
+            "lifecycle_state",
+            "when_soft_deleted",
+            "age_days",
+            "when_changed",
+            "last_hold_removed",
+            "delay_hold_until",
+            "inactive_mailbox_retire_time",
+            "purge_on",
+            "is_inactive_mailbox",
+            "was_inactive_mailbox",
+            "last_updated",
+        ],
+    ),
     (
         "Size",
         [
+            "total_size_mb",
             "size_mb",
             "item_count",
+            "recoverable_items_mb",
+            "deleted_item_count",
             "archive_status",
             "archive_guid",
             "archive_size_mb",
             "archive_item_count",
-            "total_size_mb",
+            "archive_recoverable_items_mb",
+            "archive_deleted_item_count",
             "auto_expanding_archive",
             "mailbox_locations",
         ],
@@ -172,9 +204,19 @@ LABELS: dict[str, str] = {
     "legacy_exchange_dn": "LegacyExchangeDN",
     "external_directory_object_id": "ExternalDirectoryObjectId",
     "archive_guid": "Archive GUID",
-    "size_mb": "Size MB",
-    "archive_size_mb": "Archive size MB",
-    "total_size_mb": "Total size MB",
+    "size_mb": "Items MB",
+    "item_count": "Items",
+    "recoverable_items_mb": "Recoverable Items MB",
+    "deleted_item_count": "Recoverable items",
+    "archive_size_mb": "Archive items MB",
+    "archive_item_count": "Archive items",
+    "archive_recoverable_items_mb": "Archive Recoverable MB",
+    "archive_deleted_item_count": "Archive recoverable items",
+    "total_size_mb": "Total MB",
+    "lifecycle_state": "State",
+    "last_hold_removed": "Last hold removed",
+    "delay_hold_until": "Delay hold until (≈)",
+    "purge_on": "Purged from (≈)",
     "monthly_cost": "Monthly cost",
     "in_place_holds": "InPlaceHolds",
     "age_days": "Age (days)",
@@ -195,7 +237,9 @@ def label(key: str) -> str:
 def mailbox_record(mailbox: InactiveMailbox) -> dict[str, Any]:
     """The JSON shape: every field, in the dataclass's order (values as stored; datetimes stay datetimes)."""
     d = mailbox.__dict__
-    return {name: d[name] for name in JSON_FIELDS}
+    record = {name: d[name] for name in JSON_FIELDS[:-1]}
+    record["total_size_mb"] = mailbox.total_size_mb
+    return record
 
 
 def age_in_days(mailbox: InactiveMailbox, now: datetime | None = None) -> int | None:
@@ -209,8 +253,20 @@ def age_in_days(mailbox: InactiveMailbox, now: datetime | None = None) -> int | 
 
 
 def total_size_mb(mailbox: InactiveMailbox) -> float:
-    """Primary plus archive, in MB (what cost counts)."""
-    return round((mailbox.size_mb or 0.0) + (mailbox.archive_size_mb or 0.0), 2)
+    """Primary and archive, items and Recoverable Items, in MB (what cost counts)."""
+    return mailbox.total_size_mb
+
+
+def holds_cell(mailbox: InactiveMailbox) -> str:
+    """The table's Holds column: the hold kinds, and where the mailbox is in its lifecycle after its holds."""
+    kinds = ", ".join(mailbox.hold_types)
+    if mailbox.lifecycle_state == "soft-deleted":
+        when = mailbox.purge_on.date().isoformat() if mailbox.purge_on else "?"
+        return f"purge ≈ {when}"  # soft-deleted: only the purge date is to come
+    if mailbox.lifecycle_state == "pending-delay":
+        when = mailbox.delay_hold_until.date().isoformat() if mailbox.delay_hold_until else "?"
+        return f"delay until ≈ {when}"
+    return kinds
 
 
 def mailbox_table_row(mailbox: InactiveMailbox, now: datetime | None = None) -> dict[str, Any]:
@@ -222,7 +278,7 @@ def mailbox_table_row(mailbox: InactiveMailbox, now: datetime | None = None) -> 
         "department": mailbox.department,
         "total_size_mb": round(total_size_mb(mailbox)),
         "age": age_in_days(mailbox, now),
-        "holds": ", ".join(mailbox.hold_types),
+        "holds": holds_cell(mailbox),
     }
 
 

@@ -320,8 +320,9 @@ def common_notes(cost_model: CostModel | None, overview: Overview, filters: dict
     else:
         notes.append("Costs are the monthly costs cached by the last sync's analysis.")
     notes.append(
-        "Savings: what the mailboxes whose holds have all expired cost per month; releasing their holds "
-        "soft-deletes them and Exchange purges them 183 days later, with no documented undo."
+        "Savings: what the mailboxes whose holds have all expired cost per month; releasing their holds starts "
+        "Exchange's schedule: a 30-day delay hold, then soft-deleted and purged 183 days after the removal, "
+        "their content restorable into another mailbox until the purge."
     )
     if filters:
         shown = ", ".join(f"{k}={v}" for k, v in filters.items())

@@ -128,6 +128,7 @@ class _Fetched:
     stats: dict[str, Any] | None
     archive: dict[str, Any] | None
     recipient: dict[str, Any] | None
+    hold_tracking: list[dict[str, Any]] | None = None
 
 
 ProgressCallback = Callable[[SyncProgress], None]
@@ -346,11 +347,17 @@ class SyncService:
 
     # ------------------------------------------------------------------------------------------- listing
     def _list_inactive(self) -> dict[str, dict[str, Any]]:
-        """ExchangeGuid → Get-Mailbox record of every inactive mailbox (the complete list)."""
+        """ExchangeGuid → Get-Mailbox record of every inactive mailbox (the complete list), plus the formerly
+        inactive ones that are soft-deleted and not yet purged (kept with their lifecycle state and purge date;
+        delete-an-inactive-mailbox)."""
         out: dict[str, dict[str, Any]] = {}
         for record in self.ops.get_inactive_mailboxes():
             identity = _identity(record)
             if identity:
+                out[identity] = record
+        for record in self.ops.get_soft_deleted_mailboxes(formerly_inactive=True):
+            identity = _identity(record)
+            if identity and identity not in out:
                 out[identity] = record
         return out
 
@@ -403,7 +410,16 @@ class SyncService:
                 recipient = self._call(self.ops.get_recipient, identity)
             except NotFoundError:
                 recipient = None  # no recipient object: Company/Department from the attribute or mapping
-        return _Fetched(record, _first(stats), _first(archive), _first(recipient))
+        tracking = None
+        if _truthy(record.get("DelayHoldApplied")) or _truthy(record.get("DelayReleaseHoldApplied")):
+            # When the delay hold started: the latest removal in the hold history (identify-a-hold article).
+            from imm.exchange.errors import AccessDeniedError, InvalidParameterError
+
+            try:
+                tracking = self._call(self.ops.export_hold_tracking, identity)
+            except (NotFoundError, AccessDeniedError, InvalidParameterError):
+                tracking = None  # no history readable: the delay hold is estimated from WhenChanged
+        return _Fetched(record, _first(stats), _first(archive), _first(recipient), tracking)
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with self._calls_lock:
@@ -472,6 +488,7 @@ class SyncService:
                         mapping,
                         self.profile.tenant_id,
                         context.now,
+                        outcome.hold_tracking,
                     )
                     batch.append(context.analyse(mailbox))
                     if len(batch) >= BATCH_SIZE or time.monotonic() - last_write >= BATCH_SECONDS:

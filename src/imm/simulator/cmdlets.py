@@ -124,6 +124,23 @@ def get_recipient(inv: Invocation) -> Result:
     return Result(items, partial(render.recipient, tenant), truncated=truncated)
 
 
+# Export-MailboxDiagnosticLogs.md lists these ComponentName values among others; only HoldTracking has content here.
+_DIAGNOSTIC_COMPONENTS = {"holdtracking", "substrateholdtracking", "oof", "calendarpermissions", "mrm"}
+
+
+def export_mailbox_diagnostic_logs(inv: Invocation) -> Result:
+    """HoldTracking history (-IncludeInactiveMailboxes reaches inactive ones; Export-MailboxDiagnosticLogs.md)."""
+    tenant = inv.tenant
+    component = str(inv.params["ComponentName"]).strip().lower()
+    if component not in _DIAGNOSTIC_COMPONENTS:
+        raise invalid(f"The component '{inv.params['ComponentName']}' isn't valid.")  # wording unconfirmed
+    scope = SCOPE_WITH_INACTIVE if inv.get("IncludeInactiveMailboxes") else SCOPE_ACTIVE
+    mbx = tenant.find(inv.params["Identity"], scope)
+    if component != "holdtracking":
+        return Result([mbx], lambda m: {"Identity": m.name, "MailboxLog": "[]"})
+    return Result([mbx], partial(render.hold_tracking, tenant))
+
+
 def get_organization_config(inv: Invocation) -> Result:
     return Result([render.organization(inv.tenant)])
 
@@ -322,6 +339,16 @@ CMDLETS: dict[str, Cmdlet] = {
             get_recipient,
         ),
         Cmdlet("Get-OrganizationConfig", (Param("Identity"),), get_organization_config),
+        Cmdlet(
+            "Export-MailboxDiagnosticLogs",
+            (
+                Param("Identity", "string", True),
+                Param("ComponentName", "string", True),
+                Param("IncludeInactiveMailboxes", "switch"),
+                Param("Archive", "switch"),
+            ),
+            export_mailbox_diagnostic_logs,
+        ),
         Cmdlet(
             "New-Mailbox",
             (

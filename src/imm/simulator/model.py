@@ -139,6 +139,10 @@ class Mailbox:
     custom: dict[str, str] = field(default_factory=dict)  # "CustomAttribute5" -> value (sparse)
     database: str = ""  # database GUID
     last_logon: float | None = None
+    delay_hold_since: float | None = None  # when the delay hold was applied after a hold's removal
+    # Ended holds for Export-MailboxDiagnosticLogs -ComponentName HoldTracking: {"hid", "ht", "osd", "ed"} (epoch
+    # seconds); None until a hold ends (a million mailboxes carry no empty lists).
+    hold_history: list[dict[str, Any]] | None = None
 
     # Derived properties (not stored) -------------------------------------------------------------------
 

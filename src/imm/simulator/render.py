@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from imm.simulator.formats import (
     EMPTY_GUID,
     Record,
+    datetime_string,
     hold_duration_string,
     size_string,
     timespan_string,
@@ -249,4 +250,23 @@ def restore_statistics(
         if progress.completion:
             lines.append(f"{progress.completion:.0f} [sim] Request is complete.")
         r.put("Report", "\n".join(lines))
+    return r.data
+
+
+_MIN_DATE = "0001-01-01T00:00:00.0000000"  # DateTime.MinValue: the hold still applies
+
+
+def hold_tracking(tenant: Tenant, mbx: Mailbox) -> dict[str, Any]:
+    """One Export-MailboxDiagnosticLogs -ComponentName HoldTracking record: ``MailboxLog`` is JSON text with one
+    ``{ed, hid, ht, lsd, osd}`` entry per hold (identify-a-hold article, "How to confirm that an organization-wide
+    retention policy is applied to a mailbox"). The record's other properties are **unconfirmed**."""
+    import json
+
+    entries = []
+    for entry in tenant.hold_tracking(mbx):
+        start = datetime_string(entry["osd"], utc_z=True)
+        ended = datetime_string(entry["ed"], utc_z=True) if entry["ed"] is not None else _MIN_DATE
+        entries.append({"ed": ended, "hid": entry["hid"], "ht": entry["ht"], "lsd": start, "osd": start})
+    r = Record()
+    r.put("Identity", _identity(mbx)).put("MailboxLog", json.dumps(entries, separators=(",", ":")))
     return r.data

@@ -66,6 +66,19 @@ LABEL_REAPPLIED_ERROR = (
 )
 NO_CHANGE_WARNING = "The command completed successfully but no settings of '{0}' have been modified."
 MAX_RESTORE_REQUESTS = 10
+DELAY_HOLD_DAYS = 30  # identify-a-hold article
+PURGE_DAYS = 183  # delete-an-inactive-mailbox: InactiveMailboxRetireTime + 183 days
+# HoldTracking "ht" codes: community reading (jfrmilner Report-PurviewRetentionPolicies), **unconfirmed**.
+_HT_CODES = {"litigationhold": 0, "compliancetaghold": 2, "delayreleasehold": 3, "delayhold": 3}
+
+
+def _hold_type_code(hid: str) -> int:
+    low = hid.lower()
+    if low in _HT_CODES:
+        return _HT_CODES[low]
+    if low.startswith("unih") or low.startswith(("mbx", "skp", "grp")):
+        return 5 if low.startswith("unih") else 4
+    return 1  # legacy In-Place Hold
 
 
 def normalize_guid(text: str) -> str:
@@ -112,7 +125,12 @@ class Tenant:
         self.state_file = state_file
         self.restore_seconds = restore_seconds
         self.clock: Callable[[], float] = time.time  # tests may replace it
-        self.delay_hold_on_release = False  # knob: removing a hold leaves DelayHoldApplied (Exchange does, 30 d)
+        # Removing any hold applies a delay hold (DelayHoldApplied) for 30 days, then a mailbox left without holds is
+        # soft-deleted (retire time set) and purged 183 days later (identify-a-hold, delete-an-inactive-mailbox).
+        self.delay_hold_on_release = True  # knob: False = the older behaviour, no delay hold
+        self.lifecycle_day_seconds = DAY  # knob: the length of a lifecycle "day" (tests shrink it to seconds)
+        self._lifecycle: set[str] = set()  # mailboxes with a delay hold or a purge still to come
+        self._advancing = False
         self.save_interval = 2.0  # seconds between state-file writes while changes arrive
         self.version = 0  # bumps on every change
         saved: dict[str, Any] | None = None
@@ -199,6 +217,7 @@ class Tenant:
         """Every mailbox in ``scope`` that ``identity`` names: ExchangeGuid, Guid, ExternalDirectoryObjectId,
         DistinguishedName, SMTP address (primary, secondary, ``alias@<tenant>``), UPN, Name, alias, or
         ``Soft Deleted Objects\\<name>``. Not LegacyExchangeDN."""
+        self.advance()
         key = identity.strip().lower()
         if key.startswith("{") and key.endswith("}"):
             key = key[1:-1]
@@ -246,6 +265,7 @@ class Tenant:
         return self._active_cache
 
     def listing(self, scope: frozenset[str]) -> list[Mailbox]:
+        self.advance()
         return [m for m in self.mailboxes.values() if m.state in scope]
 
     # ---------------------------------------------------------------- holds
@@ -309,15 +329,74 @@ class Tenant:
         return bool(self.hold_reasons(mbx))
 
     def _settle(self, mbx: Mailbox, now: float) -> None:
-        """Releasing the last hold soft-deletes an inactive mailbox (IsInactiveMailbox False, retire time set)."""
+        """No hold left (the delay hold included) soft-deletes an inactive mailbox (IsInactiveMailbox False, retire
+        time set, purged ``PURGE_DAYS`` later)."""
         if mbx.state == INACTIVE and not self.is_held(mbx):
             mbx.state = SOFT_DELETED
             mbx.was_inactive = True
             mbx.retire_time = now
+            mbx.delay_hold_since = None
+            self._lifecycle.add(mbx.exchange_guid)
 
-    def _released_hold(self, mbx: Mailbox) -> None:
+    def _released_hold(self, mbx: Mailbox, hold_ids: Iterable[str] = (), now: float | None = None) -> None:
+        """A hold was removed: its HoldTracking entry ends, and the Managed Folder Assistant applies a delay hold
+        (simulated as running at once; identify-a-hold article, "Managing mailboxes on delay hold")."""
+        moment = float(math.floor(now if now is not None else self.clock()))
+        for hid in hold_ids:
+            start = mbx.litigation_hold_date if hid == "LitigationHold" else mbx.when_soft_deleted
+            entry = {"hid": hid, "ht": _hold_type_code(hid), "osd": start or mbx.when_created, "ed": moment}
+            mbx.hold_history = [*(mbx.hold_history or []), entry]
         if self.delay_hold_on_release and mbx.state == INACTIVE:
             mbx.delay_hold = True
+            mbx.delay_hold_since = moment
+            self._lifecycle.add(mbx.exchange_guid)
+
+    def advance(self) -> None:
+        """Move mailboxes on as the clock passes: a delay hold ends ``DELAY_HOLD_DAYS`` after it was applied; a
+        mailbox left without holds is then soft-deleted (InactiveMailboxRetireTime = that moment) and purged
+        ``PURGE_DAYS`` after its retire time (delete-an-inactive-mailbox). Days are ``lifecycle_day_seconds``."""
+        if not self._lifecycle or self._advancing:
+            return
+        with self.lock:
+            self._advancing = True
+            try:
+                self._advance(self.clock())
+            finally:
+                self._advancing = False
+
+    def _advance(self, now: float) -> None:
+        day = self.lifecycle_day_seconds
+        for guid in list(self._lifecycle):
+            mbx = self.mailboxes.get(guid)
+            if mbx is None:
+                self._lifecycle.discard(guid)
+                continue
+            if mbx.state == INACTIVE and mbx.delay_hold and mbx.delay_hold_since is not None:
+                ends = mbx.delay_hold_since + DELAY_HOLD_DAYS * day
+                if now < ends:
+                    continue
+                mbx.delay_hold = False
+                mbx.delay_hold_since = None
+                self._settle(mbx, float(math.floor(ends)))
+                self._changed(mbx, now)
+            if mbx.state == SOFT_DELETED and mbx.was_inactive and mbx.retire_time is not None:
+                if now >= mbx.retire_time + PURGE_DAYS * day:
+                    self._lifecycle.discard(guid)
+                    self.remove_mailbox(guid)
+                continue
+            if not (mbx.state == INACTIVE and mbx.delay_hold and mbx.delay_hold_since is not None):
+                self._lifecycle.discard(guid)
+
+    def hold_tracking(self, mbx: Mailbox) -> list[dict[str, Any]]:
+        """The HoldTracking entries of ``mbx``: ended holds, then the holds that still apply (``ed`` None)."""
+        out = [dict(entry) for entry in mbx.hold_history or []]
+        for reason in self.hold_reasons(mbx):
+            hid = reason[4:] if reason.startswith("org:") else reason
+            start = mbx.litigation_hold_date if reason == "LitigationHold" else mbx.when_soft_deleted
+            if reason == "DelayHold" and mbx.delay_hold_since is not None:
+                start = mbx.delay_hold_since
+            out.append({"hid": hid, "ht": _hold_type_code(hid), "osd": start or mbx.when_created, "ed": None})
+        return out
 
     # ---------------------------------------------------------------- change tracking
 
@@ -375,6 +454,7 @@ class Tenant:
             elif hold in mbx.in_place_holds:
                 mbx.in_place_holds.remove(hold)
             now = self.clock()
+            self._released_hold(mbx, [hold], now)
             self._settle(mbx, now)
             self._changed(mbx, now)
             return mbx
@@ -440,10 +520,12 @@ class Tenant:
         before = (mbx.to_state(), self.is_held(mbx))
         # Apply.
         released = False
+        ended: list[str] = []  # the holds this call removes (HoldTracking)
         if "LitigationHoldEnabled" in params:
             enabled = bool(params["LitigationHoldEnabled"])
             if mbx.litigation_hold and not enabled:
                 released = True
+                ended.append("LitigationHold")
                 mbx.litigation_hold_date = None
                 mbx.litigation_hold_owner = ""
             elif enabled and not mbx.litigation_hold:
@@ -458,6 +540,8 @@ class Tenant:
             mbx.delay_release_hold = False
         if params.get("RemoveComplianceTagHoldApplied"):
             released |= mbx.compliance_tag_hold
+            if mbx.compliance_tag_hold:
+                ended.append("ComplianceTagHold")
             mbx.compliance_tag_hold = False
         if "RetentionHoldEnabled" in params:
             mbx.retention_hold = bool(params["RetentionHoldEnabled"])
@@ -468,14 +552,16 @@ class Tenant:
             if tag not in (h.lower() for h in mbx.in_place_holds):
                 mbx.in_place_holds.append(tag)
                 released = True
+                ended.append(f"mbx{hex32}:{org[hex32].action}")
         if params.get("ExcludeFromAllHolds"):
             released |= self._exclude_from_all_holds(mbx)
         for entry in orphaned:
             if entry in mbx.in_place_holds:
                 mbx.in_place_holds.remove(entry)
                 released = True
+                ended.append(entry)
         if released:
-            self._released_hold(mbx)
+            self._released_hold(mbx, ended, now)
         # Every change is re-evaluated at once, so -RecalculateInactiveMailbox needs no work of its own.
         self._settle(mbx, now)
         if (mbx.to_state(), self.is_held(mbx)) == before:
@@ -983,8 +1069,9 @@ class Tenant:
             if len(keep) == len(mbx.in_place_holds):
                 warnings.append(f"The location '{location}' isn't included in the policy '{policy.name}'.")
                 continue
+            gone = [h for h in mbx.in_place_holds if h not in keep]
             mbx.in_place_holds = keep
-            self._released_hold(mbx)
+            self._released_hold(mbx, gone, now)
             self._settle(mbx, now)
             self._changed(mbx, now)
         self._policy_changed(policy)
@@ -1008,7 +1095,7 @@ class Tenant:
             tag = f"-mbx{policy.hex}"
             if tag not in mbx.in_place_holds:
                 mbx.in_place_holds.append(tag)
-            self._released_hold(mbx)
+            self._released_hold(mbx, [policy.hold_tag], now)
             self._settle(mbx, now)
             self._changed(mbx, now)
         self._policy_changed(policy)
@@ -1035,6 +1122,8 @@ class Tenant:
             mbx = Mailbox.from_state(record)
             self.mailboxes[mbx.exchange_guid] = mbx
             self._dirty.add(mbx.exchange_guid)
+            if mbx.delay_hold_since is not None or (mbx.state == SOFT_DELETED and mbx.was_inactive):
+                self._lifecycle.add(mbx.exchange_guid)
         for record in data.get("policies", []):
             policy = Policy.from_state(record)
             self.policies[policy.guid] = policy
