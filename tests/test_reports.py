@@ -68,7 +68,9 @@ def inventory() -> list[InactiveMailbox]:
             hold_types=["litigation", "org-policy"],
             hold_details=[
                 LIT,
-                {"kind": "org-policy", "policy_guid": ORG_GUID, "policy_name": "Org-wide mailbox retention"},
+                {"kind": "org-policy", "guid": ORG_GUID, "policy_name": "Org-wide mailbox retention"},
+                # an exclusion (Hold.to_dict form) holds no mailbox: never listed as a policy that holds one
+                {"kind": "excluded-org-policy", "guid": "ab" * 16, "preserves": False, "policy_name": "Excluded"},
             ],
             releasable=False,
             holds_expire_on=None,
@@ -87,7 +89,7 @@ def inventory() -> list[InactiveMailbox]:
             license_type="Exchange Online Plan 2",
             size_mb=512.0,
             hold_types=["ediscovery"],
-            hold_details=[{"kind": "ediscovery", "policy_guid": "c0ffee", "policy_name": "Case 42 hold"}],
+            hold_details=[{"kind": "ediscovery", "guid": "c0ffee", "policy_name": "Case 42 hold"}],
             litigation_hold_enabled=False,
             releasable=False,
             holds_expire_on=None,
@@ -118,7 +120,7 @@ def inventory() -> list[InactiveMailbox]:
             license_type="Exchange Online Plan 2",
             size_mb=10240.0,
             hold_types=["retention-policy"],
-            hold_details=[{"kind": "retention-policy", "policy_guid": "f1", "policy_name": "Finance 7y"}],
+            hold_details=[{"kind": "retention-policy", "guid": "f1", "policy_name": "Finance 7y"}],
             litigation_hold_enabled=False,
             releasable=False,
             holds_expire_on=NOW + 60 * days,
@@ -263,7 +265,8 @@ def test_holds_per_kind_with_policy_names() -> None:
     policies = report.section("policies")
     assert pick(policies.rows, "hold_kind", "policy_name", "policy_guid", "mailboxes", "total_gb") == [
         ("ediscovery", "Case 42 hold", "c0ffee", 1, 0.5),
-        ("org-policy", "Org-wide mailbox retention", ORG_GUID, 1, 3.0),
+        # the GUID column reads the detail key "guid" (dashed), not a "policy_guid" that no hold has
+        ("org-policy", "Org-wide mailbox retention", "8f3b2c1d-4e5f-6071-8293-a4b5c6d7e8f9", 1, 3.0),
         ("retention-policy", "Finance 7y", "f1", 1, 10.0),
     ]
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from imm.domain.holds import dashed_guid
 from imm.services.report_model import (
     AGE_BUCKETS,
     EXPIRY_WINDOWS,
@@ -500,8 +501,13 @@ def _holds(measured: list[_Measured], overview: Overview, by: str | None, curren
                 g[1] += x.gb
         seen: set[tuple[str, str, str]] = set()
         for detail in m.hold_details or []:
+            # Hold.to_dict keys (imm.domain.holds): "guid", "preserves". Only holds that keep mailboxes are listed
+            # (an exclusion, a delete-only or a Groups policy does not hold one).
+            if not detail.get("preserves", True):
+                continue
             name = str(detail.get("policy_name") or "")
-            guid = str(detail.get("policy_guid") or "")
+            raw_guid = str(detail.get("guid") or "")
+            guid = dashed_guid(raw_guid) if raw_guid else ""
             if not (name or guid):
                 continue
             key = (str(detail.get("kind") or ""), name, guid)
