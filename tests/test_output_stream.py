@@ -19,7 +19,7 @@ from imm.cli.main import cli
 from imm.cli.output import TABLE_SAMPLE, Column, render
 from imm.data.database import STREAM_BATCH, DatabaseManager
 from imm.data.models import InactiveMailbox
-from imm.services.inventory_view import CSV_FIELDS, JSON_FIELDS, mailbox_table_row, table_rows
+from imm.services.inventory_view import CSV_FIELDS, JSON_FIELDS, mailbox_record, mailbox_table_row, table_rows
 
 COLUMNS = [Column("n", "N", justify="right", no_wrap=True), Column("text", "Text", max_width=12)]
 
@@ -107,7 +107,8 @@ def test_list_json_and_jsonl_are_the_mailbox_records(cache: tuple[DatabaseManage
     db, _ = cache
     from imm.cli.output import to_jsonable
 
-    expected = [to_jsonable({k: m.__dict__[k] for k in JSON_FIELDS}) for m in db.query_mailboxes()]
+    expected = [to_jsonable(mailbox_record(m)) for m in db.query_mailboxes()]
+    assert list(expected[0]) == list(JSON_FIELDS)
     array = invoke("list", "-o", "json")
     assert array.exit_code == 0, array.stderr
     assert json.loads(array.stdout) == expected

@@ -102,11 +102,16 @@ def list_mailboxes(
     """
     obj = app()
     db = obj.database()
-    from imm.services.inventory_view import fields_for
+    from imm.services.inventory_view import fields_for, stored_fields
 
     first, rows = _first(
         db.stream_mailbox_rows(
-            filters, sort=sort, descending=desc, limit=limit, offset=offset, columns=fields_for(output, query)
+            filters,
+            sort=sort,
+            descending=desc,
+            limit=limit,
+            offset=offset,
+            columns=stored_fields(fields_for(output, query)),
         )
     )
     if first is None and db.count_mailboxes() == 0:
@@ -148,9 +153,11 @@ def search(text: str, limit: int, output: str, query: str | None) -> None:
     """
     obj = app()
     db = obj.database()
-    from imm.services.inventory_view import fields_for
+    from imm.services.inventory_view import fields_for, stored_fields
 
-    first, rows = _first(db.stream_search_rows(text, limit=limit or None, columns=fields_for(output, query)))
+    first, rows = _first(
+        db.stream_search_rows(text, limit=limit or None, columns=stored_fields(fields_for(output, query)))
+    )
     if first is None and db.count_mailboxes() == 0:
         _empty_cache(output, query)
         return

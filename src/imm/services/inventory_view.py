@@ -79,11 +79,27 @@ TABLE_FIELDS: tuple[str, ...] = (
     "operating_company",
     "department",
     "size_mb",
+    "recoverable_items_mb",
     "archive_size_mb",
+    "archive_recoverable_items_mb",
     "when_soft_deleted",
     "age_days",
     "hold_types",
+    "lifecycle_state",
+    "purge_on",
+    "delay_hold_until",
 )
+_SIZES = ("size_mb", "recoverable_items_mb", "archive_size_mb", "archive_recoverable_items_mb")
+
+
+def stored_fields(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The stored columns that give the fields ``names`` (``total_size_mb`` is derived from the four sizes)."""
+    if "total_size_mb" not in names:
+        return names
+    base = tuple(n for n in names if n != "total_size_mb")
+    return base + tuple(n for n in _SIZES if n not in base)
+
+
 TABLE_WEIGHTS: dict[str, float] = {"display_name": 1.6, "primary_smtp": 1.8}
 
 
@@ -97,9 +113,18 @@ def fields_for(output: str, query: str | None) -> tuple[str, ...]:
 
 
 def records(rows: Iterable[tuple[Any, ...]], names: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-    """Rows streamed from the store (``DatabaseManager.stream_mailbox_rows`` with ``names``) as records: the
-    JSON / CSV shape (datetimes are already ISO 8601 text)."""
-    return (dict(zip(names, row, strict=True)) for row in rows)
+    """Rows streamed from the store (``DatabaseManager.stream_mailbox_rows`` with ``stored_fields(names)``) as
+    records: the JSON / CSV shape (datetimes are already ISO 8601 text), ``total_size_mb`` computed as the
+    record's property computes it."""
+    stored = stored_fields(names)
+    if stored == names:
+        yield from (dict(zip(names, row, strict=True)) for row in rows)
+        return
+    a, b, c, d = (stored.index(n) for n in _SIZES)
+    for row in rows:
+        record = dict(zip(stored, row, strict=True))
+        record["total_size_mb"] = round(row[a] + row[b] + row[c] + row[d], 2)
+        yield record
 
 
 def table_rows(rows: Iterable[tuple[Any, ...]], now: datetime | None = None) -> Iterator[dict[str, Any]]:
@@ -107,20 +132,28 @@ def table_rows(rows: Iterable[tuple[Any, ...]], now: datetime | None = None) -> 
     :func:`mailbox_table_row` gives for the mailbox)."""
     today = now or datetime.now(UTC)
     parse = datetime.fromisoformat
-    for display_name, name, smtp, company, department, size, archive, deleted, age, holds in rows:
+    for row in rows:
+        display_name, name, smtp, company, department, size, rec, archive, arec, deleted, age, holds = row[:12]
+        state, purge_on, delay_until = row[12:]
         if deleted is not None:
             moment = parse(deleted)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
             age = max(0, (today - moment).days)
+        if state == "soft-deleted":
+            cell = f"purge ≈ {purge_on[:10] if purge_on else '?'}"
+        elif state == "pending-delay":
+            cell = f"delay until ≈ {delay_until[:10] if delay_until else '?'}"
+        else:
+            cell = ", ".join(holds)
         yield {
             "display_name": display_name or name,
             "primary_smtp": smtp,
             "operating_company": company,
             "department": department,
-            "total_size_mb": round(round((size or 0.0) + (archive or 0.0), 2)),
+            "total_size_mb": round(round(size + rec + archive + arec, 2)),
             "age": age,
-            "holds": ", ".join(holds),
+            "holds": cell,
         }
 
 
