@@ -248,7 +248,7 @@ def test_a_dropped_audit_table_fails_verification(tmp_path: Path) -> None:
     tamper(db_path, "DROP TABLE audit_log")
     code, out, err = verify(db_path)
     assert code == 1
-    assert err == f"Error: {db_path}: the audit log cannot be used (no such table: audit_log)\n"
+    assert err.splitlines()[0] == f"Error: the store {db_path} is damaged (no such table: audit_log)"
 
 
 def _recompute(document: dict) -> int:

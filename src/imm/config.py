@@ -169,8 +169,16 @@ _SCALAR_KEYS = {f.name for f in fields(Profile)} - {"name", "cost", "org"}
 _COST_KEYS = {"currency", "per_gb_month", "license_month"}
 _ORG_KEYS = {"company_attribute", "department_attribute", "mapping_file"}
 _TOP_KEYS = {"default_profile", "profiles"}
-# The smallest value each number key accepts (0 workers would run nothing; a timeout of 0 fails every call).
-_MINIMUM = {"concurrency": 1, "request_timeout": 1.0, "device_code_timeout": 1, "audit_min_retention_days": 0}
+# The range of each number key (0 workers would run nothing; a timeout of 0 fails every call; more than 64 calls
+# in flight is more than Exchange's budget for one tenant; a timeout of more than a day is a typing error).
+_RANGE: dict[str, tuple[float | None, float | None]] = {
+    "concurrency": (1, 64),
+    "request_timeout": (1.0, 86400.0),
+    "device_code_timeout": (1, 3600),
+    "audit_min_retention_days": (0, 36500),
+    "per_gb_month": (0.0, 1e6),
+    "license_month": (0.0, 1e6),
+}
 
 
 def _line_of(text: str, key: str) -> int | None:
@@ -190,36 +198,75 @@ def _unknown(path: Path, text: str, key: str, where: str) -> ConfigError:
     )
 
 
-def _convert(path: Path, text: str, key: str, value: Any, default: Any, *, source: str | None = None) -> Any:
-    """Coerce a file or environment value to the type of the default, or raise a ConfigError naming it (the
-    file, line and key; or ``source``, e.g. "environment variable IMM_CONCURRENCY")."""
+def _number(key: str, value: Any, default: int | float) -> int | float:
+    """A number key's value: a TOML number (not a boolean) or ASCII digits from the environment, in range."""
+    from imm.numbers import NumberError, check_range, read_decimal, read_whole
+
+    low, high = _RANGE.get(key, (None, None))
+    whole = isinstance(default, int)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        kind = "a boolean" if isinstance(value, bool) else type(value).__name__
+        words = "a whole number" if whole else "a number"
+        raise ValueError(f"it must be {words}, not {kind}")
     try:
+        if isinstance(value, str):
+            return read_whole(value, low, high) if whole else read_decimal(value, low, high)
+        if whole and not isinstance(value, int):
+            check_range(value, low, high)  # NaN and infinities are named as such
+            raise NumberError("must be a whole number")
+        return check_range(value if whole else float(value), low, high, whole=whole)
+    except NumberError as exc:
+        raise ValueError(f"it {exc.reason}") from None
+
+
+def _convert(path: Path, text: str, key: str, value: Any, default: Any, *, source: str | None = None) -> Any:
+    """Check a file or environment value against the type (and range) of the default, or raise a ConfigError
+    naming it (the file, line and key; or ``source``, e.g. "environment variable IMM_CONCURRENCY"). Booleans
+    are not numbers, NaN and infinities are refused, numbers are ASCII digits, text must be valid UTF-8."""
+    try:
+        if isinstance(value, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+            raise ValueError("it is not valid UTF-8 text")
         if key in _PATH_KEYS:
+            if value is not None and not isinstance(value, str | Path):
+                raise TypeError(type(value).__name__)
             return Path(os.path.expanduser(str(value))) if value not in (None, "") else None
         if isinstance(default, bool):
-            if isinstance(value, str):
+            if isinstance(value, bool):
+                return value
+            words = {"1", "true", "yes", "on", "0", "false", "no", "off"}
+            if isinstance(value, str) and value.strip().lower() in words:
                 return value.strip().lower() in {"1", "true", "yes", "on"}
-            return bool(value)
-        if isinstance(default, int | float) and key in _MINIMUM:
-            number = type(default)(value)
-            if number < _MINIMUM[key]:
-                raise ValueError(f"it must be at least {_MINIMUM[key]:g}")
-            return number
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
+            raise ValueError("it must be true or false")
+        if isinstance(default, int | float):
+            return _number(key, value, default)
         if value is not None and not isinstance(value, str):
             raise TypeError(type(value).__name__)
         if key in _CHOICES and value not in (None, *_CHOICES[key]):
             raise ValueError(f"expected one of: {', '.join(_CHOICES[key])}")
         return value
     except (TypeError, ValueError) as exc:
+        from imm.textsafe import shorten
+
+        shown = shorten(repr(value), 80)
         if source is not None:
-            raise ConfigError(f"{source}: invalid value {value!r} ({exc})") from None
+            raise ConfigError(f"{source}: invalid value {shown} ({exc})") from None
         line = _line_of(text, key)
         at = f"{path}:{line}" if line else str(path)
-        raise ConfigError(f"{at}: key '{key}' has an invalid value {value!r} ({exc})") from None
+        raise ConfigError(f"{at}: key '{shorten(key, 80)}' has an invalid value {shown} ({exc})") from None
+
+
+def _number_of(path: Path, text: str, range_key: str, key: str, value: Any) -> float:
+    """A number under a table key (a licence rate), with the range of ``range_key``."""
+    try:
+        return float(_number(range_key, value, 0.0))
+    except ValueError as exc:
+        from imm.textsafe import shorten
+
+        line = _line_of(text, key)
+        at = f"{path}:{line}" if line else str(path)
+        raise ConfigError(
+            f"{at}: key '{shorten(key, 80)}' has an invalid value {shorten(repr(value), 80)} ({exc})"
+        ) from None
 
 
 def _build_profile(name: str, data: dict[str, Any], path: Path, text: str) -> Profile:
@@ -251,7 +298,7 @@ def _build_cost(data: dict[str, Any], path: Path, text: str, name: str) -> CostM
         raise _unknown(path, text, "license_month", f"[profiles.{name}.cost] (expected a table)")
     rates = dict(base.license_month)
     for licence, rate in licences.items():
-        rates[str(licence)] = float(_convert(path, text, str(licence), rate, 0.0))
+        rates[str(licence)] = _number_of(path, text, "license_month", str(licence), rate)
     return CostModel(
         currency=_convert(path, text, "currency", data.get("currency", base.currency), base.currency),
         per_gb_month=float(_convert(path, text, "per_gb_month", data.get("per_gb_month", base.per_gb_month), 0.0)),
@@ -274,7 +321,7 @@ def _build_org(data: dict[str, Any], path: Path, text: str, name: str) -> OrgMap
 
 def _read_file(path: Path) -> tuple[dict[str, Any], str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors write one) is not part of the TOML
     except FileNotFoundError:
         return {}, ""
     except (OSError, UnicodeDecodeError) as exc:
@@ -363,7 +410,7 @@ def write_profile(path: Path, name: str, values: dict[str, Any], make_default: b
     import tomlkit
 
     _read_file(path)  # a malformed or unknown-key file is reported, not rewritten
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = path.read_text(encoding="utf-8-sig") if path.exists() else ""
     document = tomlkit.parse(text)
     if "profiles" not in document:
         document["profiles"] = tomlkit.table(is_super_table=True)

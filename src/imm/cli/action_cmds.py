@@ -123,26 +123,29 @@ def _show_preview(preview: ActionPreview, what_if: bool = True, *, blockers: boo
         if what_if:
             _emit(preview.to_dict())
         return
+    from imm.textsafe import terminal_safe as safe
+
     mailbox = preview.mailbox
     label = mailbox.get("display_name") or mailbox.get("primary_smtp") or preview.identity
     click.secho(
-        f"Preview: {preview.action} — {label} <{mailbox.get('primary_smtp', '')}> ({preview.identity})", bold=True
+        safe(f"Preview: {preview.action} — {label} <{mailbox.get('primary_smtp', '')}> ({preview.identity})"),
+        bold=True,
     )
     for line in preview.summary:
-        click.echo(f"  {line}")
+        click.echo(f"  {safe(line)}")
     if preview.blockers and blockers:
         click.secho("  Blocked by:", fg="red")
         for line in preview.blockers:
-            click.echo(f"    - {line}")
+            click.echo(f"    - {safe(line)}")
     if preview.consequence:
         style = {"fg": "yellow", "bold": True} if preview.removes_last_hold else {}
-        click.secho(f"  Consequence: {preview.consequence}", **style)  # type: ignore[arg-type]
+        click.secho(f"  Consequence: {safe(preview.consequence)}", **style)  # type: ignore[arg-type]
     if preview.cmdlets:
         click.echo("  Exchange calls:")
         for cmdlet in preview.cmdlets:
-            click.echo(f"    {_cmdlet_text(cmdlet)}")
+            click.echo(f"    {safe(_cmdlet_text(cmdlet))}")
     for note in preview.notes:
-        click.echo(f"  Note: {note}")
+        click.echo(f"  Note: {safe(note)}")
 
 
 def _finish(result: ActionResult, lines: list[str] | None = None, preview: ActionPreview | None = None) -> None:
@@ -152,7 +155,9 @@ def _finish(result: ActionResult, lines: list[str] | None = None, preview: Actio
     if _structured():
         _emit({**result.to_dict(), "preview": preview.to_dict() if preview else None})
     elif result.status == "failed":
-        click.secho(f"Error: {result.message}", fg="red", err=True)
+        from imm.textsafe import terminal_safe
+
+        click.secho(f"Error: {terminal_safe(result.message)}", fg="red", err=True)
         if result.operation_id:
             click.echo(f"  audit operation {result.operation_id}", err=True)
     else:
@@ -802,8 +807,10 @@ def holds_show(identity: str, refresh: bool, output: str, query: str | None) -> 
             "csv",
         )
         return
+    from imm.textsafe import terminal_safe as safe
+
     mailbox = report["mailbox"]
-    click.secho(f"{mailbox['display_name']} <{mailbox['primary_smtp']}> ({mailbox['identity']})", bold=True)
+    click.secho(safe(f"{mailbox['display_name']} <{mailbox['primary_smtp']}> ({mailbox['identity']})"), bold=True)
     if not report["holds"]:
         click.echo("  No hold found.")
     for number, hold in enumerate(report["holds"], start=1):
@@ -816,7 +823,7 @@ def holds_show(identity: str, refresh: bool, output: str, query: str | None) -> 
             lines.append(("Runs out", f"{hold['expires']}: {hold['expiry']}"))
             lines.append(("To release", hold["release"]))
         for key, value in lines:
-            click.echo(f"   {key + ':':<12}{value}")
+            click.echo(f"   {key + ':':<12}{safe(value)}")
     expires = report["holds_expire_on"]
     when = f"{expires:%Y-%m-%d}: " if expires else ""
     click.echo(f"Expiry: {when}{report['expiry_reason']}")

@@ -16,7 +16,8 @@ from imm.cli.output import Column, output_options, render, render_object, stream
 from imm.errors import InputError
 
 RESULTS = ("started", "success", "failure", "cancelled", "partial", "preview", "skipped", "unknown")
-_RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.IGNORECASE)
+_RELATIVE = re.compile(r"^\s*(\d{1,9})\s*([mhdw])\s*$", re.IGNORECASE | re.ASCII)
+MAX_SPAN = timedelta(days=36500)  # a hundred years back: older than any audit row
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -25,20 +26,27 @@ def parse_when(text: str | None, option: str, *, end: bool = False) -> datetime 
 
     Times without an offset are UTC, as audit timestamps are.
     """
+    from imm.textsafe import shown
+
     if text is None:
         return None
     match = _RELATIVE.match(text)
     if match:
-        return datetime.now(UTC) - timedelta(**{_UNITS[match.group(2).lower()]: int(match.group(1))})
+        span = timedelta(**{_UNITS[match.group(2).lower()]: int(match.group(1))})
+        if span > MAX_SPAN:
+            raise InputError(f"{option}: {shown(text)} reaches back more than 100 years (use at most 36500d)")
+        return datetime.now(UTC) - span
     value = text.strip()
     try:
+        if not value.isascii():
+            raise ValueError(value)
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
             day = datetime.fromisoformat(value).date()
             return datetime.combine(day, time.max if end else time.min, tzinfo=UTC)
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise InputError(
-            f"{option}: {text!r} is not a date or time (use 2026-11-01, 2026-11-01T09:30:00Z or 7d)"
+            f"{option}: {shown(text)!r} is not a date or time (use 2026-11-01, 2026-11-01T09:30:00Z or 7d)"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 SAMPLE = 3  # mailboxes named in a confirmation
 SHOWN_FAILURES = 10  # failed items printed after a run (all are in the results file)
+MAX_SHOWN = 20  # plan problems shown on the terminal; --problems FILE has them all
 _VERBS = {
     "recover": "recover into new mailboxes",
     "restore": "restore into their target mailboxes",
@@ -261,6 +262,13 @@ def _passwords_option(f: Any) -> Any:
 @click.option("--results", type=click.Path(path_type=Path), metavar="FILE", help="Where to write the results CSV.")
 @click.option("--show-cmdlets", is_flag=True, help="What-if: print each row's cmdlets and parameters.")
 @_understood_options
+@click.option(
+    "--problems",
+    "problems_out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help=f"When the plan is invalid, write every problem to FILE (the terminal shows the first {MAX_SHOWN}).",
+)
 @_passwords_option
 def run_cmd(
     plan_path: Path,
@@ -272,6 +280,7 @@ def run_cmd(
     understood_last_hold: bool,
     understood_unlimited: bool,
     understood_ediscovery: bool,
+    problems_out: Path | None,
     passwords_out: Path | None,
 ) -> None:
     """Run a plan: check every row, then preview (default) or execute each one, with a progress bar.
@@ -307,8 +316,7 @@ def run_cmd(
     try:
         plan = read_plan(plan_path, db)
     except PlanError as exc:
-        for problem in exc.problems:
-            click.echo(f"  {plan_path}: {problem}", err=True)
+        _report_problems(plan_path, exc.problems, problems_out)
         raise
     mode = WHAT_IF if what_if else EXECUTE
     if results is not None:
@@ -363,6 +371,25 @@ def run_cmd(
         else None,
         after=(lambda: _show_cmdlets(previews)) if show_cmdlets else None,
     )
+
+
+def _report_problems(plan_path: Path, problems: list[str], out: Path | None) -> None:
+    """The first MAX_SHOWN problems and how many more (the error line follows); all of them to ``out``."""
+    from imm.textsafe import shown
+
+    if out is not None:
+        try:
+            with out.open("w", encoding="utf-8", errors="backslashreplace", newline="") as stream:
+                stream.writelines(f"{plan_path}: {problem}\n" for problem in problems)
+        except OSError as exc:
+            from imm.errors import InputError
+
+            raise InputError(f"--problems {shown(out, 200)}: cannot write it ({exc.strerror or exc})") from None
+    for problem in problems[:MAX_SHOWN]:
+        click.echo(f"  {shown(plan_path, 200)}: {shown(problem, 400)}", err=True)
+    if len(problems) > MAX_SHOWN:
+        where = f"all of them are in {shown(out, 200)}" if out else "--problems FILE writes all of them"
+        click.echo(f"  … and {len(problems) - MAX_SHOWN:,} more problems ({where})", err=True)
 
 
 @bulk.command("resume")
@@ -470,6 +497,7 @@ def _confirm(
 ) -> None:
     """The one confirmation for the batch: the count, what it does, a sample of mailboxes. A refusal is audited
     (``audit_as``: operation, identity, details) as ``cancelled``."""
+    from imm.textsafe import terminal_safe
 
     total = sum(counts.values())
     if len(counts) == 1:
@@ -482,7 +510,7 @@ def _confirm(
     else:
         parts = ", ".join(f"{n:,} {a}" for a, n in counts.items())
         text = f"run {total:,} actions ({parts})"
-    sample = ", ".join(labels[:SAMPLE])
+    sample = terminal_safe(", ".join(labels[:SAMPLE]))
     more = f" and {len(labels) - SAMPLE:,} more" if len(labels) > SAMPLE else ""
     click.echo(f"{lead}{text[0].upper()}{text[1:]} in tenant {obj.profile.tenant_id}: {sample}{more}.", err=True)
     if "release" in counts:

@@ -193,6 +193,7 @@ def show(identity: str, output: str, query: str | None) -> None:
 def render_detail(detail: dict[str, Any]) -> None:
     """The record in titled sections; keys no section names come last, under "More"."""
     from imm.services.inventory_view import DETAIL_SECTIONS, label
+    from imm.textsafe import terminal_safe
 
     sections: list[tuple[str, list[str]]] = [
         (title, [k for k in keys if k in detail]) for title, keys in DETAIL_SECTIONS
@@ -210,7 +211,7 @@ def render_detail(detail: dict[str, Any]) -> None:
         first = False
         click.secho(title, bold=True)
         for key in keys:
-            lines = _detail_lines(detail[key])
+            lines = [terminal_safe(line) for line in _detail_lines(detail[key])]
             click.echo(f"  {label(key):<{width}}  {lines[0] if lines else ''}")
             for line in lines[1:]:
                 click.echo(f"  {'':<{width}}  {line}")
@@ -263,6 +264,7 @@ def stats(output: str, query: str | None) -> None:
       imm cache stats --output json
     """
     from imm.cli.output import render_object
+    from imm.textsafe import terminal_safe
 
     db = app().database()
     data = db.get_cache_stats()
@@ -286,7 +288,7 @@ def stats(output: str, query: str | None) -> None:
             ),
         }
         for key, value in table.items():
-            click.echo(f"{key:<16} {'' if value is None else value}")
+            click.echo(f"{key:<16} {'' if value is None else terminal_safe(value)}")
         if data["count"] == 0:
             click.echo(EMPTY_CACHE, err=True)
         return

@@ -15,6 +15,7 @@ import click
 
 from imm import __version__
 from imm.cli.context import AppContext, app
+from imm.cli.params import harden
 from imm.errors import ExitStatus, ImmError
 
 # name -> "module:attribute"; modules import only click at the top, so listing them for --help stays fast.
@@ -39,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "simulator": "imm.cli.simulator_cmds:simulator",
 }
 
+MAX_LINE = 1000  # characters of one error line on the terminal; longer ones are shortened (values are, at source)
 log = logging.getLogger("imm")
 # Until setup_logging runs (it needs the configuration, which may be what failed), records go nowhere rather than
 # to Python's last-resort handler, which would print an unexpected error's traceback on the console.
@@ -118,6 +120,7 @@ def _add_global_options(command: click.Command) -> click.Command:
     if "profile_name" not in names:
         holder = global_options(lambda: None)  # build the params on a throwaway function
         command.params.extend(getattr(holder, "__click_params__", []))
+    harden(command)  # ASCII numbers with bounds, UTF-8 text: for every option of every command
     command._imm_global = True  # type: ignore[attr-defined]
     if isinstance(command, click.Group):
         for sub in command.commands.values():
@@ -126,7 +129,14 @@ def _add_global_options(command: click.Command) -> click.Command:
 
 
 def report_error(exc: ImmError) -> None:
-    """One clear line (JSON-shaped under --output json) and the hint, on stderr."""
+    """One clear line (JSON-shaped under --output json) and the hint, on stderr.
+
+    Messages may quote values from Exchange, files or arguments: on the terminal every line is made safe
+    (:func:`imm.textsafe.terminal_safe`) and capped; the JSON form keeps the exact text, ASCII-escaped when it
+    holds anything a terminal would act on.
+    """
+    from imm.textsafe import is_safe, shown
+
     obj = app()
     if obj.output in ("json", "jsonl"):
         body = {"error": {"code": exc.code, "message": exc.message, "exit_code": int(exc.exit_code)}}
@@ -135,13 +145,30 @@ def report_error(exc: ImmError) -> None:
         blockers = getattr(exc, "blockers", None)
         if blockers:
             body["error"]["blockers"] = blockers
-        click.echo(json.dumps(body, ensure_ascii=False), err=True)
+        line = json.dumps(body, ensure_ascii=False)
+        click.echo(line if is_safe(line) else json.dumps(body), err=True)
         return
-    click.secho(f"Error: {exc.message}", fg="red", err=True)
+    click.secho(f"Error: {shown(exc.message, MAX_LINE)}", fg="red", err=True)
     for blocker in getattr(exc, "blockers", None) or []:
-        click.echo(f"  - {blocker}", err=True)
+        click.echo(f"  - {shown(blocker, MAX_LINE)}", err=True)
     if exc.hint:
-        click.echo(f"Hint: {exc.hint}", err=True)
+        click.echo(f"Hint: {shown(exc.hint, MAX_LINE)}", err=True)
+
+
+def _store_failure(ctx: click.Context, exc: Exception) -> ImmError | None:
+    """The StoreError for a SQLite failure (or a message SQLite could not decode), else None."""
+    if "sqlite3" not in sys.modules:
+        return None
+    import sqlite3
+
+    if not isinstance(exc, sqlite3.Error | UnicodeDecodeError):
+        return None
+    from imm.data.database import store_error
+
+    obj = ctx.find_object(AppContext)
+    db = obj._db if obj is not None else None
+    path = db.display_path if db is not None else "the database"
+    return store_error(exc, path)
 
 
 class ImmGroup(click.Group):
@@ -181,8 +208,15 @@ class ImmGroup(click.Group):
         except Exception as exc:  # an imm defect: one line, the traceback only on request
             if os.environ.get("IMM_RAISE_ERRORS"):
                 raise
+            mapped = _store_failure(ctx, exc)
+            if mapped is not None:  # SQLite failed outside DatabaseManager's own methods (a damaged store)
+                log.debug("store error", exc_info=True)
+                report_error(mapped)
+                ctx.exit(int(mapped.exit_code))
             log.error("unexpected error", exc_info=True, extra={"file_only": True})
-            click.secho(f"Error: unexpected {type(exc).__name__}: {exc}", fg="red", err=True)
+            from imm.textsafe import shown
+
+            click.secho(f"Error: unexpected {type(exc).__name__}: {shown(exc, MAX_LINE)}", fg="red", err=True)
             click.echo("Hint: this is a defect in imm; run with -vv for details and report it.", err=True)
             ctx.exit(int(ExitStatus.FAILED))
         finally:

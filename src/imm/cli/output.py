@@ -229,11 +229,24 @@ def compile_query(query: str) -> Callable[[Any], Any]:
 
     def search(data: Any) -> Any:
         try:
-            return expression.search(to_jsonable(data))
+            result = expression.search(to_jsonable(data))
         except JMESPathError as exc:
             raise InputError(f"invalid --query expression {query!r}: {_query_problem(exc)}") from None
+        except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:  # jmespath's evaluation failed
+            raise InputError(f"--query expression {query!r} cannot be evaluated on this data ({exc})") from None
+        if not _is_data(result):  # `&expr` evaluates to an expression reference, which no format can write
+            raise InputError(f"--query expression {query!r} gives an expression reference (&…), not data")
+        return result
 
     return search
+
+
+def _is_data(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(_is_data(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_is_data(v) for v in value)
+    return value is None or isinstance(value, str | int | float | bool)
 
 
 def _query_problem(exc: Exception) -> str:
@@ -483,8 +496,13 @@ def _compile_line(keys: Sequence[str], plan: Sequence[tuple[int, bool, bool]]) -
 
 
 def _safe(text: str) -> str:
-    """Text that cannot move the cursor or recolour the terminal: control characters shown as ``?``."""
-    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
+    """Text that cannot move the cursor or recolour the terminal (:func:`imm.textsafe.terminal_safe`: control
+    characters, escape sequences and bidirectional overrides shown as visible escapes)."""
+    if text.isprintable():
+        return text
+    from imm.textsafe import terminal_safe
+
+    return terminal_safe(text)
 
 
 def render_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column], title: str | None = None) -> None:

@@ -94,6 +94,9 @@ class ProgressBar:
 
     def note(self, message: str) -> None:
         """A line above the bar (or on plain stderr); safe in a signal handler."""
+        from imm.textsafe import terminal_safe
+
+        message = terminal_safe(message)
         if self._progress is not None:
             self._pending.append(message)
         else:

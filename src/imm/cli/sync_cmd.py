@@ -30,6 +30,7 @@ def sync(full: bool, concurrency: int | None) -> None:
     from imm.errors import ExitStatus
     from imm.services.sync import SyncService
     from imm.session import SessionManager
+    from imm.textsafe import terminal_safe
 
     obj = app()
     if concurrency is not None:
@@ -41,10 +42,10 @@ def sync(full: bool, concurrency: int | None) -> None:
         with SyncProgressBar(enabled=not obj.quiet) as bar, interrupt_sets(cancel, bar.note):
             result = service.run(full=full, progress=bar.update, cancel=cancel)
     for warning in result.warnings:
-        click.echo(f"Warning: {warning}", err=True)
+        click.echo(f"Warning: {terminal_safe(warning)}", err=True)
     shown = result.error_details[:10]
     for detail in shown:
-        click.echo(f"  failed: {detail}", err=True)
+        click.echo(f"  failed: {terminal_safe(detail)}", err=True)
     if result.errors > len(shown):
         click.echo(f"  … and {result.errors - len(shown):,} more (in the log file)", err=True)
     if not obj.quiet or result.errors or result.cancelled:

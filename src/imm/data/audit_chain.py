@@ -195,6 +195,10 @@ def verify_chain(
                 f"row {rid} does not link to {before}: a row was edited and re-hashed, inserted or removed there",
                 **counts,
             )
+        stored_as = next((n for n in ROW_FIELDS if isinstance(row[n], bytes | bytearray | float)), None)
+        if stored_as is not None:  # only SQL outside imm stores a BLOB or a REAL in these columns
+            kind = "a number" if isinstance(row[stored_as], float) else "binary data (a BLOB)"
+            return _fail("audit_log", rid, f"row {rid} was edited: its {stored_as} is stored as {kind}", **counts)
         if row_hash(row) != row["row_hash"]:
             return _fail(
                 "audit_log", rid, f"row {rid} was edited or forged: its contents do not match its hash", **counts

@@ -35,6 +35,7 @@ from typing import Any, ParamSpec, TypeVar, get_type_hints
 from imm.data import migrations
 from imm.data.models import InactiveMailbox
 from imm.errors import ImmError, InputError, NotFoundError, StoreError
+from imm.textsafe import shorten
 
 log = logging.getLogger(__name__)
 
@@ -381,6 +382,18 @@ def like_pattern(text: str) -> str:
 _LOCKED = ("database is locked", "database table is locked", "database schema is locked")
 _READ_ONLY = ("attempt to write a readonly database", "readonly database", "unable to open database file")
 _CORRUPT = ("file is not a database", "database disk image is malformed", "file is encrypted or is not a database")
+# A file that opens but whose schema or text is damaged (a dropped table, bytes overwritten in place).
+_DAMAGED = (
+    "no such table",
+    "no such column",
+    "could not decode to utf-8",
+    "malformed database schema",
+    "no such index",
+)
+DAMAGED_HINT = (
+    "keep the file (it also holds the audit log): restore it from a backup, or move it "
+    "aside and run `imm sync` to build a new cache"
+)
 
 
 def store_error(exc: BaseException, path: str) -> StoreError | None:
@@ -390,9 +403,14 @@ def store_error(exc: BaseException, path: str) -> StoreError | None:
             f"{path} is in a read-only location: choose a writable one with --db PATH or IMM_DB",
             code="store_read_only",
         )
+    if isinstance(exc, UnicodeDecodeError):  # SQLite's own message held bytes that are not UTF-8: damaged schema
+        reason = exc.object.decode("utf-8", "replace") if isinstance(exc.object, bytes) else str(exc)
+        return damaged(path, reason)
     if not isinstance(exc, sqlite3.Error):
         return None
     message = str(exc).lower()
+    if any(s in message for s in _DAMAGED):
+        return damaged(path, str(exc))
     if any(s in message for s in _LOCKED):
         return StoreError(
             f"{path} is locked by another process (another imm?); wait for it to finish or close it",
@@ -416,6 +434,12 @@ def store_error(exc: BaseException, path: str) -> StoreError | None:
     return None
 
 
+def damaged(path: str, reason: str) -> StoreError:
+    """The store opens but fails its schema or text check: say which, and how to repair."""
+    reason = reason.split(" with text ", 1)[0]  # SQLite quotes the undecodable text itself
+    return StoreError(f"the store {path} is damaged ({shorten(reason, 200)})", hint=DAMAGED_HINT, code="store_damaged")
+
+
 def _mapped(method: Callable[P, R]) -> Callable[P, R]:
     """Turn actionable SQLite failures inside a DatabaseManager method into StoreError."""
 
@@ -425,7 +449,7 @@ def _mapped(method: Callable[P, R]) -> Callable[P, R]:
             return method(*args, **kwargs)
         except ImmError:
             raise
-        except (sqlite3.Error, PermissionError) as exc:
+        except (sqlite3.Error, PermissionError, UnicodeDecodeError) as exc:
             mapped = store_error(exc, args[0].display_path)  # type: ignore[attr-defined]
             if mapped is None:
                 raise
@@ -948,6 +972,12 @@ class DatabaseManager:
         levels.append(
             [(" WHERE name = ? COLLATE NOCASE", (value,)), (" WHERE display_name = ? COLLATE NOCASE", (value,))]
         )
+        # One statement says whether anything matches at all (each EXISTS uses its own index): a plan of many
+        # unknown identities costs one query per row, not one per level.
+        probe = [(f"EXISTS (SELECT 1 FROM inactive_mailboxes{where})", params) for lv in levels for where, params in lv]
+        sql = "SELECT " + " OR ".join(p for p, _ in probe)
+        if not self.get_connection().execute(sql, [v for _, ps in probe for v in ps]).fetchone()[0]:
+            levels = []
         for level in levels:
             matches: dict[str, InactiveMailbox] = {}
             for where, params in level:
@@ -960,14 +990,14 @@ class DatabaseManager:
                 shown = "; ".join(f"{m.identity} ({m.primary_smtp or m.name})" for m in candidates[:10])
                 more = f" and {len(candidates) - 10} more" if len(candidates) > 10 else ""
                 raise InputError(
-                    f"'{value}' matches {len(candidates)} mailboxes: {shown}{more}",
+                    f"'{shorten(value)}' matches {len(candidates)} mailboxes: {shown}{more}",
                     hint="name one by its ExchangeGuid (the first value shown)",
                     code="ambiguous_identity",
                 )
         hint = "run `imm sync` to refresh the cache, or `imm search TEXT` to find it"
         if self.count_mailboxes() == 0:
             hint = "the cache is empty: run `imm sync` (or `imm demo`)"
-        raise NotFoundError(f"no mailbox '{value}' in the cache", hint=hint)
+        raise NotFoundError(f"no mailbox '{shorten(value)}' in the cache", hint=hint)
 
     @_mapped
     def get_cache_stats(self) -> dict[str, Any]:

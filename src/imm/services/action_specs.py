@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imm.errors import InputError
+from imm.textsafe import shorten
 
 MAX_DAYS = 36500  # a hundred years: anything longer is a typing error, not a retention period
 MAX_NAME = 64  # Exchange's limit for Name
@@ -117,7 +118,14 @@ class SetDurationSpec:
     def of(cls, days: Any) -> SetDurationSpec:
         if days is None or (isinstance(days, str) and days.strip().lower() == "unlimited"):
             return cls(None)
+        from imm.numbers import NumberError, read_whole
+
         text = str(days).strip()
-        if isinstance(days, bool) or not text.isdigit() or not 1 <= int(text) <= MAX_DAYS:
-            raise InputError(f"days must be a whole number from 1 to {MAX_DAYS} or 'unlimited' (it is '{text}')")
-        return cls(int(text))
+        try:
+            if isinstance(days, bool):
+                raise NumberError("a boolean")
+            return cls(read_whole(text, 1, MAX_DAYS))  # ASCII digits only: '²' and '٣' are not days
+        except NumberError:
+            raise InputError(
+                f"days must be a whole number from 1 to {MAX_DAYS} or 'unlimited' (it is '{shorten(text, 40)}')"
+            ) from None

@@ -21,20 +21,27 @@ apostrophe to keep a spreadsheet from running it as a formula (``'=…``) is rea
 
 The whole file is checked before anything runs: every bad row is reported with its line number and the reason,
 and nothing is executed (:class:`PlanError`, exit 2).
+
+A plan is read as a stream, with limits: it must be a regular file (not a FIFO, a device or a folder), of at most
+:data:`MAX_PLAN_BYTES`, with lines of at most :data:`MAX_LINE_CHARS` characters and a header of at most
+:data:`MAX_COLUMNS` columns; numbers (``days``) are ASCII digits.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
-import io
+import os
 import re
-from collections.abc import Iterable, Sequence
+import stat
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imm.errors import InputError, NotFoundError
+from imm.textsafe import shorten
 
 if TYPE_CHECKING:
     from imm.data.database import DatabaseManager, MailboxFilter
@@ -74,6 +81,10 @@ KNOWN_COLUMNS = (
     "days",
     *INFO_COLUMNS,
 )
+MAX_PLAN_BYTES = 64 * 1024 * 1024  # about 500,000 rows; a bigger file is not a plan anyone reviewed
+MAX_LINE_CHARS = 32 * 1024  # a row is a few hundred characters; a longer line is not a plan row
+MAX_COLUMNS = 64  # the plan has ten columns; a spreadsheet's empty trailing columns fit too
+MAX_PROBLEM = 300  # characters of one problem line (values from the plan are quoted in it)
 _TRUE = {"true", "yes", "y", "1"}
 _FALSE = {"false", "no", "n", "0", ""}
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -151,18 +162,88 @@ def csv_safe(value: Any) -> str:
     return text
 
 
-def _decode(data: bytes, name: str) -> str:
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise PlanError(
-            f"{name}: line {line}: the plan is not UTF-8 text (byte 0x{data[exc.start]:02x}); nothing was run",
-            [f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x})"],
-            hint="save the plan as 'CSV UTF-8' and run it again",
-        ) from None
+def _not_utf8(name: str, line: int, byte: int) -> PlanError:
+    return PlanError(
+        f"{name}: line {line}: the plan is not UTF-8 text (byte 0x{byte:02x}); nothing was run",
+        [f"line {line}: not UTF-8 text (byte 0x{byte:02x})"],
+        hint="save the plan as 'CSV UTF-8' and run it again",
+    )
+
+
+class _PlanFile:
+    """The plan's lines, read as a stream with the limits above; ``sha256`` is of the bytes read so far."""
+
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        self.hasher = hashlib.sha256()
+        self.line = 0  # lines read so far
+        try:
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; the check below refuses it anyway.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise InputError(f"{self.name}: no such plan file") from None
+        except IsADirectoryError:
+            raise InputError(f"{self.name} is a folder, not a plan file") from None
+        except OSError as exc:
+            raise InputError(f"{self.name}: cannot read the plan ({exc.strerror or exc})") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise InputError(f"{self.name} is a folder, not a plan file")
+            raise InputError(
+                f"{self.name} is not a regular file (a FIFO, a device or a socket): a plan must be a regular file",
+                hint="save the plan to a file and give its path",
+            )
+        if info.st_size > MAX_PLAN_BYTES:
+            os.close(fd)
+            raise InputError(
+                f"{self.name} is {info.st_size:,} bytes: a plan is at most {MAX_PLAN_BYTES:,} bytes; nothing was run",
+                hint="split it into smaller plans",
+            )
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        self.stream = os.fdopen(fd, "rb")
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.read = 0
+        self.first = True
+        self.blank = True  # only white space so far
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def lines(self) -> Iterator[str]:
+        """Each line (with its line ending) as text; PlanError for a line too long, a file grown too big, or bytes
+        that are not UTF-8."""
+        while True:
+            raw = self.stream.readline(MAX_LINE_CHARS * 4 + 2)  # a character is at most 4 bytes in UTF-8
+            if not raw:
+                try:
+                    self.decoder.decode(b"", final=True)
+                except UnicodeDecodeError:
+                    raise _not_utf8(self.name, self.line + 1, raw[-1:][0] if raw else 0) from None
+                return
+            self.read += len(raw)
+            if self.read > MAX_PLAN_BYTES:
+                raise InputError(f"{self.name} grew beyond {MAX_PLAN_BYTES:,} bytes while it was read; nothing was run")
+            self.hasher.update(raw)
+            self.line += 1
+            if self.first:
+                self.first = False
+                if raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                text = self.decoder.decode(raw)
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(self.name, self.line, raw[exc.start] if exc.start < len(raw) else 0) from None
+            if len(text) > MAX_LINE_CHARS or (len(raw) > MAX_LINE_CHARS * 4 and not raw.endswith(b"\n")):
+                raise PlanError(
+                    f"{self.name}: line {self.line} is longer than {MAX_LINE_CHARS:,} characters; nothing was run",
+                    [f"line {self.line}: longer than {MAX_LINE_CHARS:,} characters"],
+                    hint="a plan row is one mailbox: check that this is the plan file",
+                )
+            self.blank = self.blank and not text.strip()
+            yield text
 
 
 def _delimiter(first_line: str) -> str:
@@ -179,10 +260,10 @@ def _column_name(text: str) -> str:
     return re.sub(r"[\s\-]+", "_", text.strip().lower())
 
 
-def _rows(text: str, name: str) -> Iterable[tuple[int, list[str]]]:
+def _rows(lines: Iterator[str], name: str) -> Iterable[tuple[int, list[str]]]:
     """(line number where the row starts, cells) for every CSV row, blank rows included."""
-    first = text.split("\n", 1)[0]
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(first), strict=True)
+    first = next(lines, "")
+    reader = csv.reader(_chain(first, lines), delimiter=_delimiter(first.split("\n", 1)[0]), strict=True)
     line = 1
     while True:
         try:
@@ -197,6 +278,12 @@ def _rows(text: str, name: str) -> Iterable[tuple[int, list[str]]]:
             ) from None
         yield line, cells
         line = reader.line_num + 1
+
+
+def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+    if first:
+        yield first
+    yield from rest
 
 
 def _label(mailbox: InactiveMailbox) -> str:
@@ -220,7 +307,7 @@ class _Checker:
         self.cache_empty: bool | None = None
 
     def bad(self, line: int, reason: str) -> None:
-        self.problems.append(f"line {line}: {reason}")
+        self.problems.append(f"line {line}: {shorten(reason, MAX_PROBLEM)}")
 
     def row(self, line: int, cells: list[str]) -> PlanRow | None:
         if len(cells) > len(self.header):
@@ -347,20 +434,16 @@ class _Checker:
 
 def read_plan(path: Path, db: DatabaseManager) -> Plan:
     """Read and validate the whole plan against the cache. Raises :class:`PlanError` listing every bad row."""
-    name = str(path)
+    source = _PlanFile(path)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{name}: no such plan file") from None
-    except IsADirectoryError:
-        raise InputError(f"{name} is a folder, not a plan file") from None
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read the plan ({exc.strerror or exc})") from None
-    sha256 = hashlib.sha256(data).hexdigest()
-    text = _decode(data, name)
-    if not text.strip():
-        raise PlanError(f"{name}: the plan is empty; nothing was run", ["line 1: the file is empty"])
-    rows = iter(_rows(text, name))
+        return _read_plan(source, path, db)
+    finally:
+        source.close()
+
+
+def _read_plan(source: _PlanFile, path: Path, db: DatabaseManager) -> Plan:
+    name = source.name
+    rows = iter(_rows(source.lines(), name))
     header: list[str] = []
     raw_header: list[str] = []
     header_line = 1
@@ -368,6 +451,15 @@ def read_plan(path: Path, db: DatabaseManager) -> Plan:
         if any(c.strip() for c in cells):
             header, raw_header, header_line = [_column_name(c) for c in cells], cells, line
             break
+    if not header and source.blank:
+        raise PlanError(f"{name}: the plan is empty; nothing was run", ["line 1: the file is empty"])
+    if len(header) > MAX_COLUMNS:
+        raise PlanError(
+            f"{name}: line {header_line}: the header has {len(header):,} columns (at most {MAX_COLUMNS}); "
+            "nothing was run",
+            [f"line {header_line}: {len(header):,} columns (at most {MAX_COLUMNS})"],
+            hint="the first row names the columns, e.g. action,identity,type",
+        )
     problems = _header_problems(header, raw_header, header_line)
     if problems:
         raise PlanError(
@@ -376,7 +468,7 @@ def read_plan(path: Path, db: DatabaseManager) -> Plan:
             hint="the first row names the columns, e.g. action,identity,type",
         )
     checker = _Checker(db, header)
-    plan = Plan(path, sha256)
+    plan = Plan(path, "")
     for line, cells in rows:
         if not any(c.strip() for c in cells) or cells[0].strip().startswith("#"):
             continue
@@ -393,13 +485,14 @@ def read_plan(path: Path, db: DatabaseManager) -> Plan:
         )
     if not plan.rows:
         raise PlanError(f"{name}: the plan has no rows, only a header; nothing was run", ["the plan has no rows"])
+    plan.sha256 = source.hasher.hexdigest()
     return plan
 
 
 def _header_problems(header: list[str], raw: list[str], line: int) -> list[str]:
     missing = [c for c in BASE_COLUMNS if c not in header]
     if missing:
-        found = ", ".join(c.strip() for c in raw if c.strip()) or "nothing"
+        found = shorten(", ".join(c.strip() for c in raw if c.strip()), 120) or "nothing"
         return [
             f"line {line}: the header row is missing (the first row must name the columns action and identity; "
             f"it has {found})"
@@ -407,9 +500,11 @@ def _header_problems(header: list[str], raw: list[str], line: int) -> list[str]:
     problems = []
     for column in dict.fromkeys(header):
         if header.count(column) > 1:
-            problems.append(f"line {line}: the column '{column}' appears {header.count(column)} times")
+            problems.append(f"line {line}: the column '{shorten(column, 40)}' appears {header.count(column)} times")
         elif column not in KNOWN_COLUMNS:
-            problems.append(f"line {line}: unknown column '{column}' (the columns are: {', '.join(KNOWN_COLUMNS)})")
+            problems.append(
+                f"line {line}: unknown column '{shorten(column, 40)}' (the columns are: {', '.join(KNOWN_COLUMNS)})"
+            )
     return problems
 
 

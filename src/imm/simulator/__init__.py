@@ -59,6 +59,7 @@ class SimulatorConfig:
     state_file: Path | None = None
     data_dir: Path = field(default_factory=lambda: Path("."))  # TLS files, keys
     faults: FaultConfig = field(default_factory=FaultConfig)
+    hostile_data: bool = False  # some directory values hold escape sequences, NUL, RTL, formulas (generator)
 
 
 class Simulator:

@@ -44,6 +44,7 @@ from imm.simulator import cmdlets as exchange_cmdlets
 from imm.simulator import compliance as compliance_cmdlets
 from imm.simulator.binding import Cmdlet, Invocation, Result
 from imm.simulator.formats import ex_code
+from imm.simulator.generator import make_hostile
 from imm.simulator.identity import TokenRejected
 from imm.simulator.model import CmdletError, NonTerminatingError
 from imm.simulator.secure import PasswordKey
@@ -227,6 +228,8 @@ class ExchangeService:
             state_file=Path(config.state_file) if config.state_file else None,
             restore_seconds=config.restore_seconds,
         )
+        if getattr(config, "hostile_data", False):
+            self.tenant.special["hostile"] = ",".join(make_hostile(list(self.tenant.mailboxes.values())))
         self.password_key = PasswordKey(Path(config.data_dir))
         self.cmdlets: dict[str, dict[str, Cmdlet]] = {
             "exchange": {k.lower(): v for k, v in exchange_cmdlets.CMDLETS.items()},

@@ -413,6 +413,34 @@ def _held(mbx: Mailbox, pools: dict[str, list[Policy]]) -> bool:
     return f"-mbx{pools['org'][0].hex}" not in mbx.in_place_holds
 
 
+# Directory values a hostile or careless admin can type (SimulatorConfig.hostile_data): terminal escape sequences
+# (an OSC window title, CSI colours, a C1 CSI), NUL, a bidirectional override, overwriting controls, a newline,
+# a formula and a value far longer than a table cell. imm must show them neutralised and keep them exact in JSON.
+HOSTILE_VALUES = (
+    "\x1b]0;pwned\x07Eve Title",
+    "\x1b[31mRed\x1b[0m \x1b[8mHidden",
+    "\x9b31mC1 Csi",
+    "Nul\x00Byte",
+    "Ali\u202egnp.exe",
+    "Over\rwrite\x08\x08!",
+    "Line\nBreak",
+    '=cmd|"/C calc"!A0',
+    "L" * 5000,
+)
+
+
+def make_hostile(mailboxes: Sequence[Mailbox]) -> list[str]:
+    """Give some inactive mailboxes hostile display names, companies and departments; returns their GUIDs."""
+    chosen = [m for i, m in enumerate(mailboxes) if m.state == INACTIVE and i not in SPECIAL_INDEXES]
+    changed = []
+    for k, (mbx, value) in enumerate(zip(chosen, HOSTILE_VALUES, strict=False)):
+        mbx.display_name = value
+        mbx.company = HOSTILE_VALUES[(k + 1) % len(HOSTILE_VALUES)]
+        mbx.department = HOSTILE_VALUES[(k + 2) % len(HOSTILE_VALUES)]
+        changed.append(mbx.exchange_guid)
+    return changed
+
+
 def generate(seed: int, count: int, now: float, tenant_domain: str = "contoso.onmicrosoft.com") -> GeneratedTenant:
     """The whole tenant for ``seed``: ``count`` inactive mailboxes plus soft-deleted and active ones."""
     if count < 0:
