@@ -159,7 +159,7 @@ def _set_aside_if_corrupt(persistence: Any, location: Path, warn: Callable[[str]
         try:
             data = json.loads(content) if content else {}
             problem = "" if _has_cache_shape(data) else "it is not a token cache"
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             problem = "it is not valid JSON"
     if not problem:
         return
@@ -233,7 +233,7 @@ def load_http_cache(path: Path) -> dict[str, Any]:
             heapq.heapify(sequence)
             mapping[_INDEX] = (sequence, timestamps)
         return mapping
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return {}
 
 

@@ -906,6 +906,8 @@ class DatabaseManager:
         """The search of :meth:`search_mailboxes` selecting ``select`` from ``inactive_mailboxes m``."""
         if query == "":
             raise InputError("the search text is empty")
+        if "\x00" in query:  # SQLite's MATCH and LIKE end a pattern at NUL; no command-line argument holds one
+            raise InputError("the search text holds a NUL character")
         params: list[Any]
         if len(query) >= MIN_FTS_QUERY:
             inner = f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?"
