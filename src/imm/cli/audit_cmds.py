@@ -15,7 +15,7 @@ from imm.cli.context import app
 from imm.cli.output import Column, output_options, render, render_object, stream_output_options
 from imm.errors import InputError
 
-RESULTS = ("started", "success", "failure", "cancelled", "partial", "preview", "skipped", "unknown")
+RESULTS = ("started", "success", "failure", "cancelled", "partial", "preview", "skipped", "unknown", "interrupted")
 _RELATIVE = re.compile(r"^\s*(\d{1,9})\s*([mhdw])\s*$", re.IGNORECASE | re.ASCII)
 MAX_SPAN = timedelta(days=36500)  # a hundred years back: older than any audit row
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -117,6 +117,7 @@ class AuditResult(StrEnum):
     PREVIEW = "preview"  # a what-if: nothing was changed
     SKIPPED = "skipped"
     UNKNOWN = "unknown"  # interrupted or ambiguous: Exchange may or may not have made the change (not reconciled)
+    INTERRUPTED = "interrupted"  # the process died before recording a result; closed by the next run (a sync)
 
 
 class AuditIntegrityError(ImmError):

@@ -173,6 +173,9 @@ class SyncService:
         result = SyncResult(mode="full" if full else "incremental")
         started = time.monotonic()
         mapping = self._load_mapping()  # bad mapping CSV: an input error before anything starts
+        from imm.data.stale import close_interrupted_syncs
+
+        close_interrupted_syncs(self.db, self.audit)  # runs whose process was killed: closed as interrupted
         result.run_id = self._start_run(result.mode)
         operation_id = self._audit_begin(result)
         try:
@@ -513,19 +516,22 @@ class SyncService:
 
     def _start_run(self, mode: str) -> int | None:
         from imm.data.database import format_datetime
+        from imm.data.stale import process_marker
 
         with self.db.transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO sync_runs(started_at, mode, status, fetched, changed, removed, errors, details) "
-                "VALUES (?, ?, 'running', 0, 0, 0, 0, '{}')",
-                (format_datetime(datetime.now(UTC)), mode),
+                "VALUES (?, ?, 'running', 0, 0, 0, 0, ?)",
+                (format_datetime(datetime.now(UTC)), mode, json.dumps(process_marker())),
             )
             return cursor.lastrowid
 
     def _audit_begin(self, result: SyncResult) -> str | None:
         if self.audit is None:
             return None
-        return self.audit.begin(SYNC, None, {"mode": result.mode, "run_id": result.run_id})
+        from imm.data.stale import process_marker
+
+        return self.audit.begin(SYNC, None, {"mode": result.mode, "run_id": result.run_id, **process_marker()})
 
     def _finish(self, result: SyncResult, started: float, operation_id: str | None, error: str | None) -> None:
         result.duration = time.monotonic() - started
