@@ -630,6 +630,7 @@ def _stage(items: Sequence[Item], mode: str) -> str:
 def _report(obj: AppContext, outcome: RunOutcome, resume: str) -> None:
     """The outcome on stderr (stdout stays clean for scripts): counts, failures, results file, what next."""
     from imm.services.bulk import summary_counts
+    from imm.textsafe import terminal_safe
 
     job = outcome.job
     echo = click.echo
@@ -637,10 +638,8 @@ def _report(obj: AppContext, outcome: RunOutcome, resume: str) -> None:
     left = outcome.not_done if not (outcome.interrupted or outcome.stop_error) else []
     shown = [*outcome.failures, *left]
     for item in shown[:SHOWN_FAILURES]:
-        echo(
-            f"  line {item.line_no} {item.action} {item.label or item.identity}: {item.status}: {item.message}",
-            err=True,
-        )
+        text = f"  line {item.line_no} {item.action} {item.label or item.identity}: {item.status}: {item.message}"
+        echo(terminal_safe(text), err=True)
     if len(shown) > SHOWN_FAILURES:
         echo(f"  … and {len(shown) - SHOWN_FAILURES:,} more (in the results file)", err=True)
     line = f"Job {job.id} ({job.mode}): {summary_counts(outcome.counts)} in {outcome.duration:.1f} s"
