@@ -420,6 +420,11 @@ def test_blob_details_are_named_by_audit_verify(place: Place) -> None:
     lines = check(place.imm("audit", "verify"), {1})
     assert lines[0].startswith("Error: audit log verification failed at row 2: ")
     assert "row 2 was edited: its details is stored as binary data (a BLOB)" in lines[0]
+    out = place.db.parent / "export.json"
+    check(place.imm("audit", "export", "--out", str(out)), {0})
+    row = next(e for e in json.loads(out.read_text(encoding="utf-8"))["entries"] if e["id"] == 2)
+    assert set(row["details_json"]) == {"blob_hex"}
+    check(place.imm("audit", "list"), {0})
 
 
 # ------------------------------------------------------------------------------------------------ plans

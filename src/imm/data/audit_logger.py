@@ -209,6 +209,12 @@ def _entry(row: Mapping[str, Any]) -> AuditLogEntry:
     )
 
 
+def _blob_hex(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return {"blob_hex": bytes(value).hex()}
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def entry_to_dict(entry: AuditLogEntry) -> dict[str, Any]:
     """An entry as JSON-ready data, with the chain fields."""
     return {
@@ -808,7 +814,8 @@ class AuditLogger:
             "checkpoints": self.checkpoints(),
             "entries": entries,
         }
-        data = (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+        # a column edited outside imm into a BLOB is exported as its hex (verify names the row), never a crash
+        data = (json.dumps(document, ensure_ascii=False, indent=2, default=_blob_hex) + "\n").encode("utf-8")
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it names users and mailboxes
