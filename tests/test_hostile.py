@@ -544,6 +544,32 @@ def test_one_cell_mutations_of_a_valid_plan(place: Place, tmp_path: Path, column
         assert place.snapshot() == before
 
 
+@given(data=st.binary(max_size=300))
+@FAST
+def test_any_plan_bytes_are_refused_or_previewed(place: Place, tmp_path: Path, data: bytes) -> None:
+    plan = _plan(tmp_path, b"action,identity,type\n" + data)
+    before = place.snapshot()
+    result = place.imm("bulk", "run", str(plan))
+    check(result, DOCUMENTED, problems=True)
+    if result.exit_code == 2:
+        assert place.snapshot() == before
+
+
+@given(since=st.text(max_size=20), until=st.text(max_size=20))
+@FAST
+def test_any_audit_window_is_taken_or_refused(place: Place, since: str, until: str) -> None:
+    check(place.imm("audit", "list", "--since", since, "--until", until), {0, 2})
+
+
+@given(identity=st.text(min_size=1, max_size=80))
+@FAST
+def test_any_identity_for_show_and_holds(place: Place, identity: str) -> None:
+    for command in ("show", "holds show"):
+        result = place.imm(*command.split(), identity)
+        check(result, {0, 2, 4})
+        assert all(is_safe(line) for line in result.stdout.splitlines())
+
+
 # ------------------------------------------------------------------------------------------------ directory data
 def test_hostile_directory_values_are_neutralised_in_tables(place: Place) -> None:
     for args in (("list",), ("search", "Title"), ("search", "Hidden"), ("audit", "list")):
