@@ -89,6 +89,11 @@ def simulator() -> None:
     help="Share of Exchange calls whose connection is reset.",
 )
 @click.option(
+    "--hostile-data",
+    is_flag=True,
+    help="Give some mailboxes hostile directory values (escape sequences, NUL, RTL, formulas, very long text).",
+)
+@click.option(
     "--write-profile", metavar="NAME", help="Write a profile NAME pointing at this tenant into the config file."
 )
 def serve(
@@ -105,6 +110,7 @@ def serve(
     data_dir: Path | None,
     fault_5xx: float,
     fault_reset: float,
+    hostile_data: bool,
     write_profile: str | None,
 ) -> None:
     """Serve a simulated tenant until Ctrl+C.
@@ -135,6 +141,7 @@ def serve(
         state_file=state_file,
         data_dir=data_dir or user_dir("data") / "simulator",
         faults=FaultConfig(error_5xx_rate=fault_5xx, reset_rate=fault_reset),
+        hostile_data=hostile_data,
     )
     try:
         sim = Simulator(config, port=port)
