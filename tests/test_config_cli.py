@@ -110,7 +110,8 @@ def test_config_validate_checks_every_profile_not_only_the_one_in_use(imm_home: 
     env = run_imm("config", "validate", "-o", "json", env={"IMM_CONCURRENCY": "abc"})
     assert env.exit_code == 2
     assert json.loads(env.stdout)[-1]["problem"] == (
-        "environment variable IMM_CONCURRENCY: invalid value 'abc' (invalid literal for int() with base 10: 'abc')"
+        "environment variable IMM_CONCURRENCY: invalid value 'abc' "
+        "(it must be a whole number in ASCII digits from 1 to 64)"
     )
 
 
