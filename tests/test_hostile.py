@@ -608,9 +608,10 @@ def test_json_and_csv_keep_the_exact_text(place: Place) -> None:
 def test_a_bulk_preview_on_hostile_mailboxes_is_terminal_safe(place: Place, tmp_path: Path) -> None:
     rows = "".join(f"release,{guid},litigation\n" for guid in place.hostile)
     plan = _plan(tmp_path, "action,identity,type\n" + rows)
-    result = place.imm("bulk", "run", str(plan))
-    check(result, {0, 1}, problems=True)  # the what-if's consequences and counts: every line terminal safe
-    assert all(is_safe(line) for line in result.stdout.splitlines())
+    for extra in ((), ("--show-cmdlets",)):
+        result = place.imm("bulk", "run", str(plan), *extra)
+        check(result, {0, 1}, problems=True)  # the what-if's consequences and counts: every line terminal safe
+        assert all(is_safe(line) for line in result.stdout.splitlines())
 
 
 def test_holds_show_on_a_hostile_mailbox(place: Place) -> None:

@@ -151,19 +151,18 @@ def _show_preview(preview: ActionPreview, what_if: bool = True, *, blockers: boo
 def _finish(result: ActionResult, lines: list[str] | None = None, preview: ActionPreview | None = None) -> None:
     """Print the result (with the preview under --output json); exit 1 when it failed."""
     from imm.errors import ExitStatus
+    from imm.textsafe import terminal_safe
 
     if _structured():
         _emit({**result.to_dict(), "preview": preview.to_dict() if preview else None})
     elif result.status == "failed":
-        from imm.textsafe import terminal_safe
-
         click.secho(f"Error: {terminal_safe(result.message)}", fg="red", err=True)
         if result.operation_id:
             click.echo(f"  audit operation {result.operation_id}", err=True)
     else:
-        click.secho(result.message, fg="green" if result.status == "success" else None)
+        click.secho(terminal_safe(result.message), fg="green" if result.status == "success" else None)
         for line in lines or []:
-            click.echo(line)
+            click.echo(terminal_safe(line))
         if result.operation_id:
             click.echo(f"Audit operation: {result.operation_id}")
     if result.status == "failed":

@@ -177,6 +177,7 @@ def _consequences(obj: AppContext, db: Any, rows: Sequence[tuple[int, str, str, 
     from imm.services.action_support import CONSEQUENCE_WORDS, TYPED_CONSEQUENCES
     from imm.services.actions import MailboxActions
     from imm.services.bulk import count_consequences
+    from imm.textsafe import terminal_safe
 
     found = count_consequences(MailboxActions(db, None, obj.audit(), obj.profile), rows)
     if found.labels and not obj.quiet:
@@ -184,7 +185,7 @@ def _consequences(obj: AppContext, db: Any, rows: Sequence[tuple[int, str, str, 
         for kind in TYPED_CONSEQUENCES:
             labels = found.labels.get(kind) or []
             if labels:
-                sample = ", ".join(labels[:SAMPLE])
+                sample = terminal_safe(", ".join(labels[:SAMPLE]))
                 more = f" and {len(labels) - SAMPLE:,} more" if len(labels) > SAMPLE else ""
                 rows_word = "row" if len(labels) == 1 else "rows"
                 click.echo(f"  {len(labels):,} {rows_word} {CONSEQUENCE_WORDS[kind]}: {sample}{more}", err=True)
@@ -232,15 +233,16 @@ def _refused(obj: AppContext, audit_as: tuple[str, str, dict[str, Any]], counts:
 def _show_cmdlets(previews: dict[int, tuple[Item, Any]]) -> None:
     """--show-cmdlets: each row's cmdlets, as a single --what-if prints them (stdout)."""
     from imm.cli.action_cmds import _cmdlet_text
+    from imm.textsafe import terminal_safe
 
     for line in sorted(previews):
         item, preview = previews[line]
-        click.echo(f"line {line} {item.action} {item.label or item.identity}:")
+        click.echo(terminal_safe(f"line {line} {item.action} {item.label or item.identity}:"))
         cmdlets = getattr(preview, "cmdlets", None) or []
         if not cmdlets:
             click.echo("    (nothing to run)")
         for cmdlet in cmdlets:
-            click.echo(f"    {_cmdlet_text(cmdlet)}")
+            click.echo(f"    {terminal_safe(_cmdlet_text(cmdlet))}")
 
 
 def _passwords_option(f: Any) -> Any:
