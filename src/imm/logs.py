@@ -99,6 +99,15 @@ class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 _configured: dict[str, Any] = {}
 
 
+class _TerminalFormatter(logging.Formatter):
+    """Console lines with escape sequences and control characters neutralised (messages quote directory data)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from imm.textsafe import terminal_safe
+
+        return "\n".join(terminal_safe(line) for line in super().format(record).split("\n"))
+
+
 def setup_logging(log_path: Path | None, verbose: int = 0, quiet: bool = False) -> None:
     """Console at WARNING (INFO with -v, DEBUG with -vv, ERROR with -q) and a rotating file at INFO/DEBUG."""
     root = logging.getLogger("imm")
@@ -111,7 +120,7 @@ def setup_logging(log_path: Path | None, verbose: int = 0, quiet: bool = False) 
     console.setLevel(
         logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     )
-    console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    console.setFormatter(_TerminalFormatter("%(levelname)s: %(message)s"))
     console.addFilter(secret_filter)
     if verbose < 2:  # tracebacks of unexpected errors go to the log file; on the console only with -vv
         console.addFilter(lambda record: not getattr(record, "file_only", False))
