@@ -247,12 +247,12 @@ def test_bulk_release_needs_the_typed_count_and_blocks_an_unconfirmed_consequenc
         turned.compliance_tag_hold = False
 
     refused = act.run("bulk", "run", str(plan), "--execute", "--yes", "--i-understand-unlimited", input="")
-    assert refused.exit_code == 1
+    assert refused.exit_code == 6  # declined
     assert "  1 row remove the last hold (the mailbox becomes soft-deleted and is purged 183 days later): " in (
         refused.stderr
     )
     assert refused.stderr.splitlines()[-1].endswith(
-        "Cancelled: the typed confirmation was not 'release 1': nothing was run."
+        "Error: not confirmed (the typed confirmation was not 'release 1'): nothing was changed"
     )
     assert act.tenant.mailboxes[last.exchange_guid].litigation_hold is True
 

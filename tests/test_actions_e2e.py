@@ -130,7 +130,7 @@ def test_recover_asks_and_a_no_changes_nothing(act: ActEnv, password_file: Path)
         str(password_file), input="n\n",
     )  # fmt: skip
 
-    assert result.exit_code == 1
+    assert result.exit_code == 6  # declined: its own exit code
     assert f"Recover {mbx.primary_smtp} as new mailbox declined@contoso.onmicrosoft.com? [y/N]" in result.stderr
     assert "Error: not confirmed: nothing was changed" in result.stderr
     assert act.tenant.mailboxes[mbx.exchange_guid].state == INACTIVE

@@ -286,11 +286,11 @@ def test_prune_asks_first(tmp_path: Path) -> None:
     db_path = tmp_path / "imm.db"
     old_rows(db_path)
     declined = run_imm("audit", "prune", "--retention-days", "365", "--db", str(db_path), input="n\n")
-    assert declined.exit_code == 1
+    assert declined.exit_code == 6
     assert "Remove 3 audit rows (ids 1-3, older than " in declined.stderr
-    assert declined.stderr.endswith("Nothing pruned.\n")
+    assert declined.stderr.endswith("Error: not confirmed: nothing was changed\n")
     no_answer = run_imm("audit", "prune", "--retention-days", "365", "--db", str(db_path), input="")
-    assert no_answer.exit_code == 1
+    assert no_answer.exit_code == 6
     assert len(json.loads(run_imm("audit", "list", "-o", "json", "--db", str(db_path)).stdout)) == 4
     accepted = run_imm("audit", "prune", "--retention-days", "365", "--db", str(db_path), input="y\n")
     assert accepted.exit_code == 0, accepted.stderr

@@ -223,18 +223,18 @@ def test_recover_rows_need_a_passwords_file_before_anything_runs(tmp_path: Path,
 def test_a_declined_confirmation_runs_nothing(tmp_path: Path, db_path: Path) -> None:
     plan = write(tmp_path, f"action,identity,days\nset-duration,{GUID_A},365\nset-duration,{GUID_B},365\n")
     result = run_imm("bulk", "run", str(plan), "--execute", "--db", str(db_path), input="n\n")
-    assert result.exit_code == 1
+    assert result.exit_code == 6
     assert result.stderr.startswith(
         "Change the Litigation Hold duration of 2 mailboxes in tenant organizations: "
         "Alice Archer <alice@contoso.com>, Bob Baker <bob@contoso.com>.\n"
         "Continue? [y/N]: "
     )
-    assert result.stderr.endswith("Cancelled: not confirmed: nothing was run.\n")
+    assert result.stderr.endswith("Error: not confirmed: nothing was changed\n")
     assert db_rows(db_path, "SELECT COUNT(*) FROM bulk_jobs") == [(0,)]
     # the refusal is on record: one row, nothing started
     rows = db_rows(db_path, "SELECT operation, identity, result, error_message, details FROM audit_log")
     assert [r[:4] for r in rows] == [
-        ("BULK_OPERATION", str(plan.resolve()), "cancelled", "not confirmed: nothing was run")
+        ("BULK_OPERATION", str(plan.resolve()), "cancelled", "not confirmed: nothing was changed")
     ]
     details = json.loads(rows[0][4])
     assert (details["mode"], details["items"], details["actions"]) == ("execute", 2, {"set-duration": 2})
@@ -256,7 +256,7 @@ def test_last_holds_need_the_count_typed_even_with_yes_and_closed_stdin(
 ) -> None:
     plan = write(tmp_path, LAST_HOLD_PLAN)
     result = run_imm("bulk", "run", str(plan), "--execute", *flags, "--db", str(db_path), input=stdin)
-    assert result.exit_code == 1, result.stderr
+    assert result.exit_code == 6, result.stderr  # declined
     lines = result.stderr.splitlines()
     assert lines[:2] == [
         "Consequences, by the cache (each row is checked against Exchange again before it runs):",
@@ -264,8 +264,8 @@ def test_last_holds_need_the_count_typed_even_with_yes_and_closed_stdin(
         "Alice Archer <alice@contoso.com>, Bob Baker <bob@contoso.com>, Carol Cruz <carol@contoso.com> and 1 more",
     ]
     assert 'type "release 4" to go on' in result.stderr
-    reason = "the typed confirmation was not 'release 4': nothing was run"
-    assert lines[-1].endswith(f"Cancelled: {reason}.")
+    reason = "not confirmed (the typed confirmation was not 'release 4'): nothing was changed"
+    assert lines[-1].endswith(f"Error: {reason}")
     assert db_rows(db_path, "SELECT COUNT(*) FROM bulk_jobs") == [(0,)]
     rows = db_rows(db_path, "SELECT operation, result, error_message FROM audit_log")
     assert rows == [("BULK_OPERATION", "cancelled", reason)]

@@ -459,7 +459,8 @@ def test_cache_stats(boxes: dict[str, InactiveMailbox], tmp_path: Path) -> None:
 
 def test_cache_clear_asks_first(boxes: dict[str, InactiveMailbox], tmp_path: Path) -> None:
     declined = invoke("cache", "clear", input="n\n")
-    assert declined.exit_code == 1
+    assert declined.exit_code == 6
+    assert declined.stderr.endswith("Error: not confirmed: nothing was changed\n")
     assert f"Remove 3 cached mailboxes from {tmp_path / 'cache.db'}? The audit log is kept." in declined.stderr
     db = DatabaseManager(tmp_path / "cache.db")
     assert db.count_mailboxes() == 3

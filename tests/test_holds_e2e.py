@@ -148,17 +148,17 @@ def test_release_of_the_last_hold_needs_the_address_typed_even_with_yes(act: Act
 
     wrong = act.run("holds", "release", guid, "--type", "litigation", "--yes", input="someone@else.com\n")
 
-    assert wrong.exit_code == 1
+    assert wrong.exit_code == 6  # declined
     assert (
         "Consequence: this removes the last hold: Exchange keeps the mailbox under a 30-day delay hold (applied at its "
         "next Managed Folder Assistant run), then soft-deletes it and purges it 183 days after the hold's removal; "
         "until the purge its content can still be restored into another mailbox (imm restore)"
     ) in " ".join(wrong.stdout.split())
     assert f"Type the mailbox's primary SMTP address ({mbx.primary_smtp}) to confirm" in wrong.stderr
-    assert "Error: the typed address does not match: nothing was changed" in wrong.stderr
+    assert "Error: not confirmed (the typed address does not match): nothing was changed" in wrong.stderr
     assert act.tenant.mailboxes[guid].litigation_hold is True
     assert [(r["result"], r["error_message"]) for r in act.audit(guid, "REMOVE_HOLD")] == [
-        ("cancelled", "the typed address does not match: nothing was changed")
+        ("cancelled", "not confirmed (the typed address does not match): nothing was changed")
     ]
 
     typed = act.run("holds", "release", guid, "--type", "litigation", "--yes", input=mbx.primary_smtp.upper() + "\n")
@@ -262,7 +262,7 @@ def test_release_ediscovery_is_blocked_unless_forced_and_typed(act: ActEnv) -> N
     assert "Hint: an eDiscovery case hold can be released with --force-ediscovery" in blocked.stderr
 
     untyped = act.run("holds", "release", guid, "--type", "ediscovery", "--force-ediscovery", "--yes", input="\n")
-    assert untyped.exit_code == 1
+    assert untyped.exit_code == 6
     assert case in act.tenant.mailboxes[guid].in_place_holds
 
     forced = act.run(

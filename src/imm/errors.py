@@ -17,6 +17,7 @@ class ExitStatus(IntEnum):
     SIGN_IN = 3  # sign-in needed or failed
     NOT_FOUND = 4
     BLOCKED = 5  # blocked by a preflight check
+    DECLINED = 6  # a confirmation was declined (or there was no answer): nothing was changed
     INTERRUPTED = 130
 
 
@@ -96,3 +97,18 @@ class StoreError(ImmError):
     """The local database cannot be used: corrupt, locked, read-only, or too new."""
 
     code = "store_error"
+
+
+DECLINED_MESSAGE = "not confirmed: nothing was changed"
+
+
+class DeclinedError(ImmError):
+    """A confirmation was declined, left unanswered, or could not be asked (``--no-input`` without ``--yes``):
+    nothing was changed (exit 6, one wording everywhere)."""
+
+    exit_code = ExitStatus.DECLINED
+    code = "not_confirmed"
+
+    def __init__(self, reason: str | None = None, *, hint: str | None = None) -> None:
+        message = f"not confirmed ({reason}): nothing was changed" if reason else DECLINED_MESSAGE
+        super().__init__(message, hint=hint)

@@ -179,23 +179,14 @@ def _nothing_to_do(actions: MailboxActions, preview: ActionPreview) -> None:
 
 
 def _confirm(question: str, yes: bool) -> None:
-    from imm.errors import ImmError
+    from imm.cli.context import confirm
 
-    if yes:
-        return
-    try:
-        ok = click.confirm(question, default=False, err=True)
-    except click.Abort as exc:
-        if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl+C at the question, not a closed stdin
-            raise KeyboardInterrupt from None
-        ok = False
-    if not ok:
-        raise ImmError("not confirmed: nothing was changed", code="not_confirmed")
+    confirm(question, yes=yes)  # declined: DeclinedError, exit 6
 
 
 def _typed_confirm(address: str, why: str) -> None:
     """Ask for the mailbox's primary SMTP address to be typed (for the last hold and forced eDiscovery)."""
-    from imm.errors import ImmError
+    from imm.errors import DeclinedError
 
     click.secho(f"{why}.", fg="yellow", bold=True, err=True)
     try:
@@ -210,7 +201,7 @@ def _typed_confirm(address: str, why: str) -> None:
             raise KeyboardInterrupt from None
         typed = ""
     if str(typed).strip().lower() != address.strip().lower() or not address:
-        raise ImmError("the typed address does not match: nothing was changed", code="not_confirmed")
+        raise DeclinedError("the typed address does not match")
 
 
 def _settled() -> None:

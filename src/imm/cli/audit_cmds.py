@@ -436,18 +436,12 @@ def prune(retention_days: int, yes: bool) -> None:
     if plan.count == 0:
         click.echo(f"Nothing to prune: no audit rows older than {cutoff}.")
         return
-    if not yes:
-        try:
-            confirmed = click.confirm(
-                f"Remove {plan.count} audit rows (ids {plan.first_id}-{plan.last_id}, older than {cutoff})? "
-                "A checkpoint keeps the rest verifiable",
-                default=False,
-                err=True,
-            )
-        except click.Abort:
-            confirmed = False
-        if not confirmed:
-            click.echo("Nothing pruned.", err=True)
-            raise click.exceptions.Exit(1)
+    from imm.cli.context import confirm
+
+    confirm(
+        f"Remove {plan.count} audit rows (ids {plan.first_id}-{plan.last_id}, older than {cutoff})? "
+        "A checkpoint keeps the rest verifiable",
+        yes=yes,
+    )
     removed = audit_log.prune_old_entries(retention_days, min_retention_days=minimum)
     click.echo(f"Pruned {removed} audit row{'s' if removed != 1 else ''} older than {cutoff}; checkpoint recorded.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -212,22 +212,23 @@ def _confirm_consequences(
     except click.Abort:
         typed = ""
     if " ".join(str(typed).split()).lower() != word:
-        reason = f"the typed confirmation was not '{word}': nothing was run"
+        reason = f"the typed confirmation was not '{word}'"
         _refused(obj, audit_as, counts, sum(counts.values()), reason)
     return found.confirmed(unflagged, flagged), True
 
 
 def _refused(obj: AppContext, audit_as: tuple[str, str, dict[str, Any]], counts: dict[str, int], total: int,
-             reason: str = "not confirmed: nothing was run") -> None:  # fmt: skip
+             reason: str | None = None) -> NoReturn:  # fmt: skip
+    """A declined batch: audited as cancelled, then DeclinedError (exit 6, the one wording)."""
     from imm.data.audit_logger import AuditResult
-    from imm.errors import ExitStatus
+    from imm.errors import DeclinedError
 
+    declined = DeclinedError(reason)
     operation, identity, details = audit_as
     obj.audit().log_operation(
-        operation, identity, {**details, "actions": counts, "items": total}, AuditResult.CANCELLED, reason
+        operation, identity, {**details, "actions": counts, "items": total}, AuditResult.CANCELLED, declined.message
     )
-    click.echo(f"Cancelled: {reason}.", err=True)
-    click.get_current_context().exit(int(ExitStatus.FAILED))
+    raise declined
 
 
 def _show_cmdlets(previews: dict[int, tuple[Item, Any]]) -> None:
@@ -522,11 +523,12 @@ def _confirm(
             "(a what-if run shows which mailboxes lose their last hold).",
             err=True,
         )
+    from imm.cli.context import confirm
+    from imm.errors import DeclinedError
+
     try:
-        confirmed = click.confirm("Continue?", default=False, err=True)
-    except click.Abort:
-        confirmed = False
-    if not confirmed:
+        confirm("Continue?")
+    except DeclinedError:
         _refused(obj, audit_as, counts, total)
 
 

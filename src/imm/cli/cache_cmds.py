@@ -309,12 +309,9 @@ def clear(yes: bool) -> None:
     obj = app()
     db = obj.database()
     count = db.count_mailboxes()
-    if not yes:
-        click.confirm(
-            f"Remove {count:,} cached mailboxes from {db.display_path}? The audit log is kept.",
-            abort=True,
-            err=True,
-        )
+    from imm.cli.context import confirm
+
+    confirm(f"Remove {count:,} cached mailboxes from {db.display_path}? The audit log is kept.", yes=yes)
     removed = db.clear_cache()
     _audit_clear(removed, db.display_path)
     if not obj.quiet:

@@ -119,3 +119,22 @@ def echo_err(message: str) -> None:
 
 def is_interactive() -> bool:
     return sys.stdin.isatty()
+
+
+def confirm(question: str, *, yes: bool = False) -> None:
+    """Ask a yes/no question on stderr (default no); anything but yes raises DeclinedError (exit 6). With --yes
+    nothing is asked; with --no-input (IMM_NO_INPUT) nothing can be, so it is declined and says to pass --yes."""
+    from imm.errors import DeclinedError
+
+    if yes:
+        return
+    if app().no_input_explicit:
+        raise DeclinedError("--no-input and no --yes", hint="check the preview (or --what-if), then pass --yes")
+    try:
+        ok = click.confirm(question, default=False, err=True)
+    except click.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl+C at the question, not a closed stdin
+            raise KeyboardInterrupt from None
+        ok = False
+    if not ok:
+        raise DeclinedError()

@@ -245,7 +245,10 @@ def cli(ctx: click.Context) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    # NO_COLOR (https://no-color.org): no colour anywhere, the red "Error:" included; click already drops styles
+    # off a terminal, and Rich honours NO_COLOR and non-terminals by itself.
+    color = False if os.environ.get("NO_COLOR") else None
     try:
-        cli.main(args=argv, prog_name="imm", standalone_mode=True)
+        cli.main(args=argv, prog_name="imm", standalone_mode=True, color=color)
     except KeyboardInterrupt:  # raised outside a command (e.g. while parsing)
         sys.exit(int(ExitStatus.INTERRUPTED))
