@@ -162,6 +162,14 @@ def _block_name_taken(act: ActEnv, guid: str) -> dict[str, str]:
     return {"name": other.name}
 
 
+def _block_federated(act: ActEnv, guid: str) -> dict[str, str]:
+    return {"upn": f"fed-{guid[:8]}@{act.tenant.special['federated_domain']}"}
+
+
+def _block_domain_not_accepted(act: ActEnv, guid: str) -> dict[str, str]:
+    return {"upn": f"x-{guid[:8]}@not-ours.example"}
+
+
 @pytest.mark.parametrize(
     ("code", "arrange"),
     [
@@ -170,6 +178,8 @@ def _block_name_taken(act: ActEnv, guid: str) -> dict[str, str]:
         ("user-restorable", _block_user_window),
         ("upn-taken", _block_upn_taken),
         ("name-taken", _block_name_taken),
+        ("federated-upn", _block_federated),  # Get-AcceptedDomain AuthenticationType Federated (domain.md §4)
+        ("upn-domain-not-accepted", _block_domain_not_accepted),
     ],
 )
 def test_recover_blockers_stop_it_with_exit_5(
@@ -240,13 +250,18 @@ def test_recover_ambiguous_failure_is_reconciled_not_repeated(act: ActEnv, passw
 
 
 def test_recover_refused_by_exchange_records_the_failure(act: ActEnv, password_file: Path) -> None:
+    """Without Get-AcceptedDomain (a role without it) the preflight cannot see the federated domain: it says so,
+    and Exchange's refusal is recorded."""
     mbx = act.pick(recoverable, "recoverable mailbox")
     guid = mbx.exchange_guid
     federated = act.tenant.special["federated_domain"]
-
-    result, data = act.json(
-        "recover", guid, "--upn", f"fed-{guid[:8]}@{federated}", "--password-file", str(password_file), "--yes"
-    )
+    act.sim.exchange.deny_cmdlet("Get-AcceptedDomain")
+    try:
+        result, data = act.json(
+            "recover", guid, "--upn", f"fed-{guid[:8]}@{federated}", "--password-file", str(password_file), "--yes"
+        )
+    finally:
+        act.sim.exchange.allow_cmdlet("Get-AcceptedDomain")
 
     assert result.exit_code == 1, result.stderr
     assert data["status"] == "failed"

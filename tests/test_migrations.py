@@ -13,7 +13,15 @@ import pytest
 from factories import make_mailbox
 from imm.data import migrations
 from imm.data.database import DatabaseManager
-from imm.data.migrations import LIFECYCLE_COLUMNS, MIGRATIONS, Migration, NewerSchemaError, migrate, run_script
+from imm.data.migrations import (
+    CONFLICT_COLUMNS,
+    LIFECYCLE_COLUMNS,
+    MIGRATIONS,
+    Migration,
+    NewerSchemaError,
+    migrate,
+    run_script,
+)
 
 AVAILABLE = [m.name for m in MIGRATIONS if m.available()]
 
@@ -41,6 +49,7 @@ def test_registry_names_are_fixed() -> None:
         "0004_audit_keys",
         "0005_audit_export_state",
         "0006_lifecycle",
+        "0007_conflicts",
     ]
     assert MIGRATIONS[1].target == "imm.data.audit_schema:migrate"
     assert MIGRATIONS[2].target == "imm.data.jobs_schema:migrate"
@@ -120,7 +129,8 @@ def test_0001_cache_schema(tmp_path: Path) -> None:
     assert columns("meta") == [("key", "TEXT", 1), ("value", "TEXT", 0)]
     mailbox_columns = columns("inactive_mailboxes")
     assert mailbox_columns[0] == ("identity", "TEXT", 1)
-    assert len(mailbox_columns) + len(LIFECYCLE_COLUMNS) == len(make_mailbox().__dict__)  # 0006 adds the rest
+    # 0006 and 0007 add the rest
+    assert len(mailbox_columns) + len(LIFECYCLE_COLUMNS) + len(CONFLICT_COLUMNS) == len(make_mailbox().__dict__)
     conn.close()
 
 
@@ -132,7 +142,7 @@ def test_0006_adds_sizes_and_lifecycle_and_makes_the_next_sync_read_every_mailbo
         "VALUES ('a', 1636.0, 12400, '2026-11-01T10:00:00+00:00')"
     )
     conn.commit()
-    assert migrate(conn) == ["0006_lifecycle"]
+    assert migrate(conn) == ["0006_lifecycle", "0007_conflicts"]
     row = conn.execute(
         "SELECT size_mb, when_changed, recoverable_items_mb, lifecycle_state, is_inactive_mailbox, purge_on "
         "FROM inactive_mailboxes"
@@ -141,6 +151,16 @@ def test_0006_adds_sizes_and_lifecycle_and_makes_the_next_sync_read_every_mailbo
     assert row == (1636.0, None, 0, "inactive", 1, None)
     names = {r[1] for r in conn.execute("PRAGMA table_info(inactive_mailboxes)")}
     assert names == set(make_mailbox().__dict__)
+    conn.close()
+
+
+def test_0007_adds_the_conflicts_found_at_sync_empty(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "old.db")
+    migrate(conn, MIGRATIONS[:6])
+    conn.execute("INSERT INTO inactive_mailboxes(identity) VALUES ('a')")
+    conn.commit()
+    assert migrate(conn) == ["0007_conflicts"]
+    assert conn.execute("SELECT smtp_conflict, upn_conflict FROM inactive_mailboxes").fetchone() == ("", "")
     conn.close()
 
 

@@ -98,6 +98,39 @@ def test_name_and_upn_conflicts() -> None:
     ]
 
 
+def test_conflicts_found_at_sync_block_recovery_under_its_own_names() -> None:
+    """New-Mailbox.md: -Name and -MicrosoftOnlineServicesID must be unique ("…is used by another recipient
+    object"); microsoft-365-docs#2814. Sync records the active recipient that holds the address."""
+    blockers = recovery_blockers(mbx(smtp_conflict="Anna Berg (new)", upn_conflict="Anna Berg (new)"))
+    assert [str(b) for b in blockers] == [
+        "smtp-conflict: The primary address anna.berg@contoso.com is used by the active recipient 'Anna Berg (new)' "
+        "(found at sync)",
+        "upn-conflict: The user name anna.berg@contoso.com is used by the active recipient 'Anna Berg (new)' "
+        "(found at sync)",
+    ]
+    assert blockers[0].alternative.startswith("Recover with a --upn of its own")
+    # The recover preflight probes the UPN it was given instead of the mailbox's own.
+    assert recovery_blockers(mbx(smtp_conflict="X", upn_conflict="X"), sync_conflicts=False) == []
+
+
+@pytest.mark.parametrize(
+    ("authentication", "code"),
+    [("Federated", "federated-upn"), ("federated", "federated-upn"), ("", "upn-domain-not-accepted")],
+)
+def test_a_federated_or_unknown_upn_domain_blocks_the_recover(authentication: str, code: str) -> None:
+    """domain.md §4 (recover-inactive-mailboxes-error): a federated UPN fails with "…represent a managed account,
+    which doesn't match the namespace state, which is federated."; Get-AcceptedDomain's AuthenticationType
+    (Managed | Federated, Set-AcceptedDomain -AuthenticationType) tells which domains are federated."""
+    [blocker] = recovery_blockers(mbx(), upn_domain="woodgrovebank.com", domain_authentication=authentication)
+    assert blocker.code == code
+    assert "woodgrovebank.com" in blocker.message
+
+
+def test_a_managed_or_unchecked_upn_domain_does_not_block() -> None:
+    assert recovery_blockers(mbx(), upn_domain="contoso.com", domain_authentication="Managed") == []
+    assert recovery_blockers(mbx(), upn_domain="contoso.com", domain_authentication=None) == []
+
+
 def test_all_recovery_blockers_in_order() -> None:
     mailbox = mbx(
         mailbox_locations=["Primary", "AuxArchive", "AuxPrimary"],

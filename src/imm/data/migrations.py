@@ -239,6 +239,16 @@ def migrate_0006_lifecycle(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX idx_mailboxes_lifecycle ON inactive_mailboxes(lifecycle_state)")
 
 
+# -------------------------------------------------------------------------------------------- 0007_conflicts
+CONFLICT_COLUMNS = (("smtp_conflict", "TEXT DEFAULT ''"), ("upn_conflict", "TEXT DEFAULT ''"))
+
+
+def migrate_0007_conflicts(conn: sqlite3.Connection) -> None:
+    """The active recipient, if any, that uses an inactive mailbox's primary SMTP or UPN (found at sync)."""
+    for name, kind in CONFLICT_COLUMNS:
+        conn.execute(f"ALTER TABLE inactive_mailboxes ADD COLUMN {name} {kind}")
+
+
 # ------------------------------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class Migration:
@@ -272,6 +282,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0004_audit_keys", "imm.data.audit_anchor_schema:migrate"),
     Migration("0005_audit_export_state", "imm.data.audit_anchor_schema:migrate_export_state"),
     Migration("0006_lifecycle", migrate_0006_lifecycle),
+    Migration("0007_conflicts", migrate_0007_conflicts),
 )
 
 KNOWN_NAMES = frozenset(m.name for m in MIGRATIONS)

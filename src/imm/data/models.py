@@ -82,6 +82,9 @@ class InactiveMailbox:
     lifecycle_state: str = "inactive"  # inactive | pending-delay | soft-deleted
     delay_hold_until: datetime | None = None  # when a present or expected delay hold ends at the latest
     purge_on: datetime | None = None  # earliest documented purge date (soft-deleted / pending delay)
+    # --- conflicts found at sync: the active recipient that uses this mailbox's primary SMTP / UPN ("" = none) ---
+    smtp_conflict: str = ""
+    upn_conflict: str = ""
 
     @property
     def total_size_mb(self) -> float:

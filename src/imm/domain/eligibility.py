@@ -6,8 +6,9 @@ services gather the facts (is the name taken, what does the target look like) an
 
 Blocker codes:
 
-- recover: ``soft-deleted``, ``auto-expanding-archive``, ``aux-primary-shards``, ``user-restorable``, ``name-taken``,
-  ``upn-taken``;
+- recover: ``soft-deleted``, ``auto-expanding-archive``, ``aux-primary-shards``, ``user-restorable``,
+  ``smtp-conflict``, ``upn-conflict`` (found at sync), ``name-taken``, ``upn-taken``, ``federated-upn``,
+  ``upn-domain-not-accepted`` (the recover preflight);
 - restore: ``auto-expanding-archive``, ``no-archive``, ``target-missing``, ``target-inactive``,
   ``target-no-archive``, ``target-over-quota``, ``target-archive-over-quota``, ``too-many-restore-requests``;
 - release: ``preservation-lock``, ``ediscovery-case-hold`` (can be forced), ``legacy-inplace-hold``,
@@ -69,6 +70,13 @@ ALTERNATIVES: dict[str, str] = {  # what to do instead, by blocker code (reports
     "name-taken": "Recover with a different --name",
     "upn-taken": "Recover with a different --upn (an onmicrosoft.com address avoids federated-domain errors)",
     "no-archive": "Restore the primary mailbox instead",
+    "smtp-conflict": "Recover with a --upn of its own (its primary address becomes that UPN), or restore its content "
+    "into the active mailbox instead (imm restore)",
+    "upn-conflict": "Recover with a different --upn (an onmicrosoft.com address is always free of federation), or "
+    "restore its content into the active mailbox instead (imm restore)",
+    "federated-upn": "Recover with a UPN in a managed domain, such as the tenant's onmicrosoft.com domain, and change "
+    "it afterwards",
+    "upn-domain-not-accepted": "Recover with a UPN in one of the organization's accepted domains",
 }
 
 
@@ -116,8 +124,28 @@ def _auto_expanding(mailbox: InactiveMailbox) -> Blocker | None:
     return None
 
 
-def recovery_blockers(mailbox: InactiveMailbox, *, name_taken: bool = False, upn_taken: bool = False) -> list[Blocker]:
-    """Why ``New-Mailbox -InactiveMailbox`` would fail or be the wrong tool (domain.md §4, §8)."""
+def recovery_blockers(
+    mailbox: InactiveMailbox,
+    *,
+    name_taken: bool = False,
+    upn_taken: bool = False,
+    sync_conflicts: bool = True,
+    upn_domain: str | None = None,
+    domain_authentication: str | None = None,
+) -> list[Blocker]:
+    """Why ``New-Mailbox -InactiveMailbox`` would fail or be the wrong tool (domain.md §4, §8).
+
+    ``sync_conflicts``: report what sync found (``smtp_conflict`` / ``upn_conflict``: an active recipient uses the
+    mailbox's own primary SMTP or UPN, so recovering it under its own name fails: the MicrosoftOnlineServicesID and
+    the name must be unique, New-Mailbox.md; microsoft-365-docs#2814). The recover preflight passes False: it probes
+    the UPN and name it was asked for instead (``name_taken`` / ``upn_taken``).
+
+    ``upn_domain`` / ``domain_authentication``: the requested UPN's domain and that accepted domain's
+    ``AuthenticationType`` (Get-AcceptedDomain; ``Managed`` or ``Federated``, Set-AcceptedDomain
+    ``-AuthenticationType``), or ``""`` when the domain is not accepted, None when unknown. A federated domain makes
+    New-Mailbox fail with "The parameters passed to the cmdlet represent a managed account, which doesn't match the
+    namespace state, which is federated." (domain.md §4: recover-inactive-mailboxes-error support article).
+    """
     blockers: list[Blocker] = []
     if not mailbox.is_inactive_mailbox:
         when = f" (purged from {mailbox.purge_on.date().isoformat()})" if mailbox.purge_on else ""
@@ -148,6 +176,42 @@ def recovery_blockers(mailbox: InactiveMailbox, *, name_taken: bool = False, upn
                 ALTERNATIVES["user-restorable"],
             )
         )
+    if sync_conflicts and mailbox.smtp_conflict:
+        blockers.append(
+            Blocker(
+                "smtp-conflict",
+                f"The primary address {mailbox.primary_smtp} is used by the active recipient "
+                f"'{mailbox.smtp_conflict}' (found at sync)",
+                ALTERNATIVES["smtp-conflict"],
+            )
+        )
+    if sync_conflicts and mailbox.upn_conflict:
+        blockers.append(
+            Blocker(
+                "upn-conflict",
+                f"The user name {mailbox.user_principal_name or mailbox.primary_smtp} is used by the active "
+                f"recipient '{mailbox.upn_conflict}' (found at sync)",
+                ALTERNATIVES["upn-conflict"],
+            )
+        )
+    if upn_domain is not None and domain_authentication is not None:
+        if domain_authentication == "":
+            blockers.append(
+                Blocker(
+                    "upn-domain-not-accepted",
+                    f"The domain {upn_domain} is not an accepted domain of the organization (Get-AcceptedDomain)",
+                    ALTERNATIVES["upn-domain-not-accepted"],
+                )
+            )
+        elif domain_authentication.strip().lower() == "federated":
+            blockers.append(
+                Blocker(
+                    "federated-upn",
+                    f"The domain {upn_domain} is federated (AuthenticationType Federated): New-Mailbox creates a "
+                    "managed account and Exchange refuses it",
+                    ALTERNATIVES["federated-upn"],
+                )
+            )
     if name_taken:
         blockers.append(
             Blocker(

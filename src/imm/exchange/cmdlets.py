@@ -154,6 +154,10 @@ class ExchangeOperations:
         """``Get-OrganizationConfig`` (its InPlaceHolds hold the org-wide retention policies)."""
         return self._one(self.exchange, "Get-OrganizationConfig", {})
 
+    def get_accepted_domains(self) -> list[dict[str, Any]]:
+        """``Get-AcceptedDomain``: each domain's ``DomainName`` and ``AuthenticationType`` (Managed / Federated)."""
+        return self.exchange.invoke_all("Get-AcceptedDomain", {})
+
     # ------------------------------------------------------------------------------------------- recover
     def new_mailbox_from_inactive(
         self,

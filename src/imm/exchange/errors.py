@@ -59,6 +59,7 @@ CMDLET_ROLES: dict[str, str] = {
     "get-mailboxstatistics": "Mail Recipients or View-Only Recipients (Exchange role groups Recipient Management, "
     "View-Only Organization Management)",
     "get-organizationconfig": "Organization Configuration or View-Only Configuration (Exchange)",
+    "get-accepteddomain": "Remote and Accepted Domains or View-Only Configuration (Exchange)",
     "set-mailbox": "Mail Recipients, and Legal Hold for hold parameters (Exchange role groups Recipient "
     "Management, Discovery Management)",
     "new-mailbox": "Mail Recipient Creation (Exchange role group Recipient Management)",

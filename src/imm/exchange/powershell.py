@@ -68,6 +68,7 @@ ALLOWED_CMDLETS = (
     "Get-MailboxStatistics",
     "Get-Recipient",
     "Get-OrganizationConfig",
+    "Get-AcceptedDomain",
     "New-Mailbox",
     "Set-Mailbox",
     "New-MailboxRestoreRequest",

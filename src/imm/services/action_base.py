@@ -270,6 +270,8 @@ class ActionBase:
                 mailbox.archive_deleted_item_count = cached.archive_deleted_item_count
             mailbox.operating_company = mailbox.operating_company or cached.operating_company
             mailbox.department = mailbox.department or cached.department
+            # what sync found about its addresses (a single read does not list the active recipients)
+            mailbox.smtp_conflict, mailbox.upn_conflict = cached.smtp_conflict, cached.upn_conflict
         mailbox = analyse(
             mailbox,
             org_holds=self.org_holds(),

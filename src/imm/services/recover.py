@@ -69,9 +69,19 @@ class RecoverActions(ActionBase):
         # the SecureString key, known before any confirmation: a recover never fails for want of it after "started"
         self._need_ops().prepare_secure_strings()
         name_taken, upn_taken = self._conflicts(mailbox, upn, name)
+        upn_domain = upn.rsplit("@", 1)[-1].lower()
+        authentication, domain_note = self._domain_authentication(upn_domain)
         from imm.domain.eligibility import recovery_blockers
 
-        blockers = recovery_blockers(mailbox, name_taken=name_taken, upn_taken=upn_taken)
+        # The preflight probes the UPN and name it was given; the conflicts sync found concern the mailbox's own.
+        blockers = recovery_blockers(
+            mailbox,
+            name_taken=name_taken,
+            upn_taken=upn_taken,
+            sync_conflicts=False,
+            upn_domain=upn_domain,
+            domain_authentication=authentication,
+        )
         # recovery_blockers names the inactive mailbox's own name/UPN; say which ones were asked for.
         lines = []
         for blocker in blockers:
@@ -107,7 +117,7 @@ class RecoverActions(ActionBase):
             "replaced by Litigation Hold; Litigation Hold and In-Place holds are removed; RetentionHold and "
             "RetainDeletedItemsFor are set to 30 days",
             cmdlets=[{"cmdlet": "New-Mailbox", "endpoint": "exchange", "parameters": parameters}],
-            notes=[LICENSE_REMINDER],
+            notes=[LICENSE_REMINDER, *([domain_note] if domain_note else [])],
         )
         preview.mailbox["state"] = state_of(record)
         preview.fingerprint = fingerprint_of(record)
@@ -132,6 +142,23 @@ class RecoverActions(ActionBase):
                 if upn.lower() in names:
                     upn_taken = True
         return name_taken, upn_taken
+
+    def _domain_authentication(self, domain: str) -> tuple[str | None, str]:
+        """(AuthenticationType of the accepted domain ``domain``, "" when it is not accepted, None when unknown;
+        a note when Get-AcceptedDomain could not be read)."""
+        from imm.exchange import AccessDeniedError
+
+        try:
+            domains = self._need_ops().get_accepted_domains()
+        except AccessDeniedError:
+            return None, (
+                f"Not checked whether {domain} is a federated domain (Get-AcceptedDomain was refused): Exchange "
+                "refuses a recover under a federated UPN"
+            )
+        for record in domains:
+            if str(record.get("DomainName") or record.get("Name") or "").strip().lower() == domain:
+                return str(record.get("AuthenticationType") or "Managed"), ""
+        return ("", "") if domains else (None, "")
 
     def _probe(self, identity: str) -> list[dict[str, Any]]:
         """Active objects Exchange finds by ``identity`` (mailbox first, then any recipient); an ambiguous

@@ -8,7 +8,7 @@ from typing import Any
 from imm.simulator import render
 from imm.simulator.binding import Cmdlet, Invocation, Param, Result
 from imm.simulator.filters import FilterError, compile_filter
-from imm.simulator.model import INACTIVE, CmdletError, Mailbox, binding, invalid
+from imm.simulator.model import INACTIVE, CmdletError, Mailbox, binding, invalid, not_found
 from imm.simulator.tenant import (
     SCOPE_ACTIVE,
     SCOPE_ALL,
@@ -143,6 +143,17 @@ def export_mailbox_diagnostic_logs(inv: Invocation) -> Result:
 
 def get_organization_config(inv: Invocation) -> Result:
     return Result([render.organization(inv.tenant)])
+
+
+def get_accepted_domain(inv: Invocation) -> Result:
+    tenant = inv.tenant
+    domains = list(tenant.accepted_domains)
+    identity = inv.get("Identity")
+    if identity is not None:
+        domains = [d for d in domains if d.lower() == str(identity).strip().lower()]
+        if not domains:
+            raise not_found(str(identity))
+    return Result(domains, partial(render.accepted_domain, tenant))
 
 
 def new_mailbox(inv: Invocation) -> Result:
@@ -339,6 +350,7 @@ CMDLETS: dict[str, Cmdlet] = {
             get_recipient,
         ),
         Cmdlet("Get-OrganizationConfig", (Param("Identity"),), get_organization_config),
+        Cmdlet("Get-AcceptedDomain", (Param("Identity"),), get_accepted_domain),
         Cmdlet(
             "Export-MailboxDiagnosticLogs",
             (

@@ -150,6 +150,20 @@ def organization(tenant: Tenant) -> dict[str, Any]:
     return r.data
 
 
+def accepted_domain(tenant: Tenant, domain: str) -> dict[str, Any]:
+    """One Get-AcceptedDomain record: ``AuthenticationType`` is Managed or Federated (Set-AcceptedDomain
+    ``-AuthenticationType <Managed | Federated>``; the property as Exchange Online prints it, e.g. EvotecIT
+    PSWinDocumentation.O365's captured Get-AcceptedDomain output)."""
+    federated = domain.lower() in (d.lower() for d in tenant.federated_domains)
+    r = Record()
+    r.put("DomainName", domain).put("Name", domain).put("Identity", domain)
+    r.put("DomainType", "Authoritative").put("Default", domain.lower() == tenant.tenant_domain.lower())
+    r.put("AuthenticationType", "Federated" if federated else "Managed")
+    r.put("InitialDomain", domain.lower() == tenant.tenant_domain.lower())
+    r.put("IsDefaultFederatedDomain", False)
+    return r.data
+
+
 def _workload(policy: Policy) -> str:
     return {"mbx": "Exchange", "skp": "Skype", "grp": "Exchange, ModernGroup"}[policy.target]
 
