@@ -23,7 +23,7 @@ from action_support import (
     recoverable,
     unlocked_policy_tags,
 )
-from imm.simulator.model import ACTIVE, INACTIVE, Mailbox
+from imm.simulator.model import ACTIVE, INACTIVE, SOFT_DELETED, Mailbox
 
 pytestmark = pytest.mark.slow
 
@@ -491,6 +491,44 @@ def test_set_duration_changes_the_litigation_hold_and_the_cache(act: ActEnv) -> 
     rows = act.audit(guid, "CHANGE_HOLD")
     assert [r["result"] for r in rows] == ["started", "success", "started", "success", "skipped", "skipped"]
     assert rows[-1]["error_message"] == "Nothing to do: the duration is already Unlimited"
+
+
+def test_set_duration_shorter_than_the_newest_content_warns_that_exchange_may_soft_delete(act: ActEnv) -> None:
+    """Set-Mailbox.md: the duration counts from each item's received/created date (the newest ≈ the deletion), and
+    -RecalculateInactiveMailbox "might lead to the soft-deletion of the mailbox if all holds … have expired"."""
+    mbx = act.pick(
+        lambda m, t: (
+            only_litigation(m, t) and m.when_soft_deleted is not None and t.clock() - m.when_soft_deleted > 400 * 86400
+        ),
+        "mailbox deleted over 400 days ago kept only by Litigation Hold",
+    )
+    guid = mbx.exchange_guid
+    age = int((act.tenant.clock() - (mbx.when_soft_deleted or 0)) // 86400)
+
+    preview = act.run("holds", "set-duration", guid, "--days", "30", "--what-if")
+
+    assert preview.exit_code == 0, preview.stderr
+    text = " ".join(preview.stdout.split())
+    assert "30 days from each item's received or created date; the newest items date from about the deletion" in text
+    assert f"Warning: 30 days is shorter than the age of the mailbox's newest content (≈ {age:,} days" in text
+    assert "Exchange may soft-delete it when it recalculates the hold status" in text
+    assert "-RecalculateInactiveMailbox" in text
+
+    result = act.run("holds", "set-duration", guid, "--days", "30", "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert act.tenant.mailboxes[guid].state == INACTIVE  # nothing recalculated yet
+    # Exchange recalculates (here: the switch forces it): every hold has expired, the mailbox is soft-deleted.
+    act.tenant.set_inactive_mailbox(guid, USER, {"InactiveMailbox": True, "RecalculateInactiveMailbox": True})
+    assert act.tenant.mailboxes[guid].state == SOFT_DELETED
+
+    unlimited = act.pick(
+        lambda m, t: m.litigation_hold and m.litigation_hold_duration is not None and m.exchange_guid != guid,
+        "another mailbox on a Litigation Hold with a duration",
+    )
+    extend = act.run("holds", "set-duration", unlimited.exchange_guid, "--unlimited", "--what-if")
+    assert extend.exit_code == 0, extend.stderr
+    assert "Every item is held by Litigation Hold until the hold is removed" in " ".join(extend.stdout.split())
+    assert "no longer held" not in extend.stdout
 
 
 def test_set_duration_without_litigation_hold_is_blocked(act: ActEnv) -> None:

@@ -75,7 +75,9 @@ def test_litigation_and_org_policy() -> None:
     assert m.restore_eligible is True and m.restore_blockers == []
     assert m.holds_expire_on == datetime(2031, 2, 28, tzinfo=UTC)  # 2024-03-01 + 2,555 days
     assert m.expiry_reason == (
-        "every hold runs out by 2031-02-28 (retention policy 'All mailboxes 7y': 2,555 days after deletion on "
+        "every hold runs out by 2031-02-28 (retention policy 'All mailboxes 7y': 2,555 days from each "
+        "item's creation or last change;"
+        " the newest items date from about the deletion on "
         "2024-03-01)"
     )
     assert m.releasable is False
@@ -92,7 +94,9 @@ def test_excluded_from_org_policy_and_litigation_run_out() -> None:
     assert m.holds_expire_on == datetime(2025, 3, 1, tzinfo=UTC)
     assert m.releasable is True
     assert m.expiry_reason == (
-        "every hold has run out; the last on 2025-03-01 (Litigation Hold: 365 days after deletion on 2024-03-01)"
+        "every hold has run out; the last on 2025-03-01 (Litigation Hold: 365 days from each item's "
+        "received or created date;"
+        " the newest items date from about the deletion on 2024-03-01)"
     )
 
 

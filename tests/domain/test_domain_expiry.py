@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from imm.data.models import InactiveMailbox
-from imm.domain.expiry import Expiry, holds_expiry
+from imm.domain.expiry import DurationChange, Expiry, duration_change, holds_expiry
 from imm.domain.holds import HoldAction, PolicyInfo, decode_holds
 
 G1 = "7cfb30345d454ac0a989ab3041051209"
@@ -47,7 +47,10 @@ def test_litigation_duration_boundaries(now: datetime, releasable: bool) -> None
     result = expiry_of(mailbox, now=now)
     assert result.expires_on == datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
     assert result.releasable is releasable
-    detail = "Litigation Hold: 365 days after deletion on 2025-11-28"
+    detail = (
+        "Litigation Hold: 365 days from each item's received or created date;"
+        " the newest items date from about the deletion on 2025-11-28"
+    )
     if releasable:
         assert result.reason == f"every hold has run out; the last on 2026-11-28 ({detail})"
     else:
@@ -134,7 +137,9 @@ def test_retention_policy_duration_counts_from_deletion() -> None:
     assert result.expires_on == datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
     assert result.releasable is True
     assert result.reason == (
-        "every hold has run out; the last on 2026-11-28 (retention policy 'Mail 1y': 365 days after deletion on "
+        "every hold has run out; the last on 2026-11-28 (retention policy 'Mail 1y': 365 days from each item's "
+        "creation or last change;"
+        " the newest items date from about the deletion on "
         "2025-11-28)"
     )
 
@@ -146,7 +151,9 @@ def test_latest_hold_decides() -> None:
     assert result.expires_on == DELETED + timedelta(days=1095)
     assert result.releasable is False
     assert result.reason == (
-        "every hold runs out by 2028-11-27 (retention policy 'Org 3y': 1,095 days after deletion on 2025-11-28)"
+        "every hold runs out by 2028-11-27 (retention policy 'Org 3y': 1,095 days from each item's "
+        "creation or last change;"
+        " the newest items date from about the deletion on 2025-11-28)"
     )
 
 
@@ -250,5 +257,47 @@ def test_hold_expiry_of_one_hold() -> None:
     [hold] = decode_holds(mailbox, [], {})
     assert hold_expiry(mailbox, hold, NOW) == (
         DELETED + timedelta(days=30),
-        "Litigation Hold: 30 days after deletion on 2025-11-28",
+        "Litigation Hold: 30 days from each item's received or created date;"
+        " the newest items date from about the deletion on 2025-11-28",
     )
+
+
+# ---------------------------------------------------------------------------------- set-duration (duration_change)
+# Set-Mailbox.md -LitigationHoldDuration: "The duration is calculated from the date a mailbox item is received or
+# created"; "unlimited, which means items are held indefinitely or until the hold is removed". -RecalculateInactive-
+# Mailbox "might lead to the soft-deletion of the mailbox if all holds on the mailbox have expired".
+def _change(mailbox: InactiveMailbox, days: int | None, org: list[str] | None = None) -> DurationChange:
+    return duration_change(mailbox, decode_holds(mailbox, org or [], {}), days, NOW)
+
+
+def test_a_duration_longer_than_the_newest_content_keeps_the_newest_items_held() -> None:
+    change = _change(mbx(litigation_hold_enabled=True, litigation_hold_duration="30.00:00:00"), 730)
+    assert change.ends_on == DELETED + timedelta(days=730)
+    assert (change.holds_nothing, change.may_soft_delete) == (False, False)
+    assert change.lines == (
+        "Litigation Hold then runs out on 2027-11-28 (730 days from each item's received or created date; the newest "
+        "items date from about the deletion on 2025-11-28)",
+    )
+
+
+def test_a_duration_shorter_than_the_newest_content_warns_of_soft_deletion_when_nothing_else_holds() -> None:
+    change = _change(mbx(litigation_hold_enabled=True), 100)
+    assert (change.holds_nothing, change.may_soft_delete) == (True, True)
+    assert change.lines[1] == (
+        "Warning: 100 days is shorter than the age of the mailbox's newest content (≈ 365 days, deleted on "
+        "2025-11-28): the end date is in the past and Litigation Hold then holds no item"
+    )
+    assert "-RecalculateInactiveMailbox" in change.lines[2]
+    assert change.consequence.startswith("Litigation Hold no longer holds any item and no other hold keeps")
+
+
+def test_a_duration_shorter_than_the_newest_content_with_another_hold_says_the_mailbox_stays() -> None:
+    change = _change(mbx(litigation_hold_enabled=True, in_place_holds=[f"UniH{G1}"]), 100)
+    assert (change.holds_nothing, change.may_soft_delete) == (True, False)
+    assert change.lines[-1] == "Other holds still keep the mailbox inactive (ediscovery)"
+
+
+def test_unlimited_says_every_item_stays_held() -> None:
+    change = _change(mbx(litigation_hold_enabled=True, litigation_hold_duration="30.00:00:00"), None)
+    assert change.lines == ("Unlimited: every item stays held by Litigation Hold until the hold is removed",)
+    assert "no longer held" not in change.consequence

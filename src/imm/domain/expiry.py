@@ -1,10 +1,12 @@
 """When every hold on an inactive mailbox has run out (design §6 "Expiry").
 
-A hold "runs out" when it no longer preserves any item. Hold durations count per item from the day it was
-received or created (domain.md §1); an inactive mailbox gets no new items after its deletion, so
-``WhenSoftDeleted + duration`` is the latest day any item can still be held. imm uses that bound for Litigation
-Hold and for retention policies whose duration is known. It is an approximation on the safe side: some items run
-out earlier, none later.
+A hold "runs out" when it no longer preserves any item. Hold durations count per item: a Litigation Hold duration
+"is calculated from the date a mailbox item is received or created" (Set-Mailbox.md ``-LitigationHoldDuration``;
+change-the-hold-duration article, domain.md §9), a retention policy's from each item's creation or last change
+(retention settings article). An inactive mailbox gets no new items after its deletion, so its newest items date
+from about ``WhenSoftDeleted`` and ``WhenSoftDeleted + duration`` is the latest day any item can still be held. imm
+uses that bound for Litigation Hold and for retention policies whose duration is known, and the reason says so
+(``NEWEST_ITEMS_BASIS``). It is an approximation on the safe side: older items run out earlier, none later.
 
 Holds that never run out by themselves (``expires_on`` None, the reason names the hold): unlimited Litigation
 Hold, eDiscovery case holds, legacy In-Place Holds, Preservation-Locked policies, policies with an unlimited or
@@ -30,9 +32,25 @@ from datetime import datetime, timedelta
 
 from imm.data.models import InactiveMailbox
 from imm.domain.holds import Hold, HoldKind
-from imm.domain.lifecycle import DELAY_HOLD_DAYS, delay_hold_until, expected_delay_hold
+from imm.domain.lifecycle import DELAY_HOLD_DAYS, SOFT_DELETE_PURGE_DAYS, delay_hold_until, expected_delay_hold
 
-__all__ = ["DELAY_HOLD_DAYS", "Expiry", "hold_expiry", "holds_expiry"]
+__all__ = [
+    "DELAY_HOLD_DAYS",
+    "DurationChange",
+    "Expiry",
+    "duration_change",
+    "hold_expiry",
+    "holds_expiry",
+    "per_item_basis",
+]
+
+
+def per_item_basis(days: int, deleted: datetime, start: str = "received or created date") -> str:
+    """What a duration's end date rests on: it counts per item, and the newest items date from the deletion."""
+    return (
+        f"{days:,} days from each item's {start}; the newest items date from about the deletion on "
+        f"{deleted.date().isoformat()}"
+    )
 
 
 @dataclass(frozen=True)
@@ -63,7 +81,7 @@ def hold_expiry(mailbox: InactiveMailbox, hold: Hold, now: datetime) -> tuple[da
         if deleted is None:
             return None, "Litigation Hold has a duration but the deletion date is unknown"
         end = deleted + timedelta(days=hold.duration_days)
-        return end, f"Litigation Hold: {hold.duration_days:,} days after deletion on {deleted.date().isoformat()}"
+        return end, f"Litigation Hold: {per_item_basis(hold.duration_days, deleted)}"
     if kind in (HoldKind.RETENTION_POLICY, HoldKind.SKYPE_POLICY, HoldKind.ORG_POLICY):
         if hold.locked:
             return None, f"retention policy {_name(hold)} is under Preservation Lock"
@@ -74,9 +92,9 @@ def hold_expiry(mailbox: InactiveMailbox, hold: Hold, now: datetime) -> tuple[da
         if deleted is None:
             return None, f"retention policy {_name(hold)} has a duration but the deletion date is unknown"
         end = deleted + timedelta(days=hold.duration_days)
-        return end, (
-            f"retention policy {_name(hold)}: {hold.duration_days:,} days after deletion on "
-            f"{deleted.date().isoformat()}"
+        return (
+            end,
+            f"retention policy {_name(hold)}: {per_item_basis(hold.duration_days, deleted, 'creation or last change')}",
         )
     if kind in (HoldKind.DELAY, HoldKind.DELAY_RELEASE):
         label = "delay hold" if kind is HoldKind.DELAY else "delay release hold"
@@ -143,3 +161,95 @@ def holds_expiry(mailbox: InactiveMailbox, holds: Iterable[Hold], now: datetime)
             latest, f"every hold has run out; the last on {latest.date().isoformat()} ({latest_reason})", True
         )
     return Expiry(latest, f"every hold runs out by {latest.date().isoformat()} ({latest_reason})", False)
+
+
+@dataclass(frozen=True)
+class DurationChange:
+    """What a new Litigation Hold duration means for one mailbox (``imm holds set-duration``).
+
+    ``ends_on``: when the hold then stops holding the newest items (None: unlimited or deletion date unknown);
+    ``holds_nothing``: the new duration is shorter than the age of the newest content, so it holds no item at all;
+    ``may_soft_delete``: and no other hold keeps the mailbox, so Exchange may soft-delete it once it recalculates
+    the hold status (``Set-Mailbox -InactiveMailbox -RecalculateInactiveMailbox`` forces that: it "might lead to
+    the soft-deletion of the mailbox if all holds on the mailbox have expired", Set-Mailbox.md).
+    """
+
+    ends_on: datetime | None
+    holds_nothing: bool
+    may_soft_delete: bool
+    lines: tuple[str, ...]
+    consequence: str
+
+
+def duration_change(
+    mailbox: InactiveMailbox, holds: Iterable[Hold], new_days: int | None, now: datetime
+) -> DurationChange:
+    """The effect of ``Set-Mailbox -LitigationHoldDuration new_days`` (None = Unlimited) on ``mailbox``.
+
+    Set-Mailbox.md: the duration "is calculated from the date a mailbox item is received or created", and the
+    value unlimited means "items are held indefinitely or until the hold is removed". The newest content of an
+    inactive mailbox dates from about its deletion (WhenSoftDeleted).
+    """
+    if new_days is None:
+        return DurationChange(
+            None,
+            False,
+            False,
+            ("Unlimited: every item stays held by Litigation Hold until the hold is removed",),
+            "Every item is held by Litigation Hold until the hold is removed; the mailbox stays inactive",
+        )
+    deleted = mailbox.when_soft_deleted
+    if deleted is None:
+        return DurationChange(
+            None,
+            False,
+            False,
+            (
+                f"{new_days:,} days from each item's received or created date; the deletion date is unknown, so "
+                "imm cannot tell which items that still holds",
+            ),
+            "Items received or created more than the new duration ago are no longer held by Litigation Hold "
+            "(other holds still apply)",
+        )
+    ends = deleted + timedelta(days=new_days)
+    age = max(0, (now - deleted).days)
+    lines = [f"Litigation Hold then runs out on {ends.date().isoformat()} ({per_item_basis(new_days, deleted)})"]
+    if ends > now:
+        return DurationChange(
+            ends,
+            False,
+            False,
+            tuple(lines),
+            "Items received or created more than the new duration ago are no longer held by Litigation Hold "
+            f"(other holds still apply); the newest stay held until ≈ {ends.date().isoformat()}",
+        )
+    others = [
+        hold
+        for hold in holds
+        if hold.preserves and hold.kind is not HoldKind.LITIGATION and _still_holds(mailbox, hold, now)
+    ]
+    lines.append(
+        f"Warning: {new_days:,} days is shorter than the age of the mailbox's newest content (≈ {age:,} days, "
+        f"deleted on {deleted.date().isoformat()}): the end date is in the past and Litigation Hold then holds "
+        "no item"
+    )
+    if others:
+        kinds = ", ".join(dict.fromkeys(hold.kind.value for hold in others))
+        lines.append(f"Other holds still keep the mailbox inactive ({kinds})")
+        consequence = "Litigation Hold no longer holds any item; other holds still keep the mailbox inactive"
+        return DurationChange(ends, True, False, tuple(lines), consequence)
+    lines.append(
+        "Warning: no other hold keeps the mailbox: Exchange may soft-delete it when it recalculates the hold status "
+        "(Set-Mailbox -InactiveMailbox -RecalculateInactiveMailbox forces that), after which its content stays "
+        f"restorable until the purge {SOFT_DELETE_PURGE_DAYS} days later"
+    )
+    consequence = (
+        "Litigation Hold no longer holds any item and no other hold keeps the mailbox: Exchange may soft-delete it "
+        f"(then purged after {SOFT_DELETE_PURGE_DAYS} days; restorable with imm restore until then)"
+    )
+    return DurationChange(ends, True, True, tuple(lines), consequence)
+
+
+def _still_holds(mailbox: InactiveMailbox, hold: Hold, now: datetime) -> bool:
+    end, _reason = hold_expiry(mailbox, hold, now)
+    return end is None or end > now

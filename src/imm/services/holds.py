@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from imm.data.audit_logger import AuditResult, OperationType
@@ -293,9 +293,11 @@ class HoldActions(ActionBase):
             f"Change the Litigation Hold duration of inactive mailbox {label_of(mailbox)}",
             f"From {duration_text(current)} to {duration_text(duration_days)}",
         ]
-        if duration_days is not None and mailbox.when_soft_deleted is not None:
-            ends = mailbox.when_soft_deleted + timedelta(days=duration_days)
-            summary.append(f"Counted from the deletion date, it then runs out on {ends.date().isoformat()}")
+        from imm.domain.expiry import duration_change
+        from imm.domain.holds import Hold
+
+        change = duration_change(mailbox, [Hold.from_dict(d) for d in mailbox.hold_details], duration_days, self.now())
+        summary.extend(change.lines)
         nothing = enabled and current == duration_days
         if nothing:
             summary.append(f"Nothing to do: the duration is already {duration_text(duration_days)}")
@@ -305,8 +307,7 @@ class HoldActions(ActionBase):
             action=SET_DURATION,
             mailbox=summary_of(mailbox),
             summary=summary,
-            consequence="Items older than the new duration are no longer held by Litigation Hold "
-            "(other holds still apply); the mailbox is not deleted by this change",
+            consequence=change.consequence,
             cmdlets=[]
             if nothing
             else [

@@ -562,12 +562,27 @@ class Tenant:
                 ended.append(entry)
         if released:
             self._released_hold(mbx, ended, now)
-        # Every change is re-evaluated at once, so -RecalculateInactiveMailbox needs no work of its own.
+        # Every change is re-evaluated at once. -RecalculateInactiveMailbox also counts a Litigation Hold whose
+        # duration, counted from each item's received date (the newest ≈ the deletion), has passed as expired:
+        # "might lead to the soft-deletion of the mailbox if all holds on the mailbox have expired" (Set-Mailbox.md).
+        if params.get("RecalculateInactiveMailbox") and self._litigation_expired(mbx, now):
+            if self.hold_reasons(mbx) == ["LitigationHold"]:
+                mbx.state = SOFT_DELETED
+                mbx.was_inactive = True
+                mbx.retire_time = now
+                self._lifecycle.add(mbx.exchange_guid)
         self._settle(mbx, now)
         if (mbx.to_state(), self.is_held(mbx)) == before:
             return [NO_CHANGE_WARNING.format(identity)]
         self._changed(mbx, now)
         return []
+
+    @staticmethod
+    def _litigation_expired(mbx: Mailbox, now: float) -> bool:
+        """Litigation Hold with a duration that no item is younger than (the newest items date from the deletion)."""
+        days = mbx.litigation_hold_duration
+        deleted = mbx.when_soft_deleted
+        return mbx.litigation_hold and days is not None and deleted is not None and now >= deleted + days * DAY
 
     def _orphan_entry(self, holds: list[str], value: str) -> str:
         wanted = value.strip().lower()
