@@ -426,7 +426,7 @@ def test_losing_the_sign_in_mid_sync_stops_the_run_and_keeps_what_was_fetched(tm
 
 def test_once_cancelled_no_queued_mailbox_starts() -> None:
     """Ctrl+C lets the calls in flight finish; the mailboxes queued behind them (two per worker) never start."""
-    from imm.services.sync import fan_out
+    from imm.services.sync_fetch import fan_out
 
     started: list[int] = []
     release, cancel = threading.Event(), threading.Event()

@@ -28,6 +28,7 @@ from imm.exchange.throttle import AdaptiveLimiter
 
 if TYPE_CHECKING:
     from imm.data.database import DatabaseManager
+    from imm.exchange.cmdlets import Backend, ExchangeOperations
 
 # X-AnchorMailbox for app-only sign-in, as public clients of the admin API send it (exo-rest.md §2; the module's
 # own value lives in its DLL: unconfirmed). Delegated sign-in anchors on the signed-in user: UPN:<user>.
@@ -97,7 +98,7 @@ class SessionManager:
         self.profile: Profile = config.profile if isinstance(config, Config) else config
         self.db = db
         self.authenticator = authenticator
-        self._connection: Any = None
+        self._connection: ExchangeOperations | None = None
         self._clients: list[Closeable] = []
         self._user: str | None = None
         self._tenant: str | None = None
@@ -111,7 +112,7 @@ class SessionManager:
         return self._connection is not None
 
     @property
-    def connection(self) -> Any:
+    def connection(self) -> ExchangeOperations:
         """The ``ExchangeOperations`` (typed cmdlets on both endpoints) of the running session."""
         if self._connection is None:
             raise SignInError("no Exchange session is open", hint="start the session first (imm login)")
@@ -253,7 +254,7 @@ class SessionManager:
         endpoint: str,
         anchor: str | None,
         limiter: AdaptiveLimiter,
-    ) -> Any:
+    ) -> Backend:
         from imm.exchange import create_backend
 
         # profile.backend picks REST (ExchangeClient, the default) or PowerShell. The tenant is the signed-in
@@ -262,7 +263,7 @@ class SessionManager:
             profile, provider, endpoint=endpoint, anchor_mailbox=anchor, tenant=self.tenant, limiter=limiter
         )
 
-    def _build_operations(self, exchange: Any, compliance: Any) -> Any:
+    def _build_operations(self, exchange: Backend, compliance: Backend | None) -> ExchangeOperations:
         from imm.exchange.cmdlets import ExchangeOperations
 
         return ExchangeOperations(exchange, compliance)

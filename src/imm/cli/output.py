@@ -31,7 +31,7 @@ from typing import Any
 import click
 
 from imm.cli.context import app
-from imm.errors import InputError
+from imm.serialise import FORMULA_START, apply_query, compile_query, csv_cell, to_jsonable
 
 
 class OutputFormat(StrEnum):
@@ -99,43 +99,6 @@ def stream_output_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return output_options(f, [o.value for o in OutputFormat])
 
 
-def to_jsonable(value: Any) -> Any:
-    """Datetimes as ISO 8601, sets and tuples as lists; everything else as it is."""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [to_jsonable(v) for v in value]
-    return value
-
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: Any) -> str:
-    """Text for one CSV cell; a cell a spreadsheet would run as a formula gets a leading apostrophe."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        text = ";".join(str(v) for v in value)
-    elif isinstance(value, dict):
-        text = json.dumps(to_jsonable(value), ensure_ascii=False, sort_keys=True)
-    elif isinstance(value, datetime | date):
-        text = value.isoformat()
-    else:
-        text = str(value)
-    if text.startswith(_FORMULA_START):
-        # A number such as "-3.5" is data, not a formula.
-        try:
-            float(text)
-        except ValueError:
-            return "'" + text
-    return text
-
-
 def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], stream: Any, *, tsv: bool = False) -> int:
     """A header, then one line per row as it comes (TSV: Excel's tab dialect); returns the number of rows."""
     writer = csv.writer(stream, dialect=csv.excel_tab if tsv else csv.excel, lineterminator="\n")
@@ -149,7 +112,7 @@ def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], stream: An
     return count
 
 
-_FORMULA_CHARS = frozenset(_FORMULA_START)
+_FORMULA_CHARS = frozenset(FORMULA_START)
 
 
 def _csv_value(value: Any) -> Any:
@@ -209,57 +172,6 @@ def write_query_csv(result: Any, preferred: Sequence[str], stream: Any, *, tsv: 
     for item in result if isinstance(result, list) else [] if result is None else [result]:
         out.write(csv_cell(item) + "\n")
     stream.write(out.getvalue())
-
-
-def apply_query(data: Any, query: str | None) -> Any:
-    if not query:
-        return data
-    return compile_query(query)(data)
-
-
-def compile_query(query: str) -> Callable[[Any], Any]:
-    """The JMESPath expression parsed once (a bad one is an InputError), as a function of a JSON value."""
-    import jmespath
-    from jmespath.exceptions import JMESPathError
-
-    try:
-        expression = jmespath.compile(query)
-    except JMESPathError as exc:
-        raise InputError(f"invalid --query expression {query!r}: {_query_problem(exc)}") from None
-
-    def search(data: Any) -> Any:
-        try:
-            result = expression.search(to_jsonable(data))
-        except JMESPathError as exc:
-            raise InputError(f"invalid --query expression {query!r}: {_query_problem(exc)}") from None
-        except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:  # jmespath's evaluation failed
-            raise InputError(f"--query expression {query!r} cannot be evaluated on this data ({exc})") from None
-        if not _is_data(result):  # `&expr` evaluates to an expression reference, which no format can write
-            raise InputError(f"--query expression {query!r} gives an expression reference (&…), not data")
-        return result
-
-    return search
-
-
-def _is_data(value: Any) -> bool:
-    if isinstance(value, dict):
-        return all(_is_data(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_is_data(v) for v in value)
-    return value is None or isinstance(value, str | int | float | bool)
-
-
-def _query_problem(exc: Exception) -> str:
-    """One short line for a JMESPath error (its own text spans lines, and may quote a whole record)."""
-    from jmespath.exceptions import JMESPathTypeError, ParseError
-
-    if isinstance(exc, JMESPathTypeError):
-        expected = ", ".join(exc.expected_types)
-        return f"in function {exc.function_name}(), a value of type {exc.actual_type} where {expected} was expected"
-    text = str(exc).splitlines()[0].rstrip(": ") if str(exc) else type(exc).__name__
-    if isinstance(exc, ParseError) and exc.lex_position is not None:
-        text += f" at column {exc.lex_position + 1}"
-    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def _cell_text(value: Any) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 from imm.data.models import InactiveMailbox
 from imm.domain.holds import Hold, HoldKind, dashed_guid
 from imm.domain.lifecycle import DELAY_HOLD_DAYS, SOFT_DELETE_PURGE_DAYS
-from imm.domain.parsing import format_size, parse_bool, parse_size
+from imm.domain.parsing import format_size, or_default, parse_bool, parse_size
 from imm.errors import InputError
 
 __all__ = [
@@ -261,10 +261,7 @@ def _restore_request_count(target: Mapping[str, Any]) -> int:
 
 
 def _size_or_none(value: Any) -> int | None:
-    try:
-        return parse_size(value)
-    except InputError:
-        return None
+    return or_default(parse_size, value, None)
 
 
 def restore_blockers(mailbox: InactiveMailbox, target: Mapping[str, Any] | None, *, archive: bool) -> list[Blocker]:

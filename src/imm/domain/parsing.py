@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from imm.errors import InputError
 
@@ -22,12 +23,35 @@ __all__ = [
     "mailbox_location_kinds",
     "canonical_guid",
     "normalise_guid",
+    "or_default",
     "parse_bool",
+    "parse_count",
     "parse_datetime",
+    "parse_guid",
+    "parse_list",
     "parse_size",
+    "parse_strings",
     "parse_timespan_days",
     "strip_prefix_guid",
 ]
+
+T = TypeVar("T")
+
+
+def or_default(reader: Callable[[Any], T | None], value: Any, default: T) -> T:
+    """``reader(value)``, or ``default`` when the value is empty or not in the reader's format.
+
+    The one lenient form of every reader below, for record fields where one odd value must not fail a whole
+    mailbox: ``or_default(parse_bool, record.get("Enabled"), True)``.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    try:
+        result = reader(value)
+    except InputError:
+        return default
+    return default if result is None else result
+
 
 # Exchange's ByteQuantifiedSize uses binary multiples (1 KB = 1,024 bytes).
 _UNIT_BYTES: dict[str, int] = {"": 1, "b": 1, "byte": 1, "bytes": 1}
@@ -228,6 +252,13 @@ _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HOLD_PREFIXES = ("unih", "mbx", "skp", "grp", "cld")
 
 
+def parse_guid(value: Any) -> str:
+    """A GUID in any form Exchange prints (dashed, bare 32 hex digits, in braces, any case) as 32 lower-case hex
+    digits; ``""`` when ``value`` is empty or not a GUID."""
+    text = normalise_guid(value)
+    return text if _HEX32.fullmatch(text) else ""
+
+
 def normalise_guid(value: Any) -> str:
     """32 lower-case hex digits without dashes or braces (the form InPlaceHolds values carry); ``""`` if empty."""
     return str(value or "").strip().strip("{}").replace("-", "").lower()
@@ -292,3 +323,31 @@ def mailbox_location_kinds(values: Any) -> list[str]:
         if kind:
             kinds.append(kind)
     return kinds
+
+
+def parse_list(value: Any) -> list[Any]:
+    """A multi-valued property as a list: a JSON array as it is, one value as a list of one, None/``""`` → []."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [value]
+
+
+def parse_strings(value: Any) -> list[str]:
+    """A multi-valued property as texts, empty entries dropped: ``["a", None, ""]`` → ``["a"]``."""
+    return [str(v) for v in parse_list(value) if v is not None and v != ""]
+
+
+def parse_count(value: Any) -> int | None:
+    """A whole count Exchange prints (``"1,234"``, ``12``); None/``""`` → None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise InputError(f"not a count: {value!r}")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().replace(",", "")
+    if text.isascii() and text.isdigit():
+        return int(text)
+    raise InputError(f"not a count: {value!r}")

@@ -24,7 +24,15 @@ from imm.config import OrgMapping
 from imm.data.models import InactiveMailbox
 from imm.domain.cost import license_type_from_plan
 from imm.domain.lifecycle import last_hold_removal, parse_hold_tracking
-from imm.domain.parsing import mailbox_location_kinds, parse_bool, parse_datetime, parse_size
+from imm.domain.parsing import (
+    mailbox_location_kinds,
+    or_default,
+    parse_bool,
+    parse_count,
+    parse_datetime,
+    parse_size,
+    parse_strings,
+)
 from imm.errors import InputError
 
 __all__ = ["load_org_mapping_csv", "mailbox_from_records", "mapping_key"]
@@ -53,50 +61,25 @@ def _guid_text(record: Mapping[str, Any], key: str) -> str:
 
 def _date(record: Mapping[str, Any], *keys: str) -> datetime | None:
     for key in keys:
-        value = record.get(key)
-        if value in (None, ""):
-            continue
-        try:
-            return parse_datetime(value)
-        except InputError:
-            continue
+        moment = or_default(parse_datetime, record.get(key), None)
+        if moment is not None:
+            return moment
     return None
 
 
 def _flag(record: Mapping[str, Any], key: str) -> bool:
-    try:
-        return parse_bool(record.get(key), False)
-    except InputError:
-        return False
+    return or_default(parse_bool, record.get(key), False)
 
 
 def _bytes(record: Mapping[str, Any] | None, key: str) -> int:
-    if not record:
-        return 0
-    try:
-        return parse_size(record.get(key)) or 0
-    except InputError:
-        return 0
+    return or_default(parse_size, record.get(key), 0) if record else 0
 
 
 def _count(record: Mapping[str, Any] | None, key: str) -> int:
-    if not record:
-        return 0
-    value = record.get(key)
-    try:
-        return int(str(value).replace(",", "")) if value not in (None, "") else 0
-    except ValueError:
-        return 0
+    return or_default(parse_count, record.get(key), 0) if record else 0
 
 
-def _strings(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list | tuple):
-        return [str(v) for v in value if v not in (None, "")]
-    return [str(value)]
+_strings = parse_strings  # the one reader of multi-valued properties
 
 
 def _attribute(record: Mapping[str, Any], name: str) -> str | None:

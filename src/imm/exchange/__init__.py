@@ -34,7 +34,7 @@ from imm.exchange.throttle import AdaptiveLimiter, ClientStats, RetryPolicy
 
 if TYPE_CHECKING:
     from imm.config import Profile
-    from imm.exchange.powershell import PowerShellExecutor
+    from imm.exchange.cmdlets import Backend
 
 __all__ = [
     "AccessDeniedError",
@@ -65,10 +65,11 @@ def create_backend(
     endpoint: str = "exchange",
     anchor_mailbox: str | None = None,
     **options: Any,
-) -> ExchangeClient | PowerShellExecutor:
+) -> Backend:
     """The backend ``profile.backend`` names: "rest" (ExchangeClient) or "powershell" (PowerShellExecutor, with
     ``pwsh`` from ``IMM_PWSH`` or the PATH). ``tenant`` (default: the profile's tenant_id) and, for REST,
-    ``limiter`` (an AdaptiveLimiter shared by a session's clients) are among the ``options``."""
+    ``limiter`` (an AdaptiveLimiter shared by a session's clients) are among the ``options``. Both satisfy the
+    :class:`~imm.exchange.cmdlets.Backend` protocol (mypy checks this return type)."""
     backend = (profile.backend or "rest").strip().lower()
     if backend == "rest":
         return ExchangeClient.from_profile(

@@ -22,7 +22,9 @@ from imm.exchange.errors import ExchangeError
 
 
 class Backend(Protocol):
-    """What ExchangeOperations needs from a backend (ExchangeClient or PowerShellExecutor)."""
+    """The Exchange seam: what ExchangeOperations and the session need from a backend. Both backends satisfy it
+    (:class:`imm.exchange.client.ExchangeClient` over REST, :class:`imm.exchange.powershell.PowerShellExecutor`
+    over ``pwsh``; mypy checks it in :mod:`imm.exchange`)."""
 
     @property
     def last_warnings(self) -> list[str]: ...
@@ -36,6 +38,8 @@ class Backend(Protocol):
         keep_annotations: bool = False,
         creating: bool | None = None,
     ) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
 
 
 def filter_datetime(moment: datetime) -> str:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from imm.data.database import DatabaseManager
     from imm.data.models import InactiveMailbox
     from imm.domain.holds import Hold, PolicyInfo
+    from imm.exchange.cmdlets import ExchangeOperations
 
 # The name these actions have always logged under (the log file shows it), kept across the split into modules.
 log = logging.getLogger("imm.services.actions")
@@ -64,7 +65,7 @@ class ActionBase:
     def __init__(
         self,
         db: DatabaseManager,
-        ops: Any,
+        ops: ExchangeOperations | None,
         audit: AuditLogger,
         profile: Profile,
         *,
@@ -83,7 +84,7 @@ class ActionBase:
     def now(self) -> datetime:
         return self._now or datetime.now(UTC)
 
-    def _need_ops(self) -> Any:
+    def _need_ops(self) -> ExchangeOperations:
         if self.ops is None:
             from imm.errors import SignInError
 
@@ -97,36 +98,19 @@ class ActionBase:
                 config = first(self.ops.get_organization_config()) or {}
                 self._org_holds = [str(v) for v in as_list(config.get("InPlaceHolds"))]
             else:
-                rows = self.db.get_connection().execute("SELECT value FROM org_holds ORDER BY value")
-                self._org_holds = [str(r[0]) for r in rows]
+                from imm.data.org_state import OrgStateStore
+
+                self._org_holds = OrgStateStore(self.db).org_holds()
         return list(self._org_holds)
 
     def policies(self) -> dict[str, PolicyInfo]:
         """Retention and case hold policies as the last sync cached them (names, Preservation Lock, durations)."""
         if self._policies is None:
-            from imm.domain.holds import HoldAction, PolicyInfo
+            from imm.data.org_state import OrgStateStore
+            from imm.domain.compliance import policy_from_row
 
-            out: dict[str, PolicyInfo] = {}
-            rows = self.db.get_connection().execute(
-                "SELECT guid, name, kind, locked, enabled, retention_days, retention_action, scope_all FROM policies"
-            )
-            for row in rows:
-                action: HoldAction | None
-                try:
-                    action = HoldAction(row[6]) if row[6] else None
-                except ValueError:
-                    action = None
-                out[str(row[0])] = PolicyInfo(
-                    guid=str(row[0]),
-                    name=row[1] or "",
-                    kind=row[2] or "retention",
-                    locked=bool(row[3]),
-                    enabled=bool(row[4]),
-                    retention_days=row[5],
-                    action=action,
-                    scope_all=bool(row[7]),
-                )
-            self._policies = out
+            rows = OrgStateStore(self.db).policy_rows()
+            self._policies = {str(row["guid"]): policy_from_row(row) for row in rows}
         return self._policies
 
     def decode(self, mailbox: InactiveMailbox) -> list[Hold]:

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from imm.errors import BlockedError, ImmError, InputError
+from imm.domain.parsing import or_default, parse_bool, parse_list, parse_timespan_days
+from imm.errors import BlockedError, InputError
 
 if TYPE_CHECKING:
     from imm.data.models import InactiveMailbox
@@ -248,11 +249,7 @@ def exchange_guid(record: Mapping[str, Any] | None) -> str:
 
 
 def as_list(value: Any) -> list[Any]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, list | tuple):
-        return list(value)
-    return [value]
+    return parse_list(value)  # the one reader of lists: imm.domain.parsing
 
 
 def state_of(record: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -262,9 +259,8 @@ def state_of(record: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def truthy(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value or "").strip().lower() in {"true", "1", "yes", "$true"}
+    """An Exchange boolean (``True``, ``"True"``, ``"$true"``…); empty or unreadable → False."""
+    return or_default(parse_bool, value, False)
 
 
 def addresses(record: Mapping[str, Any] | None) -> set[str]:
@@ -298,12 +294,8 @@ def duration_text(days: int | None) -> str:
 
 
 def days_of(value: Any) -> int | None:
-    from imm.domain.parsing import parse_timespan_days
-
-    try:
-        return parse_timespan_days(value)
-    except ImmError:
-        return None
+    """Whole days of an Exchange duration (``"365.00:00:00"``); Unlimited, empty or unreadable → None."""
+    return or_default(parse_timespan_days, value, None)
 
 
 def is_exchange_item_error(exc: BaseException) -> bool:

@@ -2,7 +2,7 @@
 
 Each sheet: a bold header row (frozen, with a filter), the rows, and a bold "Total" row when the section has
 totals. Numbers are stored as numbers with a number format, dates as dates; text goes through
-:func:`imm.cli.output.csv_cell`, so a name such as ``=HYPERLINK(…)`` is stored as inert text, and characters
+:func:`imm.serialise.csv_cell`, so a name such as ``=HYPERLINK(…)`` is stored as inert text, and characters
 that XML cannot hold are dropped.
 """
 
@@ -34,7 +34,7 @@ def sheet_title(name: str, taken: set[str]) -> str:
 
 def cell_value(value: Any, column: ReportColumn) -> Any:
     """What goes into the cell: numbers and dates as themselves, everything else as safe text."""
-    from imm.cli.output import csv_cell
+    from imm.serialise import csv_cell
 
     if value is None:
         return None

@@ -227,7 +227,7 @@ def write_csv(report: Report, target: Path | IO[str] | str, *, section: str | No
     """
     import csv
 
-    from imm.cli.output import csv_cell
+    from imm.serialise import csv_cell
 
     chosen = report.section(section)
     keys = [c.key for c in chosen.columns]
@@ -245,7 +245,7 @@ def write_csv(report: Report, target: Path | IO[str] | str, *, section: str | No
 
 def report_json(report: Report, query: str | None = None) -> Any:
     """The JSON-ready document (ISO dates), or what the JMESPath ``query`` selects from it."""
-    from imm.cli.output import apply_query, to_jsonable
+    from imm.serialise import apply_query, to_jsonable
 
     document = to_jsonable(report.to_dict())
     return apply_query(document, query) if query else document

@@ -1,0 +1,242 @@
+"""What a sync reads from Exchange: org-wide holds, compliance policies, the inactive mailbox list, recipients and
+per-mailbox statistics fanned out over a bounded pool (:func:`fan_out`). No cache access and no record building
+here: :mod:`imm.services.sync` orchestrates, :mod:`imm.services.sync_build` turns what was read into mailboxes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from imm.domain.parsing import parse_strings
+from imm.errors import ImmError, NotFoundError, SignInError
+from imm.services.action_support import first, truthy
+
+if TYPE_CHECKING:
+    from imm.exchange.cmdlets import ExchangeOperations
+
+log = logging.getLogger(__name__)
+
+COMPLIANCE_DENIED = "policy names unavailable: the account lacks the compliance role"
+
+
+@dataclass
+class Fetched:
+    """One mailbox as read: its Get-Mailbox record, statistics (primary, archive), recipient and, under a delay
+    hold, its HoldTracking log."""
+
+    record: dict[str, Any]
+    stats: dict[str, Any] | None
+    archive: dict[str, Any] | None
+    recipient: dict[str, Any] | None
+    hold_tracking: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class ComplianceRead:
+    """What the compliance endpoint gave: the records of each read (None: not read), and why not."""
+
+    policies: list[dict[str, Any]] | None = None
+    rules: list[dict[str, Any]] | None = None
+    case_holds: list[dict[str, Any]] | None = None
+    warnings: list[str] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.policies is not None and self.rules is not None and self.case_holds is not None
+
+
+class MailboxFetcher:
+    """The Exchange reads of one sync run, counting the calls it makes."""
+
+    def __init__(self, ops: ExchangeOperations, workers: int) -> None:
+        self.ops = ops
+        self.workers = workers
+        self._calls = 0
+        self._calls_lock = threading.Lock()
+
+    @property
+    def calls(self) -> int:
+        return self._calls
+
+    # ------------------------------------------------------------------------------------ org state, policies
+    def org_holds(self) -> list[str]:
+        config = first(self.ops.get_organization_config()) or {}
+        return parse_strings(config.get("InPlaceHolds"))
+
+    def compliance(self) -> ComplianceRead:
+        """Retention policies, their rules and case hold policies; when the account may not read them, a
+        ComplianceRead with nothing read and one warning."""
+        from imm.exchange import AccessDeniedError
+
+        try:
+            policies = list(self.ops.get_retention_policies(distribution_detail=True))
+            rules = list(self.ops.get_retention_rules())
+            case_holds = list(self.ops.get_case_hold_policies())
+        except ImmError as exc:
+            if not (isinstance(exc, AccessDeniedError) or _is_auth_denied(exc)):
+                raise
+            log.info(COMPLIANCE_DENIED)
+            return ComplianceRead(warnings=[COMPLIANCE_DENIED])
+        return ComplianceRead(policies, rules, case_holds, [])
+
+    # ------------------------------------------------------------------------------------------- listing
+    def list_inactive(self) -> dict[str, dict[str, Any]]:
+        """ExchangeGuid → Get-Mailbox record of every inactive mailbox (the complete list), plus the formerly
+        inactive ones that are soft-deleted and not yet purged (kept with their lifecycle state and purge date;
+        delete-an-inactive-mailbox)."""
+        out: dict[str, dict[str, Any]] = {}
+        for record in self.ops.get_inactive_mailboxes():
+            identity = identity_of(record)
+            if identity:
+                out[identity] = record
+        for record in self.ops.get_soft_deleted_mailboxes(formerly_inactive=True):
+            identity = identity_of(record)
+            if identity and identity not in out:
+                out[identity] = record
+        return out
+
+    def recipient_index(self) -> dict[str, dict[str, Any]]:
+        """Every recipient of one paged Get-Recipient listing, by each of its keys (see :func:`lookup_recipient`)."""
+        index: dict[str, dict[str, Any]] = {}
+        for record in self.ops.get_recipients():
+            for key in _recipient_keys(record):
+                index.setdefault(key, record)
+        return index
+
+    # ------------------------------------------------------------------------------------------- fan-out
+    def fetch_one(self, record: dict[str, Any], per_mailbox_recipient: bool) -> Fetched:
+        identity = identity_of(record)
+        stats = self._call(self.ops.get_mailbox_statistics, identity)
+        archive = None
+        if str(record.get("ArchiveStatus") or "").lower() == "active":
+            archive = self._call(self.ops.get_mailbox_statistics, identity, archive=True)
+        recipient = None
+        if per_mailbox_recipient:
+            try:
+                recipient = self._call(self.ops.get_recipient, identity)
+            except NotFoundError:
+                recipient = None  # no recipient object: Company/Department from the attribute or mapping
+        tracking = None
+        if truthy(record.get("DelayHoldApplied")) or truthy(record.get("DelayReleaseHoldApplied")):
+            # When the delay hold started: the latest removal in the hold history (identify-a-hold article).
+            from imm.exchange.errors import AccessDeniedError, InvalidParameterError
+
+            try:
+                tracking = self._call(self.ops.export_hold_tracking, identity)
+            except (NotFoundError, AccessDeniedError, InvalidParameterError):
+                tracking = None  # no history readable: the delay hold is estimated from WhenChanged
+        return Fetched(record, first(stats), first(archive), first(recipient), tracking)
+
+    def fetch_all(
+        self, records: Iterable[dict[str, Any]], per_mailbox_recipient: bool, cancel: threading.Event | None
+    ) -> Iterator[tuple[dict[str, Any], Fetched | BaseException]]:
+        """(record, Fetched or the exception) for each record, as each finishes."""
+        return fan_out(lambda r: self.fetch_one(r, per_mailbox_recipient), records, self.workers, cancel)
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self._calls_lock:
+            self._calls += 1
+        return fn(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- fan-out helper
+def fan_out(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    workers: int,
+    cancel: threading.Event | None = None,
+) -> Iterator[tuple[Any, Any]]:
+    """Run ``fn`` over ``items`` on ``workers`` threads; yield ``(item, result or exception)`` as each finishes.
+
+    At most ``2 * workers`` items are queued at a time, so a set ``cancel`` stops new work at once; calls in flight
+    finish (their results are still yielded). Throttling is the Exchange client's job: each call waits for its
+    adaptive limiter, so more workers than the allowed concurrency only queue there.
+    """
+    iterator = iter(items)
+    pending: dict[Future[Any], Any] = {}
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imm-sync")
+
+    def submit_more() -> None:
+        while len(pending) < workers * 2 and not (cancel is not None and cancel.is_set()):
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            pending[pool.submit(fn, item)] = item
+
+    try:
+        submit_more()
+        while pending:
+            done, _ = wait(list(pending), timeout=0.2, return_when=FIRST_COMPLETED)
+            if cancel is not None and cancel.is_set():  # queued items that have not started never will
+                for future in [f for f in pending if f not in done and f.cancel()]:
+                    del pending[future]
+            for future in done:
+                item = pending.pop(future)
+                exc = future.exception()
+                yield item, (exc if exc is not None else future.result())
+            submit_more()
+    finally:
+        # Stopped early (an error, the consumer gone): drop what has not started, let calls in flight end.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------------------------- pure helpers
+def identity_of(record: dict[str, Any]) -> str:
+    """The cache key of a Get-Mailbox record: its ExchangeGuid (else Guid), lower-case."""
+    return str(record.get("ExchangeGuid") or record.get("Guid") or "").strip().lower()
+
+
+def _recipient_keys(record: dict[str, Any]) -> list[str]:
+    keys = []
+    for name in ("ExchangeGuid", "Guid", "ExternalDirectoryObjectId"):
+        value = str(record.get(name) or "").strip().lower()
+        if value and value != "00000000-0000-0000-0000-000000000000":
+            keys.append(f"{name}:{value}")
+    smtp = str(record.get("PrimarySmtpAddress") or "").strip().lower()
+    if smtp:
+        keys.append(f"smtp:{smtp}")
+    return keys
+
+
+def lookup_recipient(index: dict[str, dict[str, Any]], mailbox: dict[str, Any]) -> dict[str, Any] | None:
+    """The recipient of a mailbox: by ExchangeGuid first (SMTP addresses can be shared), then Guid, then SMTP."""
+    for key in _recipient_keys(mailbox):
+        if key.startswith("smtp:"):
+            continue
+        found = index.get(key)
+        if found is not None:
+            return found
+    smtp = str(mailbox.get("PrimarySmtpAddress") or "").strip().lower()
+    return index.get(f"smtp:{smtp}") if smtp else None
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Errors that end the run rather than count against one mailbox."""
+    from imm.exchange import AccessDeniedError, ExoAuthError
+
+    if not isinstance(exc, Exception):
+        return True  # KeyboardInterrupt, SystemExit in a worker
+    return isinstance(exc, ExoAuthError | AccessDeniedError | SignInError)
+
+
+def is_unavailable(outcome: Any) -> bool:
+    """A mailbox that could not be read because Exchange did not answer (after every retry), not because of it."""
+    from imm.exchange import ThrottledError, TransientError
+
+    return isinstance(outcome, TransientError | ThrottledError)
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, ImmError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _is_auth_denied(exc: ImmError) -> bool:
+    return getattr(exc, "status", None) == 403
