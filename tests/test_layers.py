@@ -15,8 +15,9 @@ FORBIDDEN = {
     "services": ("imm.cli",),
     "session": ("imm.cli", "imm.services"),
     "domain": ("imm.cli", "imm.services", "imm.session", "imm.exchange", "imm.auth"),
-    "data": ("imm.cli", "imm.services", "imm.session", "imm.domain", "imm.exchange", "imm.auth"),
-    "exchange": ("imm.cli", "imm.services", "imm.session", "imm.domain", "imm.data"),
+    # data and exchange may use the domain's pure readers (design: CLI → services → domain ← data/exchange)
+    "data": ("imm.cli", "imm.services", "imm.session", "imm.exchange", "imm.auth"),
+    "exchange": ("imm.cli", "imm.services", "imm.session", "imm.data"),
     "auth": ("imm.cli", "imm.services", "imm.session", "imm.domain", "imm.data", "imm.exchange"),
     "serialise": ("imm.cli", "imm.services", "imm.session", "imm.domain", "imm.data", "imm.exchange"),
 }
