@@ -201,7 +201,7 @@ def mailbox_from_records(
         custom_attributes=custom,
         tenant=tenant,
         # IsInactiveMailbox is absent from some replies: only an explicit False marks a soft-deleted mailbox.
-        is_inactive_mailbox=_text(mailbox, "IsInactiveMailbox").lower() not in ("false", "$false", "0"),
+        is_inactive_mailbox=or_default(parse_bool, mailbox.get("IsInactiveMailbox"), True),
         was_inactive_mailbox=_flag(mailbox, "WasInactiveMailbox"),
         last_hold_removed=removed,
     )

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from imm.domain.parsing import or_default, parse_bool
 from imm.errors import ConfigError
 from imm.exchange.encoding import UNLIMITED, SecureString
 from imm.exchange.errors import ExchangeError
@@ -116,7 +117,7 @@ class ExchangeOperations:
         records = self.exchange.invoke_all("Get-Mailbox", parameters, result_size=UNLIMITED)
         if not formerly_inactive:
             return records
-        return [r for r in records if str(r.get("WasInactiveMailbox")).strip().lower() in ("true", "$true", "1")]
+        return [r for r in records if or_default(parse_bool, r.get("WasInactiveMailbox"), False)]
 
     def export_hold_tracking(self, identity: str) -> list[dict[str, Any]]:
         """``Export-MailboxDiagnosticLogs -Identity X -ComponentName HoldTracking -IncludeInactiveMailboxes``: the
