@@ -260,7 +260,7 @@ def test_last_holds_need_the_count_typed_even_with_yes_and_closed_stdin(
     lines = result.stderr.splitlines()
     assert lines[:2] == [
         "Consequences, by the cache (each row is checked against Exchange again before it runs):",
-        "  4 rows remove the last hold (the mailbox becomes soft-deleted and is purged 183 days later): "
+        "  4 rows remove the last hold (a 30-day delay hold, then soft-deleted, purged 183 days after the removal): "
         "Alice Archer <alice@contoso.com>, Bob Baker <bob@contoso.com>, Carol Cruz <carol@contoso.com> and 1 more",
     ]
     assert 'type "release 4" to go on' in result.stderr

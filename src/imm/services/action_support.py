@@ -36,7 +36,7 @@ UNLIMITED = "unlimited-litigation"
 EDISCOVERY = "ediscovery"
 TYPED_CONSEQUENCES = (LAST_HOLD, UNLIMITED, EDISCOVERY)
 CONSEQUENCE_WORDS = {
-    LAST_HOLD: "remove the last hold (the mailbox becomes soft-deleted and is purged 183 days later)",
+    LAST_HOLD: "remove the last hold (a 30-day delay hold, then soft-deleted, purged 183 days after the removal)",
     UNLIMITED: "release an Unlimited Litigation Hold",
     EDISCOVERY: "remove the mailbox from an eDiscovery case hold",
 }

@@ -44,6 +44,9 @@ DEFAULT_CMDLETS = {
 }
 LARGE_SET_LIMIT = 50_000
 IDENTITY_PARAMETERS = ("identity", "inactivemailbox", "sourcemailbox", "targetmailbox")
+# Admin audit logging records every cmdlet but those whose verb is Get, Search or Test; Export-MailboxDiagnosticLogs
+# (which imm runs to read HoldTracking) is logged too, yet only reads diagnostics: none of these is an outside change.
+READ_ONLY_VERBS = frozenset({"get", "search", "test", "export"})
 
 
 @dataclass
@@ -264,7 +267,7 @@ def reconcile(
         )
     inactive = _inactive_names(db)
     for rec in records:
-        if rec.matched:
+        if rec.matched or rec.cmdlet.split("-", 1)[0].lower() in READ_ONLY_VERBS:
             continue
         hit = next((inactive[n] for n in rec.ordered if n in inactive), None)
         if hit is None:

@@ -55,7 +55,7 @@ RELEASE_TYPE_OF_KIND = {
 
 
 def release_consequences(plan: ReleasePlan) -> list[str]:
-    """What of a release plan needs a typed confirmation: ``last-hold`` (the mailbox becomes soft-deleted),
+    """What of a release plan needs a typed confirmation: ``last-hold`` (a delay hold, then soft deletion),
     ``unlimited-litigation`` (an Unlimited Litigation Hold is released), ``ediscovery`` (a case hold)."""
     out = [LAST_HOLD] if plan.removes_last_hold else []
     for step in plan.steps:
