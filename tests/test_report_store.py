@@ -4,6 +4,8 @@ model, grouping and filters."""
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ from factories import NOW, make_mailbox, make_mailboxes
 from imm.config import CostModel
 from imm.data.database import DatabaseManager, MailboxFilter
 from imm.data.models import InactiveMailbox
-from imm.services.reports import build_report, build_report_from_store
+from imm.services.report_model import StreamedRows
+from imm.services.reports import build_report, build_report_from_store, report_json, write_json
 from test_reports import COST, inventory
 
 DAY = timedelta(days=1)
@@ -36,6 +39,27 @@ def edge_cases() -> list[InactiveMailbox]:
         make_mailbox(alias="d365", holds_expire_on=NOW + 365 * DAY, releasable=False),
         make_mailbox(alias="later", holds_expire_on=NOW + 366 * DAY, releasable=False, tenant=""),
         make_mailbox(alias="other", tenant="fabrikam.onmicrosoft.com", recovery_eligible=False),
+        # what the holds, expiry and eligibility reports read per mailbox
+        make_mailbox(alias="ri", recoverable_items_mb=700.25, archive_recoverable_items_mb=12.5, releasable=True),
+        make_mailbox(alias="noname", display_name="", name="", holds_expire_on=NOW + 5 * DAY, releasable=False),
+        make_mailbox(alias="accent", display_name="Émile Zola", recovery_eligible=False, restore_eligible=False),
+        make_mailbox(alias="lower", display_name="émile zola", restore_eligible=False, restore_blockers=[]),
+        make_mailbox(
+            alias="twice",
+            recovery_eligible=False,
+            recovery_blockers=["ediscovery-hold: case 'A'", "ediscovery-hold: case 'B'", "a sentence without code"],
+        ),
+        make_mailbox(alias="reason", holds_expire_on=None, releasable=False, expiry_reason="  Unlimited hold "),
+        make_mailbox(
+            alias="policies",
+            hold_details=[
+                {"kind": "retention-policy", "policy_name": "Keep 7y", "guid": "mbx" + "a" * 32, "locked": True},
+                {"kind": "retention-policy", "policy_name": "Keep 7y", "guid": "mbx" + "a" * 32},
+                {"kind": "retention-policy", "policy_name": "", "guid": "b" * 32, "preserves": True},
+                {"kind": "retention-policy", "policy_name": "Excluded", "guid": "c" * 32, "preserves": False},
+                {"kind": "ediscovery", "policy_name": None, "guid": None},
+            ],
+        ),
     ]
 
 
@@ -59,13 +83,36 @@ def both(
     )
 
 
-@pytest.mark.parametrize("kind", ["summary", "costs"])
+@pytest.mark.parametrize("kind", ["summary", "costs", "holds", "expiry", "eligibility"])
 @pytest.mark.parametrize("by", [None, "company", "department"])
 @pytest.mark.parametrize("cost", [COST, CostModel(), None], ids=["model", "default", "cached"])
 def test_store_reports_equal_record_reports(tmp_path: Path, kind: str, by: str | None, cost: CostModel | None) -> None:
     db = store_of(tmp_path, [*inventory(), *edge_cases(), *make_mailboxes(400, seed=3)])
     expected, stored = both(db, kind, by, cost)
     assert stored == expected
+    sections = {s["name"]: s["rows"] for s in stored["sections"]}
+    listed = {"holds": "policies", "expiry": "mailboxes", "eligibility": "blocked"}.get(kind)
+    if listed:  # the per-mailbox tables are there to compare
+        assert len(sections[listed]) >= 5
+
+
+def test_store_listing_tables_stream_in_order(tmp_path: Path) -> None:
+    db = store_of(tmp_path, [*edge_cases(), *make_mailboxes(50, seed=9)])
+    report = build_report_from_store("eligibility", db, cost_model=None, now=NOW)
+    blocked = report.section("blocked").rows
+    assert isinstance(blocked, StreamedRows)
+    names = [r["display_name"] for r in blocked]
+    assert (
+        len(names)
+        == len(blocked)
+        == db.count_mailboxes(MailboxFilter())
+        - sum(1 for m in db.query_mailboxes() if m.recovery_eligible and m.restore_eligible)
+    )
+    assert names == sorted(names, key=str.lower)
+    assert blocked[0] == next(iter(blocked)) and blocked[-1]["display_name"] == names[-1]
+    assert blocked[1:3] == list(blocked)[1:3]
+    accented = [r["identity"] for r in blocked if r["display_name"].lower() == "émile zola"]
+    assert accented == sorted(accented)  # Python's lower case, then the identity
 
 
 @pytest.mark.parametrize(
@@ -84,3 +131,13 @@ def test_an_empty_store_gives_the_empty_report(tmp_path: Path) -> None:
     expected, stored = both(db, "summary", None, COST)
     assert stored == expected
     assert stored["overview"]["headline"]["median_age_days"] is None
+
+
+@pytest.mark.parametrize("kind", ["summary", "holds", "expiry", "eligibility"])
+def test_streamed_json_is_the_json_document(tmp_path: Path, kind: str) -> None:
+    db = store_of(tmp_path, [*inventory(), *edge_cases(), *make_mailboxes(60, seed=4)])
+    report = build_report_from_store(kind, db, by="department", cost_model=COST, now=NOW)
+    out = io.StringIO()
+    write_json(report, out)
+    assert out.getvalue() == json.dumps(report_json(report), ensure_ascii=False, indent=2) + "\n"
+    assert json.loads(out.getvalue())["sections"] or kind == "summary"

@@ -661,3 +661,20 @@ def test_cli_query_over_the_json_document(cache: Path) -> None:
     result = run_imm("report", "costs", "--query", "rows[].{c: operating_company, m: mailboxes}")
     assert result.exit_code == 0, result.stderr
     assert "Contoso" in result.stdout and "(unattributed)" in result.stdout
+
+
+def test_cli_a_long_section_is_written_as_it_is_read(cache: Path) -> None:
+    from imm.data.database import DatabaseManager
+
+    db = DatabaseManager(cache)
+    blocked = [
+        make_mailbox(display_name=f"Blocked {i:04d}", recovery_eligible=False, recovery_blockers=["x: y"])
+        for i in range(1100)
+    ]
+    db.upsert_mailboxes(blocked)
+    db.close()
+    result = run_imm("report", "eligibility", "--section", "blocked", env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.stderr
+    names = [line.split("│")[1].strip() for line in result.stdout.splitlines() if line.startswith("│Blocked ")]
+    assert names == [f"Blocked {i:04d}" for i in range(1100)]
+    assert result.stdout.splitlines()[0].strip() == "Mailboxes that cannot be recovered or restored as they are"

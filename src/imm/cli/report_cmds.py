@@ -22,6 +22,7 @@ EMPTY_CACHE = "The cache is empty: run `imm sync` (or `imm demo`)"
 FORMATS = ("table", "csv", "json", "xlsx", "html")
 SUFFIXES = {".csv": "csv", ".json": "json", ".xlsx": "xlsx", ".html": "html", ".htm": "html"}
 TABLE_DETAIL_ROWS = 50  # rows of a detail section shown in the terminal (--section NAME shows all)
+TABLE_STREAM_ROWS = 1000  # a longer table is written as its rows are read (widths from the first rows)
 
 
 def report_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -128,19 +129,10 @@ def run_report(
         click.echo(EMPTY_CACHE, err=True)
         if target == "table":
             return
-    if kind in reports.STORE_KINDS:  # SQL aggregates: flat memory at any size
-        report = reports.build_report_from_store(
-            kind, db, selection, by=by, cost_model=obj.profile.cost, now=datetime.now(UTC), filters=chosen
-        )
-    else:
-        report = reports.build_report(
-            kind,
-            db.query_mailboxes(selection, sort="identity"),
-            by=by,
-            cost_model=obj.profile.cost,
-            now=datetime.now(UTC),
-            filters=chosen,
-        )
+    # computed in the store: SQL aggregates, mailbox tables streamed; flat memory at any size
+    report = reports.build_report_from_store(
+        kind, db, selection, by=by, cost_model=obj.profile.cost, now=datetime.now(UTC), filters=chosen
+    )
     count = report.overview.headline["mailboxes"] if report.overview else 0
     details: dict[str, Any] = {
         "kind": kind,
@@ -242,6 +234,9 @@ def _print_section(section: Section, limit: int | None, currency: str) -> None:
 
     from imm.services.reports import format_value
 
+    if limit is None and len(section.rows) > TABLE_STREAM_ROWS:
+        _stream_section(section, currency)
+        return
     console = Console(soft_wrap=False)
     rows = section.rows if limit is None else section.rows[:limit]
     shown = [*rows, *([section.totals] if section.totals else [])]
@@ -271,6 +266,22 @@ def _print_section(section: Section, limit: int | None, currency: str) -> None:
         console.print(
             f"[dim]… {len(section.rows) - limit:,} more rows: --section {escape(section.name)} shows them all.[/dim]"
         )
+
+
+def _stream_section(section: Section, currency: str) -> None:
+    """A long table (every blocked mailbox, say; those have no totals row) through the list renderer: written
+    as the rows are read from the store, column widths fixed from the first rows, so memory stays flat."""
+    from imm.cli.output import Column, write_table
+    from imm.services.reports import format_value
+
+    shown = [c for c in section.columns if not c.wide]
+    columns = [
+        Column(c.key, c.terminal_header, justify="right" if _right(c) else "left", no_wrap=c.kind != "long")
+        for c in shown
+    ]
+    rows = ({c.key: format_value(r.get(c.key), c.kind) for c in shown} for r in section.rows)
+    money = any(c.kind == "money" for c in shown)
+    write_table(rows, columns, title=f"{section.title} (amounts in {currency})" if money else section.title)
 
 
 @click.group()

@@ -19,12 +19,13 @@ white space (``clean_text``), as the record path does.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from imm.data.database import DatabaseManager, MailboxFilter, parse_datetime
+from imm.data.database import TOTAL_SIZE_SQL, DatabaseManager, MailboxFilter, parse_datetime, store_error
 
 _GB = "((COALESCE(m.size_mb, 0.0) + COALESCE(m.archive_size_mb, 0.0)) / 1024.0)"
 _US = "(unixepoch(m.when_soft_deleted) * 1000000 + CAST(substr(m.when_soft_deleted, 21, 6) AS INTEGER))"
@@ -54,6 +55,10 @@ class GroupFigures:
     primary_gb: float
     archive_gb: float
     items: int
+    first_expiry: str | None = None  # the earliest and latest holds_expire_on date (YYYY-MM-DD) of the group
+    last_expiry: str | None = None
+    recoverable_gb: float = 0.0
+    restorable_gb: float = 0.0
 
 
 @dataclass
@@ -75,7 +80,8 @@ def _cost_sql(rates: Mapping[str, float] | None, unknown_rate: float, per_gb: fl
     params += [float(unknown_rate), float(per_gb)]
     # round_money: Decimal(repr(x)) to 1e-9 half up, then to cents half up; in integers after one exact-enough
     # multiplication (it differs only for a cost within 5e-10 of half a cent and off its repr by float noise).
-    value = f"({rate_sql} + ? * {_GB})"
+    # The size is total_size_mb (items and Recoverable Items of primary and archive), as imm.domain.cost counts.
+    value = f"({rate_sql} + ? * ({TOTAL_SIZE_SQL} / 1024.0))"
     return f"((CAST({value} * 1000000000.0 + 0.5 AS INTEGER) + 5000000) / 10000000)", params, True
 
 
@@ -95,16 +101,9 @@ def report_figures(
     age in days."""
     where, params = (filters or MailboxFilter()).where()
     cost, cost_params, cents = _cost_sql(cost_rates, unknown_rate, per_gb)
+    window, days = window_sql(now)
     band = "CASE" + "".join(f" WHEN {_GB} < ? THEN {i}" for i in range(len(size_bounds)))
     band += f" ELSE {len(size_bounds)} END"
-    day = "substr(m.holds_expire_on, 1, 10)"
-    window = (
-        "CASE WHEN m.releasable THEN 'now' WHEN m.holds_expire_on IS NULL OR m.holds_expire_on = '' THEN 'never'"
-        f" WHEN {day} <= ? THEN 'expired' WHEN {day} <= ? THEN '30' WHEN {day} <= ? THEN '90'"
-        f" WHEN {day} <= ? THEN '365' ELSE 'later' END"
-    )
-    today = now.date()
-    days = [(today + timedelta(days=n)).isoformat() for n in (0, 30, 90, 365)]
     department = "m.department" if by_department else "NULL"
     sql = (
         f"SELECT m.operating_company, {department}, m.tenant, m.hold_types, {band}, {window},"
@@ -112,7 +111,9 @@ def report_figures(
         f" TOTAL(CASE WHEN m.releasable THEN {cost} END), SUM(m.recovery_eligible = 1), SUM(m.restore_eligible = 1),"
         " MIN(m.when_soft_deleted), MAX(m.when_soft_deleted), SUM(COALESCE(m.size_mb, 0.0) / 1024.0),"
         " SUM(COALESCE(m.archive_size_mb, 0.0) / 1024.0),"
-        " SUM(COALESCE(m.item_count, 0) + COALESCE(m.archive_item_count, 0))"
+        " SUM(COALESCE(m.item_count, 0) + COALESCE(m.archive_item_count, 0)),"
+        f" MIN(substr(NULLIF(m.holds_expire_on, ''), 1, 10)), MAX(substr(NULLIF(m.holds_expire_on, ''), 1, 10)),"
+        f" TOTAL(CASE WHEN m.recovery_eligible THEN {_GB} END), TOTAL(CASE WHEN m.restore_eligible THEN {_GB} END)"
         f" FROM inactive_mailboxes m{where} GROUP BY 1, 2, 3, 4, 5, 6"
     )
     sql_params = [*size_bounds, *days, *cost_params, *cost_params, *params]
@@ -145,6 +146,10 @@ def report_figures(
                 primary_gb=float(r[16] or 0.0),
                 archive_gb=float(r[17] or 0.0),
                 items=int(r[18] or 0),
+                first_expiry=r[19],
+                last_expiry=r[20],
+                recoverable_gb=float(r[21] or 0.0),
+                restorable_gb=float(r[22] or 0.0),
             )
             for r in conn.execute(sql, sql_params)
         ]
@@ -159,6 +164,78 @@ def report_figures(
     finally:
         conn.close()
     return ReportFigures(groups, ages)
+
+
+# The per-mailbox queries read only the columns a report uses, from a cursor on a reader connection: memory
+# stays flat; a sort (ORDER BY) spills to a temporary file. They yield plain tuples.
+MAILBOX_NAME_SQL = "COALESCE(NULLIF(m.display_name, ''), NULLIF(m.name, ''), NULLIF(m.primary_smtp, ''), m.identity)"
+GB_SQL = _GB  # primary plus archive in GB, as report_model.total_gb
+
+
+def _where(filters: MailboxFilter | None, condition: str) -> tuple[str, list[Any]]:
+    where, params = (filters or MailboxFilter()).where()
+    return (f"{where} AND ({condition})" if where else f" WHERE ({condition})"), params
+
+
+def count_where(
+    db: DatabaseManager, filters: MailboxFilter | None, condition: str, condition_params: Sequence[Any] = ()
+) -> int:
+    """How many mailboxes match ``filters`` and the SQL ``condition`` (over ``m``)."""
+    where, params = _where(filters, condition)
+    conn = db.reader_connection()
+    try:
+        sql = f"SELECT COUNT(*) FROM inactive_mailboxes m{where}"
+        return int(conn.execute(sql, [*params, *condition_params]).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def stream_where(
+    db: DatabaseManager,
+    filters: MailboxFilter | None,
+    select: str,
+    condition: str,
+    *,
+    select_params: Sequence[Any] = (),
+    condition_params: Sequence[Any] = (),
+    group: str = "",
+    order: str = "",
+    functions: Mapping[str, Callable[[Any], Any]] | None = None,
+) -> Iterator[tuple[Any, ...]]:
+    """The SQL ``select`` list (over ``m``) of the mailboxes matching ``filters`` and ``condition``, grouped by
+    ``group`` (SQL after GROUP BY; none: a row per mailbox), in ``order`` (after ORDER BY; none: any), as tuples
+    from a cursor on its own reader connection. ``functions`` are one-argument SQL functions registered on it
+    (e.g. ``str.lower`` for an order that must match Python's)."""
+    where, params = _where(filters, condition)
+    sql = f"SELECT {select} FROM inactive_mailboxes m{where}" + (f" GROUP BY {group}" if group else "")
+    sql += f" ORDER BY {order}" if order else ""
+    conn = db.reader_connection()
+    try:
+        for name, func in (functions or {}).items():
+            conn.create_function(name, 1, func, deterministic=True)
+        cursor = conn.execute(sql, [*select_params, *params, *condition_params])
+        cursor.row_factory = None
+        while batch := cursor.fetchmany(500):
+            yield from batch
+    except sqlite3.Error as exc:
+        mapped = store_error(exc, db.display_path)
+        if mapped is None:
+            raise
+        raise mapped from exc
+    finally:
+        conn.close()
+
+
+def window_sql(now: datetime) -> tuple[str, list[str]]:
+    """(SQL of a mailbox's expiry window key, its parameters): the rules of ``report_model.expiry_window``."""
+    day = "substr(m.holds_expire_on, 1, 10)"
+    window = (
+        "CASE WHEN m.releasable THEN 'now' WHEN m.holds_expire_on IS NULL OR m.holds_expire_on = '' THEN 'never'"
+        f" WHEN {day} <= ? THEN 'expired' WHEN {day} <= ? THEN '30' WHEN {day} <= ? THEN '90'"
+        f" WHEN {day} <= ? THEN '365' ELSE 'later' END"
+    )
+    today = now.date()
+    return window, [(today + timedelta(days=n)).isoformat() for n in (0, 30, 90, 365)]
 
 
 def _hold_list(text: str | None) -> list[str]:

@@ -23,6 +23,7 @@ __all__ = [
     "COST_GROUPINGS",
     "CostSummary",
     "UNASSIGNED",
+    "cost_of",
     "license_type_from_plan",
     "monthly_cost",
     "round_money",
@@ -79,8 +80,13 @@ def monthly_cost(mailbox: InactiveMailbox, model: CostModel) -> float:
     (TotalItemSize + TotalDeletedItemSize of each). The licence type is ``mailbox.license_type``; a type missing
     from the model costs the "Unknown" rate.
     """
-    gigabytes = mailbox.total_size_mb / 1024
-    return round_money(_licence_rate(mailbox.license_type, model) + model.per_gb_month * gigabytes)
+    return cost_of(mailbox.license_type, mailbox.total_size_mb, model)
+
+
+def cost_of(license_type: str, total_size_mb: float, model: CostModel) -> float:
+    """:func:`monthly_cost` from the two fields it uses (for rows read without building a mailbox)."""
+    gigabytes = total_size_mb / 1024
+    return round_money(_licence_rate(license_type, model) + model.per_gb_month * gigabytes)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -499,25 +500,79 @@ def _holds(measured: list[_Measured], overview: Overview, by: str | None, curren
                 g = grouped.setdefault((_group_key(m, by), kind), [0, 0.0])
                 g[0] += 1
                 g[1] += x.gb
-        seen: set[tuple[str, str, str]] = set()
-        for detail in m.hold_details or []:
-            # Hold.to_dict keys (imm.domain.holds): "guid", "preserves". Only holds that keep mailboxes are listed
-            # (an exclusion, a delete-only or a Groups policy does not hold one).
-            if not detail.get("preserves", True):
-                continue
-            name = str(detail.get("policy_name") or "")
-            raw_guid = str(detail.get("guid") or "")
-            guid = dashed_guid(raw_guid) if raw_guid else ""
-            if not (name or guid):
-                continue
-            key = (str(detail.get("kind") or ""), name, guid)
-            if key in seen:
-                continue
-            seen.add(key)
-            p = policies.setdefault(key, [0, 0.0, False])
-            p[0] += 1
-            p[1] += x.gb
-            p[2] = p[2] or bool(detail.get("locked") or detail.get("preservation_lock"))
+        _add_policies(policies, m.hold_details or [], x.gb)
+    return _holds_report(tallies, policies, grouped, overview, by, currency)
+
+
+def _add_policies(policies: dict[tuple[str, str, str], list[Any]], details: list[dict[str, Any]], gb: float) -> None:
+    """Count one mailbox (``details``: its ``hold_details``) once under each policy or case holding it."""
+    seen: set[tuple[str, str, str]] = set()
+    for detail in details:
+        # Hold.to_dict keys (imm.domain.holds): "guid", "preserves". Only holds that keep mailboxes are listed
+        # (an exclusion, a delete-only or a Groups policy does not hold one).
+        if not detail.get("preserves", True):
+            continue
+        name = str(detail.get("policy_name") or "")
+        raw_guid = str(detail.get("guid") or "")
+        guid = dashed_guid(raw_guid) if raw_guid else ""
+        if not (name or guid):
+            continue
+        key = (str(detail.get("kind") or ""), name, guid)
+        if key in seen:
+            continue
+        seen.add(key)
+        p = policies.setdefault(key, [0, 0.0, False])
+        p[0] += 1
+        p[1] += gb
+        p[2] = p[2] or bool(detail.get("locked") or detail.get("preservation_lock"))
+
+
+def holds_from_store(
+    figures: ReportFigures,
+    details: Iterable[tuple[str | None, float]],
+    overview: Overview,
+    by: str | None,
+    currency: str,
+) -> Report:
+    """:func:`_holds` from the store's groups (grouped by department when ``by`` is) and a stream of
+    (``hold_details`` JSON, GB) of the mailboxes that have details."""
+    tallies: dict[str, list[Any]] = {}
+    grouped: dict[tuple[tuple[str, ...], str], list[Any]] = {}
+    for g in figures.groups:
+        kinds = set(g.hold_types) or {NO_HOLD}
+        key = _figures_key(g, by) if by is not None else ()
+        for kind in kinds:
+            t = tallies.setdefault(kind, [0, 0.0, 0.0, 0, 0])
+            t[0] += g.mailboxes
+            t[1] += g.gb
+            t[2] += g.cost
+            t[3] += g.mailboxes if len(kinds) == 1 else 0
+            t[4] += g.releasable
+            if by is not None:
+                cell = grouped.setdefault((key, kind), [0, 0.0])
+                cell[0] += g.mailboxes
+                cell[1] += g.gb
+    policies: dict[tuple[str, str, str], list[Any]] = {}
+    for text, gb in details:
+        decoded = json.loads(text) if text else []
+        _add_policies(policies, decoded if isinstance(decoded, list) else [], gb)
+    return _holds_report(tallies, policies, grouped, overview, by, currency)
+
+
+def _figures_key(g: GroupFigures, by: str) -> tuple[str, ...]:
+    """:func:`_group_key` of a stored group."""
+    company = clean_text(g.company) or UNATTRIBUTED
+    return (company, clean_text(g.department) or UNATTRIBUTED) if by == "department" else (company,)
+
+
+def _holds_report(
+    tallies: dict[str, list[Any]],
+    policies: dict[tuple[str, str, str], list[Any]],
+    grouped: dict[tuple[tuple[str, ...], str], list[Any]],
+    overview: Overview,
+    by: str | None,
+    currency: str,
+) -> Report:
     names: dict[str, list[str]] = {}
     for kind, name, guid in policies:
         names.setdefault(kind, []).append(name or guid)
@@ -642,17 +697,98 @@ def _expiry(measured: list[_Measured], overview: Overview, by: str | None, curre
             w[3] = day if w[3] is None or day < w[3] else w[3]
             w[4] = day if w[4] is None or day > w[4] else w[4]
         if x.window == "never":
-            reason = clean_text(m.expiry_reason) or "no end date recorded"
-            r = reasons.setdefault(reason, [0, 0.0])
+            r = reasons.setdefault(clean_text(m.expiry_reason) or NO_END_DATE, [0, 0.0])
             r[0] += 1
             r[1] += x.gb
-        elif x.window in {"now", "expired", "30", "90", "365"}:
+        elif x.window in LISTED_WINDOWS:
             listed.append(x)
         if by is not None:
             g = grouped.setdefault(_group_key(m, by), {})
             cell = g.setdefault(x.window, [0, 0.0])
             cell[0] += 1
             cell[1] += x.cost
+    labels = dict(EXPIRY_WINDOWS)
+    listed.sort(key=lambda x: (as_utc(x.mailbox.holds_expire_on) or datetime.max.replace(tzinfo=UTC), _name(x)))
+    rows = [
+        expiring_row(
+            _name(x),
+            x.mailbox,
+            _day(x.mailbox.holds_expire_on),
+            x.days_left,
+            labels[x.window],
+            x.gb,
+            x.cost,
+        )
+        for x in listed
+    ]
+    return _expiry_report(windows, reasons, rows, grouped, overview, by, currency)
+
+
+NO_END_DATE = "no end date recorded"
+LISTED_WINDOWS = ("now", "expired", "30", "90", "365")  # the windows whose mailboxes the expiry report lists
+
+
+def expiring_row(
+    name: str, m: Any, day: date | None, days_left: int | None, window: str, gb: float, cost: float
+) -> dict[str, Any]:
+    """A row of the expiry report's "mailboxes" section; ``m`` has the mailbox's fields (a record or a row)."""
+    return {
+        "display_name": name,
+        "primary_smtp": m.primary_smtp,
+        "operating_company": m.operating_company or "",
+        "department": m.department or "",
+        "holds_expire_on": day,
+        "days_left": days_left,
+        "window": window,
+        "hold_types": ", ".join(hold_order(m.hold_types)),
+        "expiry_reason": m.expiry_reason or "",
+        "total_gb": round2(gb),
+        "monthly_cost": round2(cost),
+        "identity": m.identity,
+    }
+
+
+def expiry_from_store(
+    figures: ReportFigures,
+    reasons: Iterable[tuple[str | None, int, float]],
+    listed: Sequence[dict[str, Any]],
+    overview: Overview,
+    by: str | None,
+    currency: str,
+) -> Report:
+    """:func:`_expiry` from the store's groups, the (expiry_reason, mailboxes, GB) of the "never" window, and the
+    rows of the mailboxes section (streamed from the store, in order)."""
+    windows: dict[str, list[Any]] = {k: [0, 0.0, 0.0, None, None] for k, _ in EXPIRY_WINDOWS}
+    grouped: dict[tuple[str, ...], dict[str, list[float]]] = {}
+    for g in figures.groups:
+        w = windows[g.window]
+        w[0] += g.mailboxes
+        w[1] += g.gb
+        w[2] += g.cost
+        for day in (date.fromisoformat(d) for d in (g.first_expiry, g.last_expiry) if d):
+            w[3] = day if w[3] is None or day < w[3] else w[3]
+            w[4] = day if w[4] is None or day > w[4] else w[4]
+        if by is not None:
+            cell = grouped.setdefault(_figures_key(g, by), {}).setdefault(g.window, [0, 0.0])
+            cell[0] += g.mailboxes
+            cell[1] += g.cost
+    merged: dict[str, list[Any]] = {}
+    for reason, n, gb in reasons:
+        r = merged.setdefault(clean_text(reason) or NO_END_DATE, [0, 0.0])
+        r[0] += n
+        r[1] += gb
+    return _expiry_report(windows, merged, listed, grouped, overview, by, currency)
+
+
+def _expiry_report(
+    windows: dict[str, list[Any]],
+    reasons: dict[str, list[Any]],
+    listed: Sequence[dict[str, Any]],
+    grouped: dict[tuple[str, ...], dict[str, list[float]]],
+    overview: Overview,
+    by: str | None,
+    currency: str,
+) -> Report:
     labels = dict(EXPIRY_WINDOWS)
     rows = [
         {
@@ -667,7 +803,6 @@ def _expiry(measured: list[_Measured], overview: Overview, by: str | None, curre
         for key, w in windows.items()
         if key != "expired" or w[0]
     ]
-    listed.sort(key=lambda x: (as_utc(x.mailbox.holds_expire_on) or datetime.max.replace(tzinfo=UTC), _name(x)))
     details = [
         Section(
             name="mailboxes",
@@ -686,23 +821,7 @@ def _expiry(measured: list[_Measured], overview: Overview, by: str | None, curre
                 ReportColumn("monthly_cost", _money("Monthly cost", currency), "money", short="Cost/mo", wide=True),
                 ReportColumn("identity", "ExchangeGuid", "id", wide=True),
             ],
-            rows=[
-                {
-                    "display_name": _name(x),
-                    "primary_smtp": x.mailbox.primary_smtp,
-                    "operating_company": x.mailbox.operating_company or "",
-                    "department": x.mailbox.department or "",
-                    "holds_expire_on": _day(x.mailbox.holds_expire_on),
-                    "days_left": x.days_left,
-                    "window": labels[x.window],
-                    "hold_types": ", ".join(hold_order(x.mailbox.hold_types)),
-                    "expiry_reason": x.mailbox.expiry_reason or "",
-                    "total_gb": round2(x.gb),
-                    "monthly_cost": round2(x.cost),
-                    "identity": x.mailbox.identity,
-                }
-                for x in listed
-            ],
+            rows=listed,
             note="Days left is negative when the end date has passed.",
         ),
         Section(
@@ -788,43 +907,104 @@ def _eligibility(measured: list[_Measured], overview: Overview, by: str | None, 
     grouped: dict[tuple[str, ...], list[int]] = {}
     for x in measured:
         m = x.mailbox
-        per_action = (
-            ("recover", m.recovery_eligible, m.recovery_blockers),
-            ("restore", m.restore_eligible, m.restore_blockers),
-        )
-        for action, ok, blockers in per_action:
+        for action, ok in (("recover", m.recovery_eligible), ("restore", m.restore_eligible)):
             if ok:
                 eligible[action][0] += 1
                 eligible[action][1] += x.gb
-                continue
-            codes: dict[str, str] = {}
-            for blocker in blockers or ["unknown: blocked, no reason recorded"]:
-                code, description = blocker_code(blocker)
-                codes.setdefault(code, description)
-            for code, description in codes.items():
-                c = counts.setdefault((action, code), [0, 0.0, description])
-                c[0] += 1
-                c[1] += x.gb
-                c[2] = c[2] or description
+        _count_blockers(counts, m.recovery_eligible, m.recovery_blockers, m.restore_eligible, m.restore_blockers, x.gb)
         if not (m.recovery_eligible and m.restore_eligible):
-            blocked_rows.append(
-                {
-                    "display_name": _name(x),
-                    "primary_smtp": m.primary_smtp,
-                    "operating_company": m.operating_company or "",
-                    "department": m.department or "",
-                    "recovery_eligible": bool(m.recovery_eligible),
-                    "recovery_blockers": "; ".join(m.recovery_blockers),
-                    "restore_eligible": bool(m.restore_eligible),
-                    "restore_blockers": "; ".join(m.restore_blockers),
-                    "identity": m.identity,
-                }
-            )
+            blocked_rows.append(blocked_row(_name(x), m, m.recovery_blockers, m.restore_blockers))
         if by is not None:
             g = grouped.setdefault(_group_key(m, by), [0, 0, 0])
             g[0] += 1
             g[1] += bool(m.recovery_eligible)
             g[2] += bool(m.restore_eligible)
+    blocked_rows.sort(key=lambda r: (str(r["display_name"]).lower(), r["identity"]))
+    return _eligibility_report(counts, eligible, blocked_rows, grouped, overview, by)
+
+
+def _count_blockers(
+    counts: dict[tuple[str, str], list[Any]],
+    recoverable: bool,
+    recovery_blockers: Sequence[str],
+    restorable: bool,
+    restore_blockers: Sequence[str],
+    gb: float,
+) -> None:
+    """Count one mailbox once under each blocker code of each action it is not eligible for."""
+    actions = (("recover", recoverable, recovery_blockers), ("restore", restorable, restore_blockers))
+    for action, ok, blockers in actions:
+        if ok:
+            continue
+        codes: dict[str, str] = {}
+        for blocker in blockers or ["unknown: blocked, no reason recorded"]:
+            code, description = blocker_code(blocker)
+            codes.setdefault(code, description)
+        for code, description in codes.items():
+            c = counts.setdefault((action, code), [0, 0.0, description])
+            c[0] += 1
+            c[1] += gb
+            c[2] = c[2] or description
+
+
+def blocked_row(name: str, m: Any, recovery_blockers: Sequence[str], restore_blockers: Sequence[str]) -> dict[str, Any]:
+    """A row of the eligibility report's "blocked" section; ``m`` has the mailbox's fields (record or row)."""
+    return {
+        "display_name": name,
+        "primary_smtp": m.primary_smtp,
+        "operating_company": m.operating_company or "",
+        "department": m.department or "",
+        "recovery_eligible": bool(m.recovery_eligible),
+        "recovery_blockers": "; ".join(recovery_blockers),
+        "restore_eligible": bool(m.restore_eligible),
+        "restore_blockers": "; ".join(restore_blockers),
+        "identity": m.identity,
+    }
+
+
+def eligibility_from_store(
+    figures: ReportFigures,
+    blockers: Iterable[tuple[int, str | None, int, str | None, float]],
+    blocked: Sequence[dict[str, Any]],
+    overview: Overview,
+    by: str | None,
+) -> Report:
+    """:func:`_eligibility` from the store's groups, a stream of (recoverable, recovery_blockers JSON,
+    restorable, restore_blockers JSON, GB) of the blocked mailboxes in identity order, and the rows of the
+    blocked section (streamed from the store, in order)."""
+    eligible = {"recover": [0, 0.0], "restore": [0, 0.0]}
+    grouped: dict[tuple[str, ...], list[int]] = {}
+    for g in figures.groups:
+        eligible["recover"][0] += g.recoverable
+        eligible["recover"][1] += g.recoverable_gb
+        eligible["restore"][0] += g.restorable
+        eligible["restore"][1] += g.restorable_gb
+        if by is not None:
+            cell = grouped.setdefault(_figures_key(g, by), [0, 0, 0])
+            cell[0] += g.mailboxes
+            cell[1] += g.recoverable
+            cell[2] += g.restorable
+    counts: dict[tuple[str, str], list[Any]] = {}
+    for recoverable, recovery, restorable, restore, gb in blockers:
+        _count_blockers(counts, bool(recoverable), _texts(recovery), bool(restorable), _texts(restore), gb)
+    return _eligibility_report(counts, eligible, blocked, grouped, overview, by)
+
+
+def _texts(text: str | None) -> list[str]:
+    if not text or text == "[]":
+        return []
+    value = json.loads(text)
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _eligibility_report(
+    counts: dict[tuple[str, str], list[Any]],
+    eligible: dict[str, list[Any]],
+    blocked_rows: Sequence[dict[str, Any]],
+    grouped: dict[tuple[str, ...], list[int]],
+    overview: Overview,
+    by: str | None,
+) -> Report:
     rows: list[dict[str, Any]] = []
     for action in ("recover", "restore"):
         rows.append(
@@ -865,7 +1045,7 @@ def _eligibility(measured: list[_Measured], overview: Overview, by: str | None, 
                 ReportColumn("restore_blockers", "Restore blockers", "long"),
                 ReportColumn("identity", "ExchangeGuid", "id", wide=True),
             ],
-            rows=sorted(blocked_rows, key=lambda r: (str(r["display_name"]).lower(), r["identity"])),
+            rows=blocked_rows,
         )
     ]
     if by is not None:

@@ -8,7 +8,8 @@ the whole set's :class:`Overview` (headline figures, chart data). Sizes in GB ar
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -97,14 +98,43 @@ class ReportColumn:
         return self.kind in {"int", "gb", "money", "percent", "number"}
 
 
+class StreamedRows(Sequence[dict[str, Any]]):
+    """The rows of a section that lists mailboxes, read again from the store each time they are iterated: a
+    report over a million mailboxes holds none of them (issue 18). ``read`` returns a fresh iterator of the rows
+    in order; ``count`` is how many it yields. Indexing and slicing read only as far as they need."""
+
+    def __init__(self, count: int, read: Callable[[], Iterator[dict[str, Any]]]) -> None:
+        self._count = count
+        self._read = read
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._read()
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._count)
+            return list(itertools.islice(self._read(), start, stop, step))
+        position = index + self._count if index < 0 else index
+        if not 0 <= position < self._count:
+            raise IndexError(index)
+        return next(itertools.islice(self._read(), position, None))
+
+    def __repr__(self) -> str:
+        return f"StreamedRows({self._count} rows)"
+
+
 @dataclass
 class Section:
-    """One table of a report (one XLSX sheet). ``totals`` is a row aligned with ``columns``, or None."""
+    """One table of a report (one XLSX sheet). ``totals`` is a row aligned with ``columns``, or None. ``rows`` is
+    a list, or :class:`StreamedRows` for a table that lists mailboxes (writers iterate it once)."""
 
     name: str
     title: str
     columns: list[ReportColumn]
-    rows: list[dict[str, Any]]
+    rows: Sequence[dict[str, Any]]
     totals: dict[str, Any] | None = None
     note: str = ""
 
@@ -160,8 +190,9 @@ class Report:
         choices = ", ".join(s.name for s in self.sections())
         raise InputError(f"the {self.kind} report has no section '{name}' (sections: {choices})")
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON document (``--output json``, ``--format json``); ``--query`` runs over it."""
+    def to_dict(self, *, streamed: bool = False) -> dict[str, Any]:
+        """The JSON document (``--output json``, ``--format json``); ``--query`` runs over it. ``streamed``
+        leaves each section's rows as they are (:class:`StreamedRows` are otherwise read into lists)."""
         return {
             "kind": self.kind,
             "title": self.title,
@@ -179,7 +210,7 @@ class Report:
                     "name": s.name,
                     "title": s.title,
                     "columns": [_column_dict(c) for c in s.columns],
-                    "rows": s.rows,
+                    "rows": s.rows if streamed else list(s.rows),
                     "totals": s.totals,
                     "note": s.note,
                 }

@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -38,6 +38,7 @@ from imm.services.report_model import (
     Report,
     ReportColumn,
     Section,
+    StreamedRows,
     age_days,
     as_utc,
     blocker_alternative,
@@ -130,7 +131,7 @@ def build_report(
     return report
 
 
-STORE_KINDS = ("summary", "costs")  # computed as SQL aggregates by build_report_from_store
+STORE_KINDS = KINDS  # every report can be computed in the store by build_report_from_store
 
 
 def build_report_from_store(
@@ -143,9 +144,11 @@ def build_report_from_store(
     now: datetime | None = None,
     filters: dict[str, Any] | None = None,
 ) -> Report:
-    """:func:`build_report` for the :data:`STORE_KINDS` over the cached mailboxes matching ``selection``,
-    computed in the store (:mod:`imm.data.report_store`): the same report, in flat memory at any size."""
+    """:func:`build_report` over the cached mailboxes matching ``selection``, computed in the store
+    (:mod:`imm.data.report_store`, :mod:`imm.services.report_streams`): the same report, in flat memory at any
+    size; the tables that list mailboxes are read again from the store by each writer."""
     from imm.data.report_store import report_figures
+    from imm.services import report_streams
     from imm.services.report_kinds import (
         costs_by_groups,
         overview_from_figures,
@@ -154,7 +157,7 @@ def build_report_from_store(
     )
 
     if kind not in STORE_KINDS:
-        raise InputError(f"the {kind} report lists mailboxes: build it with build_report")
+        raise InputError(f"unknown report '{kind}' (reports: {', '.join(KINDS)})")
     if by is not None and by not in GROUPINGS:
         raise InputError(f"cannot group by '{by}' (use company or department)")
     moment = as_utc(now) or datetime.now(UTC)
@@ -172,7 +175,13 @@ def build_report_from_store(
     )
     overview = overview_from_figures(figures)
     currency = cost_model.currency if cost_model is not None else "EUR"
-    if grouping is None:
+    if kind == "holds":
+        report = report_streams.holds_report(db, selection, figures, overview, by, currency)
+    elif kind == "expiry":
+        report = report_streams.expiry_report(db, selection, figures, overview, by, currency, cost_model, moment)
+    elif kind == "eligibility":
+        report = report_streams.eligibility_report(db, selection, figures, overview, by)
+    elif grouping is None:
         report = BUILDERS["summary"]([], overview, None, currency)
     else:
         groups, total = tallies_from_figures(figures, grouping)
@@ -252,13 +261,57 @@ def report_json(report: Report, query: str | None = None) -> Any:
 
 
 def write_json(report: Report, target: Path | IO[str] | str, *, query: str | None = None) -> None:
-    """The whole report (every section, headline, notes) as one JSON document."""
-    document = report_json(report, query)
+    """The whole report (every section, headline, notes) as one JSON document (indented by two spaces).
 
-    def write(stream: IO[str]) -> None:
-        stream.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+    Without ``query`` it is written as it is encoded: the rows of a table that lists mailboxes go from the store
+    to the output one at a time. ``query`` (JMESPath) needs the whole document first.
+    """
+    if query:
+        document = report_json(report, query)
+
+        def write(stream: IO[str]) -> None:
+            stream.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+
+    else:
+
+        def write(stream: IO[str]) -> None:
+            for chunk in _encode(report.to_dict(streamed=True), 0):
+                stream.write(chunk)
+            stream.write("\n")
 
     _to_stream(target, write)
+
+
+def _encode(value: Any, level: int) -> Iterator[str]:
+    """``json.dumps(to_jsonable(value), ensure_ascii=False, indent=2)`` in pieces; a row sequence is iterated
+    once (never indexed), so rows read from the store are encoded as they arrive."""
+    from imm.serialise import to_jsonable
+
+    if isinstance(value, dict):
+        if not value:
+            yield "{}"
+            return
+        inner = "\n" + "  " * (level + 1)
+        first = True
+        for key, item in value.items():
+            yield ("{" if first else ",") + inner + json.dumps(str(key), ensure_ascii=False) + ": "
+            yield from _encode(item, level + 1)
+            first = False
+        yield "\n" + "  " * level + "}"
+    elif isinstance(value, list | tuple | StreamedRows):
+        inner = "\n" + "  " * (level + 1)
+        first = True
+        for item in value:
+            yield ("[" if first else ",") + inner
+            if isinstance(item, dict) and not any(isinstance(v, StreamedRows) for v in item.values()):  # a row
+                text = json.dumps(to_jsonable(item), ensure_ascii=False, indent=2)
+                yield text.replace("\n", inner) if "\n" in text else text
+            else:
+                yield from _encode(item, level + 1)
+            first = False
+        yield "[]" if first else "\n" + "  " * level + "]"
+    else:
+        yield json.dumps(to_jsonable(value), ensure_ascii=False)
 
 
 def write_xlsx(report: Report, path: Path | str) -> None:
