@@ -88,6 +88,7 @@ def test_restore_adds_x500_creates_a_named_request_and_follows_it_to_completion(
     assert result.exit_code == 0, result.stderr
     [row] = rows_out
     assert (row["name"], row["status"], row["percent_complete"]) == (request.name, "Completed", 100)
+    assert (row["data_consistency_score"], row["skipped_items"], row["consistency_warning"]) == ("Perfect", 0, "")
     assert row["x500_removed"] is True
     assert row["bytes_transferred"] == row["estimated_bytes"] == source.total_bytes
     assert _x500(source) not in target.extra_addresses  # removed once completed
@@ -203,6 +204,70 @@ def test_a_failed_restore_request_exits_1_and_keeps_the_x500(act: ActEnv) -> Non
     done = act.audit(source.exchange_guid, "RESTORE_STATUS")
     assert [r["result"] for r in done] == ["failure"]
     assert done[0]["error_message"].startswith(f"restore request {request.name} ended Failed")
+
+
+def test_a_completed_restore_scored_below_good_is_a_warning_and_exit_1(act: ActEnv) -> None:
+    """New-MailboxRestoreRequest.md (-BadItemLimit): admins "must review the DataConsistencyScore and any skipped
+    items after the restore completes"; Investigate and Poor mean data was lost (track-prevent-data-loss-dcs)."""
+    source = _source(act)
+    target = _target(act, source)
+    assert act.run("restore", source.exchange_guid, "--target", target.exchange_guid, "--yes").exit_code == 0
+    [request] = _requests(act, source)
+    request.consistency, request.skipped_items = "Investigate", 3  # the simulator's knobs for the outcome
+
+    result, rows = act.json("restore", "status", request.name, "--wait", "--interval", "0.1", "--timeout", "30")
+
+    assert result.exit_code == 1
+    [row] = rows
+    assert (row["status"], row["data_consistency_score"], row["skipped_items"]) == ("Completed", "Investigate", 3)
+    assert row["consistency_warning"].startswith("DataConsistencyScore Investigate; 3 item(s) skipped: data was lost")
+    assert f"Warning: restore request {request.name}: DataConsistencyScore Investigate" in result.stderr
+    table = act.run("restore", "status", request.name)
+    assert table.exit_code == 1
+    assert "DataConsistencyScore Investigate" in table.stderr
+    tracked = act.rows(
+        "SELECT data_consistency_score, skipped_items FROM restore_requests WHERE name = ?", (request.name,)
+    )
+    assert tracked == [{"data_consistency_score": "Investigate", "skipped_items": 3}]
+
+
+def test_named_requests_are_not_limited_to_ten_per_target(act: ActEnv) -> None:
+    """New-MailboxRestoreRequest.md -Name: only the generated names MailboxRestore, MailboxRestore1-9 run out."""
+    source = _source(act)
+    target = _target(act, source)
+    for _ in range(10):  # ten auto-named requests already on the target (made outside imm)
+        act.tenant.new_restore_request(source.exchange_guid, target.exchange_guid, allow_legacy_dn_mismatch=True)
+
+    result, data = act.json("restore", source.exchange_guid, "--target", target.exchange_guid, "--yes")
+
+    assert result.exit_code == 0, result.stderr
+    assert data["status"] == "success"
+    named = [r for r in _requests(act, source) if r.name.startswith("imm-")]
+    assert len(named) == 1 and len(_requests(act, source)) == 11
+
+
+def test_the_targets_recoverable_items_quota_blocks_unless_the_dumpster_is_left_out(act: ActEnv) -> None:
+    """recoverable-items-folder article: the folder has its own quota (30 GB unless on hold); the restore copies the
+    source's Recoverable Items unless -ExcludeDumpster (New-MailboxRestoreRequest.md)."""
+    source = _source(act)
+    target = _target(act, source)
+    if target.litigation_hold or target.in_place_holds:
+        pytest.skip("target on hold: 100 GB Recoverable Items quota")
+    source.deleted_bytes = 2 * 1024**3
+    target.deleted_bytes = 29 * 1024**3
+
+    blocked = act.run("restore", source.exchange_guid, "--target", target.exchange_guid, "--yes")
+
+    assert blocked.exit_code == 5, blocked.stderr
+    assert "target-recoverable-items-over-quota: The target's RecoverableItemsQuota is 30 GB" in blocked.stderr
+    assert "--exclude-dumpster" in blocked.stderr
+    assert _requests(act, source) == []
+
+    result = act.run("restore", source.exchange_guid, "--target", target.exchange_guid, "--exclude-dumpster", "--yes")
+
+    assert result.exit_code == 0, result.stderr
+    [request] = _requests(act, source)
+    assert (request.exclude_dumpster, request.dumpster_bytes) == (True, 0)
 
 
 def test_restore_status_table_and_errors(act: ActEnv) -> None:

@@ -12,6 +12,7 @@ from imm.domain.eligibility import (
     LAST_HOLD_CONSEQUENCE,
     RELEASE_TYPES,
     Blocker,
+    consistency_warning,
     recovery_blockers,
     release_blockers,
     release_plan,
@@ -244,11 +245,33 @@ def test_quota_check_skipped_when_unlimited_or_unknown(change: dict[str, Any]) -
         ({"RestoreRequestCount": "x"}, False),
     ],
 )
-def test_too_many_restore_requests(requests: dict[str, Any], blocked: bool) -> None:
-    blockers = restore_blockers(mbx(), {**TARGET, **requests}, archive=False)
+def test_too_many_auto_named_restore_requests(requests: dict[str, Any], blocked: bool) -> None:
+    """New-MailboxRestoreRequest.md -Name: Exchange generates up to 10 default names (MailboxRestore, 1-9)."""
+    blockers = restore_blockers(mbx(), {**TARGET, **requests}, archive=False, named=False)
     assert codes(blockers) == (["too-many-restore-requests"] if blocked else [])
     if blocked:
-        assert blockers[0].message == "The target already has 10 restore requests (at most 10)"
+        assert blockers[0].message == "The target already has 10 restore requests (at most 10 without a -Name)"
+    # a request with its own -Name is not limited that way (imm names every request it starts)
+    assert restore_blockers(mbx(), {**TARGET, **requests}, archive=False) == []
+
+
+def test_the_targets_recoverable_items_quota_is_checked_apart_from_its_mailbox_quota() -> None:
+    """recoverable-items-folder article: the folder has its own quota (30 GB, 100 GB on hold); the restore copies the
+    source's Recoverable Items unless -ExcludeDumpster (New-MailboxRestoreRequest.md)."""
+    target = {
+        **TARGET,
+        "RecoverableItemsQuota": "30 GB (32,212,254,720 bytes)",
+        "TotalDeletedItemSize": "29 GB (31,138,512,896 bytes)",
+    }
+    source = mbx(size_mb=100, recoverable_items_mb=2048)  # 100 MB of items fit the mailbox quota; 2 GB RI do not
+    [blocker] = restore_blockers(source, target, archive=False)
+    assert blocker.code == "target-recoverable-items-over-quota"
+    assert blocker.message == (
+        "The target's RecoverableItemsQuota is 30 GB: 29 GB used + 2 GB of Recoverable Items to restore would exceed it"
+    )
+    assert "--exclude-dumpster" in blocker.alternative
+    assert restore_blockers(source, target, archive=False, exclude_dumpster=True) == []
+    assert restore_blockers(mbx(size_mb=100, recoverable_items_mb=512), target, archive=False) == []
 
 
 # -------------------------------------------------------------------------------------------------- release
@@ -512,3 +535,24 @@ def test_location_falls_back_to_the_guid_without_an_address() -> None:
     mailbox = mbx(primary_smtp="", in_place_holds=[f"mbx{G2}:2"])
     [step] = release_plan(mailbox, decode_holds(mailbox, [], {}), "policy").steps
     assert step.parameters["RemoveExchangeLocation"] == IDENTITY
+
+
+# ------------------------------------------------------------------------------------ restore outcome (DCS)
+@pytest.mark.parametrize(
+    ("score", "skipped", "warned"),
+    [
+        (None, None, False),  # not reported (still running, or an older service)
+        ("Perfect", 0, False),
+        ("Good", 4, False),  # "the data loss wasn't impactful"
+        ("Investigate", 3, True),  # "a small amount of noticeable data loss"
+        ("Poor", 0, True),  # "major data loss"
+        ("Unheard", None, True),  # unknown: the safe side
+    ],
+)
+def test_a_restore_scored_below_good_is_a_warning(score: str | None, skipped: int | None, warned: bool) -> None:
+    """Learn, track-prevent-data-loss-dcs: the grades Perfect, Good, Investigate, Poor of the DataConsistencyScore;
+    New-MailboxRestoreRequest.md: review the score and the skipped items after the restore completes."""
+    text = consistency_warning(score, skipped)
+    assert bool(text) is warned
+    if score == "Investigate":
+        assert text.startswith("DataConsistencyScore Investigate; 3 item(s) skipped: data was lost;")

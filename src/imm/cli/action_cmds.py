@@ -485,6 +485,7 @@ def restore() -> None:
     help="Into the target's archive (-TargetIsArchive) or primary mailbox (default: archive only with --archive).",
 )
 @click.option("--target-folder", help="Folder in the target to restore into (-TargetRootFolder).")
+@click.option("--exclude-dumpster", is_flag=True, help="Leave the source's Recoverable Items out (-ExcludeDumpster).")
 @_what_if
 @_yes
 @output_options
@@ -494,6 +495,7 @@ def restore_start(
     archive: bool,
     target_archive: bool | None,
     target_folder: str | None,
+    exclude_dumpster: bool,
     what_if: bool,
     yes: bool,
     output: str,
@@ -512,6 +514,7 @@ def restore_start(
             "archive": archive,
             "target_folder": target_folder,
             "target_archive": target_archive,
+            "exclude_dumpster": exclude_dumpster,
         }
         preview, result = _act(
             actions,
@@ -600,6 +603,8 @@ _STATUS_COLUMNS = (
     ("status", "Status"),
     ("percent_complete", "%"),
     ("transferred", "Transferred"),
+    ("data_consistency_score", "Consistency"),
+    ("skipped_items", "Skipped"),
     ("x500", "X500"),
 )
 
@@ -686,7 +691,11 @@ def restore_status(
         for result in removed:
             click.echo(result.message)
     failed = [r for r in rows if r["status"].lower() == "failed"] + [r for r in removed if r.status == "failed"]
-    if failed:
+    # a completed request scored below Good lost data (track-prevent-data-loss-dcs): a warning and exit 1
+    doubtful = [r for r in rows if r.get("consistency_warning")]
+    for row in doubtful:
+        click.echo(f"Warning: restore request {row['name']}: {row['consistency_warning']}", err=True)
+    if failed or doubtful:
         click.get_current_context().exit(int(ExitStatus.FAILED))
 
 

@@ -249,6 +249,13 @@ def migrate_0007_conflicts(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE inactive_mailboxes ADD COLUMN {name} {kind}")
 
 
+# --------------------------------------------------------------------------------- 0008_restore_consistency
+def migrate_0008_restore_consistency(conn: sqlite3.Connection) -> None:
+    """The DataConsistencyScore and skipped items of a restore request, read when it completes."""
+    conn.execute("ALTER TABLE restore_requests ADD COLUMN data_consistency_score TEXT")
+    conn.execute("ALTER TABLE restore_requests ADD COLUMN skipped_items INTEGER")
+
+
 # ------------------------------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class Migration:
@@ -283,6 +290,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0005_audit_export_state", "imm.data.audit_anchor_schema:migrate_export_state"),
     Migration("0006_lifecycle", migrate_0006_lifecycle),
     Migration("0007_conflicts", migrate_0007_conflicts),
+    Migration("0008_restore_consistency", migrate_0008_restore_consistency),
 )
 
 KNOWN_NAMES = frozenset(m.name for m in MIGRATIONS)

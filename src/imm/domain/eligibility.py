@@ -10,7 +10,8 @@ Blocker codes:
   ``smtp-conflict``, ``upn-conflict`` (found at sync), ``name-taken``, ``upn-taken``, ``federated-upn``,
   ``upn-domain-not-accepted`` (the recover preflight);
 - restore: ``auto-expanding-archive``, ``no-archive``, ``target-missing``, ``target-inactive``,
-  ``target-no-archive``, ``target-over-quota``, ``target-archive-over-quota``, ``too-many-restore-requests``;
+  ``target-no-archive``, ``target-over-quota``, ``target-archive-over-quota``,
+  ``target-recoverable-items-over-quota``, ``too-many-restore-requests`` (auto-named requests only);
 - release: ``preservation-lock``, ``ediscovery-case-hold`` (can be forced), ``legacy-inplace-hold``,
   ``unknown-hold``, ``not-on-mailbox``, ``nothing-to-release``.
 """
@@ -43,7 +44,9 @@ __all__ = [
 ]
 
 MB = 1024 * 1024
-MAX_RESTORE_REQUESTS_PER_TARGET = 10  # auto-generated names MailboxRestore, MailboxRestore1…9 (domain.md §5)
+# New-MailboxRestoreRequest.md -Name: "If you didn't specify a name … Exchange generates up to 10 names, starting with
+# MailboxRestore and then MailboxRestoreX (where X = 1-9)": the limit binds auto-named requests only (domain.md §5).
+MAX_RESTORE_REQUESTS_PER_TARGET = 10
 # After the last hold: a delay hold at the next Managed Folder Assistant run (identify-a-hold article), then
 # soft-deleted and purged 183 days after the hold's removal (InactiveMailboxRetireTime + 183 days), restorable
 # until then (delete-an-inactive-mailbox article; New-MailboxRestoreRequest -SourceMailbox). imm.domain.lifecycle.
@@ -264,15 +267,44 @@ def _size_or_none(value: Any) -> int | None:
     return or_default(parse_size, value, None)
 
 
-def restore_blockers(mailbox: InactiveMailbox, target: Mapping[str, Any] | None, *, archive: bool) -> list[Blocker]:
+def recoverable_items_blocker(incoming: int, target: Mapping[str, Any]) -> Blocker | None:
+    """The target's Recoverable Items folder would overflow: it has its own quota (``RecoverableItemsQuota``, 30 GB,
+    100 GB under a hold; recoverable-items-folder article) apart from the mailbox quota, and a restore copies the
+    source's Recoverable Items (Deletions, Versions, Purges) unless ``-ExcludeDumpster`` (New-MailboxRestoreRequest.md).
+    ``incoming``: bytes of the source's Recoverable Items; ``target`` carries ``RecoverableItemsQuota`` (Get-Mailbox)
+    and ``TotalDeletedItemSize`` (its Get-MailboxStatistics); either missing skips the check."""
+    quota = _size_or_none(target.get("RecoverableItemsQuota"))
+    used = _size_or_none(target.get("TotalDeletedItemSize"))
+    if quota is None or used is None or used + incoming <= quota:
+        return None
+    return Blocker(
+        "target-recoverable-items-over-quota",
+        f"The target's RecoverableItemsQuota is {format_size(quota)}: {format_size(used)} used + "
+        f"{format_size(incoming)} of Recoverable Items to restore would exceed it",
+        "Restore without the source's Recoverable Items (--exclude-dumpster), or put the target on a hold first "
+        "(its Recoverable Items quota rises to 100 GB), or choose another target",
+    )
+
+
+def restore_blockers(
+    mailbox: InactiveMailbox,
+    target: Mapping[str, Any] | None,
+    *,
+    archive: bool,
+    named: bool = True,
+    exclude_dumpster: bool = False,
+) -> list[Blocker]:
     """Why ``New-MailboxRestoreRequest`` from ``mailbox`` into ``target`` would fail (domain.md §5).
 
     ``target`` is the target's Get-Mailbox record (None when it was not found), optionally merged with:
     ``TotalItemSize`` (Get-MailboxStatistics of the target), ``ArchiveTotalItemSize`` (its archive statistics),
     ``RestoreRequestCount`` or ``RestoreRequests`` (existing restore requests into the target). Keys that are
     missing skip their check. ``archive=True`` restores the source's archive into the target's archive
-    (-SourceIsArchive -TargetIsArchive), so both need one. The quota checks are a preflight estimate: source size
-    (items plus Recoverable Items) + target used > quota; Exchange's own failure on quota is **unconfirmed**.
+    (-SourceIsArchive -TargetIsArchive), so both need one. The quota checks are a preflight estimate: the source's
+    items + the target's used size > its quota, and apart from it the source's Recoverable Items + the target's
+    against its RecoverableItemsQuota (not with ``exclude_dumpster``); Exchange's own failure on quota is
+    **unconfirmed**. ``named``: the request carries its own ``-Name`` (imm always names its requests), so the
+    limit of 10 auto-generated names does not apply.
     """
     blockers = restore_source_blockers(mailbox, archive=archive)
     if target is None:
@@ -315,16 +347,45 @@ def restore_blockers(mailbox: InactiveMailbox, target: Mapping[str, Any] | None,
                 "Raise the target's quota, restore into its archive, or choose another target",
             )
         )
+    if not archive and not exclude_dumpster:
+        found = recoverable_items_blocker(round(mailbox.recoverable_items_mb * MB), target)
+        if found is not None:
+            blockers.append(found)
     requests = _restore_request_count(target)
-    if requests >= MAX_RESTORE_REQUESTS_PER_TARGET:
+    if not named and requests >= MAX_RESTORE_REQUESTS_PER_TARGET:
         blockers.append(
             Blocker(
                 "too-many-restore-requests",
-                f"The target already has {requests} restore requests (at most {MAX_RESTORE_REQUESTS_PER_TARGET})",
-                "Remove completed requests (Remove-MailboxRestoreRequest) or wait for them to finish",
+                f"The target already has {requests} restore requests (at most {MAX_RESTORE_REQUESTS_PER_TARGET} "
+                "without a -Name)",
+                "Name the request (-Name), remove completed requests (Remove-MailboxRestoreRequest) or wait for them",
             )
         )
     return blockers
+
+
+# Track and prevent migration data loss in Exchange Online (Learn, mailbox-migration/track-prevent-data-loss-dcs):
+# four grades derived from the DataConsistencyScore, which "exists on MigrationBatch, MigrationUser, and
+# RequestStatistics objects": Perfect (no inconsistency), Good (not impactful), Investigate (a small amount of
+# noticeable data loss), Poor (major data loss). New-MailboxRestoreRequest.md (-BadItemLimit): in the cloud "tenant
+# admins must review the DataConsistencyScore and any skipped items after the restore completes".
+CONSISTENCY_GRADES: tuple[str, ...] = ("Perfect", "Good", "Investigate", "Poor")
+_ACCEPTABLE_GRADES = frozenset({"perfect", "good"})
+
+
+def consistency_warning(score: str | None, skipped_items: int | None) -> str:
+    """The warning for a completed restore whose DataConsistencyScore is below Good ("" when Perfect, Good or not
+    reported). An unrecognised score is a warning too: calling lost data fine is the risky side."""
+    grade = (score or "").strip()
+    if not grade or grade.lower() in _ACCEPTABLE_GRADES:
+        return ""
+    skipped = f"; {skipped_items:,} item(s) skipped" if skipped_items else ""
+    known = grade.lower() in {g.lower() for g in CONSISTENCY_GRADES}
+    what = "data was lost" if known else "an unrecognised score"
+    return (
+        f"DataConsistencyScore {grade}{skipped}: {what}; review the skipped items "
+        "(Get-MailboxRestoreRequestStatistics -IncludeReport) before relying on the copy"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- release

@@ -219,6 +219,7 @@ class ExchangeOperations:
         target_root_folder: str | None = None,
         allow_legacy_dn_mismatch: bool = False,
         batch_name: str | None = None,
+        exclude_dumpster: bool = False,
     ) -> dict[str, Any]:
         """``New-MailboxRestoreRequest -Name -SourceMailbox -TargetMailbox […]``; non-idempotent (a named request
         lets the caller find out whether an ambiguous attempt created it)."""
@@ -233,6 +234,7 @@ class ExchangeOperations:
             ("SourceIsArchive", source_is_archive),
             ("TargetIsArchive", target_is_archive),
             ("AllowLegacyDNMismatch", allow_legacy_dn_mismatch),
+            ("ExcludeDumpster", exclude_dumpster),
         ):
             if on:
                 parameters[key] = True

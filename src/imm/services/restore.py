@@ -55,12 +55,16 @@ class RestoreActions(ActionBase):
         target_folder: str | None = None,
         target_archive: bool | None = None,
         request_name: str | None = None,
+        exclude_dumpster: bool = False,
     ) -> ActionPreview:
         """Preflight of a restore into ``target``: refresh, the target's mailbox, statistics and restore requests,
         blockers (raises ActionBlockedError). ``archive``: restore the source's archive (-SourceIsArchive);
         ``target_archive`` (default: same as ``archive``): into the target's archive (-TargetIsArchive).
-        ``request_name``: a name of the caller's (a bulk item's, stable across retries); else imm-<guid>-<time>."""
-        plan = self._restore_plan(identity, target, archive, target_folder, target_archive, request_name)
+        ``request_name``: a name of the caller's (a bulk item's, stable across retries); else imm-<guid>-<time>.
+        ``exclude_dumpster``: leave the source's Recoverable Items out (-ExcludeDumpster)."""
+        plan = self._restore_plan(
+            identity, target, archive, target_folder, target_archive, request_name, exclude_dumpster
+        )
         if plan.blockers:
             raise ActionBlockedError(plan.preview, [b.code for b in plan.blockers], hint=hint_for(plan.blockers))
         return plan.preview
@@ -73,6 +77,7 @@ class RestoreActions(ActionBase):
         target_folder: str | None,
         target_archive: bool | None,
         request_name: str | None = None,
+        exclude_dumpster: bool = False,
     ) -> _RestorePlan:
         from imm.services.action_specs import RestoreSpec
 
@@ -87,11 +92,14 @@ class RestoreActions(ActionBase):
             view = dict(plain(target_record))
             stats = first(ops.get_mailbox_statistics(target_guid))
             view["TotalItemSize"] = (stats or {}).get("TotalItemSize")
+            view["TotalDeletedItemSize"] = (stats or {}).get("TotalDeletedItemSize")
             if to_archive and str(target_record.get("ArchiveStatus") or "").lower() == "active":
                 archive_stats = first(ops.get_mailbox_statistics(target_guid, archive=True))
                 view["ArchiveTotalItemSize"] = (archive_stats or {}).get("TotalItemSize")
-            view["RestoreRequestCount"] = len(records(ops.get_restore_requests(target=target_guid)))
-        blockers = restore_blockers_for(mailbox, view, archive=archive, target_archive=to_archive)
+            # imm names every request (-Name), so the 10 auto-generated names do not limit it: no count is needed
+        blockers = restore_blockers_for(
+            mailbox, view, archive=archive, target_archive=to_archive, exclude_dumpster=exclude_dumpster
+        )
         folder = target_folder or (DEFAULT_TARGET_ROOT_FOLDER if to_archive and not archive else None)
         name = request_name or self._request_name(
             mailbox.identity, exchange_guid(target_record) if target_record else None
@@ -121,6 +129,8 @@ class RestoreActions(ActionBase):
             request_params["TargetIsArchive"] = True
         if folder:
             request_params["TargetRootFolder"] = folder
+        if exclude_dumpster:
+            request_params["ExcludeDumpster"] = True
         if target_record is not None:
             cmdlets.append(
                 {"cmdlet": "New-MailboxRestoreRequest", "endpoint": "exchange", "parameters": request_params}
@@ -155,6 +165,7 @@ class RestoreActions(ActionBase):
             "archive": archive,
             "target_folder": target_folder,
             "target_archive": target_archive,
+            "exclude_dumpster": exclude_dumpster,
         }
         restore_plan = _RestorePlan(
             preview=preview,
@@ -168,6 +179,7 @@ class RestoreActions(ActionBase):
             x500=x500,
             has_x500=has_x500,
             stable_name=request_name is not None,
+            exclude_dumpster=exclude_dumpster,
         )
         preview.computed = restore_plan
         return restore_plan
@@ -307,6 +319,7 @@ class RestoreActions(ActionBase):
                     source_is_archive=plan.archive,
                     target_is_archive=plan.target_archive,
                     target_root_folder=plan.folder,
+                    exclude_dumpster=plan.exclude_dumpster,
                 )
             ) or {"Name": plan.name}
 
@@ -352,6 +365,7 @@ class _RestorePlan:
     x500: str | None
     has_x500: bool
     stable_name: bool = False  # derived from a bulk job item: the same on every retry and resume
+    exclude_dumpster: bool = False  # -ExcludeDumpster: the source's Recoverable Items are not copied
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -363,27 +377,41 @@ def job_request_name(source: str, job_id: str, line: Any) -> str:
 
 
 def restore_blockers_for(
-    mailbox: InactiveMailbox, target: Mapping[str, Any] | None, *, archive: bool, target_archive: bool
+    mailbox: InactiveMailbox,
+    target: Mapping[str, Any] | None,
+    *,
+    archive: bool,
+    target_archive: bool,
+    exclude_dumpster: bool = False,
 ) -> list[Blocker]:
     """:func:`imm.domain.eligibility.restore_blockers` for every source/target combination.
 
     The domain check models primary → primary and archive → archive; for archive → primary and primary → archive
     the target-side checks run for the target part chosen and the quota check uses the source part's size.
     """
-    from imm.domain.eligibility import Blocker, restore_blockers, restore_source_blockers
+    from imm.domain.eligibility import Blocker, recoverable_items_blocker, restore_blockers, restore_source_blockers
     from imm.domain.parsing import format_size, parse_size
 
     if archive == target_archive:
-        return restore_blockers(mailbox, target, archive=archive)
+        return restore_blockers(mailbox, target, archive=archive, exclude_dumpster=exclude_dumpster)
     blockers = restore_source_blockers(mailbox, archive=archive)
     codes = {b.code for b in blockers}
-    quota_codes = {"target-over-quota", "target-archive-over-quota", "no-archive"}
+    quota_codes = {
+        "target-over-quota",
+        "target-archive-over-quota",
+        "no-archive",
+        "target-recoverable-items-over-quota",
+    }
     for blocker in restore_blockers(mailbox, target, archive=target_archive):
         if blocker.code not in codes and blocker.code not in quota_codes:
             blockers.append(blocker)
             codes.add(blocker.code)
     if target is None:
         return blockers
+    if not target_archive and not exclude_dumpster:  # the archive's Recoverable Items into the primary's
+        found = recoverable_items_blocker(round(mailbox.archive_recoverable_items_mb * 1024 * 1024), target)
+        if found is not None:
+            blockers.append(found)
     incoming = round((mailbox.archive_size_mb if archive else mailbox.size_mb) * 1024 * 1024)
     quota_key, used_key = (
         ("ArchiveQuota", "ArchiveTotalItemSize") if target_archive else ("ProhibitSendReceiveQuota", "TotalItemSize")

@@ -29,6 +29,18 @@ _REQUEST_CMDLETS: dict[str, tuple[str, str, frozenset[str] | None]] = {
     RESTORE_RESUME: ("Resume-MailboxRestoreRequest", "Resume", frozenset({"suspended", "failed"})),
 }
 _RUNNING = {"queued": "running", "inprogress": "running"}
+# the items a request could not copy, as Get-MailboxRestoreRequestStatistics counts them (domain.md §5)
+_SKIPPED_COUNTS = ("BadItemsEncountered", "LargeItemsEncountered", "MissingItemsEncountered")
+
+
+def _skipped(stats: dict[str, Any]) -> int | None:
+    counts = []
+    for key in _SKIPPED_COUNTS:
+        try:
+            counts.append(int(stats[key]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return sum(counts) if counts else None
 
 
 class RestoreStatusActions(RestoreActions):
@@ -93,6 +105,10 @@ class RestoreStatusActions(RestoreActions):
                 pass
         if status.lower() in ("completed", "completedwithwarning", "failed"):
             values["completed_at"] = str(stats.get("CompletionTimestamp") or self.now().isoformat())
+            # reviewed once the request completes (New-MailboxRestoreRequest.md -BadItemLimit; DCS article)
+            score = stats.get("DataConsistencyScore")
+            values["data_consistency_score"] = str(score) if score not in (None, "") else None
+            values["skipped_items"] = _skipped(stats)
         self.restores.update(row.id, **values)
         updated = self.restores.get(row.id) or row
         if updated.is_final and not row.is_final:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from imm.domain.eligibility import consistency_warning
+
 if TYPE_CHECKING:
     from imm.data.database import DatabaseManager
 
@@ -51,6 +53,8 @@ class TrackedRestore:
     completed_at: str | None
     operation_id: str | None
     job_id: str | None
+    data_consistency_score: str | None = None  # Perfect | Good | Investigate | Poor, once completed
+    skipped_items: int | None = None  # bad + large + missing items the request skipped
 
     @property
     def is_final(self) -> bool:
@@ -89,6 +93,9 @@ class TrackedRestore:
             "completed_at": self.completed_at,
             "operation_id": self.operation_id,
             "job_id": self.job_id,
+            "data_consistency_score": self.data_consistency_score,
+            "skipped_items": self.skipped_items,
+            "consistency_warning": consistency_warning(self.data_consistency_score, self.skipped_items),
         }
 
 

@@ -240,6 +240,7 @@ def new_restore_request(inv: Invocation) -> Result:
         target_root_folder=inv.get("TargetRootFolder") or "",
         allow_legacy_dn_mismatch=bool(inv.get("AllowLegacyDNMismatch")),
         batch_name=inv.get("BatchName") or "",
+        exclude_dumpster=bool(inv.get("ExcludeDumpster")),
     )
     warnings = [LEGACY_DN_MISMATCH_WARNING] if inv.get("AllowLegacyDNMismatch") else []
     return Result([request], lambda r: render.restore_request(tenant, r, tenant.progress(r)), warnings=warnings)

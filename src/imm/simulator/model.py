@@ -268,6 +268,12 @@ class RestoreRequest:
     allow_legacy_dn_mismatch: bool = False
     batch_name: str = ""
     fail: bool = False  # test knob: the request ends Failed / FailedOther
+    # Test knobs of the outcome: DataConsistencyScore grade (Perfect | Good | Investigate | Poor; the
+    # track-prevent-data-loss-dcs article) and the items skipped (counted as BadItemsEncountered).
+    consistency: str = "Perfect"
+    skipped_items: int = 0
+    exclude_dumpster: bool = False  # -ExcludeDumpster: the source's Recoverable Items are not copied
+    dumpster_bytes: int = 0  # Recoverable Items copied into the target's Recoverable Items folder
     applied: bool = False  # the copied content has been added to the target
     suspended_at: float | None = None  # Suspend-MailboxRestoreRequest: progress stops until Resume-
     paused_seconds: float = 0.0  # time spent suspended (progress follows the clock less this)

@@ -249,8 +249,11 @@ def restore_statistics(
     r.put("EstimatedTransferSize", size_string(request.estimated_bytes))
     r.put("ItemsTransferred", progress.items_transferred)
     r.put("EstimatedTransferItemCount", request.estimated_items)
-    r.put("BadItemLimit", 0).put("BadItemsEncountered", 0)
+    done = progress.status in ("Completed", "CompletedWithWarning")
+    r.put("BadItemLimit", 0).put("BadItemsEncountered", request.skipped_items if done else 0)
     r.put("LargeItemLimit", 0).put("LargeItemsEncountered", 0).put("MissingItemsEncountered", 0)
+    # DataConsistencyScore "exists on … RequestStatistics objects" (track-prevent-data-loss-dcs); graded once done
+    r.put("DataConsistencyScore", request.consistency if done else None)
     r.date("QueuedTimestamp", request.created).date("StartTimestamp", progress.start)
     r.date("LastUpdateTimestamp", min(tenant.clock(), progress.completion or tenant.clock()))
     r.date("CompletionTimestamp", progress.completion)

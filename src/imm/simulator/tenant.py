@@ -28,6 +28,7 @@ from typing import Any
 from imm.simulator.generator import FEDERATED_DOMAINS, GENERATOR_VERSION, generate
 from imm.simulator.model import (
     ACTIVE,
+    GB,
     INACTIVE,
     SOFT_DELETED,
     CmdletError,
@@ -65,7 +66,9 @@ LABEL_REAPPLIED_ERROR = (
     "settings have been modified."
 )
 NO_CHANGE_WARNING = "The command completed successfully but no settings of '{0}' have been modified."
-MAX_RESTORE_REQUESTS = 10
+MAX_RESTORE_REQUESTS = (
+    10  # auto-generated names: MailboxRestore, MailboxRestore1…9 (New-MailboxRestoreRequest.md -Name)
+)
 DELAY_HOLD_DAYS = 30  # identify-a-hold article
 PURGE_DAYS = 183  # delete-an-inactive-mailbox: InactiveMailboxRetireTime + 183 days
 # HoldTracking "ht" codes: community reading (jfrmilner Report-PurviewRetentionPolicies), **unconfirmed**.
@@ -833,6 +836,7 @@ class Tenant:
         target_root_folder: str = "",
         allow_legacy_dn_mismatch: bool = False,
         batch_name: str = "",
+        exclude_dumpster: bool = False,
     ) -> RestoreRequest:
         """New-MailboxRestoreRequest with the blockers of domain.md §5."""
         src = self.find(source, SCOPE_ALL)
@@ -871,6 +875,19 @@ class Tenant:
                 f"The target mailbox '{target}' doesn't have enough space: it holds {used:,} bytes of its "
                 f"{quota:,}-byte quota and the source needs {size:,} bytes.",
             )  # wording unconfirmed (domain.md §5: failure when the target is over quota)
+        # The Recoverable Items folder has its own quota (30 GB, 100 GB on hold: recoverable-items-folder article);
+        # the source's Recoverable Items go there unless -ExcludeDumpster (New-MailboxRestoreRequest.md).
+        dumpster = 0 if exclude_dumpster or source_is_archive or target_is_archive else src.deleted_bytes
+        held = tgt.litigation_hold or bool(tgt.in_place_holds)
+        dumpster_quota = (100 if held else 30) * GB
+        if dumpster and tgt.deleted_bytes + dumpster > dumpster_quota:
+            raise CmdletError(
+                400,
+                "Microsoft.Exchange.MailboxReplicationService.MailboxIsOverQuotaPermanentException",
+                f"The Recoverable Items folder of the target mailbox '{target}' doesn't have enough space: it holds "
+                f"{tgt.deleted_bytes:,} bytes of its {dumpster_quota:,}-byte quota and the source needs "
+                f"{dumpster:,} bytes.",
+            )  # wording unconfirmed
         existing = [r for r in self.restore_requests if r.target_guid == tgt.exchange_guid]
         names = {r.name.lower() for r in existing}
         if name:
@@ -885,9 +902,7 @@ class Tenant:
             ]
             if not free:
                 raise _no_default_name(tgt)
-            name = free[0]
-        if len(existing) >= MAX_RESTORE_REQUESTS:
-            raise _no_default_name(tgt)
+            name = free[0]  # only auto-named requests are limited to 10 (New-MailboxRestoreRequest.md -Name)
         request = RestoreRequest(
             request_guid=str(uuid.uuid4()),
             name=name,
@@ -902,6 +917,8 @@ class Tenant:
             target_root_folder=target_root_folder,
             allow_legacy_dn_mismatch=allow_legacy_dn_mismatch,
             batch_name=batch_name,
+            exclude_dumpster=exclude_dumpster,
+            dumpster_bytes=dumpster,
         )
         self.restore_requests.append(request)
         self.version += 1
@@ -992,6 +1009,7 @@ class Tenant:
             else:
                 target.total_bytes += request.estimated_bytes
                 target.item_count += request.estimated_items
+            target.deleted_bytes += request.dumpster_bytes
             self._changed(target)  # stamped when the change becomes visible, not when it "happened"
 
     def suspend_restore_request(self, identity: str, comment: str = "") -> None:
