@@ -495,3 +495,19 @@ def test_a_upn_is_checked_by_the_same_words_singly_and_in_a_plan(tmp_path: Path,
     planned = run_imm("bulk", "run", str(plan), "--db", str(db_path))
     assert planned.exit_code == 2
     assert f"  {plan}: line 2: upn '{upn}' is not a user@domain address" in planned.stderr.splitlines()
+
+
+def test_a_plan_is_written_whole_or_not_at_all(tmp_path: Path, db_path: Path) -> None:
+    missing = tmp_path / "no such folder" / "plan.csv"
+    result = run_imm("bulk", "plan", "--include-unexpired", "--out", str(missing), "--db", str(db_path))
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: cannot write the plan to {missing}: No such file or directory\n",
+    )
+    assert not missing.parent.exists()
+    out = tmp_path / "all.csv"
+    result = run_imm("bulk", "plan", "--include-unexpired", "--out", str(out), "--db", str(db_path))
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith(f"Wrote a plan of 6 release rows to {out}\n")
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 7
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".all.csv")] == []  # no temporary file left

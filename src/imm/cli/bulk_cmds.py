@@ -105,11 +105,11 @@ def plan_cmd(
     Example: imm bulk plan --releasable --company Contoso --action release --type all-unlocked --out plan.csv
     """
     import dataclasses
-    import io
     import sys
 
     from imm.errors import InputError
     from imm.services.bulk_plan import plan_rows, write_plan
+    from imm.services.reports import atomic_write
 
     action = action.lower()
     if include_unexpired and action != "release":
@@ -143,14 +143,16 @@ def plan_cmd(
     if out is None:
         write_plan(rows, action, sys.stdout)
         return
-    buffer = io.StringIO()
-    write_plan(rows, action, buffer)
-    try:
-        out.write_text(buffer.getvalue(), encoding="utf-8", newline="")
-    except OSError as exc:
-        raise InputError(f"cannot write the plan to {out}: {exc.strerror or exc}") from None
+    written = 0
+
+    def write(tmp: Path) -> None:  # row by row into a file beside FILE, renamed into place when complete
+        nonlocal written
+        with tmp.open("w", encoding="utf-8", newline="") as stream:
+            written = write_plan(rows, action, stream)
+
+    atomic_write(out, write, "the plan")
     if not obj.quiet:
-        click.echo(f"Wrote a plan of {len(rows):,} {action} rows to {out}", err=True)
+        click.echo(f"Wrote a plan of {written:,} {action} rows to {out}", err=True)
         click.echo(f"Preview it (changes nothing): imm bulk run {out}", err=True)
 
 

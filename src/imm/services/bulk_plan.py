@@ -32,13 +32,14 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import itertools
 import os
 import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from imm.errors import InputError, NotFoundError
 from imm.textsafe import shorten
@@ -286,7 +287,7 @@ def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
     yield from rest
 
 
-def _label(mailbox: InactiveMailbox) -> str:
+def _label(mailbox: InactiveMailbox | _PlanMailbox) -> str:
     name = mailbox.display_name or mailbox.name
     if mailbox.primary_smtp and name:
         return f"{name} <{mailbox.primary_smtp}>"
@@ -517,14 +518,30 @@ PLAN_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _note(mailbox: InactiveMailbox) -> str:
-    parts = [_label(mailbox)]
-    org = " / ".join(p for p in (mailbox.operating_company, mailbox.department) if p)
+class _PlanMailbox(NamedTuple):
+    """The fields of a cached mailbox a plan row is made of (read as a stream of rows, not records)."""
+
+    identity: str
+    display_name: str
+    name: str
+    primary_smtp: str
+    user_principal_name: str
+    operating_company: str | None
+    department: str | None
+    hold_types: list[str]
+    releasable: bool
+    holds_expire_on: str | None  # ISO 8601 text
+
+
+def _note(m: _PlanMailbox) -> str:
+    """What the 'note' column says of a mailbox (``m``: a record or a row with its fields)."""
+    parts = [_label(m)]
+    org = " / ".join(p for p in (m.operating_company, m.department) if p)
     if org:
         parts.append(org)
-    parts.append("holds: " + (", ".join(mailbox.hold_types) or "none"))
-    if mailbox.releasable:
-        when = mailbox.holds_expire_on.date().isoformat() if mailbox.holds_expire_on else None
+    parts.append("holds: " + (", ".join(m.hold_types) or "none"))
+    if m.releasable:
+        when = m.holds_expire_on[:10] if m.holds_expire_on else None
         parts.append(f"holds expired {when}" if when else "holds expired")
     return "; ".join(parts)
 
@@ -540,32 +557,48 @@ def plan_rows(
     archive: bool = False,
     target_folder: str | None = None,
     limit: int | None = None,
-) -> list[dict[str, Any]]:
-    """One plan row per cached mailbox matching ``filters`` (sorted by address), for ``imm bulk plan``.
+) -> Iterator[dict[str, Any]]:
+    """One plan row per cached mailbox matching ``filters`` (sorted by address), for ``imm bulk plan``, read
+    from the store as they are written (flat memory for a plan of any size).
 
     recover rows propose the mailbox's own UPN and name (edit them if those are taken); restore rows take
-    ``target`` (empty when not given: the plan is then rejected until each row names one).
+    ``target`` (empty when not given: the plan is then rejected until each row names one). NotFoundError,
+    before any row, when no mailbox matches.
     """
     if action not in ACTIONS:
         raise InputError(f"unknown action '{action}' (use {ACTION_WORDS})")
+    kind = ""
     if action == RELEASE:
         from imm.domain.eligibility import check_release_type
 
         kind = check_release_type(release_type or "all-unlocked")
-    mailboxes = db.query_mailboxes(filters, sort="smtp", limit=limit)
-    if not mailboxes:
+    stream = db.stream_mailbox_rows(filters, sort="smtp", limit=limit, columns=_PlanMailbox._fields)
+    first = next(stream, None)
+    if first is None:
         raise NotFoundError(
             "no cached mailbox matches these filters; no plan was written",
             hint="check the filters with `imm list` (same options), or run `imm sync`",
         )
-    rows = []
-    for mailbox in mailboxes:
-        row: dict[str, Any] = {"action": action, "identity": mailbox.identity, "note": _note(mailbox)}
+    return _plan_rows(itertools.chain([first], stream), action, kind, days, target, archive, target_folder)
+
+
+def _plan_rows(
+    stream: Iterator[tuple[Any, ...]],
+    action: str,
+    kind: str,
+    days: int | None,
+    target: str | None,
+    archive: bool,
+    target_folder: str | None,
+) -> Iterator[dict[str, Any]]:
+    for values in stream:
+        m = _PlanMailbox._make(values)
+        row: dict[str, Any] = {"action": action, "identity": m.identity, "note": _note(m)}
         if action == RECOVER:
             row.update(
-                upn=mailbox.user_principal_name or mailbox.primary_smtp,
-                name=mailbox.name or mailbox.primary_smtp.split("@")[0],
-                display_name=mailbox.display_name,
+                upn=m.user_principal_name or m.primary_smtp,
+                name=m.name or m.primary_smtp.split("@")[0],
+                display_name=m.display_name,
             )
         elif action == RESTORE:
             row.update(target=target or "", archive=archive, target_folder=target_folder or "")
@@ -573,14 +606,17 @@ def plan_rows(
             row["type"] = kind
         else:
             row["days"] = "unlimited" if days is None else days
-        rows.append(row)
-    return rows
+        yield row
 
 
-def write_plan(rows: Sequence[dict[str, Any]], action: str, stream: Any) -> None:
-    """The plan as CSV (formula-like cells made safe; :func:`read_plan` reads them back unchanged)."""
+def write_plan(rows: Iterable[dict[str, Any]], action: str, stream: Any) -> int:
+    """The plan as CSV, row by row (formula-like cells made safe; :func:`read_plan` reads them back unchanged);
+    returns how many rows it wrote."""
     columns = PLAN_COLUMNS[action]
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(columns)
+    count = 0
     for row in rows:
         writer.writerow([csv_safe(row.get(c)) for c in columns])
+        count += 1
+    return count

@@ -196,19 +196,20 @@ def build_report_from_store(
 
 
 # --------------------------------------------------------------------------------------------------- writers
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file beside ``path`` and rename it into place; OSError becomes InputError."""
+def atomic_write(path: Path, write: Callable[[Path], None], what: str = "the report") -> None:
+    """Write through a temporary file beside ``path`` and rename it into place; OSError becomes InputError
+    ("cannot write ``what`` to PATH")."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent or Path(".")))
     except OSError as exc:
-        raise InputError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot write {what} to {path}: {exc.strerror or exc}") from None
     os.close(fd)
     try:
         write(Path(tmp))
         os.replace(tmp, path)
     except OSError as exc:
-        raise InputError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot write {what} to {path}: {exc.strerror or exc}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
