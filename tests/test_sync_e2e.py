@@ -543,3 +543,57 @@ def test_company_and_department_from_a_mapping_csv(tmp_path: Path, imm_home: Pat
         assert bad.exit_code == 2
         assert "hr.csv" in bad.stderr or "line 2" in bad.stderr
         assert "Traceback" not in bad.stderr
+
+
+def test_sync_finds_addresses_active_recipients_use_so_recovery_is_refused_before_anyone_tries(
+    tmp_path: Path, imm_home: Path
+) -> None:
+    """New-Mailbox.md: -MicrosoftOnlineServicesID (the UPN, which becomes the primary address) and -Name must be
+    unique; microsoft-365-docs#2814. A full sync checks every mailbox against one listing of the active recipients,
+    an incremental one asks per changed mailbox (Get-Recipient -Identity without -IncludeSoftDeletedRecipients)."""
+    with make_simulator(tmp_path, mailboxes=120, seed=7, auto_approve_after=0.0) as sim:
+        tenant = sim.exchange.tenant
+        _write_profile(sim, imm_home)
+        _login(sim, imm_home)
+        result = run_imm("sync")
+        assert result.exit_code == 0, result.stderr
+
+        twin_of = tenant.mailboxes[tenant.special["shared_smtp_inactive"]]
+        twin = tenant.mailboxes[tenant.special["shared_smtp_active"]]
+        cache = _cache(imm_home)
+        row = cache[twin_of.exchange_guid]
+        assert (row["smtp_conflict"], row["upn_conflict"]) == (twin.name, twin.name)
+        assert row["recovery_eligible"] == 0
+        blockers = json.loads(row["recovery_blockers"])
+        assert f"smtp-conflict: The primary address {twin_of.primary_smtp} is used by the active recipient " \
+            f"'{twin.name}' (found at sync)" in blockers  # fmt: skip
+        assert any(b.startswith("upn-conflict: ") for b in blockers)
+        # Ground truth: no other inactive mailbox shares an address with an active one.
+        taken = {a.partition(":")[2].lower() for m in tenant.actives() for a in m.email_addresses(tenant.tenant_domain)}
+        for guid, mbx in _strictly_inactive(sim).items():
+            expected = mbx.primary_smtp.lower() in taken
+            assert bool(cache[guid]["smtp_conflict"]) is expected, guid
+        not_recoverable = run_imm("list", "--not-recoverable", "-o", "json", "--query", "[].identity")
+        assert twin_of.exchange_guid in json.loads(not_recoverable.stdout)
+
+        # Made outside imm after the sync: an active mailbox takes another inactive mailbox's address as a proxy.
+        victim = next(
+            m
+            for g, m in _strictly_inactive(sim).items()
+            if not cache[g]["smtp_conflict"] and cache[g]["recovery_eligible"]
+        )
+        holder = tenant.actives()[5]
+        tenant.update(holder.exchange_guid, extra_addresses=[*holder.extra_addresses, f"smtp:{victim.primary_smtp}"])
+        tenant.touch(victim.exchange_guid)
+        incremental = run_imm("sync")
+        assert incremental.exit_code == 0, incremental.stderr
+        probes = [
+            e["parameters"]
+            for e in sim.exchange.request_log
+            if e["cmdlet"] == "Get-Recipient" and (e["parameters"] or {}).get("Identity") == victim.primary_smtp
+        ]
+        assert probes == [{"Identity": victim.primary_smtp}]  # active recipients only: no -IncludeSoftDeletedRecipients
+        after = _cache(imm_home)[victim.exchange_guid]
+        assert after["smtp_conflict"] == holder.name
+        assert after["recovery_eligible"] == 0
+        assert after["upn_conflict"] == ("" if victim.upn.lower() != victim.primary_smtp.lower() else holder.name)

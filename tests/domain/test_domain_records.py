@@ -383,3 +383,36 @@ def test_records_with_odd_values_never_crash(changes: dict[str, Any], stats: dic
     m = build(record, stats=stats)
     assert m.identity == IDENTITY
     assert m.size_mb >= 0
+
+
+# ------------------------------------------------------------------------------------------ conflicts at sync
+def test_address_conflicts_name_the_active_recipient_that_answers_to_the_address() -> None:
+    """New-Mailbox.md: -MicrosoftOnlineServicesID must be unique ("…is used by another recipient object");
+    microsoft-365-docs#2814. Only real address matches count, and the mailbox itself never conflicts."""
+    from imm.domain.records import address_conflicts
+
+    inactive = {
+        "ExchangeGuid": "aaaaaaaa-0000-0000-0000-000000000001",
+        "PrimarySmtpAddress": "Anna.Berg@contoso.com",
+        "UserPrincipalName": "anna@contoso.onmicrosoft.com",
+    }
+    proxy_holder = {
+        "Name": "Anna B",
+        "PrimarySmtpAddress": "ab@contoso.com",
+        "EmailAddresses": ["smtp:anna.berg@contoso.com"],
+    }
+    itself = {"Name": "self", "ExchangeGuid": inactive["ExchangeGuid"], "PrimarySmtpAddress": "anna.berg@contoso.com"}
+    by_alias_only = {"Name": "anna", "PrimarySmtpAddress": "someone.else@contoso.com"}
+    table = {"anna.berg@contoso.com": [proxy_holder, itself], "anna@contoso.onmicrosoft.com": [by_alias_only]}
+    asked: list[str] = []
+
+    def holders(address: str) -> list[dict[str, Any]]:
+        asked.append(address)
+        return table.get(address, [])
+
+    assert address_conflicts(inactive, holders) == ("Anna B", "")
+    assert asked == ["anna.berg@contoso.com", "anna@contoso.onmicrosoft.com"]
+    same = {**inactive, "UserPrincipalName": "anna.berg@contoso.com"}
+    asked.clear()
+    assert address_conflicts(same, holders) == ("Anna B", "Anna B")
+    assert asked == ["anna.berg@contoso.com"]  # asked once

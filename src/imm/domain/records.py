@@ -16,7 +16,7 @@ import csv
 import io
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +35,7 @@ from imm.domain.parsing import (
 )
 from imm.errors import InputError
 
-__all__ = ["load_org_mapping_csv", "mailbox_from_records", "mapping_key"]
+__all__ = ["address_conflicts", "load_org_mapping_csv", "mailbox_from_records", "mapping_key", "recipient_addresses"]
 
 MB = 1024 * 1024
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
@@ -339,3 +339,53 @@ def _is_guid(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# ---------------------------------------------------------------------------------------- conflicts at sync
+def recipient_addresses(record: Mapping[str, Any]) -> set[str]:
+    """The names a recipient answers to as a user name or address (lower case): PrimarySmtpAddress, every
+    ``smtp:`` entry of EmailAddresses, and its UPN where the record carries one (UserPrincipalName, WindowsLiveID,
+    MicrosoftOnlineServicesID)."""
+    names = {
+        str(record.get(key) or "").strip().lower()
+        for key in ("PrimarySmtpAddress", "UserPrincipalName", "WindowsLiveID", "MicrosoftOnlineServicesID")
+    }
+    for address in parse_strings(record.get("EmailAddresses")):
+        kind, _, value = str(address).partition(":")
+        if kind.lower() == "smtp" and value:
+            names.add(value.strip().lower())
+    names.discard("")
+    return names
+
+
+def address_conflicts(
+    mailbox: Mapping[str, Any], holders: Callable[[str], Sequence[Mapping[str, Any]]]
+) -> tuple[str, str]:
+    """(who uses the inactive mailbox's primary SMTP, who uses its UPN): the Name of the active recipient, "" when
+    none. ``mailbox`` is its Get-Mailbox record; ``holders(address)`` the active recipients that answer to
+    ``address``. Recovering it under its own address then fails: New-Mailbox -MicrosoftOnlineServicesID (its UPN,
+    which also becomes the primary SMTP address) must be unique ("…is used by another recipient object",
+    New-Mailbox.md; microsoft-365-docs#2814; domain.md §4)."""
+    own = {str(mailbox.get(key) or "").strip().lower() for key in ("ExchangeGuid", "Guid")} - {""}
+
+    asked: dict[str, str] = {}  # the UPN is often the primary address: ask once
+
+    def who(address: str) -> str:
+        address = address.strip().lower()
+        if not address:
+            return ""
+        if address not in asked:
+            asked[address] = holder_names(address)
+        return asked[address]
+
+    def holder_names(address: str) -> str:
+        found = [
+            r for r in holders(address) if not own & {str(r.get(k) or "").lower() for k in ("ExchangeGuid", "Guid")}
+        ]
+        found = [r for r in found if address in recipient_addresses(r)]
+        names = sorted({str(r.get("Name") or r.get("DisplayName") or r.get("PrimarySmtpAddress") or "") for r in found})
+        return ", ".join(n for n in names if n)
+
+    smtp = str(mailbox.get("PrimarySmtpAddress") or "")
+    upn = str(mailbox.get("UserPrincipalName") or mailbox.get("MicrosoftOnlineServicesID") or "")
+    return who(smtp), who(upn)

@@ -132,9 +132,13 @@ class ExchangeOperations:
             parameters["Archive"] = True
         return self._one(self.exchange, "Get-MailboxStatistics", parameters)
 
-    def get_recipient(self, identity: str) -> dict[str, Any]:
-        """``Get-Recipient -Identity X -IncludeSoftDeletedRecipients`` (Company, Department, Office…)."""
-        return self._one(self.exchange, "Get-Recipient", {"Identity": identity, "IncludeSoftDeletedRecipients": True})
+    def get_recipient(self, identity: str, soft_deleted: bool = True) -> dict[str, Any]:
+        """``Get-Recipient -Identity X -IncludeSoftDeletedRecipients`` (Company, Department, Office…); without
+        ``soft_deleted`` only active recipients answer."""
+        parameters: dict[str, Any] = {"Identity": identity}
+        if soft_deleted:
+            parameters["IncludeSoftDeletedRecipients"] = True
+        return self._one(self.exchange, "Get-Recipient", parameters)
 
     def get_recipients(
         self,

@@ -267,8 +267,10 @@ class SyncService:
             phase.done("reanalyse")
         if to_fetch and not cancel.is_set():
             recipients = self._recipient_plan(len(to_fetch), result)
+            # the conflicts at sync: who else uses each mailbox's address (per mailbox when recipients are)
+            active = self.fetcher.active_address_index() if recipients is not None else None
             phase.done("recipients")
-            self._fetch_all(to_fetch, recipients, builder, result, notify, cancel)
+            self._fetch_all(to_fetch, recipients, builder, result, notify, cancel, active)
             phase.done("fetch")
 
     # ------------------------------------------------------------------------------------ org state, policies
@@ -312,6 +314,7 @@ class SyncService:
         result: SyncResult,
         notify: ProgressCallback,
         cancel: threading.Event,
+        active: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
         total = len(to_fetch)
         batch: list[InactiveMailbox] = []
@@ -350,7 +353,7 @@ class SyncService:
                         result.error_details.append(message)
                     log.info("sync: %s", message)  # the caller shows it
                 elif isinstance(outcome, Fetched):
-                    batch.append(builder.build(outcome, recipients))
+                    batch.append(builder.build(outcome, recipients, active))
                     if len(batch) >= BATCH_SIZE or time.monotonic() - last_write >= BATCH_SECONDS:
                         flush()
                 notify(SyncProgress("fetching", done, total, result.errors))

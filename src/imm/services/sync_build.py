@@ -81,10 +81,15 @@ class RecordBuilder:
             mailbox, org_holds=self.org_holds, policies=self.policies, cost_model=self.cost_model, now=self.now
         )
 
-    def build(self, fetched: Fetched, recipients: dict[str, dict[str, Any]] | None) -> InactiveMailbox:
+    def build(
+        self,
+        fetched: Fetched,
+        recipients: dict[str, dict[str, Any]] | None,
+        active: dict[str, list[dict[str, Any]]] | None = None,
+    ) -> InactiveMailbox:
         """The analysed mailbox of one fetch; ``recipients`` is the listing's index when recipients were not read
-        per mailbox."""
-        from imm.domain.records import mailbox_from_records
+        per mailbox, ``active`` the active recipients by address (the conflicts at sync) likewise."""
+        from imm.domain.records import address_conflicts, mailbox_from_records
 
         recipient = fetched.recipient
         if recipient is None and recipients is not None:
@@ -100,6 +105,11 @@ class RecordBuilder:
             self.now,
             fetched.hold_tracking,
         )
+        conflicts = fetched.conflicts
+        if conflicts is None and active is not None:
+            conflicts = address_conflicts(fetched.record, lambda address: active.get(address, []))
+        if conflicts is not None:
+            mailbox.smtp_conflict, mailbox.upn_conflict = conflicts
         return self.analyse(mailbox)
 
     def reanalysed(

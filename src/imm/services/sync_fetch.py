@@ -34,6 +34,7 @@ class Fetched:
     archive: dict[str, Any] | None
     recipient: dict[str, Any] | None
     hold_tracking: list[dict[str, Any]] | None = None
+    conflicts: tuple[str, str] | None = None  # (smtp, upn) holders probed per mailbox; None: from the listing
 
 
 @dataclass
@@ -108,6 +109,33 @@ class MailboxFetcher:
                 index.setdefault(key, record)
         return index
 
+    def active_address_index(self) -> dict[str, list[dict[str, Any]]]:
+        """Every active recipient (of any type: mailboxes, mail users, contacts, groups) of one paged
+        ``Get-Recipient -ResultSize Unlimited`` (no soft-deleted ones), by each address it answers to."""
+        from imm.domain.records import recipient_addresses
+
+        index: dict[str, list[dict[str, Any]]] = {}
+        for record in self.ops.get_recipients(recipient_type_details=None, include_soft_deleted=False):
+            for address in recipient_addresses(record):
+                index.setdefault(address, []).append(record)
+        return index
+
+    def probe_conflicts(self, record: dict[str, Any]) -> tuple[str, str]:
+        """(smtp, upn) conflicts of one inactive mailbox, asked per address: ``Get-Recipient -Identity <address>``
+        without -IncludeSoftDeletedRecipients finds only active recipients."""
+        from imm.domain.records import address_conflicts
+        from imm.exchange import AmbiguousIdentityError
+
+        def holders(address: str) -> list[dict[str, Any]]:
+            try:
+                return [r for r in [first(self._call(self.ops.get_recipient, address, soft_deleted=False))] if r]
+            except NotFoundError:
+                return []
+            except AmbiguousIdentityError:  # several recipients answer to it: a conflict all the same
+                return [{"Name": "several recipients", "PrimarySmtpAddress": address}]
+
+        return address_conflicts(record, holders)
+
     # ------------------------------------------------------------------------------------------- fan-out
     def fetch_one(self, record: dict[str, Any], per_mailbox_recipient: bool) -> Fetched:
         identity = identity_of(record)
@@ -130,7 +158,8 @@ class MailboxFetcher:
                 tracking = self._call(self.ops.export_hold_tracking, identity)
             except (NotFoundError, AccessDeniedError, InvalidParameterError):
                 tracking = None  # no history readable: the delay hold is estimated from WhenChanged
-        return Fetched(record, first(stats), first(archive), first(recipient), tracking)
+        conflicts = self.probe_conflicts(record) if per_mailbox_recipient else None
+        return Fetched(record, first(stats), first(archive), first(recipient), tracking, conflicts)
 
     def fetch_all(
         self, records: Iterable[dict[str, Any]], per_mailbox_recipient: bool, cancel: threading.Event | None
