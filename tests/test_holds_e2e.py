@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -20,7 +22,7 @@ from action_support import (
     only_litigation,
     unlocked_policy_tags,
 )
-from imm.simulator.model import INACTIVE, Mailbox
+from imm.simulator.model import INACTIVE, Mailbox, Policy
 from imm.simulator.tenant import Tenant
 
 pytestmark = pytest.mark.slow
@@ -381,3 +383,58 @@ def test_a_change_exchange_answers_with_adminapi_errors_is_a_failure(act: ActEnv
     assert rows[1]["details"]["error_code"] == "non_terminating_error"
     assert rows[1]["details"]["exchange_error"]["status"] == 200
     assert act.tenant.mailboxes[guid].compliance_tag_hold is True
+
+
+def test_policies_of_every_kind_are_named_and_released_the_way_microsoft_documents(act: ActEnv) -> None:
+    """App retention policies (Get-/Set-AppRetentionCompliancePolicy, Example 2: -AddExchangeLocationException with
+    -DeletedResources), Teams chats policies (Set-RetentionCompliancePolicy Example 5), adaptive-scope policies
+    (-RemoveExchangeLocation is in the static parameter set only) and label policies (mbx…:1 from a label policy)."""
+    tenant = act.tenant
+
+    def new(**fields: Any) -> Policy:
+        return tenant.add_policy(Policy(guid=str(uuid.uuid4()), **fields))
+
+    app = new(name="Teams private channels 7y", kind="app", applications=["User:MicrosoftTeams"], duration_days=2555)
+    chats = new(name="Teams chats 3y", location_kind="teams-chat", duration_days=1095)
+    adaptive = new(name="Leavers adaptive", adaptive_scopes=["Leavers scope"])
+    labels = new(name="Publish contract labels", action=1, published_label="Contracts 10y")
+    held = [
+        act.pick(
+            lambda m, t: m.litigation_hold and not unlocked_policy_tags(m, t) and not locked_policy_tags(m, t),
+            "mailbox on Litigation Hold in no retention policy",
+        )
+        for _ in range(3)
+    ]
+    for mbx, policy in zip(held, (app, chats, adaptive), strict=True):
+        tenant.add_hold(mbx.exchange_guid, policy.hold_tag)
+    tenant.add_hold(held[0].exchange_guid, labels.hold_tag)
+    assert act.run("sync").exit_code == 0
+
+    result, shown = act.json("holds", "show", held[0].exchange_guid)
+    assert result.exit_code == 0, result.stderr
+    meanings = {h["raw"]: (h["meaning"], h["preserves"]) for h in shown["holds"]}
+    assert meanings[app.hold_tag][0].startswith(
+        "App retention policy 'Teams private channels 7y' for Teams private channel messages"
+    )
+    assert meanings[labels.hold_tag] == (
+        "Retention label policy 'Publish contract labels': it publishes or applies retention labels (the hold a "
+        "label places shows as ComplianceTagHoldApplied), it is not a delete-only retention policy",
+        False,
+    )
+
+    released = act.run("holds", "release", held[0].exchange_guid, "--type", "policy", "--yes")
+    assert released.exit_code == 0, released.stderr
+    assert "Set-AppRetentionCompliancePolicy" in released.stdout
+    assert app.hold_tag not in tenant.mailboxes[held[0].exchange_guid].in_place_holds
+    assert held[0].primary_smtp in app.exceptions
+
+    chat = act.run("holds", "release", held[1].exchange_guid, "--type", "policy", "--yes")
+    assert chat.exit_code == 0, chat.stderr
+    assert "-AddTeamsChatLocationException" in chat.stdout
+    assert chats.hold_tag not in tenant.mailboxes[held[1].exchange_guid].in_place_holds
+
+    blocked = act.run("holds", "release", held[2].exchange_guid, "--type", "policy", "--yes")
+    assert blocked.exit_code == 5
+    assert "adaptive-policy: Policy 'Leavers adaptive' uses adaptive scopes" in blocked.stderr
+    assert "Set-AdaptiveScope" in blocked.stderr
+    assert adaptive.hold_tag in tenant.mailboxes[held[2].exchange_guid].in_place_holds

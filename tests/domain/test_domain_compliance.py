@@ -81,9 +81,19 @@ def test_policies_from_records_reads_lock_duration_and_action_with_the_one_reade
     case_holds = [{"Guid": "AAAAAAAA-2222-3333-4444-555555555555", "Name": "Case 42", "Enabled": "$true"}]
     got = policies_from_records(policies, rules, case_holds)
     assert got == {
-        BARE: PolicyInfo(BARE, "Seven years", "retention", True, True, 2555, HoldAction.RETAIN_THEN_DELETE, True),
+        BARE: PolicyInfo(
+            BARE, "Seven years", "retention", True, True, 2555, HoldAction.RETAIN_THEN_DELETE, True, ("exchange",)
+        ),
         "11111111222233334444555555555555": PolicyInfo(
-            "11111111222233334444555555555555", "Short", "retention", False, False, 0, HoldAction.RETAIN, False
+            "11111111222233334444555555555555",
+            "Short",
+            "retention",
+            False,
+            False,
+            0,
+            HoldAction.RETAIN,
+            False,
+            ("exchange",),
         ),
         "aaaaaaaa222233334444555555555555": PolicyInfo(
             "aaaaaaaa222233334444555555555555", "Case 42", "case-hold", False, True, None, None, False
@@ -94,3 +104,32 @@ def test_policies_from_records_reads_lock_duration_and_action_with_the_one_reade
 def test_a_policy_survives_the_cache_row_round_trip() -> None:
     policy = PolicyInfo(BARE, "Seven years", "retention", True, True, 2555, HoldAction.RETAIN_THEN_DELETE, True)
     assert policy_from_row(policy_row(policy)) == policy
+
+
+# ------------------------------------------------------------------------------------- policies of every kind
+G2 = "1a0e3347f7f343a7aaad92e4e8a9066f"
+
+
+def test_locations_adaptive_scopes_labels_and_app_policies_are_read() -> None:
+    """Get-RetentionCompliancePolicy location properties (an org mbx entry covers mailboxes, public folders and Teams
+    1xN chats: identify-a-hold article); IsAdaptivePolicy / AdaptiveScopeLocation (Set-RetentionCompliancePolicy
+    AdaptiveScopeLocation set); a label policy's rule -PublishComplianceTag (New-RetentionComplianceRule);
+    Get-AppRetentionCompliancePolicy -Applications (New-AppRetentionCompliancePolicy)."""
+    policies = [
+        {"Guid": GUID, "Name": "Chats", "TeamsChatLocation": ["All"], "ExchangeLocation": []},
+        {"Guid": G2, "Name": "Leavers", "IsAdaptivePolicy": True, "AdaptiveScopeLocation": ["Leavers scope"]},
+        {"Guid": "c0ba3ce811b6432a8751430937152491", "Name": "Labels", "ExchangeLocation": ["All"]},
+        {"Guid": "d0ba3ce811b6432a8751430937152491", "Name": "PF", "PublicFolderLocation": ["All"]},
+    ]
+    rules = [{"Policy": "c0ba3ce811b6432a8751430937152491", "PublishComplianceTag": "Contracts 10y"}]
+    apps = [{"Guid": "e0ba3ce811b6432a8751430937152491", "Name": "Channels", "Applications": ["User:MicrosoftTeams"]}]
+    app_rules = [{"Policy": "e0ba3ce811b6432a8751430937152491", "RetentionDuration": 2555}]
+    out = policies_from_records(policies, rules, [], apps, app_rules)
+    assert out[BARE].teams_chat_only and out[BARE].workloads == ("teams-chat",)
+    assert out[G2].adaptive and out[G2].scopes == ("Leavers scope",)
+    assert out["c0ba3ce811b6432a8751430937152491"].label
+    assert out["d0ba3ce811b6432a8751430937152491"].public_folders_only
+    app = out["e0ba3ce811b6432a8751430937152491"]
+    assert (app.kind, app.workloads, app.retention_days) == ("app", ("User:MicrosoftTeams",), 2555)
+    for policy in out.values():  # the cache keeps all of it
+        assert policy_from_row(policy_row(policy)) == policy

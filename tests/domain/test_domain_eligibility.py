@@ -387,12 +387,12 @@ def test_release_policies_naming_the_mailbox() -> None:
         (
             "Set-RetentionCompliancePolicy",
             "compliance",
-            {"Identity": G2_DASHED, "RemoveExchangeLocation": ".anna.berg@contoso.com"},
+            {"Identity": G2_DASHED, "RemoveExchangeLocation": "anna.berg@contoso.com"},
         ),
         (
             "Set-RetentionCompliancePolicy",
             "compliance",
-            {"Identity": G2_DASHED, "RemoveSkypeLocation": ".anna.berg@contoso.com"},
+            {"Identity": G2_DASHED, "RemoveSkypeLocation": "anna.berg@contoso.com"},
         ),
     ]  # the delete-only policy (mbx…:1) does not hold the mailbox and is not selected
     assert plan.removes_last_hold is True
@@ -497,18 +497,19 @@ def test_unknown_release_type() -> None:
 
 
 def test_release_blockers_for_manual_holds() -> None:
-    inplace, unknown, policy = decode_hold(G2), decode_hold("Mystery"), decode_hold(f"mbx{G1}:2")
+    inplace, unknown, policy = decode_hold(f"cld{G2}"), decode_hold("Mystery"), decode_hold(f"mbx{G1}:2")
     holds = [inplace, unknown]
     blockers = release_blockers(holds, [inplace, unknown, policy])
+    # domain.md §2 (identify-a-hold article): Get-MailboxSearch -InPlaceHoldIdentity takes the GUID with its cld
     assert [str(b) for b in blockers] == [
-        f"legacy-inplace-hold: Legacy In-Place Hold {G2_DASHED} cannot be released by imm",
+        f"legacy-inplace-hold: Legacy In-Place Hold cld{G2} cannot be released by imm",
         "unknown-hold: Unrecognised hold value 'Mystery'",
         f"not-on-mailbox: The hold mbx{G1}:2 is not on this mailbox",
     ]
-    assert [b.subject for b in blockers] == [G2, "Mystery", f"mbx{G1}:2"]
+    assert [b.subject for b in blockers] == [f"cld{G2}", "Mystery", f"mbx{G1}:2"]
     assert blockers[0].alternative == (
-        "Set-MailboxSearch -InPlaceHoldEnabled $false then Remove-MailboxSearch, or "
-        "Set-Mailbox -RemoveOrphanedHolds when the search no longer exists"
+        f"Find it with Get-MailboxSearch -InPlaceHoldIdentity cld{G2}, then Set-MailboxSearch -InPlaceHoldEnabled "
+        "$false and Remove-MailboxSearch, or Set-Mailbox -RemoveOrphanedHolds when the search no longer exists"
     )
 
 
@@ -556,3 +557,58 @@ def test_a_restore_scored_below_good_is_a_warning(score: str | None, skipped: in
     assert bool(text) is warned
     if score == "Investigate":
         assert text.startswith("DataConsistencyScore Investigate; 3 item(s) skipped: data was lost;")
+
+
+# ------------------------------------------------------------------------------- policies of every kind: release
+def _with(info: PolicyInfo, raw: str) -> tuple[InactiveMailbox, list[Any]]:
+    mailbox = mbx(in_place_holds=[raw], litigation_hold_enabled=True)
+    return mailbox, decode_holds(mailbox, [], {info.guid: info})
+
+
+def test_an_app_policy_excludes_the_deleted_mailbox_with_deleted_resources() -> None:
+    """Set-AppRetentionCompliancePolicy Example 2: -AddExchangeLocationException with -DeletedResources naming the
+    soft-deleted mailbox by its address."""
+    mailbox, holds = _with(
+        PolicyInfo(guid=G1, name="Channels", kind="app", workloads=("User:MicrosoftTeams",)), f"mbx{G1}:2"
+    )
+    [step] = release_plan(mailbox, holds, "policy").steps
+    assert (step.cmdlet, step.parameters) == (
+        "Set-AppRetentionCompliancePolicy",
+        {
+            "Identity": G1_DASHED,
+            "AddExchangeLocationException": SMTP,
+            "DeletedResources": f'[{{"EmailAddress": "{SMTP}"}}]',
+        },
+    )
+
+
+def test_a_teams_chats_policy_takes_a_chat_exception() -> None:
+    """Set-RetentionCompliancePolicy Example 5: -AddTeamsChatLocationException … -DeletedResources."""
+    mailbox, holds = _with(PolicyInfo(guid=G1, name="Chats", workloads=("teams-chat",)), f"mbx{G1}:2")
+    [step] = release_plan(mailbox, holds, "policy").steps
+    assert step.parameters["AddTeamsChatLocationException"] == SMTP
+    assert "Teams chats stored in this mailbox" in holds[1].description
+
+
+def test_an_adaptive_policy_is_changed_through_its_scope() -> None:
+    """-RemoveExchangeLocation belongs to the static ("Identity") parameter set (Set-RetentionCompliancePolicy.md)."""
+    mailbox, holds = _with(PolicyInfo(guid=G1, name="Leavers", adaptive=True, scopes=("Leavers",)), f"mbx{G1}:2")
+    plan = release_plan(mailbox, holds, "policy")
+    assert plan.steps == () and codes(plan.blockers) == ["adaptive-policy"]
+    assert "Set-AdaptiveScope" in plan.blockers[0].alternative
+
+
+def test_a_label_policy_is_described_as_labels_and_a_public_folder_policy_holds_no_mailbox() -> None:
+    """identify-a-hold article: label policies show as mbx<guid>:1; an mbx entry may cover public folders only."""
+    _, holds = _with(PolicyInfo(guid=G1, name="Labels", label=True), f"mbx{G1}:1")
+    assert holds[1].description.startswith("Retention label policy 'Labels': it publishes or applies retention labels")
+    assert holds[1].preserves is False
+    _, holds = _with(PolicyInfo(guid=G1, name="PF", workloads=("public-folders",)), f"mbx{G1}:2")
+    assert holds[1].preserves is False and "public folders" in holds[1].description
+
+
+def test_only_case_holds_get_the_leading_period() -> None:
+    """domain.md §6: the period prefix is documented for New-/Set-CaseHoldPolicy only."""
+    mailbox, holds = _with(PolicyInfo(guid=G1, name="Plain"), f"mbx{G1}:2")
+    [step] = release_plan(mailbox, holds, "policy").steps
+    assert step.parameters == {"Identity": G1_DASHED, "RemoveExchangeLocation": SMTP}

@@ -93,7 +93,7 @@ def test_decode_hold_kinds_and_suffixes(raw: str, kind: HoldKind, action: HoldAc
         (f"-mbx{G1}", f"Excluded from org-wide retention policy {G1_DASHED}"),
         (f"UniH{G1}", f"eDiscovery case hold {G1_DASHED}: kept until the case hold is released"),
         (G1, f"Legacy In-Place Hold {G1_DASHED} (a retired feature: it can only be removed)"),
-        (f"cld{G1}", f"Legacy In-Place Hold {G1_DASHED} (a retired feature: it can only be removed)"),
+        (f"cld{G1}", f"Legacy In-Place Hold cld{G1} (a retired feature: it can only be removed)"),  # cld kept
     ],
 )
 def test_decode_hold_descriptions(raw: str, description: str) -> None:
@@ -284,7 +284,9 @@ def test_suffix_wins_over_policy_action() -> None:
 def test_legacy_inplace_with_a_known_name() -> None:
     policies = {G1: PolicyInfo(guid=G1, name="Old search", kind="inplace")}
     [hold] = decode_holds(mbx(in_place_holds=[f"cld{G1}"]), [], policies)
-    assert hold.description == "Legacy In-Place Hold 'Old search' (a retired feature: it can only be removed)"
+    assert hold.description == (
+        f"Legacy In-Place Hold 'Old search' (cld{G1}) (a retired feature: it can only be removed)"
+    )
 
 
 def test_full_order_and_hold_types() -> None:

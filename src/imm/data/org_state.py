@@ -27,8 +27,10 @@ class OrgStateStore:
         return [str(r[0]) for r in rows]
 
     def policy_rows(self) -> list[dict[str, Any]]:
-        rows = self.db.get_connection().execute(f"SELECT {', '.join(POLICY_COLUMNS)} FROM policies")
-        return [dict(zip(POLICY_COLUMNS, tuple(row), strict=True)) for row in rows]
+        """Each cached policy's columns, with ``details`` as its JSON text."""
+        names = (*POLICY_COLUMNS, "details")
+        rows = self.db.get_connection().execute(f"SELECT {', '.join(names)} FROM policies")
+        return [dict(zip(names, tuple(row), strict=True)) for row in rows]
 
     def save(self, org_holds: Iterable[str], policy_rows: Iterable[Mapping[str, Any]] | None, stamp: str) -> None:
         """Replace the org holds, and the policies unless ``policy_rows`` is None (then the last known stay)."""

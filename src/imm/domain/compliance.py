@@ -9,6 +9,7 @@ written and read back through :func:`policy_row` / :func:`policy_from_row`, so t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -18,35 +19,74 @@ from imm.domain.parsing import or_default, parse_bool, parse_guid, parse_strings
 __all__ = ["policies_from_records", "policy_action", "policy_from_row", "policy_row", "rule_action"]
 
 
+# The location properties of Get-RetentionCompliancePolicy and what each covers: an org-level ``mbx`` entry holds
+# "Exchange mailboxes, Exchange public folders, and 1xN chats in Microsoft Teams" (identify-a-hold article), so the
+# policy's own locations tell a mailbox policy from a Teams chats or a public folders one.
+_LOCATIONS = (
+    ("ExchangeLocation", "exchange"),
+    ("TeamsChatLocation", "teams-chat"),
+    ("PublicFolderLocation", "public-folders"),
+    ("SkypeLocation", "skype"),
+    ("ModernGroupLocation", "groups"),
+    ("TeamsChannelLocation", "teams-channel"),
+)
+
+
+def _rules_by_policy(rules: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    out: dict[str, Mapping[str, Any]] = {}
+    for rule in rules:
+        for key in (rule.get("Policy"), rule.get("PolicyId"), rule.get("ParentPolicyName")):
+            if key:  # a rule names its policy by GUID or by name
+                out.setdefault(parse_guid(key) or str(key).strip().lower(), rule)
+    return out
+
+
+def _policy_info(policy: Mapping[str, Any], rule: Mapping[str, Any], guid: str, kind: str) -> PolicyInfo:
+    locations = [v.lower() for v in parse_strings(policy.get("ExchangeLocation"))]
+    if kind == "app":  # New-AppRetentionCompliancePolicy -Applications "User:MicrosoftTeams", "User:Yammer"…
+        workloads = tuple(str(v) for v in parse_strings(policy.get("Applications")))
+    else:
+        workloads = tuple(name for key, name in _LOCATIONS if parse_strings(policy.get(key)))
+    scopes = tuple(str(v) for v in parse_strings(policy.get("AdaptiveScopeLocation")))
+    # A label policy's rule publishes or auto-applies a label (New-RetentionComplianceRule -PublishComplianceTag,
+    # -ApplyComplianceTag); its InPlaceHolds entry is mbx…:1 though it is no delete-only policy.
+    label = any(str(rule.get(key) or "").strip() for key in ("PublishComplianceTag", "ApplyComplianceTag"))
+    return PolicyInfo(
+        guid=guid,
+        name=str(policy.get("Name") or ""),
+        kind=kind,
+        locked=or_default(parse_bool, policy.get("RestrictiveRetention"), False),
+        enabled=or_default(parse_bool, policy.get("Enabled"), True),
+        retention_days=_days(rule.get("RetentionDuration")),
+        action=rule_action(rule.get("RetentionComplianceAction")),
+        scope_all="all" in locations,
+        workloads=workloads,
+        adaptive=or_default(parse_bool, policy.get("IsAdaptivePolicy"), False) or bool(scopes),
+        label=label,
+        scopes=scopes,
+    )
+
+
 def policies_from_records(
     policies: Iterable[Mapping[str, Any]],
     rules: Iterable[Mapping[str, Any]],
     case_holds: Iterable[Mapping[str, Any]],
+    app_policies: Iterable[Mapping[str, Any]] = (),
+    app_rules: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, PolicyInfo]:
-    """PolicyInfo by normalised GUID from Get-RetentionCompliancePolicy, -Rule and Get-CaseHoldPolicy records."""
-    rules_by_policy: dict[str, Mapping[str, Any]] = {}
-    for rule in rules:
-        for key in (rule.get("Policy"), rule.get("PolicyId"), rule.get("ParentPolicyName")):
-            if key:  # a rule names its policy by GUID or by name
-                rules_by_policy.setdefault(parse_guid(key) or str(key).strip().lower(), rule)
+    """PolicyInfo by normalised GUID from Get-RetentionCompliancePolicy, -Rule, Get-CaseHoldPolicy and
+    Get-AppRetentionCompliancePolicy, -Rule records (app policies: Teams private channels, Viva Engage; their
+    holds can keep an inactive mailbox, domain.md §9)."""
     out: dict[str, PolicyInfo] = {}
-    for policy in policies:
-        guid = _policy_guid(policy)
-        if not guid:
-            continue
-        name = str(policy.get("Name") or "")
-        rule = rules_by_policy.get(guid) or rules_by_policy.get(name.lower()) or {}
-        locations = [v.lower() for v in parse_strings(policy.get("ExchangeLocation"))]
-        out[guid] = PolicyInfo(
-            guid=guid,
-            name=name,
-            kind="retention",
-            locked=or_default(parse_bool, policy.get("RestrictiveRetention"), False),
-            enabled=or_default(parse_bool, policy.get("Enabled"), True),
-            retention_days=_days(rule.get("RetentionDuration")),
-            action=rule_action(rule.get("RetentionComplianceAction")),
-            scope_all="all" in locations,
-        )
+    for kind, records, rule_records in (("retention", policies, rules), ("app", app_policies, app_rules)):
+        rules_by_policy = _rules_by_policy(rule_records)
+        for policy in records:
+            guid = _policy_guid(policy)
+            if not guid:
+                continue
+            name = str(policy.get("Name") or "")
+            rule = rules_by_policy.get(guid) or rules_by_policy.get(name.lower()) or {}
+            out[guid] = _policy_info(policy, rule, guid, kind)
     for policy in case_holds:
         guid = _policy_guid(policy)
         if not guid:
@@ -103,11 +143,25 @@ def policy_row(policy: PolicyInfo) -> dict[str, Any]:
         "retention_days": policy.retention_days,
         "retention_action": None if policy.action is None else str(getattr(policy.action, "value", policy.action)),
         "scope_all": int(bool(policy.scope_all)),
+        "details": {
+            "workloads": list(policy.workloads),
+            "adaptive": policy.adaptive,
+            "label": policy.label,
+            "scopes": list(policy.scopes),
+        },
     }
 
 
 def policy_from_row(row: Mapping[str, Any]) -> PolicyInfo:
-    """A policy as the cache holds it (see :func:`policy_row`)."""
+    """A policy as the cache holds it (see :func:`policy_row`); ``details`` is a mapping or its JSON text."""
+    details: Any = row.get("details") or {}
+    if isinstance(details, str):
+        try:
+            details = json.loads(details)
+        except ValueError:
+            details = {}
+    if not isinstance(details, Mapping):
+        details = {}
     return PolicyInfo(
         guid=str(row["guid"]),
         name=row["name"] or "",
@@ -117,4 +171,8 @@ def policy_from_row(row: Mapping[str, Any]) -> PolicyInfo:
         retention_days=row["retention_days"],
         action=policy_action(row["retention_action"]),
         scope_all=bool(row["scope_all"]),
+        workloads=tuple(str(v) for v in details.get("workloads") or ()),
+        adaptive=bool(details.get("adaptive")),
+        label=bool(details.get("label")),
+        scopes=tuple(str(v) for v in details.get("scopes") or ()),
     )

@@ -12,12 +12,13 @@ Blocker codes:
 - restore: ``auto-expanding-archive``, ``no-archive``, ``target-missing``, ``target-inactive``,
   ``target-no-archive``, ``target-over-quota``, ``target-archive-over-quota``,
   ``target-recoverable-items-over-quota``, ``too-many-restore-requests`` (auto-named requests only);
-- release: ``preservation-lock``, ``ediscovery-case-hold`` (can be forced), ``legacy-inplace-hold``,
-  ``unknown-hold``, ``not-on-mailbox``, ``nothing-to-release``.
+- release: ``preservation-lock``, ``ediscovery-case-hold`` (can be forced), ``adaptive-policy``,
+  ``legacy-inplace-hold``, ``unknown-hold``, ``not-on-mailbox``, ``nothing-to-release``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -61,8 +62,9 @@ LAST_DELAY_HOLD_CONSEQUENCE = (
     f"it {SOFT_DELETE_PURGE_DAYS} days later (InactiveMailboxRetireTime + {SOFT_DELETE_PURGE_DAYS} days); until the "
     "purge its content can still be restored into another mailbox (imm restore)"
 )
-# An inactive mailbox is named in compliance location lists with a leading period (".user@contoso.com").
-# Documented for Set-CaseHoldPolicy (domain.md §6); used for Set-RetentionCompliancePolicy too: **unconfirmed**.
+# An inactive mailbox is named in a case hold's location list with a leading period (".user@contoso.com"): documented
+# for New-/Set-CaseHoldPolicy only (domain.md §6); Set-RetentionCompliancePolicy's delete-an-inactive-mailbox example
+# names the mailbox plainly, so only case holds get the period.
 INACTIVE_LOCATION_PREFIX = "."
 EXPORT_ALTERNATIVE = "Export its content with a Content Search / eDiscovery export"
 ALTERNATIVES: dict[str, str] = {  # what to do instead, by blocker code (reports look stored codes up here)
@@ -554,12 +556,22 @@ def _hold_blocker_text(hold: Hold, on_mailbox: set[Hold], force: bool) -> Blocke
             "Ask the case owner; re-run with --force-ediscovery to remove only this mailbox from the case hold",
             forceable=True,
         )
+    if hold.policy_scope == "adaptive" and hold.kind in _POLICY_RELEASE_KINDS:
+        return Blocker(
+            "adaptive-policy",
+            f"Policy '{name}' uses adaptive scopes: its members come from the scope's query, and "
+            "-RemoveExchangeLocation belongs to the static policies' parameter set (Set-RetentionCompliancePolicy)",
+            "Change the adaptive scope's query so it no longer includes this mailbox (Set-AdaptiveScope), or take "
+            "the scope off the policy (-RemoveAdaptiveScopeLocation)",
+        )
     if hold.kind is HoldKind.INPLACE_LEGACY:
+        search = hold.raw  # the cld prefix stays: Get-MailboxSearch -InPlaceHoldIdentity takes it (domain.md §9)
         return Blocker(
             "legacy-inplace-hold",
-            f"Legacy In-Place Hold {name} cannot be released by imm",
-            "Set-MailboxSearch -InPlaceHoldEnabled $false then Remove-MailboxSearch, or "
-            "Set-Mailbox -RemoveOrphanedHolds when the search no longer exists",
+            f"Legacy In-Place Hold {search} cannot be released by imm",
+            f"Find it with Get-MailboxSearch -InPlaceHoldIdentity {search}, then Set-MailboxSearch "
+            "-InPlaceHoldEnabled $false and Remove-MailboxSearch, or Set-Mailbox -RemoveOrphanedHolds when the search "
+            "no longer exists",
         )
     if hold.kind is HoldKind.UNKNOWN:
         return Blocker(
@@ -570,9 +582,55 @@ def _hold_blocker_text(hold: Hold, on_mailbox: set[Hold], force: bool) -> Blocke
     return None
 
 
-def _location(mailbox: InactiveMailbox) -> str:
-    """How a compliance location list names the inactive mailbox: ``.<smtp>``; its GUID when it has no address."""
-    return INACTIVE_LOCATION_PREFIX + mailbox.primary_smtp if mailbox.primary_smtp else mailbox.identity
+_POLICY_RELEASE_KINDS = frozenset({HoldKind.RETENTION_POLICY, HoldKind.SKYPE_POLICY, HoldKind.ORG_POLICY})
+
+
+def _location(mailbox: InactiveMailbox, *, case_hold: bool = False) -> str:
+    """How a compliance location list names the inactive mailbox: its primary SMTP address (``.<smtp>`` in a case
+    hold, the documented mark of an inactive mailbox there); its GUID when it has no address."""
+    if not mailbox.primary_smtp:
+        return mailbox.identity
+    return (INACTIVE_LOCATION_PREFIX if case_hold else "") + mailbox.primary_smtp
+
+
+def _deleted_resources(mailbox: InactiveMailbox) -> str:
+    """The ``-DeletedResources`` JSON naming a soft-deleted mailbox by its address (Set-RetentionCompliancePolicy
+    Example 5, Set-AppRetentionCompliancePolicy Example 2)."""
+    return json.dumps([{"EmailAddress": mailbox.primary_smtp or mailbox.identity}])
+
+
+def _exception_step(mailbox: InactiveMailbox, hold: Hold) -> ReleaseStep | None:
+    """The exclusion an app retention policy or a Teams chats policy takes for a deleted mailbox."""
+    address = mailbox.primary_smtp or mailbox.identity
+    assert hold.guid
+    if hold.policy_scope == "app":
+        # Set-AppRetentionCompliancePolicy Example 2: -AddExchangeLocationException with -DeletedResources for a
+        # soft-deleted mailbox; -ExcludeFromAllOrgHolds does not reach app policies (Set-Mailbox, domain.md §9).
+        return ReleaseStep(
+            hold,
+            "Set-AppRetentionCompliancePolicy",
+            "compliance",
+            {
+                "Identity": dashed_guid(hold.guid),
+                "AddExchangeLocationException": address,
+                "DeletedResources": _deleted_resources(mailbox),
+            },
+            "excludes this mailbox from the app retention policy",
+        )
+    if hold.policy_scope == "teams-chat":
+        # Set-RetentionCompliancePolicy Example 5: a soft-deleted mailbox as a Teams chat exception.
+        return ReleaseStep(
+            hold,
+            "Set-RetentionCompliancePolicy",
+            "compliance",
+            {
+                "Identity": dashed_guid(hold.guid),
+                "AddTeamsChatLocationException": address,
+                "DeletedResources": _deleted_resources(mailbox),
+            },
+            "excludes this mailbox's Teams chats from the policy",
+        )
+    return None
 
 
 def _step(mailbox: InactiveMailbox, hold: Hold) -> ReleaseStep | None:
@@ -591,6 +649,8 @@ def _step(mailbox: InactiveMailbox, hold: Hold) -> ReleaseStep | None:
         return set_mailbox(RemoveDelayReleaseHoldApplied=True)
     if kind is HoldKind.COMPLIANCE_TAG:
         return set_mailbox(RemoveComplianceTagHoldApplied=True)
+    if kind in _POLICY_RELEASE_KINDS and hold.guid and hold.policy_scope in ("app", "teams-chat"):
+        return _exception_step(mailbox, hold)
     if kind is HoldKind.ORG_POLICY and hold.guid:
         # -InactiveMailbox with -ExcludeFromOrgHolds is how Set-Mailbox reaches an inactive mailbox: unconfirmed.
         step = set_mailbox(ExcludeFromOrgHolds=hold.guid)
@@ -621,7 +681,7 @@ def _step(mailbox: InactiveMailbox, hold: Hold) -> ReleaseStep | None:
             hold,
             "Set-CaseHoldPolicy",
             "compliance",
-            {"Identity": dashed_guid(hold.guid), "RemoveExchangeLocation": _location(mailbox)},
+            {"Identity": dashed_guid(hold.guid), "RemoveExchangeLocation": _location(mailbox, case_hold=True)},
             "removes only this mailbox from the case hold; the case stays open",
         )
     return None

@@ -90,9 +90,13 @@ _ACTION_TEXT = {
 class PolicyInfo:
     """What the compliance endpoint says about one policy (retention or case hold), keyed by normalised GUID.
 
-    ``kind`` is "retention" (Get-RetentionCompliancePolicy) or "case-hold" (Get-CaseHoldPolicy); other strings are
-    kept as given. ``locked`` is Preservation Lock (RestrictiveRetention). ``retention_days`` None = unlimited.
-    ``scope_all`` = the Exchange location is "All" (an org-wide policy).
+    ``kind`` is "retention" (Get-RetentionCompliancePolicy), "app" (Get-AppRetentionCompliancePolicy: Teams private
+    channels, Viva Engage and other apps) or "case-hold" (Get-CaseHoldPolicy); other strings are kept as given.
+    ``locked`` is Preservation Lock (RestrictiveRetention). ``retention_days`` None = unlimited.
+    ``scope_all`` = the Exchange location is "All" (an org-wide policy). ``workloads``: the locations it covers
+    (``exchange``, ``teams-chat``, ``public-folders``, ``skype``, ``groups``, or an app policy's applications such as
+    ``User:MicrosoftTeams``); empty = not known. ``adaptive``: IsAdaptivePolicy (its members come from adaptive
+    scopes, ``scopes``). ``label``: a retention label policy (its rule publishes or applies a label).
     """
 
     guid: str
@@ -103,6 +107,20 @@ class PolicyInfo:
     retention_days: int | None = None
     action: HoldAction | None = None
     scope_all: bool = False
+    workloads: tuple[str, ...] = ()
+    adaptive: bool = False
+    label: bool = False
+    scopes: tuple[str, ...] = ()
+
+    @property
+    def teams_chat_only(self) -> bool:
+        """Covers Teams chats and no Exchange mail (its hold stays on the mailbox that stores the chats)."""
+        return "teams-chat" in self.workloads and "exchange" not in self.workloads
+
+    @property
+    def public_folders_only(self) -> bool:
+        """Covers Exchange public folders and nothing a user mailbox holds."""
+        return bool(self.workloads) and set(self.workloads) <= {"public-folders"}
 
 
 @dataclass(frozen=True)
@@ -128,6 +146,9 @@ class Hold:
     org_wide: bool = False
     policy_known: bool = False
     since: datetime | None = None
+    # how the policy is released: "" a static retention policy, "adaptive" (change its scope), "app" (an app
+    # retention policy: Set-AppRetentionCompliancePolicy), "teams-chat" (a Teams chats policy: a chat exception)
+    policy_scope: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form stored in ``InactiveMailbox.hold_details``."""
@@ -144,6 +165,7 @@ class Hold:
             "org_wide": self.org_wide,
             "policy_known": self.policy_known,
             "since": None if self.since is None else self.since.isoformat(),
+            "policy_scope": self.policy_scope,
         }
 
     @classmethod
@@ -172,6 +194,7 @@ class Hold:
             org_wide=bool(data.get("org_wide", False)),
             policy_known=bool(data.get("policy_known", False)),
             since=parse_datetime(data.get("since")),
+            policy_scope=str(data.get("policy_scope") or ""),
         )
 
 
@@ -197,9 +220,55 @@ def _days(days: int) -> str:
     return f"{days:,} day" + ("" if days == 1 else "s")
 
 
+# App names of -Applications (New-AppRetentionCompliancePolicy.md: "User:MicrosoftTeams" is set up for Teams private
+# channel messages in its examples; "User:Yammer" / VivaEngage are Viva Engage messages).
+_APP_WORDS = {
+    "microsoftteams": "Teams private channel messages",
+    "yammer": "Viva Engage messages",
+    "vivaengage": "Viva Engage messages",
+    "exchange": "Exchange mail",
+    "microsoftteamscalllog": "Teams call logs",
+}
+
+
+def app_words(applications: Iterable[str]) -> str:
+    """``User:MicrosoftTeams,Group:VivaEngage`` → "Teams private channel messages, Viva Engage messages"."""
+    names: list[str] = []
+    for value in applications:
+        for part in str(value).split(","):
+            app = part.split(":", 1)[-1].strip()
+            if app:
+                names.append(_APP_WORDS.get(app.lower(), app))
+    return ", ".join(dict.fromkeys(names)) or "apps"
+
+
+def _policy_head(kind: HoldKind, label: str, info: PolicyInfo | None) -> str | None:
+    """The description's head for the policy kinds Microsoft distinguishes by their locations and kind
+    (identify-a-hold article: an ``mbx`` entry covers mailboxes, public folders and Teams 1xN chats; label policies
+    show as ``mbx…:1``), or None for a plain retention policy."""
+    if info is None:
+        return None
+    scope = "Org-wide " if kind is HoldKind.ORG_POLICY else ""
+    if info.kind == "app":
+        return f"{scope}App retention policy {label} for {app_words(info.workloads)} (Get-AppRetentionCompliancePolicy)"
+    if info.label:
+        return (
+            f"{scope}Retention label policy {label}: it publishes or applies retention labels (the hold a label "
+            "places shows as ComplianceTagHoldApplied), it is not a delete-only retention policy"
+        )
+    if info.public_folders_only:
+        return f"{scope}Retention policy {label} for Exchange public folders, not user mailboxes"
+    if info.teams_chat_only:
+        return f"{scope}Retention policy {label} for the Teams chats stored in this mailbox, not its mail"
+    return None
+
+
 def _policy_description(kind: HoldKind, guid: str, action: HoldAction | None, info: PolicyInfo | None) -> str:
     label = _label(info.name if info else None, guid)
-    if kind is HoldKind.RETENTION_POLICY:
+    special = _policy_head(kind, label, info) if kind is not HoldKind.ORG_POLICY_GROUP else None
+    if special is not None:
+        head = special
+    elif kind is HoldKind.RETENTION_POLICY:
         head = f"Retention policy {label} that includes this mailbox"
     elif kind is HoldKind.SKYPE_POLICY:
         head = f"Retention policy {label} for this user's Skype for Business conversations"
@@ -216,7 +285,10 @@ def _policy_description(kind: HoldKind, guid: str, action: HoldAction | None, in
         what = f"retain {span}" + (", then delete" if action is HoldAction.RETAIN_THEN_DELETE else "")
     else:
         what = _ACTION_TEXT[action]
-    text = f"{head} ({what})"
+    text = head if info is not None and info.label else f"{head} ({what})"
+    if info is not None and info.adaptive:
+        scopes = ", ".join(f"'{s}'" for s in info.scopes)
+        text += f"; adaptive scope {scopes}" if scopes else "; adaptive scopes"
     if info is not None and info.locked:
         text += "; Preservation Lock: it cannot be removed"
     if info is not None and not info.enabled:
@@ -272,7 +344,9 @@ def decode_hold(raw: str) -> Hold:
             kind=HoldKind.INPLACE_LEGACY,
             raw=text,
             guid=guid,
-            description=f"Legacy In-Place Hold {dashed_guid(guid)} (a retired feature: it can only be removed)",
+            # the cld prefix is kept: Get-MailboxSearch -InPlaceHoldIdentity takes the GUID with it (domain.md §2)
+            description=f"Legacy In-Place Hold {text if lower.startswith('cld') else dashed_guid(guid)} (a retired "
+            "feature: it can only be removed)",
         )
     return Hold(
         kind=HoldKind.UNKNOWN,
@@ -355,7 +429,10 @@ def _apply_policy(hold: Hold, info: PolicyInfo | None, org_wide: bool) -> Hold:
             hold,
             kind=kind,
             action=action,
-            preserves=kind is not HoldKind.ORG_POLICY_GROUP and action is not HoldAction.DELETE_ONLY,
+            preserves=kind is not HoldKind.ORG_POLICY_GROUP
+            and action is not HoldAction.DELETE_ONLY
+            and not (info is not None and info.public_folders_only),
+            policy_scope=_scope_of(info),
             duration_days=info.retention_days if info else None,
             policy_name=(info.name or None) if info else None,
             locked=bool(info.locked) if info else False,
@@ -366,6 +443,8 @@ def _apply_policy(hold: Hold, info: PolicyInfo | None, org_wide: bool) -> Hold:
     if info is None:
         return replace(hold, org_wide=org_wide) if org_wide else hold
     description = hold.description.replace(_label(None, hold.guid), _label(info.name, hold.guid), 1)
+    if hold.kind is HoldKind.INPLACE_LEGACY and hold.raw.lower().startswith("cld") and info.name:
+        description = description.replace(hold.raw, f"'{info.name}' ({hold.raw})", 1)
     if not info.enabled:
         description += "; the policy is disabled"
     return replace(
@@ -376,6 +455,19 @@ def _apply_policy(hold: Hold, info: PolicyInfo | None, org_wide: bool) -> Hold:
         org_wide=org_wide,
         description=description,
     )
+
+
+def _scope_of(info: PolicyInfo | None) -> str:
+    """How a policy hold is released (see :attr:`Hold.policy_scope`)."""
+    if info is None:
+        return ""
+    if info.adaptive:
+        return "adaptive"
+    if info.kind == "app":
+        return "app"
+    if info.teams_chat_only:
+        return "teams-chat"
+    return ""
 
 
 _apply_policy_cached = lru_cache(maxsize=65536)(_apply_policy)

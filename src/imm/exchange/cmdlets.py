@@ -275,6 +275,15 @@ class ExchangeOperations:
         parameters = {"DistributionDetail": True} if distribution_detail else {}
         return self._scc().invoke_all("Get-RetentionCompliancePolicy", parameters)
 
+    def get_app_retention_policies(self) -> list[dict[str, Any]]:
+        """``Get-AppRetentionCompliancePolicy -DistributionDetail``: policies for Teams private channels, Viva Engage
+        and other apps (Get-AppRetentionCompliancePolicy.md)."""
+        return self._scc().invoke_all("Get-AppRetentionCompliancePolicy", {"DistributionDetail": True})
+
+    def get_app_retention_rules(self) -> list[dict[str, Any]]:
+        """``Get-AppRetentionComplianceRule``: the durations and actions of the app retention policies."""
+        return self._scc().invoke_all("Get-AppRetentionComplianceRule", {})
+
     def get_retention_rules(self) -> list[dict[str, Any]]:
         """``Get-RetentionComplianceRule`` (durations and actions of the policies)."""
         return self._scc().invoke_all("Get-RetentionComplianceRule", {})
@@ -289,6 +298,13 @@ class ExchangeOperations:
         """``Get-CaseHoldPolicy -DistributionDetail``."""
         parameters = {"DistributionDetail": True} if distribution_detail else {}
         return self._scc().invoke_all("Get-CaseHoldPolicy", parameters)
+
+    def set_app_retention_policy(self, identity: str, **parameters: Any) -> list[str]:
+        """``Set-AppRetentionCompliancePolicy -Identity <guid> …`` (e.g. -AddExchangeLocationException with
+        -DeletedResources for a soft-deleted mailbox, its Example 2)."""
+        return self._change(
+            self._scc(), "Set-AppRetentionCompliancePolicy", {"Identity": identity, **parameters, "Confirm": False}
+        )
 
     def set_case_hold_policy(self, identity: str, **parameters: Any) -> list[str]:
         """``Set-CaseHoldPolicy X -RemoveExchangeLocation …``."""

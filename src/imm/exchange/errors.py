@@ -78,6 +78,12 @@ CMDLET_ROLES: dict[str, str] = {
     "set-retentioncompliancepolicy": "Retention Management (Purview role groups Compliance Administrator, Records "
     "Management)",
     "set-caseholdpolicy": "Hold (Purview role group eDiscovery Manager)",
+    "get-appretentioncompliancepolicy": "Retention Management or View-Only Retention Management (Purview role "
+    "groups Compliance Administrator, Records Management)",
+    "get-appretentioncompliancerule": "Retention Management or View-Only Retention Management (Purview role groups "
+    "Compliance Administrator, Records Management)",
+    "set-appretentioncompliancepolicy": "Retention Management (Purview role groups Compliance Administrator, Records "
+    "Management)",
 }
 
 

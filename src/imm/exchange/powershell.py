@@ -80,6 +80,9 @@ ALLOWED_CMDLETS = (
     "Set-RetentionCompliancePolicy",
     "Get-CaseHoldPolicy",
     "Set-CaseHoldPolicy",
+    "Get-AppRetentionCompliancePolicy",
+    "Get-AppRetentionComplianceRule",
+    "Set-AppRetentionCompliancePolicy",
 )
 _AUTH_HINTS = ("(401)", "Unauthorized", "UnauthorizedAccessException", "token is expired", "AADSTS")
 

@@ -265,6 +265,8 @@ class HoldActions(ActionBase):
             return ops.set_retention_policy(identity, **params)
         if cmdlet == "Set-CaseHoldPolicy":
             return ops.set_case_hold_policy(identity, **params)
+        if cmdlet == "Set-AppRetentionCompliancePolicy":
+            return ops.set_app_retention_policy(identity, **params)
         raise ImmError(f"imm has no call for {cmdlet}")
 
     def _after_release(self, guid: str) -> tuple[dict[str, Any], bool]:

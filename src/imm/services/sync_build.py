@@ -40,7 +40,9 @@ def policies_from_read(read: ComplianceRead, cached_rows: list[dict[str, Any]]) 
     run (if any)."""
     if not read.complete:
         return {row["guid"]: policy_from_row(row) for row in cached_rows}
-    return policies_from_records(read.policies or [], read.rules or [], read.case_holds or [])
+    return policies_from_records(
+        read.policies or [], read.rules or [], read.case_holds or [], read.app_policies or [], read.app_rules or []
+    )
 
 
 class RecordBuilder:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COMPLIANCE_DENIED = "policy names unavailable: the account lacks the compliance role"
+APP_POLICIES_DENIED = "app retention policy names unavailable: Get-AppRetentionCompliancePolicy was refused"
 
 
 @dataclass
@@ -45,6 +46,8 @@ class ComplianceRead:
     rules: list[dict[str, Any]] | None = None
     case_holds: list[dict[str, Any]] | None = None
     warnings: list[str] | None = None
+    app_policies: list[dict[str, Any]] | None = None  # Get-AppRetentionCompliancePolicy (+ its rules)
+    app_rules: list[dict[str, Any]] | None = None
 
     @property
     def complete(self) -> bool:
@@ -83,7 +86,15 @@ class MailboxFetcher:
                 raise
             log.info(COMPLIANCE_DENIED)
             return ComplianceRead(warnings=[COMPLIANCE_DENIED])
-        return ComplianceRead(policies, rules, case_holds, [])
+        read = ComplianceRead(policies, rules, case_holds, [])
+        try:  # app retention policies (Teams private channels, Viva Engage) can hold an inactive mailbox too
+            read.app_policies = list(self.ops.get_app_retention_policies())
+            read.app_rules = list(self.ops.get_app_retention_rules())
+        except ImmError as exc:
+            if not (isinstance(exc, AccessDeniedError) or _is_auth_denied(exc)):
+                raise
+            read.warnings = [APP_POLICIES_DENIED]
+        return read
 
     # ------------------------------------------------------------------------------------------- listing
     def list_inactive(self) -> dict[str, dict[str, Any]]:

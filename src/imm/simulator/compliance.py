@@ -6,7 +6,7 @@ from typing import Any
 
 from imm.simulator import render
 from imm.simulator.binding import Cmdlet, Invocation, Param, Result
-from imm.simulator.model import Policy, not_found
+from imm.simulator.model import Policy, invalid, not_found
 
 
 def _retention(inv: Invocation) -> list[Policy]:
@@ -42,8 +42,19 @@ def set_retention_policy(inv: Invocation) -> Result:
     tenant = inv.tenant
     policy = tenant.find_policy(inv.params["Identity"], "retention")
     warnings: list[str] = []
+    if inv.get("AddTeamsChatLocationException"):
+        if policy.location_kind != "teams-chat":
+            raise invalid(f"The policy '{policy.name}' has no Teams chat locations.")  # wording unconfirmed
+        warnings += tenant.exclude_deleted(
+            policy, inv.params["AddTeamsChatLocationException"], inv.get("DeletedResources")
+        )
+    if inv.get("RemoveExchangeLocation") and policy.adaptive_scopes:
+        # -RemoveExchangeLocation is in the static ("Identity") parameter set only (Set-RetentionCompliancePolicy.md)
+        raise invalid(
+            f"The policy '{policy.name}' uses adaptive scopes: change its scopes instead of its Exchange locations."
+        )  # wording unconfirmed
     if inv.get("RemoveExchangeLocation"):
-        if policy.target != "mbx":
+        if policy.target != "mbx" or policy.location_kind != "exchange":
             warnings.append(f"The policy '{policy.name}' has no Exchange locations.")
         else:
             warnings += tenant.remove_policy_location(policy, inv.params["RemoveExchangeLocation"])
@@ -54,6 +65,34 @@ def set_retention_policy(inv: Invocation) -> Result:
             warnings += tenant.remove_policy_location(policy, inv.params["RemoveSkypeLocation"])
     if inv.get("AddExchangeLocationException"):
         warnings += tenant.add_policy_exception(policy, inv.params["AddExchangeLocationException"])
+    return Result([], warnings=warnings)
+
+
+def get_app_retention_policy(inv: Invocation) -> Result:
+    tenant = inv.tenant
+    detail = bool(inv.get("DistributionDetail"))
+    identity = inv.get("Identity")
+    policies = (
+        [tenant.find_policy(identity, "app")]
+        if identity is not None
+        else [p for p in tenant.policies.values() if p.kind == "app"]
+    )
+    return Result(policies, lambda p: render.retention_policy(tenant, p, detail))
+
+
+def get_app_retention_rule(inv: Invocation) -> Result:
+    tenant = inv.tenant
+    return Result([p for p in tenant.policies.values() if p.kind == "app"], render.retention_rule)
+
+
+def set_app_retention_policy(inv: Invocation) -> Result:
+    tenant = inv.tenant
+    policy = tenant.find_policy(inv.params["Identity"], "app")
+    warnings: list[str] = []
+    if inv.get("AddExchangeLocationException"):
+        warnings += tenant.exclude_deleted(
+            policy, inv.params["AddExchangeLocationException"], inv.get("DeletedResources")
+        )
     return Result([], warnings=warnings)
 
 
@@ -103,8 +142,26 @@ CMDLETS: dict[str, Cmdlet] = {
                 Param("RemoveExchangeLocation", "strings"),
                 Param("AddExchangeLocationException", "strings"),
                 Param("RemoveSkypeLocation", "strings"),
+                Param("AddTeamsChatLocationException", "strings"),
+                Param("DeletedResources"),
             ),
             set_retention_policy,
+            confirm=_confirm_set,
+        ),
+        Cmdlet(
+            "Get-AppRetentionCompliancePolicy",
+            (Param("Identity"), Param("DistributionDetail", "switch"), Param("RetentionRuleTypes", "switch")),
+            get_app_retention_policy,
+        ),
+        Cmdlet("Get-AppRetentionComplianceRule", (Param("Identity"), Param("Policy")), get_app_retention_rule),
+        Cmdlet(
+            "Set-AppRetentionCompliancePolicy",
+            (
+                Param("Identity", "string", True),
+                Param("AddExchangeLocationException", "strings"),
+                Param("DeletedResources"),
+            ),
+            set_app_retention_policy,
             confirm=_confirm_set,
         ),
         Cmdlet(

@@ -225,6 +225,13 @@ class Policy:
     comment: str = ""
     when_created: float = 0.0
     when_changed: float = 0.0
+    # What the policy covers (Get-RetentionCompliancePolicy location properties): "exchange" (ExchangeLocation),
+    # "teams-chat" (TeamsChatLocation) or "public-folders" (PublicFolderLocation); an app policy (kind "app",
+    # Get-AppRetentionCompliancePolicy) names its -Applications; adaptive scopes replace the static locations.
+    location_kind: str = "exchange"
+    applications: list[str] = field(default_factory=list)
+    adaptive_scopes: list[str] = field(default_factory=list)
+    published_label: str = ""  # a retention label policy: its rule's PublishComplianceTag
 
     @property
     def hex(self) -> str:

@@ -175,11 +175,19 @@ def retention_policy(tenant: Tenant, policy: Policy, detail: bool) -> dict[str, 
     r.put("Name", policy.name).guid("Guid", policy.guid).put("Identity", policy.guid)
     r.put("Enabled", policy.enabled).put("Mode", policy.mode).put("RestrictiveRetention", policy.restrictive)
     r.put("Workload", _workload(policy)).put("Comment", policy.comment)
-    r.strings("ExchangeLocation", locations if policy.target == "mbx" else [])
+    mailboxes = policy.target == "mbx" and not policy.adaptive_scopes
+    kind = policy.location_kind
+    r.strings("ExchangeLocation", locations if mailboxes and kind == "exchange" else [])
     r.strings("ExchangeLocationException", policy.exceptions if policy.target == "mbx" else [])
+    r.strings("TeamsChatLocation", locations if mailboxes and kind == "teams-chat" else [])
+    r.strings("PublicFolderLocation", ["All"] if kind == "public-folders" else [])
     r.strings("SkypeLocation", locations if policy.target == "skp" else [])
     r.strings("ModernGroupLocation", ["All"] if policy.target == "grp" else [])
-    r.put("IsAdaptivePolicy", False)
+    if policy.kind == "app":  # Get-AppRetentionCompliancePolicy (New-AppRetentionCompliancePolicy -Applications)
+        r.strings("Applications", policy.applications)
+    # adaptive policies: members from their scopes (Set-RetentionCompliancePolicy AdaptiveScopeLocation set)
+    r.put("IsAdaptivePolicy", bool(policy.adaptive_scopes))
+    r.strings("AdaptiveScopeLocation", policy.adaptive_scopes)
     r.put("DistributionStatus", "Success" if detail else "Pending")
     r.strings("DistributionResults", [] if detail else [])
     r.date("WhenCreated", policy.when_created).date("WhenCreatedUTC", policy.when_created, utc_z=True)
@@ -197,6 +205,7 @@ def retention_rule(policy: Policy) -> dict[str, Any]:
     r.put("RetentionDurationDisplayHint", "Days")
     r.put("RetentionComplianceAction", policy.rule_action)
     r.put("ExpirationDateOption", "CreationAgeInDays")
+    r.put("PublishComplianceTag", policy.published_label or None)  # New-RetentionComplianceRule -PublishComplianceTag
     r.put("Mode", policy.mode).put("Disabled", False).put("Workload", _workload(policy))
     r.date("WhenCreated", policy.when_created).date("WhenChanged", policy.when_changed)
     return r.data

@@ -323,6 +323,8 @@ class Tenant:
         for policy in self.org_policies():
             if policy.target != "mbx" or policy.action == 1 or not policy.enabled:
                 continue
+            if policy.location_kind == "public-folders":  # holds public folders, not user mailboxes
+                continue
             if f"-mbx{policy.hex}" in holds or mbx.primary_smtp.lower() in (e.lower() for e in policy.exceptions):
                 continue
             reasons.append(f"org:{policy.hold_tag}")
@@ -1109,6 +1111,48 @@ class Tenant:
             self._changed(mbx, now)
         self._policy_changed(policy)
         return warnings
+
+    def add_policy(self, policy: Policy) -> Policy:
+        """Test knob: a new policy (retention, app, case hold) in the compliance endpoint."""
+        with self.lock:
+            policy.when_created = policy.when_changed = float(math.floor(self.clock()))
+            self.policies[policy.guid] = policy
+            self.version += 1
+            return policy
+
+    def exclude_deleted(self, policy: Policy, locations: Iterable[str], deleted_resources: str | None) -> list[str]:
+        """-AddExchangeLocationException (app policies) / -AddTeamsChatLocationException with -DeletedResources: a
+        soft-deleted or inactive mailbox named by its address in the JSON list is excluded from the policy
+        (Set-AppRetentionCompliancePolicy Example 2, Set-RetentionCompliancePolicy Example 5)."""
+        if policy.restrictive:
+            raise _locked(policy)
+        try:
+            entries = json.loads(deleted_resources or "[]")
+            named = {str(e["EmailAddress"]).strip().lower() for e in entries}
+        except (ValueError, TypeError, KeyError):
+            raise invalid("The value of the DeletedResources parameter isn't valid JSON.") from None  # unconfirmed
+        now = float(math.floor(self.clock()))
+        for location in locations:
+            if location.strip().lower() not in named:
+                raise invalid(
+                    f"The location '{location}' is a deleted mailbox: name it in the DeletedResources parameter."
+                )  # wording unconfirmed
+            mbx = self._location_mailbox(location)
+            prefix = f"{policy.target}{policy.hex}:"
+            before = list(mbx.in_place_holds)
+            if policy.org_wide:
+                if f"-mbx{policy.hex}" not in mbx.in_place_holds:
+                    mbx.in_place_holds.append(f"-mbx{policy.hex}")
+            else:
+                mbx.in_place_holds = [h for h in mbx.in_place_holds if not h.lower().startswith(prefix)]
+            if mbx.primary_smtp.lower() not in (e.lower() for e in policy.exceptions):
+                policy.exceptions.append(mbx.primary_smtp)
+            if mbx.in_place_holds != before:
+                self._released_hold(mbx, [policy.hold_tag], now)
+                self._settle(mbx, now)
+                self._changed(mbx, now)
+        self._policy_changed(policy)
+        return []
 
     def add_policy_exception(self, policy: Policy, locations: Iterable[str]) -> list[str]:
         if policy.restrictive:
