@@ -597,3 +597,23 @@ def test_sync_finds_addresses_active_recipients_use_so_recovery_is_refused_befor
         assert after["smtp_conflict"] == holder.name
         assert after["recovery_eligible"] == 0
         assert after["upn_conflict"] == ("" if victim.upn.lower() != victim.primary_smtp.lower() else holder.name)
+
+
+def test_the_former_licence_comes_from_persisted_capabilities_when_the_mailbox_plan_is_empty(
+    tmp_path: Path, imm_home: Path
+) -> None:
+    """filter-properties article: PersistedCapabilities (Get-Mailbox) holds the Capability enumeration's SKU values;
+    "Unknown" only when neither MailboxPlan nor PersistedCapabilities says."""
+    with make_simulator(tmp_path, mailboxes=60, seed=4, auto_approve_after=0.0) as sim:
+        tenant = sim.exchange.tenant
+        first, second = list(_strictly_inactive(sim))[:2]
+        tenant.update(first, mailbox_plan="", capabilities=["BPOS_S_Standard", "BPOS_S_ArchiveAddOn"])
+        tenant.update(second, mailbox_plan="", capabilities=[])
+        _write_profile(sim, imm_home)
+        _login(sim, imm_home)
+        assert run_imm("sync", "-q").exit_code == 0
+        cache = _cache(imm_home)
+        assert cache[first]["license_type"] == "Exchange Online Plan 1"
+        assert cache[second]["license_type"] == "Unknown"
+        shown = json.loads(run_imm("show", first, "-o", "json").stdout)
+        assert shown["license_type"] == "Exchange Online Plan 1"

@@ -14,6 +14,7 @@ from imm.data.models import InactiveMailbox
 from imm.domain.cost import (
     UNASSIGNED,
     CostSummary,
+    former_license,
     license_type_from_plan,
     monthly_cost,
     round_money,
@@ -145,3 +146,24 @@ def test_empty_and_bad_grouping() -> None:
     with pytest.raises(InputError) as err:
         summarise_costs(fleet(), "country")
     assert err.value.message == "cannot group costs by 'country' (choose from: company, department, license, total)"
+
+
+@pytest.mark.parametrize(
+    ("plan", "capabilities", "expected"),
+    [
+        ("ExchangeOnlineDeskless-1b2c", ["BPOS_S_Enterprise"], "Exchange Online Kiosk"),  # the plan says first
+        ("", ["BPOS_S_Enterprise"], "Exchange Online Plan 2"),
+        ("", ["BPOS_S_Standard", "BPOS_S_ArchiveAddOn"], "Exchange Online Plan 1"),
+        ("", ["bpos_s_deskless"], "Exchange Online Kiosk"),
+        ("", ["EXCHANGE_S_ENTERPRISE"], "Exchange Online Plan 2"),  # the SKU's service plan name
+        ("", ["BPOS_S_Archive"], "Unknown"),  # archiving only: no mailbox plan
+        ("", [], "Unknown"),  # nothing says
+        ("SomethingElse", ["BPOS_S_Standard", "BPOS_S_Enterprise"], "Exchange Online Plan 2"),  # the highest
+    ],
+)
+def test_former_license_from_the_plan_else_persisted_capabilities(
+    plan: str, capabilities: list[str], expected: str
+) -> None:
+    """filter-properties article: PersistedCapabilities on Get-Mailbox holds values of the Capability enumeration
+    (BPOS_S_Deskless, BPOS_S_Standard, BPOS_S_Enterprise, BPOS_S_Archive, BPOS_S_ArchiveAddOn…)."""
+    assert former_license(plan, capabilities) == expected

@@ -83,7 +83,7 @@ def analyse(
 
     deleted = mailbox.when_soft_deleted
     mailbox.age_days = max(0, (now - deleted).days) if deleted is not None else None
-    if mailbox.mailbox_plan:
-        mailbox.license_type = license_type_from_plan(mailbox.mailbox_plan)
+    if mailbox.mailbox_plan and license_type_from_plan(mailbox.mailbox_plan) != "Unknown":
+        mailbox.license_type = license_type_from_plan(mailbox.mailbox_plan)  # else the record's PersistedCapabilities
     mailbox.monthly_cost = monthly_cost(mailbox, cost_model)
     return mailbox

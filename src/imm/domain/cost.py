@@ -24,7 +24,9 @@ __all__ = [
     "CostSummary",
     "UNASSIGNED",
     "cost_of",
+    "license_type_from_capabilities",
     "license_type_from_plan",
+    "former_license",
     "monthly_cost",
     "round_money",
     "summarise_costs",
@@ -54,6 +56,34 @@ def license_type_from_plan(mailbox_plan: str | None) -> str:
     if plan.startswith("exchangeonline"):
         return PLAN_1
     return UNKNOWN
+
+
+# PersistedCapabilities (Get-Mailbox; filter-properties article: values of the Capability enumeration) names the SKU
+# capability a mailbox was licensed with: BPOS_S_Enterprise, BPOS_S_Standard, BPOS_S_Deskless (BPOS_S_Archive and
+# BPOS_S_ArchiveAddOn are archiving only, no mailbox plan). The Exchange service plan names of the SKU
+# (EXCHANGE_S_ENTERPRISE, _STANDARD, _DESKLESS) are read the same way.
+_CAPABILITY_PLANS = {
+    "bpos_s_enterprise": PLAN_2,
+    "exchange_s_enterprise": PLAN_2,
+    "bpos_s_standard": PLAN_1,
+    "exchange_s_standard": PLAN_1,
+    "bpos_s_deskless": KIOSK,
+    "exchange_s_deskless": KIOSK,
+}
+_PLAN_RANK = {PLAN_2: 3, PLAN_1: 2, KIOSK: 1}
+
+
+def license_type_from_capabilities(values: Iterable[Any]) -> str:
+    """The former licence from ``PersistedCapabilities`` (the highest plan named), "Unknown" when none is."""
+    found = [_CAPABILITY_PLANS[key] for key in (str(v).strip().lower() for v in values) if key in _CAPABILITY_PLANS]
+    return max(found, key=_PLAN_RANK.__getitem__) if found else UNKNOWN
+
+
+def former_license(mailbox_plan: str | None, capabilities: Iterable[Any] = ()) -> str:
+    """The former licence: from ``MailboxPlan``, else from ``PersistedCapabilities``; "Unknown" only when neither
+    says."""
+    plan = license_type_from_plan(mailbox_plan)
+    return plan if plan != UNKNOWN else license_type_from_capabilities(capabilities)
 
 
 def round_money(value: float | Decimal) -> float:

@@ -22,7 +22,7 @@ from typing import Any
 
 from imm.config import OrgMapping
 from imm.data.models import InactiveMailbox
-from imm.domain.cost import license_type_from_plan
+from imm.domain.cost import former_license
 from imm.domain.lifecycle import last_hold_removal, parse_hold_tracking
 from imm.domain.parsing import (
     mailbox_location_kinds,
@@ -169,7 +169,7 @@ def mailbox_from_records(
         item_count=_count(stats, "ItemCount"),
         recoverable_items_mb=round(_bytes(stats, "TotalDeletedItemSize") / MB, 2),
         deleted_item_count=_count(stats, "DeletedItemCount"),
-        license_type=license_type_from_plan(plan),
+        license_type=former_license(plan, parse_strings(mailbox.get("PersistedCapabilities"))),
         operating_company=company,
         department=department,
         last_updated=now,

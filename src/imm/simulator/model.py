@@ -127,6 +127,7 @@ class Mailbox:
     aux_archive_shards: int = 0
     aux_primary_shards: int = 0
     mailbox_plan: str = "ExchangeOnlineEnterprise"
+    capabilities: list[str] = field(default_factory=list)  # PersistedCapabilities (BPOS_S_Enterprise…)
     quota_bytes: int = 100 * GB  # ProhibitSendReceiveQuota
     archive_quota_bytes: int = 100 * GB
     item_count: int = 0

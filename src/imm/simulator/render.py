@@ -75,6 +75,7 @@ def mailbox(tenant: Tenant, mbx: Mailbox) -> dict[str, Any]:
     r.put("RecoverableItemsQuota", size_string(recoverable_quota))
     r.put("RecoverableItemsWarningQuota", size_string(int(recoverable_quota * 0.9)))
     r.put("MailboxPlan", mbx.mailbox_plan)
+    r.strings("PersistedCapabilities", mbx.capabilities)  # filter-properties: values of the Capability enum
     r.strings("EmailAddresses", mbx.email_addresses(tenant.tenant_domain))
     for name in _CUSTOM:
         r.put(name, mbx.custom.get(name, ""))
