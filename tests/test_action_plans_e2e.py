@@ -60,6 +60,15 @@ def _wait_for(condition: Any, proc: subprocess.Popen[str], what: str, seconds: f
         time.sleep(0.02)
 
 
+def _settle(act: ActEnv, seconds: float = 30) -> None:
+    """Wait until the simulator has finished every call, also those of a killed process (a slow read still runs
+    on the server after its client went away, and would count as the next test's call)."""
+    deadline = time.monotonic() + seconds
+    while act.sim.exchange.in_flight:
+        assert time.monotonic() < deadline, "the simulator still has calls in flight"
+        time.sleep(0.02)
+
+
 def test_release_reads_the_mailbox_once_for_the_preview_and_once_before_the_change(act: ActEnv) -> None:
     mbx = act.pick(_litigation_and_more, "mailbox on Litigation Hold with other holds")
     before = _get_mailbox_calls(act)
@@ -132,7 +141,7 @@ def test_ctrl_c_during_the_preview_leaves_a_cancelled_row_and_exit_130(act: ActE
     assert stderr.splitlines()[-1] == f"Error: {INTERRUPTED_BEFORE}"
     rows = act.audit(guid, "REMOVE_HOLD")
     assert [(r["result"], r["error_message"]) for r in rows] == [("cancelled", INTERRUPTED_BEFORE)]
-    time.sleep(3.2)  # the slow read ends; nothing was sent after it
+    _settle(act)  # the slow read ends; nothing was sent after it
     assert act.tenant.mailboxes[guid].litigation_hold is True
 
 
@@ -158,6 +167,7 @@ def test_ctrl_c_after_the_change_keeps_its_success_and_exit_0(act: ActEnv) -> No
     assert [r["result"] for r in rows] == ["started", "success"]
     assert rows[1]["details"]["after_error"] == "interrupted by the user while reading the mailbox after the change"
     assert act.tenant.mailboxes[guid].litigation_hold is False
+    _settle(act)
 
 
 def test_a_change_tried_while_exchange_does_not_answer_leaves_a_failure_row(act: ActEnv) -> None:
@@ -192,6 +202,7 @@ def test_audit_list_finds_unknown_outcomes(act: ActEnv) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130
+    _settle(act)  # the slow Set-Mailbox ends on the server
     result, data = act.json("audit", "list", "--result", "unknown")
     assert result.exit_code == 0, result.stderr
     assert [(r["identity"], r["result"]) for r in data if r["identity"] == guid] == [(guid, "unknown")]
