@@ -74,6 +74,8 @@ def test_release_of_the_last_hold_goes_through_delay_soft_delete_and_purge(act: 
     # 2. Thirty (short) days later Exchange lifts the delay hold: soft-deleted, kept with its purge date.
     tenant.clock = time.time
     time.sleep(max(0.0, start + 30 * DAY_SECONDS + 0.2 - time.time()))
+    lifted = start + 30 * DAY_SECONDS + 0.2
+    tenant.clock = lambda: lifted  # and stands still again: a slow machine must not reach the purge (9 s) in step 3
     assert act.run("sync", "-q").exit_code == 0
     assert mbx.state == SOFT_DELETED and mbx.retire_time is not None
     soft = _listed(act, "--state", "soft-deleted")
