@@ -236,6 +236,8 @@ def test_list_csv_has_the_fixed_columns(boxes: dict[str, InactiveMailbox]) -> No
         "lifecycle_state": "inactive",
         "delay_hold_until": "",
         "purge_on": "",
+        "leaver_retention_ends": "",
+        "leaver_retention_ended": "false",
         "tenant": "contoso.onmicrosoft.com",
     }
     assert len(rows) == 2

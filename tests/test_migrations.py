@@ -15,6 +15,7 @@ from imm.data import migrations
 from imm.data.database import DatabaseManager
 from imm.data.migrations import (
     CONFLICT_COLUMNS,
+    LEAVER_COLUMNS,
     LIFECYCLE_COLUMNS,
     MIGRATIONS,
     Migration,
@@ -51,6 +52,7 @@ def test_registry_names_are_fixed() -> None:
         "0006_lifecycle",
         "0007_conflicts",
         "0008_restore_consistency",
+        "0009_leaver_schedule",
     ]
     assert MIGRATIONS[1].target == "imm.data.audit_schema:migrate"
     assert MIGRATIONS[2].target == "imm.data.jobs_schema:migrate"
@@ -131,7 +133,9 @@ def test_0001_cache_schema(tmp_path: Path) -> None:
     mailbox_columns = columns("inactive_mailboxes")
     assert mailbox_columns[0] == ("identity", "TEXT", 1)
     # 0006 and 0007 add the rest
-    assert len(mailbox_columns) + len(LIFECYCLE_COLUMNS) + len(CONFLICT_COLUMNS) == len(make_mailbox().__dict__)
+    assert len(mailbox_columns) + len(LIFECYCLE_COLUMNS) + len(CONFLICT_COLUMNS) + len(LEAVER_COLUMNS) == len(
+        make_mailbox().__dict__
+    )
     conn.close()
 
 
@@ -143,7 +147,7 @@ def test_0006_adds_sizes_and_lifecycle_and_makes_the_next_sync_read_every_mailbo
         "VALUES ('a', 1636.0, 12400, '2026-11-01T10:00:00+00:00')"
     )
     conn.commit()
-    assert migrate(conn) == ["0006_lifecycle", "0007_conflicts", "0008_restore_consistency"]
+    assert migrate(conn) == ["0006_lifecycle", "0007_conflicts", "0008_restore_consistency", "0009_leaver_schedule"]
     row = conn.execute(
         "SELECT size_mb, when_changed, recoverable_items_mb, lifecycle_state, is_inactive_mailbox, purge_on "
         "FROM inactive_mailboxes"
@@ -160,7 +164,7 @@ def test_0007_adds_the_conflicts_found_at_sync_empty(tmp_path: Path) -> None:
     migrate(conn, MIGRATIONS[:6])
     conn.execute("INSERT INTO inactive_mailboxes(identity) VALUES ('a')")
     conn.commit()
-    assert migrate(conn) == ["0007_conflicts", "0008_restore_consistency"]
+    assert migrate(conn) == ["0007_conflicts", "0008_restore_consistency", "0009_leaver_schedule"]
     assert conn.execute("SELECT smtp_conflict, upn_conflict FROM inactive_mailboxes").fetchone() == ("", "")
     conn.close()
 

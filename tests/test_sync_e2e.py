@@ -617,3 +617,52 @@ def test_the_former_licence_comes_from_persisted_capabilities_when_the_mailbox_p
         assert cache[second]["license_type"] == "Unknown"
         shown = json.loads(run_imm("show", first, "-o", "json").stdout)
         assert shown["license_type"] == "Exchange Online Plan 1"
+
+
+def test_a_leaver_retention_schedule_keeps_mailboxes_out_of_releasable_and_plans_the_ended_ones(
+    tmp_path: Path, imm_home: Path
+) -> None:
+    """leaver_retention_days counts from WhenSoftDeleted; within it a mailbox is never releasable; once it has ended
+    and only the schedule's holds (Litigation Hold, unlocked retention policies) remain, bulk plan releases them."""
+    days = 1500
+    with make_simulator(tmp_path, mailboxes=200, seed=7, auto_approve_after=0.0) as sim:
+        tenant = sim.exchange.tenant
+        _write_profile(sim, imm_home, leaver_retention_days=days)
+        _login(sim, imm_home)
+        assert run_imm("sync", "-q").exit_code == 0
+        now = tenant.clock()
+        within = {g for g, m in _strictly_inactive(sim).items() if (m.when_soft_deleted or now) + days * 86400 > now}
+        assert within
+        releasable = json.loads(run_imm("list", "--releasable", "-o", "json", "--query", "[].identity").stdout)
+        assert not within & set(releasable)
+        row = _cache(imm_home)[next(iter(within))]
+        assert row["leaver_retention_ends"] is not None and row["leaver_retention_ended"] == 0
+
+        plan = tmp_path / "leavers.csv"
+        result = run_imm("bulk", "plan", "--leaver-retention-ended", "--out", str(plan))
+        assert result.exit_code == 0, result.stderr
+        planned = [line.split(",")[1] for line in plan.read_text(encoding="utf-8").splitlines()[1:]]
+        assert planned
+        policies = {p.hex: p for p in tenant.policies.values()}
+        for guid in planned:
+            mbx = tenant.mailboxes[guid]
+            assert (mbx.when_soft_deleted or now) + days * 86400 <= now, guid
+            assert not (mbx.delay_hold or mbx.delay_release_hold), guid
+            for reason in tenant.hold_reasons(mbx):
+                kind = hold_kind(reason)
+                assert kind in ("litigation", "retention-policy", "skype-policy", "org-policy"), (guid, reason)
+                tag = reason.removeprefix("org:")
+                if kind != "litigation":
+                    assert not policies[tag[3:35]].restrictive, (guid, reason)
+        cased = [
+            g for g, m in _strictly_inactive(sim).items()
+            if (m.when_soft_deleted or now) + days * 86400 <= now
+            and any(h.lower().startswith("unih") for h in m.in_place_holds)
+        ]  # fmt: skip
+        assert not set(cased) & set(planned)  # an eDiscovery case hold is not the schedule's
+
+    with make_simulator(tmp_path / "plain", mailboxes=20, seed=7, auto_approve_after=0.0) as sim:
+        _write_profile(sim, imm_home, leaver_retention_days=0)
+        refused = run_imm("bulk", "plan", "--leaver-retention-ended")
+        assert refused.exit_code == 2
+        assert "has no leaver retention schedule" in refused.stderr

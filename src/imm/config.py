@@ -108,6 +108,7 @@ class Profile:
     request_timeout: float = 960.0
     device_code_timeout: int = 300
     audit_min_retention_days: int = 365
+    leaver_retention_days: int = 0  # keep leavers' mailboxes this long after WhenSoftDeleted (0: no schedule)
     audit_key_path: Path | None = None  # the audit signing key (default: audit-keys/ beside the database)
     audit_witness: str | None = None  # where anchors are also written: a JSON Lines file, "syslog" or "stdout"
     audit_auto_anchor: bool = False  # anchor the audit log after every change
@@ -176,6 +177,7 @@ _RANGE: dict[str, tuple[float | None, float | None]] = {
     "request_timeout": (1.0, 86400.0),
     "device_code_timeout": (1, 3600),
     "audit_min_retention_days": (0, 36500),
+    "leaver_retention_days": (0, 36500),
     "per_gb_month": (0.0, 1e6),
     "license_month": (0.0, 1e6),
 }

@@ -301,3 +301,34 @@ def test_unlimited_says_every_item_stays_held() -> None:
     change = _change(mbx(litigation_hold_enabled=True, litigation_hold_duration="30.00:00:00"), None)
     assert change.lines == ("Unlimited: every item stays held by Litigation Hold until the hold is removed",)
     assert "no longer held" not in change.consequence
+
+
+# ------------------------------------------------------------------------------------ leaver retention schedule
+# Counted from WhenSoftDeleted, when the mailbox became inactive (create-and-manage-inactive-mailboxes); the holds
+# it is carried by are Litigation Hold and unlocked retention policies (what Set-Mailbox -LitigationHoldEnabled and
+# Set-RetentionCompliancePolicy / -ExcludeFromOrgHolds release, domain.md §6).
+def _schedule(mailbox: InactiveMailbox, days: int, now: datetime = NOW, org: list[str] | None = None) -> Any:
+    from imm.domain.expiry import leaver_schedule
+
+    return leaver_schedule(mailbox, decode_holds(mailbox, org or [], {}), days, now)
+
+
+def test_a_schedule_within_its_period_has_not_ended_and_names_the_holds_then_in_force() -> None:
+    schedule = _schedule(mbx(litigation_hold_enabled=True, in_place_holds=[f"UniH{G1}"]), 730)
+    assert schedule.ends_on == DELETED + timedelta(days=730)
+    assert (schedule.ended, schedule.release_ok) == (False, False)
+    assert schedule.holds_after == ("litigation", "ediscovery")
+
+
+def test_an_ended_schedule_releases_only_when_its_own_holds_remain() -> None:
+    ended = _schedule(mbx(litigation_hold_enabled=True), 100)
+    assert (ended.ended, ended.release_ok, ended.holds_after) == (True, True, ("litigation",))
+    case = _schedule(mbx(litigation_hold_enabled=True, in_place_holds=[f"UniH{G1}"]), 100)
+    assert (case.ended, case.release_ok) == (True, False)  # the case hold is not the schedule's
+    delayed = _schedule(mbx(litigation_hold_enabled=True, delay_hold=True), 100)
+    assert delayed.release_ok is False  # a delay hold runs out by itself first
+
+
+def test_no_schedule_without_days_or_a_deletion_date() -> None:
+    assert _schedule(mbx(litigation_hold_enabled=True), 0).ends_on is None
+    assert _schedule(mbx(litigation_hold_enabled=True, when_soft_deleted=None), 365).ends_on is None

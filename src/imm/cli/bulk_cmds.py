@@ -78,6 +78,13 @@ def bulk() -> None:
     help="release: also mailboxes whose holds have not all expired (by default a release plan selects only "
     "mailboxes whose every hold has run out, as --releasable).",
 )
+@click.option(
+    "--leaver-retention-ended",
+    "leaver_ended",
+    is_flag=True,
+    help="release: the mailboxes whose leaver retention schedule (profile leaver_retention_days, from "
+    "WhenSoftDeleted) has ended and whose only holds left are the ones the schedule covers.",
+)
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N rows.")
 @click.option(
     "--out", "out", type=click.Path(path_type=Path), metavar="FILE", help="Write the plan here (default: stdout)."
@@ -93,6 +100,7 @@ def plan_cmd(
     target_folder: str | None,
     filters: MailboxFilter,
     include_unexpired: bool,
+    leaver_ended: bool,
     limit: int | None,
     out: Path | None,
     force: bool,
@@ -114,7 +122,18 @@ def plan_cmd(
     action = action.lower()
     if include_unexpired and action != "release":
         raise InputError("--include-unexpired is for --action release")
-    if action == "release" and filters.releasable is None and not include_unexpired:
+    obj = app()
+    if leaver_ended:
+        if action != "release":
+            raise InputError("--leaver-retention-ended is for --action release")
+        if obj.profile.leaver_retention_days <= 0:
+            raise InputError(
+                f"profile '{obj.profile.name}' has no leaver retention schedule",
+                hint="set one with `imm config set leaver_retention_days 2555`, then `imm sync`",
+            )
+        # the schedule decides instead of the holds' own expiry (its holds are released once it has passed)
+        filters = dataclasses.replace(filters, leaver_retention_ended=True)
+    elif action == "release" and filters.releasable is None and not include_unexpired:
         filters = dataclasses.replace(filters, releasable=True)  # never an unexpired hold unless asked
     if action != "release" and release_type:
         raise InputError("--type is for --action release")
@@ -128,7 +147,6 @@ def plan_cmd(
         raise InputError("--target, --archive and --target-folder are for --action restore")
     if out is not None and out.exists() and not force:
         raise InputError(f"{out} exists; use --force to replace it")
-    obj = app()
     rows = plan_rows(
         obj.database(),
         filters,

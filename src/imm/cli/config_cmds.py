@@ -181,6 +181,8 @@ def profile_template(name: str, values: dict[str, Any], *, make_default: bool) -
         line("federated_token_file", "workload identity (default: $AZURE_FEDERATED_TOKEN_FILE)", "/path/token"),
         "# concurrency = 10  # Exchange calls in flight; backs off on 429",
         "# audit_min_retention_days = 365  # imm audit prune refuses a shorter retention",
+        "# leaver_retention_days = 2555  # keep leavers' mailboxes this long after deletion (imm bulk plan "
+        "--leaver-retention-ended)",
         '# db_path = "imm.db"  # default: per profile in the data folder',
         "",
         f"# [profiles.{name}.cost]  # chargeback model",

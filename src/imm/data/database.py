@@ -292,6 +292,7 @@ class MailboxFilter:
     recovery_eligible: bool | None = None
     releasable: bool | None = None
     lifecycle_state: str | None = None  # inactive | pending-delay | soft-deleted (imm.domain.lifecycle)
+    leaver_retention_ended: bool | None = None  # the leaver retention schedule ended, only its holds remain
     tenant: str | None = None
     now: datetime | None = None
 
@@ -329,6 +330,12 @@ class MailboxFilter:
         if self.lifecycle_state is not None:
             clauses.append("m.lifecycle_state = ?")
             params.append(self.lifecycle_state.lower())
+        if self.leaver_retention_ended is not None:
+            clauses.append(
+                "m.leaver_retention_ended = ?"
+                + (" AND m.lifecycle_state = 'inactive'" if self.leaver_retention_ended else "")
+            )
+            params.append(int(self.leaver_retention_ended))
         if self.tenant is not None:
             clauses.append("m.tenant = ? COLLATE NOCASE")
             params.append(self.tenant)

@@ -256,6 +256,20 @@ def migrate_0008_restore_consistency(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE restore_requests ADD COLUMN skipped_items INTEGER")
 
 
+# ------------------------------------------------------------------------------------------ 0009_leaver_schedule
+LEAVER_COLUMNS = (
+    ("leaver_retention_ends", "TEXT"),
+    ("leaver_holds_after", "TEXT DEFAULT '[]'"),
+    ("leaver_retention_ended", "INTEGER DEFAULT 0"),
+)
+
+
+def migrate_0009_leaver_schedule(conn: sqlite3.Connection) -> None:
+    """The leaver retention schedule of each mailbox (filled by the next analysis)."""
+    for name, kind in LEAVER_COLUMNS:
+        conn.execute(f"ALTER TABLE inactive_mailboxes ADD COLUMN {name} {kind}")
+
+
 # ------------------------------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class Migration:
@@ -291,6 +305,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0006_lifecycle", migrate_0006_lifecycle),
     Migration("0007_conflicts", migrate_0007_conflicts),
     Migration("0008_restore_consistency", migrate_0008_restore_consistency),
+    Migration("0009_leaver_schedule", migrate_0009_leaver_schedule),
 )
 
 KNOWN_NAMES = frozenset(m.name for m in MIGRATIONS)

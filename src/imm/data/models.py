@@ -85,6 +85,10 @@ class InactiveMailbox:
     # --- conflicts found at sync: the active recipient that uses this mailbox's primary SMTP / UPN ("" = none) ---
     smtp_conflict: str = ""
     upn_conflict: str = ""
+    # --- the profile's leaver retention schedule (leaver_retention_days from WhenSoftDeleted; imm.domain.expiry) ---
+    leaver_retention_ends: datetime | None = None
+    leaver_holds_after: list[str] = field(default_factory=list)  # hold kinds still in force when it ends
+    leaver_retention_ended: bool = False  # ended, and only holds the schedule covers remain: release them
 
     @property
     def total_size_mb(self) -> float:

@@ -15,7 +15,7 @@ from imm.config import CostModel
 from imm.data.models import InactiveMailbox
 from imm.domain.cost import license_type_from_plan, monthly_cost
 from imm.domain.eligibility import recovery_blockers, restore_source_blockers
-from imm.domain.expiry import holds_expiry
+from imm.domain.expiry import holds_expiry, leaver_schedule
 from imm.domain.holds import Hold, PolicyInfo, decode_holds, hold_types
 from imm.domain.lifecycle import lifecycle_of
 
@@ -41,6 +41,7 @@ def analyse(
     policies: Mapping[str, PolicyInfo],
     cost_model: CostModel,
     now: datetime,
+    leaver_retention_days: int = 0,
 ) -> InactiveMailbox:
     """Fill ``mailbox``'s analysis fields **in place** and return it.
 
@@ -86,4 +87,10 @@ def analyse(
     if mailbox.mailbox_plan and license_type_from_plan(mailbox.mailbox_plan) != "Unknown":
         mailbox.license_type = license_type_from_plan(mailbox.mailbox_plan)  # else the record's PersistedCapabilities
     mailbox.monthly_cost = monthly_cost(mailbox, cost_model)
+    schedule = leaver_schedule(mailbox, holds, leaver_retention_days, now)
+    mailbox.leaver_retention_ends = schedule.ends_on
+    mailbox.leaver_holds_after = list(schedule.holds_after)
+    mailbox.leaver_retention_ended = schedule.release_ok
+    if schedule.ends_on is not None and not schedule.ended:
+        mailbox.releasable = False  # within its leaver retention schedule: nothing to release yet
     return mailbox

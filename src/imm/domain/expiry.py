@@ -253,3 +253,45 @@ def duration_change(
 def _still_holds(mailbox: InactiveMailbox, hold: Hold, now: datetime) -> bool:
     end, _reason = hold_expiry(mailbox, hold, now)
     return end is None or end > now
+
+
+# ------------------------------------------------------------------------------------ leaver retention schedule
+# What admins ask for ("keep mailboxes 7 years after the person leaves"): a profile's ``leaver_retention_days``,
+# counted from WhenSoftDeleted (when the mailbox became inactive, create-and-manage-inactive-mailboxes). The holds
+# such a schedule is carried by, and which imm releases once it has passed: Litigation Hold and unlocked retention
+# policies (naming the mailbox or org-wide). Anything else (eDiscovery case holds, Preservation Lock, legacy
+# In-Place holds, retention labels, unrecognised holds) is not the schedule's and keeps the mailbox.
+SCHEDULE_KINDS = frozenset({HoldKind.LITIGATION, HoldKind.RETENTION_POLICY, HoldKind.SKYPE_POLICY, HoldKind.ORG_POLICY})
+
+
+@dataclass(frozen=True)
+class LeaverSchedule:
+    """``ends_on``: WhenSoftDeleted + the schedule (None: no schedule or no deletion date); ``ended`` by ``now``;
+    ``holds_after``: the kinds of the preserving holds still in force on ``ends_on`` (not run out by then);
+    ``release_ok``: ended, and every hold then in force is one the schedule covers (no delay hold either), so
+    ``imm bulk plan --leaver-retention-ended`` writes its release."""
+
+    ends_on: datetime | None
+    ended: bool
+    holds_after: tuple[str, ...]
+    release_ok: bool
+
+
+def leaver_schedule(mailbox: InactiveMailbox, holds: Iterable[Hold], days: int, now: datetime) -> LeaverSchedule:
+    """The leaver retention schedule of ``mailbox`` (``days`` ≤ 0: none)."""
+    deleted = mailbox.when_soft_deleted
+    if days <= 0 or deleted is None:
+        return LeaverSchedule(None, False, (), False)
+    ends = deleted + timedelta(days=days)
+    after: list[Hold] = []
+    for hold in holds:
+        if not hold.preserves:
+            continue
+        end, _reason = hold_expiry(mailbox, hold, now)
+        if end is None or end > ends:
+            after.append(hold)
+    kinds = tuple(dict.fromkeys(hold.kind.value for hold in after))
+    ended = now >= ends
+    covered = all(hold.kind in SCHEDULE_KINDS and not hold.locked for hold in after)
+    no_delay = not (mailbox.delay_hold or mailbox.delay_release_hold)
+    return LeaverSchedule(ends, ended, kinds, ended and covered and no_delay and mailbox.is_inactive_mailbox)

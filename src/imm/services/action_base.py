@@ -262,6 +262,7 @@ class ActionBase:
             policies=self.policies(),
             cost_model=self.profile.cost,
             now=now,
+            leaver_retention_days=self.profile.leaver_retention_days,
         )
         if cached is not None and cached.identity != mailbox.identity:
             self.db.delete_mailboxes([cached.identity])

@@ -57,6 +57,8 @@ CSV_FIELDS: tuple[str, ...] = (
     "lifecycle_state",
     "delay_hold_until",
     "purge_on",
+    "leaver_retention_ends",
+    "leaver_retention_ended",
     "tenant",
 )
 
@@ -223,8 +225,28 @@ DETAIL_SECTIONS: list[tuple[str, list[str]]] = [
             "hold_details",
         ],
     ),
-    ("Eligibility", ["recovery_eligible", "recovery_blockers", "restore_eligible", "restore_blockers"]),
-    ("Expiry", ["holds_expire_on", "expiry_reason", "releasable"]),
+    (
+        "Eligibility",
+        [
+            "recovery_eligible",
+            "recovery_blockers",
+            "smtp_conflict",
+            "upn_conflict",
+            "restore_eligible",
+            "restore_blockers",
+        ],
+    ),  # fmt: skip
+    (
+        "Expiry",
+        [
+            "holds_expire_on",
+            "expiry_reason",
+            "releasable",
+            "leaver_retention_ends",
+            "leaver_holds_after",
+            "leaver_retention_ended",
+        ],
+    ),  # fmt: skip
     ("Cost", ["license_type", "mailbox_plan", "monthly_cost"]),
     ("Audit history", ["audit_history"]),
 ]

@@ -75,12 +75,18 @@ class RecordBuilder:
             "cost": [cost.currency, cost.per_gb_month, sorted(cost.license_month.items())],
             "day": self.now.date().isoformat(),
             "tenant": self.profile.tenant_id,
+            "leaver_retention_days": self.profile.leaver_retention_days,
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
     def analyse(self, mailbox: InactiveMailbox) -> InactiveMailbox:
         return self._analyse(
-            mailbox, org_holds=self.org_holds, policies=self.policies, cost_model=self.cost_model, now=self.now
+            mailbox,
+            org_holds=self.org_holds,
+            policies=self.policies,
+            cost_model=self.cost_model,
+            now=self.now,
+            leaver_retention_days=self.profile.leaver_retention_days,
         )
 
     def build(
