@@ -678,3 +678,19 @@ def test_cli_a_long_section_is_written_as_it_is_read(cache: Path) -> None:
     names = [line.split("│")[1].strip() for line in result.stdout.splitlines() if line.startswith("│Blocked ")]
     assert names == [f"Blocked {i:04d}" for i in range(1100)]
     assert result.stdout.splitlines()[0].strip() == "Mailboxes that cannot be recovered or restored as they are"
+
+
+def test_size_bands_and_total_size_count_the_whole_mailbox() -> None:
+    """Item 1 of issue 12: cost and the size bands use the total (TotalItemSize + TotalDeletedItemSize of primary
+    and archive, Get-MailboxStatistics), and say so."""
+    small_items_big_dumpster = make_mailbox(
+        alias="rita", size_mb=50.0, recoverable_items_mb=2048.0, archive_recoverable_items_mb=1024.0
+    )
+    summary = build_report("summary", [small_items_big_dumpster], now=NOW, cost_model=None)
+    bands = {b["label"]: b["mailboxes"] for b in summary.overview.size_buckets}  # type: ignore[union-attr]
+    assert bands["1–5 GB"] == 1 and bands["< 100 MB"] == 0  # 3,122 MB in all, though only 50 MB of items
+    values = {r["metric"]: (r["value"], r["label"]) for r in summary.rows}
+    assert values["total_gb"] == (
+        round(3122 / 1024, 2),
+        "Total size: items and Recoverable Items, primary and archive (GB)",
+    )

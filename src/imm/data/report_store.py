@@ -5,7 +5,9 @@ department *as stored*, per age in days, per size band, expiry window and hold k
 memory does not grow with the inventory. The services turn them into reports (:mod:`imm.services.report_kinds`)
 with the same rules as for records:
 
-- sizes: ``(size_mb + archive_size_mb) / 1024`` per mailbox, in the same float operations as ``total_gb``;
+- sizes: the whole mailbox, ``(size_mb + recoverable_items_mb + archive_size_mb + archive_recoverable_items_mb) /
+  1024`` per mailbox (items and Recoverable Items of primary and archive, as cost counts them), in the same float
+  operations as ``total_gb``;
 - money: with a cost model, each mailbox's ``licence rate + per-GB rate × GB`` rounded half up to cents as
   :func:`imm.domain.cost.round_money` does (float noise taken off at 1e-9 first), summed in whole cents (exact);
   without one, the cached ``monthly_cost``;
@@ -27,7 +29,10 @@ from typing import Any
 
 from imm.data.database import TOTAL_SIZE_SQL, DatabaseManager, MailboxFilter, parse_datetime, store_error
 
-_GB = "((COALESCE(m.size_mb, 0.0) + COALESCE(m.archive_size_mb, 0.0)) / 1024.0)"
+_GB = (
+    "((COALESCE(m.size_mb, 0.0) + COALESCE(m.recoverable_items_mb, 0.0) + COALESCE(m.archive_size_mb, 0.0)"
+    " + COALESCE(m.archive_recoverable_items_mb, 0.0)) / 1024.0)"
+)
 _US = "(unixepoch(m.when_soft_deleted) * 1000000 + CAST(substr(m.when_soft_deleted, 21, 6) AS INTEGER))"
 
 
@@ -109,8 +114,9 @@ def report_figures(
         f"SELECT m.operating_company, {department}, m.tenant, m.hold_types, {band}, {window},"
         f" COUNT(*), SUM({_GB}), SUM({cost}), SUM(m.releasable = 1), TOTAL(CASE WHEN m.releasable THEN {_GB} END),"
         f" TOTAL(CASE WHEN m.releasable THEN {cost} END), SUM(m.recovery_eligible = 1), SUM(m.restore_eligible = 1),"
-        " MIN(m.when_soft_deleted), MAX(m.when_soft_deleted), SUM(COALESCE(m.size_mb, 0.0) / 1024.0),"
-        " SUM(COALESCE(m.archive_size_mb, 0.0) / 1024.0),"
+        " MIN(m.when_soft_deleted), MAX(m.when_soft_deleted),"
+        " SUM((COALESCE(m.size_mb, 0.0) + COALESCE(m.recoverable_items_mb, 0.0)) / 1024.0),"
+        " SUM((COALESCE(m.archive_size_mb, 0.0) + COALESCE(m.archive_recoverable_items_mb, 0.0)) / 1024.0),"
         " SUM(COALESCE(m.item_count, 0) + COALESCE(m.archive_item_count, 0)),"
         f" MIN(substr(NULLIF(m.holds_expire_on, ''), 1, 10)), MAX(substr(NULLIF(m.holds_expire_on, ''), 1, 10)),"
         f" TOTAL(CASE WHEN m.recovery_eligible THEN {_GB} END), TOTAL(CASE WHEN m.restore_eligible THEN {_GB} END)"

@@ -243,7 +243,7 @@ def charts(overview: Overview, currency: str) -> list[str]:
         ),
         _figure(
             "size",
-            "Size (primary + archive)",
+            "Total size (items and Recoverable Items, primary and archive)",
             vbar_chart(
                 "size",
                 "Mailboxes by size",

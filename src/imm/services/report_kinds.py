@@ -161,8 +161,8 @@ def overview_of(measured: list[_Measured]) -> Overview:
         m = x.mailbox
         total.add(m, x.gb, x.cost)
         companies.setdefault(_group_key(m, "company"), _Tally()).add(m, x.gb, x.cost)
-        primary_gb += (m.size_mb or 0.0) / 1024
-        archive_gb += (m.archive_size_mb or 0.0) / 1024
+        primary_gb += ((m.size_mb or 0.0) + (m.recoverable_items_mb or 0.0)) / 1024
+        archive_gb += ((m.archive_size_mb or 0.0) + (m.archive_recoverable_items_mb or 0.0)) / 1024
         items += (m.item_count or 0) + (m.archive_item_count or 0)
         unattributed += not clean_text(m.operating_company)
         if m.tenant:
@@ -316,7 +316,8 @@ def common_notes(cost_model: CostModel | None, overview: Overview, filters: dict
         rates = ", ".join(f"{k} {v:.2f}" for k, v in sorted(cost_model.license_month.items()))
         notes.append(
             f"Cost model (per month, {cost_model.currency}): former licence {rates}; plus "
-            f"{cost_model.per_gb_month:.4g} per GB of primary and archive. Inactive mailboxes need no licence: "
+            f"{cost_model.per_gb_month:.4g} per GB of the whole mailbox (items and Recoverable Items, primary and "
+            "archive). Inactive mailboxes need no licence: "
             "this is the organisation's chargeback model, set in the profile's [cost] table."
         )
     else:
@@ -346,7 +347,7 @@ def _summary(measured: list[_Measured], overview: Overview, by: str | None, curr
         ("mailboxes", "Inactive mailboxes", h["mailboxes"]),
         ("companies", "Operating companies", h["companies"]),
         ("unattributed", "Mailboxes without a company", h["unattributed"]),
-        ("total_gb", "Total size, primary + archive (GB)", h["total_gb"]),
+        ("total_gb", "Total size: items and Recoverable Items, primary and archive (GB)", h["total_gb"]),
         ("archive_gb", "Of which archives (GB)", h["archive_gb"]),
         ("items", "Items", h["items"]),
         ("monthly_cost", _money("Monthly cost", currency), h["monthly_cost"]),

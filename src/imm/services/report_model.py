@@ -231,8 +231,14 @@ def as_utc(moment: datetime | None) -> datetime | None:
 
 
 def total_gb(mailbox: InactiveMailbox) -> float:
-    """Primary plus archive, in GB (1 GB = 1024 MB)."""
-    return ((mailbox.size_mb or 0.0) + (mailbox.archive_size_mb or 0.0)) / 1024
+    """The whole mailbox in GB (1 GB = 1024 MB): items and Recoverable Items, primary and archive, the quantity cost
+    and the size bands use (TotalItemSize + TotalDeletedItemSize of each, Get-MailboxStatistics)."""
+    return (
+        (mailbox.size_mb or 0.0)
+        + (mailbox.recoverable_items_mb or 0.0)
+        + (mailbox.archive_size_mb or 0.0)
+        + (mailbox.archive_recoverable_items_mb or 0.0)
+    ) / 1024
 
 
 def mailbox_cost(mailbox: InactiveMailbox, cost_model: CostModel | None) -> float:

@@ -108,7 +108,7 @@ def expiry_report(
             order=f"NULLIF(m.holds_expire_on, '') IS NULL, m.holds_expire_on, {MAILBOX_NAME_SQL}, m.identity",
         ):
             size, archive, recoverable, archive_recoverable = (float(v or 0.0) for v in r[9:13])
-            gb = (size + archive) / 1024
+            gb = (size + recoverable + archive + archive_recoverable) / 1024  # as report_model.total_gb
             if cost_model is None:
                 cost = float(r[14] or 0.0)
             else:
