@@ -1012,6 +1012,18 @@ def test_serve_command_writes_a_profile_and_stops_cleanly(tmp_path: Path) -> Non
     assert json.loads(state.read_text(encoding="utf-8"))["seed"] == 9
 
 
+def test_serve_takes_a_lifecycle_time_scale(tmp_path: Path) -> None:
+    """Issue 12: the delay hold (30 days, identify-a-hold article) and the purge (183 days, delete-an-inactive-
+    mailbox) pass at a chosen speed so a demo or test need not wait."""
+    proc, lines = _serve(tmp_path, "--lifecycle-day-seconds", "2")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "  lifecycle:   1 day = 2 s (delay hold 30 days, purge 183 days after)" in lines
+    with make_sim(tmp_path / "direct", mailboxes=10, lifecycle_day_seconds=0.5) as sim:
+        assert sim.exchange.tenant.lifecycle_day_seconds == 0.5
+
+
 def test_serve_stops_on_sigterm_with_exit_0(tmp_path: Path) -> None:
     proc, _ = _serve(tmp_path)
     proc.send_signal(signal.SIGTERM)

@@ -63,6 +63,15 @@ def simulator() -> None:
     help="How long a restore request takes from Queued to Completed.",
 )
 @click.option(
+    "--lifecycle-day-seconds",
+    type=click.FloatRange(0.001),
+    default=86400.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Length of a lifecycle day: the 30-day delay hold after a release and the 183 days to the purge pass "
+    "this fast (e.g. 1 for a day a second).",
+)
+@click.option(
     "--state-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="JSON file keeping the tenant's changes across restarts.",
@@ -106,6 +115,7 @@ def serve(
     auto_approve: float | None,
     token_lifetime: int,
     restore_seconds: float,
+    lifecycle_day_seconds: float,
     state_file: Path | None,
     data_dir: Path | None,
     fault_5xx: float,
@@ -138,6 +148,7 @@ def serve(
         token_lifetime=token_lifetime,
         auto_approve_after=auto_approve,
         restore_seconds=restore_seconds,
+        lifecycle_day_seconds=lifecycle_day_seconds,
         state_file=state_file,
         data_dir=data_dir or user_dir("data") / "simulator",
         faults=FaultConfig(error_5xx_rate=fault_5xx, reset_rate=fault_reset),
@@ -191,6 +202,10 @@ def _announce(
         f"  CA bundle:   {sim.ca_path}",
         f"  sign-in:     {sim.base_url}/devicelogin",
     ]
+    if tenant.lifecycle_day_seconds != 86400.0:
+        lines.append(
+            f"  lifecycle:   1 day = {tenant.lifecycle_day_seconds:g} s (delay hold 30 days, purge 183 days after)"
+        )
     if state_file:
         lines.append(f"  state file:  {state_file}")
     if profile:

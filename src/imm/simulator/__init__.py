@@ -54,6 +54,8 @@ class SimulatorConfig:
     device_code_interval: int = 5  # polling interval the device code response asks for (at least 1)
     app_client_id: str | None = None  # the app-only registration "imm-automation"; None: a GUID from tenant_id
     restore_seconds: float = 6.0  # time a restore request takes from Queued to Completed
+    # the length of a lifecycle "day": the 30-day delay hold and the 183 days to the purge pass this fast
+    lifecycle_day_seconds: float = 86400.0
     page_link_expiry: float = 1800.0  # seconds an @odata.nextLink stays valid
     audit_delay_seconds: float = 0.0  # how long a change takes to show in Search-UnifiedAuditLog
     state_file: Path | None = None

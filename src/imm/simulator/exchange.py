@@ -228,6 +228,7 @@ class ExchangeService:
             state_file=Path(config.state_file) if config.state_file else None,
             restore_seconds=config.restore_seconds,
         )
+        self.tenant.lifecycle_day_seconds = float(getattr(config, "lifecycle_day_seconds", 86400.0))
         if getattr(config, "hostile_data", False):
             self.tenant.special["hostile"] = ",".join(make_hostile(list(self.tenant.mailboxes.values())))
         self.password_key = PasswordKey(Path(config.data_dir))
