@@ -74,8 +74,9 @@ class ExchangeOperations:
         return records[0]
 
     @staticmethod
-    def _change(backend: Backend, cmdlet: str, parameters: Mapping[str, Any], **options: Any) -> list[str]:
-        backend.invoke_all(cmdlet, parameters, **options)
+    def _change(backend: Backend, cmdlet: str, parameters: Mapping[str, Any], once: bool = False) -> list[str]:
+        """Run a change; ``once``: not repeated after a lost reply (the backend's ``creating``)."""
+        backend.invoke_all(cmdlet, parameters, **({"creating": True} if once else {}))
         return backend.last_warnings
 
     def prepare_secure_strings(self) -> None:
@@ -195,18 +196,25 @@ class ExchangeOperations:
         return self._one(self.exchange, "New-Mailbox", parameters, creating=True)
 
     # ------------------------------------------------------------------------------------------ set mailbox
-    def set_inactive_mailbox(self, identity: str, **parameters: Any) -> list[str]:
+    def set_inactive_mailbox(self, identity: str, *, once: bool = False, **parameters: Any) -> list[str]:
         """``Set-Mailbox -InactiveMailbox -Identity X`` with hold switches (LitigationHoldEnabled=False,
-        RemoveDelayHoldApplied=True, ExcludeFromOrgHolds=[…], LitigationHoldDuration=…); returns the warnings."""
-        return self._change(self.exchange, "Set-Mailbox", {"Identity": identity, "InactiveMailbox": True, **parameters})
+        RemoveDelayHoldApplied=True, ExcludeFromOrgHolds=[…], LitigationHoldDuration=…); returns the warnings.
+
+        ``once`` (on every change method): sent once, not repeated by the client after a lost reply (a reset, a
+        timeout, a 5xx): AmbiguousOutcomeError lets the caller read Exchange and send it again only when it did not
+        take effect (:meth:`imm.services.action_base.ActionBase.send_change`)."""
+        return self._change(
+            self.exchange, "Set-Mailbox", {"Identity": identity, "InactiveMailbox": True, **parameters}, once
+        )
 
     def set_mailbox(self, identity: str, **parameters: Any) -> list[str]:
         """``Set-Mailbox -Identity X`` on an active mailbox; returns the warnings."""
         return self._change(self.exchange, "Set-Mailbox", {"Identity": identity, **parameters})
 
-    def add_email_address(self, target: str, address: str) -> list[str]:
+    def add_email_address(self, target: str, address: str, *, once: bool = False) -> list[str]:
         """``Set-Mailbox T -EmailAddresses @{Add="X500:…"}`` (restore needs the source's LegacyExchangeDN)."""
-        return self._change(self.exchange, "Set-Mailbox", {"Identity": target, "EmailAddresses": {"Add": address}})
+        parameters = {"Identity": target, "EmailAddresses": {"Add": address}}
+        return self._change(self.exchange, "Set-Mailbox", parameters, once)
 
     def remove_email_address(self, target: str, address: str) -> list[str]:
         """``Set-Mailbox T -EmailAddresses @{Remove="X500:…"}``."""
@@ -288,27 +296,26 @@ class ExchangeOperations:
         """``Get-RetentionComplianceRule`` (durations and actions of the policies)."""
         return self._scc().invoke_all("Get-RetentionComplianceRule", {})
 
-    def set_retention_policy(self, identity: str, **parameters: Any) -> list[str]:
+    def set_retention_policy(self, identity: str, *, once: bool = False, **parameters: Any) -> list[str]:
         """``Set-RetentionCompliancePolicy X -RemoveExchangeLocation … / -AddExchangeLocationException …``."""
-        return self._change(
-            self._scc(), "Set-RetentionCompliancePolicy", {"Identity": identity, **parameters, "Confirm": False}
-        )
+        parameters = {"Identity": identity, **parameters, "Confirm": False}
+        return self._change(self._scc(), "Set-RetentionCompliancePolicy", parameters, once)
 
     def get_case_hold_policies(self, distribution_detail: bool = True) -> list[dict[str, Any]]:
         """``Get-CaseHoldPolicy -DistributionDetail``."""
         parameters = {"DistributionDetail": True} if distribution_detail else {}
         return self._scc().invoke_all("Get-CaseHoldPolicy", parameters)
 
-    def set_app_retention_policy(self, identity: str, **parameters: Any) -> list[str]:
+    def set_app_retention_policy(self, identity: str, *, once: bool = False, **parameters: Any) -> list[str]:
         """``Set-AppRetentionCompliancePolicy -Identity <guid> …`` (e.g. -AddExchangeLocationException with
         -DeletedResources for a soft-deleted mailbox, its Example 2)."""
-        return self._change(
-            self._scc(), "Set-AppRetentionCompliancePolicy", {"Identity": identity, **parameters, "Confirm": False}
-        )
+        parameters = {"Identity": identity, **parameters, "Confirm": False}
+        return self._change(self._scc(), "Set-AppRetentionCompliancePolicy", parameters, once)
 
-    def set_case_hold_policy(self, identity: str, **parameters: Any) -> list[str]:
+    def set_case_hold_policy(self, identity: str, *, once: bool = False, **parameters: Any) -> list[str]:
         """``Set-CaseHoldPolicy X -RemoveExchangeLocation …``."""
-        return self._change(self._scc(), "Set-CaseHoldPolicy", {"Identity": identity, **parameters, "Confirm": False})
+        parameters = {"Identity": identity, **parameters, "Confirm": False}
+        return self._change(self._scc(), "Set-CaseHoldPolicy", parameters, once)
 
     # --------------------------------------------------------------------------------- unified audit log
     def search_unified_audit_log(

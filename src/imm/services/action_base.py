@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 # The name these actions have always logged under (the log file shows it), kept across the split into modules.
 log = logging.getLogger("imm.services.actions")
 
+LOST_REPLY_SENDS = 3  # a change whose reply was lost and that did not take effect is sent at most this often
+
 ACTION_OPERATIONS = {
     RECOVER: OperationType.RECOVER_MAILBOX,
     RESTORE: OperationType.RESTORE_MAILBOX,
@@ -381,6 +383,8 @@ class ActionBase:
     ) -> ActionResult:
         """Run ``body``; an Exchange failure about this mailbox becomes a ``failure`` row and a failed result;
         anything else (Ctrl+C, sign-in, store) gets its result row and is raised."""
+        from imm.exchange import AmbiguousOutcomeError
+
         try:
             return body()
         except BaseException as exc:
@@ -392,6 +396,9 @@ class ActionBase:
                     failure_details["exchange_error"] = extra()
             result = AuditResult.CANCELLED if is_cancellation(exc) else AuditResult.FAILURE
             error = error_text(exc)
+            if isinstance(exc, AmbiguousOutcomeError):  # not reconciled: neither made nor not made is known
+                result = AuditResult.UNKNOWN
+                failure_details["outcome"] = "unknown"
             if isinstance(exc, KeyboardInterrupt):  # the call may already have reached Exchange
                 result = AuditResult.UNKNOWN
                 failure_details["outcome"] = "unknown"
@@ -423,6 +430,33 @@ class ActionBase:
         except KeyboardInterrupt:  # the change is made: its success stands, only the read after it is cut short
             details.setdefault("after_error", "interrupted by the user while reading the mailbox after the change")
             return default
+
+    # --------------------------------------------------------------------------------------- lost replies
+    def send_change(self, send: Callable[[], Any], took_effect: Callable[[], bool], what: str) -> bool:
+        """Send one idempotent change (``send`` calls an ops method with ``once=True``) without resending it
+        needlessly. After a lost reply (a reset or timeout after the request went out, a 5xx:
+        AmbiguousOutcomeError) Exchange is read (``took_effect``): made → not sent again, True (confirmed after a
+        lost reply); not made → sent again, up to LOST_REPLY_SENDS times in all. When the read itself fails, the
+        outcome stays unknown and the ambiguous error is raised (audited ``unknown``; a bulk resume reconciles)."""
+        from imm.exchange import AmbiguousOutcomeError
+
+        for attempt in range(1, LOST_REPLY_SENDS + 1):
+            try:
+                send()
+                return False
+            except AmbiguousOutcomeError as exc:
+                try:
+                    made = took_effect()
+                except ImmError as read_error:
+                    log.warning("%s: %s; reading it back failed too: %s", what, exc.message, read_error.message)
+                    raise exc from None
+                if made:
+                    log.warning("%s: %s; read back: it took effect, so it is not sent again", what, exc.message)
+                    return True
+                if attempt == LOST_REPLY_SENDS:
+                    raise
+                log.warning("%s: %s; read back: not made, so it is sent again", what, exc.message)
+        return False  # not reached
 
     # -------------------------------------------------------------------------------------------- plumbing
     def _run(

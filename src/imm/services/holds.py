@@ -185,21 +185,27 @@ class HoldActions(ActionBase):
         operation_id = self._begin(OperationType.REMOVE_HOLD, guid, intent, operation_context)
 
         def body() -> ActionResult:
-            from imm.exchange import AmbiguousOutcomeError, ExoNotFoundError, TransientError
+            from imm.exchange import ExoNotFoundError
 
             done: list[str] = []
             confirmed: list[str] = []
             for step in preview.cmdlets:
+                hold = str(step["hold"])
                 try:
-                    self._run_step(step["cmdlet"], step["parameters"])
-                except (ExoNotFoundError, TransientError, AmbiguousOutcomeError) as exc:
-                    # a lost reply (a reset, a timeout, or the retry's 404 for a mailbox this change soft-deleted):
-                    # what is true is read, not guessed
-                    if not self._hold_gone(guid, str(step["hold"])):
-                        exc.audit_details = {"steps_done": done, "failed_step": step["hold"]}  # type: ignore[union-attr]
+                    # a lost reply is read back (is the hold gone?), not resent blindly
+                    if self.send_change(
+                        lambda step=step: self._run_step(step["cmdlet"], step["parameters"]),  # type: ignore[misc]
+                        lambda hold=hold: self._hold_gone(guid, hold),  # type: ignore[misc]
+                        f"release {guid} ({step['cmdlet']})",
+                    ):
+                        confirmed.append(hold)
+                except ExoNotFoundError as exc:
+                    # a 404 for a mailbox that this change made soft-deleted: what is true is read, not guessed
+                    if not self._hold_gone(guid, hold):
+                        exc.audit_details = {"steps_done": done, "failed_step": hold}  # type: ignore[attr-defined]
                         raise
                     log.warning("release %s: %s; the hold is gone, so the step took effect", guid, exc.message)
-                    confirmed.append(step["hold"])
+                    confirmed.append(hold)
                 except BaseException as exc:
                     exc.audit_details = {"steps_done": done, "failed_step": step["hold"]}  # type: ignore[attr-defined]
                     raise
@@ -254,19 +260,20 @@ class HoldActions(ActionBase):
         return raw not in {hold.raw for hold in self.decode(mailbox) if hold.preserves}
 
     def _run_step(self, cmdlet: str, parameters: Mapping[str, Any]) -> Any:
-        """One release step (cmdlet + parameters as data) through the typed operations."""
+        """One change step (cmdlet + parameters as data) through the typed operations, sent once: a lost reply
+        raises AmbiguousOutcomeError for :meth:`send_change` to read back."""
         ops = self._need_ops()
         params = dict(parameters)
         identity = params.pop("Identity")
         if cmdlet == "Set-Mailbox":
             params.pop("InactiveMailbox", None)
-            return ops.set_inactive_mailbox(identity, **params)
+            return ops.set_inactive_mailbox(identity, once=True, **params)
         if cmdlet == "Set-RetentionCompliancePolicy":
-            return ops.set_retention_policy(identity, **params)
+            return ops.set_retention_policy(identity, once=True, **params)
         if cmdlet == "Set-CaseHoldPolicy":
-            return ops.set_case_hold_policy(identity, **params)
+            return ops.set_case_hold_policy(identity, once=True, **params)
         if cmdlet == "Set-AppRetentionCompliancePolicy":
-            return ops.set_app_retention_policy(identity, **params)
+            return ops.set_app_retention_policy(identity, once=True, **params)
         raise ImmError(f"imm has no call for {cmdlet}")
 
     def _after_release(self, guid: str) -> tuple[dict[str, Any], bool]:
@@ -365,9 +372,14 @@ class HoldActions(ActionBase):
         operation_id = self._begin(OperationType.CHANGE_HOLD, guid, intent, operation_context)
 
         def body() -> ActionResult:
-            for step in preview.cmdlets:
-                self._run_step(step["cmdlet"], step["parameters"])
             notes: dict[str, Any] = {}
+            for step in preview.cmdlets:
+                if self.send_change(
+                    lambda step=step: self._run_step(step["cmdlet"], step["parameters"]),  # type: ignore[misc]
+                    lambda: self._duration_is(guid, duration_days),
+                    f"set-duration {guid}",
+                ):
+                    notes["confirmed_after_lost_reply"] = True
             record = self._after_change(lambda: self._lookup_inactive(guid), None, notes) or {}
             mailbox = None
             if record:
@@ -385,12 +397,18 @@ class HoldActions(ActionBase):
                 SET_DURATION,
                 SUCCESS,
                 f"Litigation Hold duration of {(mailbox.primary_smtp if mailbox else '') or guid} is now "
-                f"{duration_text(duration_days)}",
+                f"{duration_text(duration_days)}"
+                + (" (confirmed after a lost reply)" if notes.get("confirmed_after_lost_reply") else ""),
                 operation_id,
                 details,
             )
 
         return self._run(guid, SET_DURATION, operation_id, operation_context, intent, body)
+
+    def _duration_is(self, guid: str, days: int | None) -> bool:
+        """After a lost reply: is the Litigation Hold duration now ``days`` (None: Unlimited)? Read from Exchange."""
+        record = self._lookup_inactive(guid)
+        return record is not None and days_of(record.get("LitigationHoldDuration")) == days
 
     # ========================================================================================= holds show
     def holds_report(self, identity: str, *, refresh: bool = False) -> dict[str, Any]:

@@ -264,8 +264,13 @@ class RestoreActions(ActionBase):
         def body() -> ActionResult:
             ops = self._need_ops()
             added = False
-            if plan.x500 and not plan.has_x500:
-                ops.add_email_address(target_guid, plan.x500)
+            x500 = plan.x500
+            if x500 and not plan.has_x500:
+                self.send_change(  # a lost reply is read back (does the target have the address?), not resent
+                    lambda: ops.add_email_address(target_guid, x500, once=True),
+                    lambda: x500.lower() in addresses(self._lookup_active(target_guid)),
+                    f"restore {guid} (X500 on {target_guid})",
+                )
                 added = True
                 self.restores.update(tracked.id, x500_added=True)
             request, reconciled = self._create_request(plan, target_guid)

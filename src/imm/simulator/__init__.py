@@ -30,6 +30,9 @@ class FaultConfig:
 
     error_5xx_rate: float = 0.0  # answer 503 (or 500/504) instead of running the cmdlet
     reset_rate: float = 0.0  # drop the connection without an answer
+    # run the cmdlet, then drop the connection: the change is made and its reply lost (a changing cmdlet only:
+    # Set-/New-/Remove-/Add-/Enable-/Disable-/Start-/Suspend-/Resume-*; a lost read reply is a plain reset)
+    reset_after_commit_rate: float = 0.0
     slow_rate: float = 0.0  # add slow_seconds to the reply
     slow_seconds: float = 0.0
     throttle_rate: float = 0.0  # answer 429 with Retry-After even under the budget

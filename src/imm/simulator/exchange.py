@@ -94,6 +94,7 @@ FAULT_KINDS = frozenset(
         "gzip_403",  # the real 403 shape for this one call
     }
 )
+_CHANGING = ("Set-", "New-", "Remove-", "Add-", "Enable-", "Disable-", "Start-", "Suspend-", "Resume-")
 _ANCHOR = re.compile(r"^(UPN|SMTP|APP|MBX|OID):\S+@\S+$", re.IGNORECASE)
 _PREFER = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
 _TRANSIENT = {
@@ -650,6 +651,12 @@ class ExchangeService:
                 return "503" if roll() < 0.7 else "504"
             if faults.reset_rate and roll() < faults.reset_rate:
                 return "reset"
+            if (
+                faults.reset_after_commit_rate
+                and cmdlet.startswith(_CHANGING)
+                and roll() < faults.reset_after_commit_rate
+            ):
+                return "reset_after_commit"
             if faults.slow_rate and roll() < faults.slow_rate:
                 return "slow"
         return None
