@@ -591,6 +591,8 @@ def test_sigkill_while_exchange_creates_a_restore_request_and_an_immediate_resum
         target = next(m for m in sim.exchange.tenant.mailboxes.values() if m.state == ACTIVE)
         plan = write_plan(place.work / "plan.csv", [{"action": "restore", "identity": source.exchange_guid,
                           "target": target.primary_smtp}], ("action", "identity", "target"))  # fmt: skip
+        # a request timeout of 4 s: a call started longer ago than that can no longer be in flight
+        write_profile(place.home / "config" / "config.toml", "sim", {"request_timeout": 4.0})
         sim.config.faults.slow_seconds = 2.0
         sim.exchange.fail_next("New-MailboxRestoreRequest", "slow")  # still running in Exchange after the kill
         run = place.popen("bulk", "run", str(plan), "--execute", "--yes")
@@ -600,13 +602,24 @@ def test_sigkill_while_exchange_creates_a_restore_request_and_an_immediate_resum
         run.send_signal(signal.SIGKILL)
         run.communicate(timeout=30)
         job_id = place.job_id()
+        assert sim.exchange.tenant.find_restore_requests() == [] or all(
+            r.source_guid != source.exchange_guid for r in sim.exchange.tenant.find_restore_requests()
+        )  # not created yet: the killed run's call is still in flight
         resumed = place.imm("bulk", "resume", job_id, "--yes")  # at once: the first call has not finished yet
         assert resumed.exit_code == 0, resumed.stderr
-        time.sleep(2.5)  # the killed run's call reaches the tenant now
+        assert "Waiting " in resumed.stderr and " before checking 1 item(s) whose call may still be in flight" in (
+            resumed.stderr
+        )
         requests = [r for r in sim.exchange.tenant.find_restore_requests() if r.source_guid == source.exchange_guid]
         name = f"imm-{source.exchange_guid.replace('-', '')[:8]}-{job_id.removeprefix('job-').replace('-', '')}-2"
         assert [r.name for r in requests] == [name]
-        assert place.items(job_id)[2]["status"] in ("succeeded", "already-done")
+        # the resume waited for the killed run's call, found its request and did not send another
+        assert place.items(job_id)[2]["status"] == "already-done"
+        created = [e for e in sim.exchange.request_log if e["cmdlet"] == "New-MailboxRestoreRequest"]
+        assert len(created) == 1
+        rows = [r for r in place.audit() if r["operation"] == "RESTORE_MAILBOX"]
+        assert [r["result"] for r in rows] == ["started", "success"]  # the first attempt, reconciled: made
+        assert rows[1]["details"]["reconciled"] is True
         tracked = place.rows("SELECT name FROM restore_requests WHERE source_identity = ?", (source.exchange_guid,))
         assert [r["name"] for r in tracked] == [name]
 

@@ -631,6 +631,8 @@ def _run(
                         results_path=results,
                         confirmed=confirmed,
                         on_preview=on_preview,
+                        in_flight_seconds=obj.profile.request_timeout,
+                        on_wait=bar.note,
                     )
         except KeyboardInterrupt:
             click.echo(f"\nInterrupted: job {job.id} can be finished with: {resume}", err=True)

@@ -42,7 +42,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -457,6 +457,8 @@ class BulkEngine:
         results_path: Path | None = None,
         confirmed: Callable[[int], Collection[str]] | None = None,
         on_preview: Callable[[Item, Any], None] | None = None,
+        in_flight_seconds: float = 0.0,
+        on_wait: Callable[[str], None] | None = None,
     ) -> RunOutcome:
         """Run every unfinished item of the job (the first run, or a resume). ``actions_factory`` builds one
         ``MailboxActions`` per worker thread. The first Ctrl+C should set ``cancel``: no new item starts and the
@@ -464,7 +466,12 @@ class BulkEngine:
 
         ``confirmed(line)``: per plan line, the consequences (``last-hold``, ``unlimited-litigation``, ``ediscovery``)
         the person confirmed; an executed release whose fresh plan has any other is blocked (none confirmed when
-        not given). ``on_preview(item, preview)`` sees each what-if preview (``bulk run --show-cmdlets``)."""
+        not given). ``on_preview(item, preview)`` sees each what-if preview (``bulk run --show-cmdlets``).
+
+        ``in_flight_seconds`` (the profile's request timeout): an item an earlier run left ``running`` or
+        ``unknown`` whose start is younger than this may still have its call in flight in Exchange (a killed
+        process's request runs on), so the run waits until it is that old before reconciling it (``on_wait`` is
+        told why; Ctrl+C ends the wait and the run)."""
         self._confirmed = confirmed or (lambda _line: ())
         self._on_preview = on_preview
         with self.locked(job_id):
@@ -478,6 +485,8 @@ class BulkEngine:
                 passwords=passwords,
                 retry_failed=retry_failed,
                 results_path=results_path,
+                in_flight_seconds=in_flight_seconds,
+                on_wait=on_wait,
             )
         if outcome.job.status in (COMPLETED, COMPLETED_WITH_ERRORS):
             self.lock_path(job_id).unlink(missing_ok=True)  # made again if the job is ever resumed
@@ -494,6 +503,8 @@ class BulkEngine:
         passwords: PasswordFile | None,
         retry_failed: bool,
         results_path: Path | None,
+        in_flight_seconds: float = 0.0,
+        on_wait: Callable[[str], None] | None = None,
     ) -> RunOutcome:
         started = time.monotonic()
         todo = self.remaining(job, retry_failed=retry_failed)
@@ -515,6 +526,8 @@ class BulkEngine:
         job = self.store.get(job.id)
         counts: dict[str, int] = {}
         state = {"done": 0, "stop": None}
+        if job.mode == EXECUTE:
+            self._wait_for_in_flight(todo, in_flight_seconds, cancel, on_wait)
         pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="imm-bulk")
         try:
             self._loop(job, todo, pool, actions_factory, concurrency, cancel, progress, passwords, counts, state)
@@ -524,6 +537,35 @@ class BulkEngine:
             raise
         pool.shutdown(wait=True)
         return self._finalize(job, operation_id, started, state, interrupted=cancel.is_set())
+
+    def _wait_for_in_flight(
+        self, todo: list[Item], seconds: float, cancel: threading.Event, on_wait: Callable[[str], None] | None
+    ) -> None:
+        """Wait until every ``running``/``unknown`` item started at least ``seconds`` ago: before then its call
+        (sent by a process that was killed or interrupted) may still be running in Exchange, and reconciling it
+        now could find nothing, run it again and audit the first attempt as not made."""
+        if seconds <= 0:
+            return
+        now = self._clock()
+        ends = []
+        for item in todo:
+            if item.status in (RUNNING, UNKNOWN) and item.started_at:
+                try:
+                    begun = datetime.fromisoformat(item.started_at)
+                except ValueError:
+                    continue
+                ends.append(begun.astimezone(UTC) + timedelta(seconds=seconds))
+        young = [end for end in ends if end > now]
+        if not young:
+            return
+        wait_for = (max(young) - now).total_seconds()
+        if on_wait is not None:
+            on_wait(
+                f"Waiting {wait_for:.0f} s before checking {len(young):,} item(s) whose call may still be in flight "
+                f"in Exchange (started less than the request timeout, {seconds:g} s, ago)…"
+            )
+        log.info("waiting %.1f s for %d item(s) possibly in flight", wait_for, len(young))
+        cancel.wait(wait_for)
 
     def _loop(
         self,
