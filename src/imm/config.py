@@ -106,6 +106,7 @@ class Profile:
     password_public_key: str | None = None  # PEM file or XML key for SecureString parameters
     concurrency: int = 10
     request_timeout: float = 960.0
+    max_retries: int = 5  # retries of a failed Exchange call (5xx, a reset, a refused connection) before giving up
     device_code_timeout: int = 300
     audit_min_retention_days: int = 365
     leaver_retention_days: int = 0  # keep leavers' mailboxes this long after WhenSoftDeleted (0: no schedule)
@@ -175,6 +176,7 @@ _TOP_KEYS = {"default_profile", "profiles"}
 _RANGE: dict[str, tuple[float | None, float | None]] = {
     "concurrency": (1, 64),
     "request_timeout": (1.0, 86400.0),
+    "max_retries": (0, 20),
     "device_code_timeout": (1, 3600),
     "audit_min_retention_days": (0, 36500),
     "leaver_retention_days": (0, 36500),

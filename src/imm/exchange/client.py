@@ -243,6 +243,7 @@ class ExchangeClient:
             "anchor_mailbox": anchor_mailbox,
             "ca_bundle": profile.ca_bundle,
             "timeout": profile.request_timeout,
+            "max_retries": profile.max_retries,
             "concurrency": profile.concurrency,
             "endpoint": endpoint,
             "password_public_key": profile.password_public_key,
