@@ -26,6 +26,7 @@ from imm.exchange import (
     ExchangeError,
     ExoAuthError,
     ExoNotFoundError,
+    NonTerminatingError,
     SecureString,
     ThrottledError,
     TransientError,
@@ -88,6 +89,18 @@ for line in sys.stdin:
     elif identity == "busy":
         out("error", type="System.Exception",
             message="You have reached the maximum number of concurrent requests per tenant.")
+    elif identity == "relabelled":  # the module writes a reply's @adminapi.errors with Write-Error
+        out("nonterminating", type="Microsoft.PowerShell.Commands.WriteErrorException", reason="WriteErrorException",
+            message="The ComplianceTagHoldApplied hold of 'relabelled' was applied again by a published retention "
+                    "label policy; no settings have been modified.")
+    elif identity == "partly":
+        out("record", value={"Name": "mbx0"})
+        out("nonterminating", type="Microsoft.PowerShell.Commands.WriteErrorException", reason="WriteErrorException",
+            message="One record could not be read.")
+    elif identity == "gone":
+        out("nonterminating", type="System.Management.Automation.RemoteException", reason="RemoteException",
+            message="Ex6F9304|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|The operation "
+                    "couldn't be performed because object 'gone' couldn't be found on 'DC01'.")
     elif identity == "needs-fresh-token" and hello["AccessToken"] == "token-1":
         out("error", type="System.UnauthorizedAccessException", message="(401) Unauthorized")
     else:
@@ -173,7 +186,8 @@ def test_script_runs_requests_as_data() -> None:
         "while ($null -ne ($line = [Console]::In.ReadLine())) {",
         "        $request = $line | ConvertFrom-Json -AsHashtable",
         "    if ($name -cnotmatch '^[A-Za-z]+-[A-Za-z0-9]+\\z' -or $allowed -notcontains $name) {",
-        "        & $name @params -WarningVariable warnings -WarningAction SilentlyContinue | ForEach-Object {",
+        "        & $name @params @common | ForEach-Object {",
+        "            ErrorVariable = 'failures'; ErrorAction = 'SilentlyContinue'",
         "    [Console]::Out.WriteLine('@@IMM@@ ' + ($Message | ConvertTo-Json -Depth 6 -Compress))",
         "            return ConvertTo-SecureString -String ([string]$Value['@imm.secure']) -AsPlainText -Force",
         "Disconnect-ExchangeOnline -Confirm:$false -ErrorAction SilentlyContinue | Out-Null",
@@ -269,6 +283,31 @@ def test_errors_map_to_the_typed_errors(executor: PowerShellExecutor) -> None:
     with pytest.raises(ThrottledError):
         executor.invoke_all("Get-Mailbox", {"Identity": "busy"})
     assert executor.invoke_all("Get-Mailbox", {"Identity": "fine"})  # the session survives cmdlet errors
+
+
+def test_non_terminating_errors_fail_a_change_and_are_logged_for_a_read(
+    executor: PowerShellExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As the REST backend reads ``@adminapi.errors``: the script collects each call's non-terminating errors
+    (-ErrorVariable; a script's $ErrorActionPreference does not reach into the module's functions) and imm fails a
+    change that has any, with Microsoft's message; a read keeps its records; a read or change whose error names a
+    missing object is not found."""
+    assert "            ErrorVariable = 'failures'; ErrorAction = 'SilentlyContinue'" in SCRIPT.splitlines()
+    with pytest.raises(NonTerminatingError) as refused:
+        ExchangeOperations(executor).set_inactive_mailbox("relabelled", RemoveComplianceTagHoldApplied=True)
+    assert refused.value.exit_code == ExitStatus.FAILED
+    assert refused.value.message == (
+        "Set-Mailbox failed: Exchange reported an error: The ComplianceTagHoldApplied hold of 'relabelled' was "
+        "applied again by a published retention label policy; no settings have been modified."
+    )
+    assert refused.value.status == 200 and refused.value.code == "non_terminating_error"
+    assert executor.invoke_all("Get-Mailbox", {"Identity": "partly"}) == [{"Name": "mbx0"}]
+    assert "Exchange reported a non-terminating error from Get-Mailbox: One record could not be read." in caplog.text
+    with pytest.raises(ExoNotFoundError):
+        executor.invoke_all("Get-Mailbox", {"Identity": "gone"})
+    with pytest.raises(ExoNotFoundError):
+        executor.invoke_all("Set-Mailbox", {"Identity": "gone", "LitigationHoldEnabled": False})
+    assert executor.invoke_all("Set-Mailbox", {"Identity": "fine"})  # the session goes on
 
 
 def test_names_outside_the_allow_list_never_reach_pwsh(executor: PowerShellExecutor, standin: Path) -> None:

@@ -7,9 +7,12 @@ compliance endpoint), then one JSON request per line ``{"cmdlet": …, "paramete
 script parses them with ``ConvertFrom-Json -AsHashtable``, checks the name is an allowed ``Verb-Noun`` cmdlet and
 runs ``& $name @params``; nothing from a request is ever spliced into script text. Output lines start with
 ``@@IMM@@`` and carry JSON: ``record`` (``ConvertTo-Json -Depth 6 -Compress``), ``warning``, ``error`` (exception
-type and message), ``end``; ``ready`` / ``fatal`` after connecting. Other output is ignored (logged at DEBUG).
+type and message), ``nonterminating`` (each error the call wrote without stopping, from ``-ErrorVariable``: the
+module writes a reply's ``@adminapi.errors`` so), ``end``; ``ready`` / ``fatal`` after connecting. Other output is
+ignored (logged at DEBUG).
 
-Errors map to the same typed errors as the REST backend (:func:`imm.exchange.errors.classify`). Each call has a
+Errors map to the same typed errors as the REST backend (:func:`imm.exchange.errors.classify`); non-terminating
+errors fail a change (NonTerminatingError) and are logged for a read, as the REST backend reads them. Each call has a
 timeout; on timeout, cancel (Ctrl+C) or close the whole process group is killed (``start_new_session`` +
 ``killpg``) and the next call starts a new process. Access tokens are not refreshed by the module: the executor
 reconnects with a fresh token when the one it connected with is about to expire, and once after an auth error.
@@ -36,7 +39,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from imm.errors import ConfigError, InputError
-from imm.exchange.client import CREATING_CMDLETS, TOKEN_SKEW, TokenProvider, _jwt_expiry
+from imm.exchange.client import CREATING_CMDLETS, READ_VERBS, TOKEN_SKEW, TokenProvider, _jwt_expiry
 from imm.exchange.encoding import (
     SecureString,
     check_cmdlet_name,
@@ -52,6 +55,7 @@ from imm.exchange.errors import (
     ExoAuthError,
     TransientError,
     classify,
+    non_terminating_error,
 )
 from imm.exchange.throttle import ClientStats
 from imm.logs import redact
@@ -153,14 +157,35 @@ while ($null -ne ($line = [Console]::In.ReadLine())) {
         }
     }
     $warnings = $null
+    $failures = $null
+    $stopped = $false
     try {
-        & $name @params -WarningVariable warnings -WarningAction SilentlyContinue | ForEach-Object {
+        # -ErrorVariable: the module writes the @adminapi.errors of a reply as non-terminating errors, which a
+        # script's $ErrorActionPreference does not reach inside a module (about_Preference_Variables); each
+        # call collects its own and reports them after its records.
+        $common = @{
+            WarningVariable = 'warnings'; WarningAction = 'SilentlyContinue'
+            ErrorVariable = 'failures'; ErrorAction = 'SilentlyContinue'
+        }
+        & $name @params @common | ForEach-Object {
             Send-ImmMessage @{ kind = 'record'; value = $_ }
         }
     } catch {
+        $stopped = $true
         Send-ImmMessage @{
             kind = 'error'; type = $_.Exception.GetType().FullName; reason = [string]$_.CategoryInfo.Reason
             message = [string]$_.Exception.Message
+        }
+    }
+    if (-not $stopped) {
+        foreach ($failure in @($failures)) {
+            if ($null -eq $failure) { continue }
+            $exception = $failure.Exception
+            if ($null -eq $exception) { $exception = [System.Exception]::new([string]$failure) }
+            Send-ImmMessage @{
+                kind = 'nonterminating'; type = $exception.GetType().FullName
+                reason = [string]$failure.CategoryInfo.Reason; message = [string]$exception.Message
+            }
         }
     }
     foreach ($warning in @($warnings)) {
@@ -545,6 +570,7 @@ class PowerShellExecutor:
         self._cancelled = False
         records: list[dict[str, Any]] = []
         error: dict[str, Any] | None = None
+        others: list[dict[str, Any]] = []  # non-terminating errors
         try:
             self._send(line)
             deadline = time.monotonic() + self.timeout
@@ -558,6 +584,8 @@ class PowerShellExecutor:
                     self._warn(cmdlet, str(message.get("message") or ""))
                 elif kind == "error":
                     error = message
+                elif kind == "nonterminating":
+                    others.append(message)
                 elif kind == "end":
                     break
         except (TimeoutError, EOFError, TransientError) as exc:
@@ -578,6 +606,8 @@ class PowerShellExecutor:
         except BaseException:
             self._kill()  # interrupted mid-call (Ctrl+C): the process state is unknown, start afresh next time
             raise
+        if error is None and others:
+            error = self._non_terminating(cmdlet, others, bool(records))
         if error is not None:
             failure = self._error(cmdlet, error)
             if isinstance(failure, ExoAuthError) and not reconnected:
@@ -585,6 +615,21 @@ class PowerShellExecutor:
                 return self._call(cmdlet, line, creating, reconnected=True)
             raise failure
         return records
+
+    def _non_terminating(self, cmdlet: str, errors: list[dict[str, Any]], has_records: bool) -> dict[str, Any] | None:
+        """What the non-terminating errors of one call mean, as the REST backend reads ``@adminapi.errors``: a
+        read keeps its records (the errors are logged); a read with no record fails with its first error (a
+        missing object: not found); a change fails: with the typed error of the first when it has one (not found,
+        ambiguous, …), else as a :class:`NonTerminatingError` carrying Microsoft's messages."""
+        texts = [str(e.get("message") or "") for e in errors]
+        for text in texts:
+            log.warning("Exchange reported a non-terminating error from %s: %s", cmdlet, text)
+        if cmdlet.lower().startswith(READ_VERBS):
+            return None if has_records else errors[0]
+        first = self._error(cmdlet, errors[0])
+        if type(first) is not ExchangeError:
+            return errors[0]
+        raise non_terminating_error(cmdlet, texts)
 
     def _warn(self, cmdlet: str, text: str) -> None:
         self.warnings.append(text)
