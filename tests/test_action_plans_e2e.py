@@ -296,22 +296,43 @@ def test_audit_list_identity_takes_an_address_upn_or_name_also_after_the_mailbox
     assert [(r["identity"], r["result"]) for r in data][:2] == [(guid, "success"), (guid, "started")]
 
 
-def test_a_last_hold_release_whose_reply_was_lost_is_retried_once_and_succeeds(act: ActEnv) -> None:
-    """Set-Mailbox is idempotent: after a reset that came once the change was made, the client sends it again, and
-    Exchange accepts it (the hold is already off). The mailbox then waits under a delay hold, not soft-deleted."""
+def test_a_last_hold_release_whose_reply_was_lost_is_read_back_not_resent(act: ActEnv) -> None:
+    """After a reset that came once the change was made, imm reads the mailbox (the hold is off) instead of sending
+    Set-Mailbox again, and records a success confirmed after the lost reply. The mailbox then waits under a delay
+    hold, not soft-deleted."""
     mbx = act.pick(lambda m, t: t.hold_reasons(m) == ["LitigationHold"], "mailbox held only by Litigation Hold")
     guid = mbx.exchange_guid
     act.sim.exchange.fail_next("Set-Mailbox", "reset_after_commit")  # made, then the connection drops
     before = int(act.sim.exchange.executed["Set-Mailbox"])
     result, data = act.json("holds", "release", guid, "--type", "litigation", "--yes", "--i-understand-last-hold")
     assert result.exit_code == 0, result.stderr
-    assert int(act.sim.exchange.executed["Set-Mailbox"]) - before == 2
+    assert int(act.sim.exchange.executed["Set-Mailbox"]) - before == 1  # sent once: the lost reply was read back
     assert data["status"] == "success"
-    assert "; it was the last hold: Exchange keeps the mailbox under a delay hold until ≈ " in data["message"]
+    assert (
+        " (confirmed after a lost reply); it was the last hold: Exchange keeps the mailbox under a delay hold "
+        in (data["message"])
+    )
     assert (act.tenant.mailboxes[guid].state, act.tenant.mailboxes[guid].delay_hold) == (INACTIVE, True)
     rows = act.audit(guid, "REMOVE_HOLD")
     assert [r["result"] for r in rows] == ["started", "success"]
+    assert rows[1]["details"]["confirmed_after_lost_reply"] == rows[0]["details"]["holds"]
     assert rows[1]["details"]["soft_deleted"] is False  # not yet: the delay hold comes first
+
+
+def test_a_release_whose_change_was_lost_before_it_ran_is_sent_again_once(act: ActEnv) -> None:
+    """A 503 (the cmdlet did not run): read back, the hold is still there, so Set-Mailbox is sent once more."""
+    mbx = act.pick(_litigation_and_more, "mailbox on Litigation Hold with other holds")
+    guid = mbx.exchange_guid
+    act.sim.exchange.fail_next("Set-Mailbox", "503")
+    before = int(act.sim.exchange.executed["Set-Mailbox"])
+    result, data = act.json("holds", "release", guid, "--type", "litigation", "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert int(act.sim.exchange.executed["Set-Mailbox"]) - before == 1  # the 503 ran nothing; the second send did
+    assert "confirmed after a lost reply" not in data["message"]
+    assert act.tenant.mailboxes[guid].litigation_hold is False
+    rows = act.audit(guid, "REMOVE_HOLD")
+    assert [r["result"] for r in rows] == ["started", "success"]
+    assert "confirmed_after_lost_reply" not in rows[1]["details"]
 
 
 def _comparable(row: dict[str, Any]) -> tuple[Any, ...]:
