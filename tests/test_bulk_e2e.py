@@ -111,7 +111,9 @@ def site(tmp_path: Path, name: str, **options: Any) -> Iterator[Site]:
     options.setdefault("auto_approve_after", 0.0)
     with make_simulator(work, **options) as sim:
         home = work / "imm-home"
-        write_profile(home / "config" / "config.toml", "sim", sim.profile_values(), make_default=True)
+        # no call of these tests takes 5 s: a resume waits that long at most for a killed run's calls in flight
+        values = {**sim.profile_values(), "request_timeout": 5.0}
+        write_profile(home / "config" / "config.toml", "sim", values, make_default=True)
         place = Site(sim, home, work)
         login = place.imm("login")
         assert login.exit_code == 0, login.stderr
@@ -591,8 +593,6 @@ def test_sigkill_while_exchange_creates_a_restore_request_and_an_immediate_resum
         target = next(m for m in sim.exchange.tenant.mailboxes.values() if m.state == ACTIVE)
         plan = write_plan(place.work / "plan.csv", [{"action": "restore", "identity": source.exchange_guid,
                           "target": target.primary_smtp}], ("action", "identity", "target"))  # fmt: skip
-        # a request timeout of 4 s: a call started longer ago than that can no longer be in flight
-        write_profile(place.home / "config" / "config.toml", "sim", {"request_timeout": 4.0})
         sim.config.faults.slow_seconds = 2.0
         sim.exchange.fail_next("New-MailboxRestoreRequest", "slow")  # still running in Exchange after the kill
         run = place.popen("bulk", "run", str(plan), "--execute", "--yes")

@@ -366,3 +366,33 @@ def test_restore_requests_are_suspended_resumed_and_removed_through_the_plan_pat
     }
     gone, _ = act.json("restore", "remove", name, "--yes")
     assert gone.exit_code == 5  # it no longer exists
+
+
+def test_a_request_action_whose_reply_was_lost_is_read_back_not_resent(act: ActEnv) -> None:
+    """Suspend and remove answered by a reset after Exchange made them: read back (Suspended; not found), not sent
+    again, and audited as successes confirmed after the lost reply; a remove sent again would be refused (gone)."""
+    source = _source(act)
+    target = _target(act, source)
+    seconds = act.tenant.restore_seconds
+    act.tenant.restore_seconds = 120.0
+    try:
+        assert act.run("restore", source.primary_smtp, "--target", target.primary_smtp, "--yes").exit_code == 0
+        [request] = _requests(act, source)
+        counts = act.sim.exchange.executed
+        for cmdlet, command, done in (("Suspend-MailboxRestoreRequest", "suspend", "Suspended"),
+                                      ("Remove-MailboxRestoreRequest", "remove", "Removed")):  # fmt: skip
+            before = int(counts[cmdlet])
+            act.sim.exchange.fail_next(cmdlet, "reset_after_commit")
+            result, out = act.json("restore", command, request.name, "--yes")
+            assert result.exit_code == 0, result.stderr
+            assert int(counts[cmdlet]) - before == 1  # sent once
+            assert out["message"] == (
+                f"{done} restore request {request.name} (now {done}) (confirmed after a lost reply)"
+            )
+        assert _requests(act, source) == []
+    finally:
+        act.tenant.restore_seconds = seconds
+    for operation in ("SUSPEND_RESTORE_REQUEST", "REMOVE_RESTORE_REQUEST"):
+        rows = act.audit(source.exchange_guid, operation)
+        assert [r["result"] for r in rows] == ["started", "success"], operation
+        assert rows[1]["details"]["confirmed_after_lost_reply"] is True

@@ -264,18 +264,19 @@ class ExchangeOperations:
             parameters["IncludeReport"] = True
         return self._one(self.exchange, "Get-MailboxRestoreRequestStatistics", parameters)
 
-    def remove_restore_request(self, identity: str) -> list[str]:
+    def remove_restore_request(self, identity: str, *, once: bool = False) -> list[str]:
         """``Remove-MailboxRestoreRequest -Identity X -Confirm:$false``."""
-        return self._change(self.exchange, "Remove-MailboxRestoreRequest", {"Identity": identity, "Confirm": False})
+        parameters = {"Identity": identity, "Confirm": False}
+        return self._change(self.exchange, "Remove-MailboxRestoreRequest", parameters, once)
 
-    def suspend_restore_request(self, identity: str, comment: str | None = None) -> list[str]:
+    def suspend_restore_request(self, identity: str, comment: str | None = None, *, once: bool = False) -> list[str]:
         """``Suspend-MailboxRestoreRequest -Identity X [-SuspendComment C]``."""
         parameters = {"Identity": identity, **({"SuspendComment": comment} if comment else {})}
-        return self._change(self.exchange, "Suspend-MailboxRestoreRequest", parameters)
+        return self._change(self.exchange, "Suspend-MailboxRestoreRequest", parameters, once)
 
-    def resume_restore_request(self, identity: str) -> list[str]:
+    def resume_restore_request(self, identity: str, *, once: bool = False) -> list[str]:
         """``Resume-MailboxRestoreRequest -Identity X`` (a suspended or failed request)."""
-        return self._change(self.exchange, "Resume-MailboxRestoreRequest", {"Identity": identity})
+        return self._change(self.exchange, "Resume-MailboxRestoreRequest", {"Identity": identity}, once)
 
     # ----------------------------------------------------------------------------------------- compliance
     def get_retention_policies(self, distribution_detail: bool = True) -> list[dict[str, Any]]:

@@ -541,20 +541,24 @@ class BulkEngine:
     def _wait_for_in_flight(
         self, todo: list[Item], seconds: float, cancel: threading.Event, on_wait: Callable[[str], None] | None
     ) -> None:
-        """Wait until every ``running``/``unknown`` item started at least ``seconds`` ago: before then its call
-        (sent by a process that was killed or interrupted) may still be running in Exchange, and reconciling it
-        now could find nothing, run it again and audit the first attempt as not made."""
+        """Wait until every ``running``/``unknown`` item whose change was sent (its ``started`` audit row has no
+        result) started at least ``seconds`` ago: before then its call (sent by a process that was killed or
+        interrupted) may still be running in Exchange, and reconciling it now could find nothing, run it again and
+        audit the first attempt as not made."""
         if seconds <= 0:
             return
         now = self._clock()
         ends = []
         for item in todo:
-            if item.status in (RUNNING, UNKNOWN) and item.started_at:
-                try:
-                    begun = datetime.fromisoformat(item.started_at)
-                except ValueError:
-                    continue
-                ends.append(begun.astimezone(UTC) + timedelta(seconds=seconds))
+            if item.status not in (RUNNING, UNKNOWN) or not item.started_at:
+                continue
+            try:
+                begun = datetime.fromisoformat(item.started_at).astimezone(UTC)
+            except ValueError:
+                continue
+            if begun + timedelta(seconds=seconds) <= now or not self._sent(item):
+                continue
+            ends.append(begun + timedelta(seconds=seconds))
         young = [end for end in ends if end > now]
         if not young:
             return
@@ -566,6 +570,13 @@ class BulkEngine:
             )
         log.info("waiting %.1f s for %d item(s) possibly in flight", wait_for, len(young))
         cancel.wait(wait_for)
+
+    def _sent(self, item: Item) -> bool:
+        """Did a run send this item's change (a write-ahead ``started`` row of its job line without a result)?"""
+        return any(
+            row.details.get("job_id") == item.job_id and row.details.get("line") == item.line_no
+            for row in self.audit.get_operations(identity=item.mailbox_guid, incomplete=True)
+        )
 
     def _loop(
         self,

@@ -259,22 +259,23 @@ class RecoverActions(ActionBase):
         """New-Mailbox -InactiveMailbox; (True when an ambiguous failure was reconciled as done, Exchange's
         warnings)."""
         from imm.exchange import AmbiguousOutcomeError
+        from imm.services.action_base import LOST_REPLY_SENDS
 
         ops = self._need_ops()
-        try:
-            ops.new_mailbox_from_inactive(guid, name, upn, password, display_name=display_name)
-            return False, self._exchange_warnings()
-        except AmbiguousOutcomeError as exc:
-            log.warning("recover %s: outcome unknown (%s); reconciling", guid, exc.message)
-            state = self._recover_state(guid, upn)
-            if state == "done":
-                return True, []
-            if state != "not-done":
-                exc.audit_details = {"reconcile": state}  # type: ignore[attr-defined]
-                raise
-        # Reconciled: nothing happened, so the call is safe to make once more.
-        ops.new_mailbox_from_inactive(guid, name, upn, password, display_name=display_name)
-        return False, self._exchange_warnings()
+        for attempt in range(1, LOST_REPLY_SENDS + 1):
+            try:
+                ops.new_mailbox_from_inactive(guid, name, upn, password, display_name=display_name)
+                return False, self._exchange_warnings()
+            except AmbiguousOutcomeError as exc:
+                log.warning("recover %s: outcome unknown (%s); reconciling", guid, exc.message)
+                state = self._recover_state(guid, upn)
+                if state == "done":
+                    return True, []
+                if state != "not-done" or attempt == LOST_REPLY_SENDS:
+                    exc.audit_details = {"reconcile": state}  # type: ignore[attr-defined]
+                    raise
+                # Reconciled: nothing happened, so the call is safe to make once more.
+        raise AssertionError("not reached")
 
     def _exchange_warnings(self) -> list[str]:
         """The warnings Exchange gave the last call on this thread (e.g. New-Mailbox's licence warning)."""

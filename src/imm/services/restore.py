@@ -328,21 +328,31 @@ class RestoreActions(ActionBase):
                 )
             ) or {"Name": plan.name}
 
-        try:
-            return create(), False
-        except AmbiguousOutcomeError as exc:
-            log.warning("restore %s: outcome unknown (%s); reconciling", plan.mailbox.identity, exc.message)
-            found = self._find_request(target_guid, plan.name)
-            if found is not None:
-                return found, True
-        except ExchangeError:
-            # A job item's name is its own (stable across retries and resumes): when Exchange refuses it because
-            # the request exists (an earlier attempt, e.g. of a killed run, got there), that request is this one.
-            found = self._find_request(target_guid, plan.name) if plan.stable_name else None
-            if found is not None:
-                return found, True
-            raise
-        return create(), False
+        from imm.services.action_base import LOST_REPLY_SENDS
+
+        for attempt in range(1, LOST_REPLY_SENDS + 1):
+            try:
+                return create(), False
+            except AmbiguousOutcomeError as exc:
+                log.warning("restore %s: outcome unknown (%s); reconciling", plan.mailbox.identity, exc.message)
+                try:
+                    found = self._find_request(target_guid, plan.name)
+                except ImmError:  # not even the read answers: the outcome stays unknown
+                    raise exc from None
+                if found is not None:
+                    return found, True
+                if attempt == LOST_REPLY_SENDS:
+                    raise
+                # reconciled: not created, so the call is safe to make once more (with the same name)
+            except ExchangeError:
+                # The name is this attempt's own (a job item's is stable across retries and resumes): when Exchange
+                # refuses it because the request exists (an earlier attempt, e.g. of a killed run, got there),
+                # that request is this one.
+                found = self._find_request(target_guid, plan.name) if plan.stable_name or attempt > 1 else None
+                if found is not None:
+                    return found, True
+                raise
+        raise AssertionError("not reached")
 
     def _find_request(self, target_guid: str, name: str) -> dict[str, Any] | None:
         from imm.exchange import ExoNotFoundError

@@ -200,13 +200,19 @@ class RestoreStatusActions(RestoreActions):
         def body() -> ActionResult:
             ops = self._need_ops()
             identity = step["parameters"]["Identity"]
-            if plan.action == RESTORE_REMOVE:
-                ops.remove_restore_request(identity)
-            elif plan.action == RESTORE_SUSPEND:
-                ops.suspend_restore_request(identity, step["parameters"].get("SuspendComment"))
-            else:
-                ops.resume_restore_request(identity)
+
+            def send() -> None:
+                if plan.action == RESTORE_REMOVE:
+                    ops.remove_restore_request(identity, once=True)
+                elif plan.action == RESTORE_SUSPEND:
+                    ops.suspend_restore_request(identity, step["parameters"].get("SuspendComment"), once=True)
+                else:
+                    ops.resume_restore_request(identity, once=True)
+
             notes: dict[str, Any] = {}
+            # a lost reply is read back (is the request gone / suspended / running again?), not resent blindly
+            if self.send_change(send, lambda: self._request_changed(plan.action, request_id), plan.action):
+                notes["confirmed_after_lost_reply"] = True
             tracked = self.restores.get(request_id)
             status = ""
             if tracked is not None:
@@ -220,9 +226,24 @@ class RestoreStatusActions(RestoreActions):
             self._finish(operation_id, AuditResult.SUCCESS, details, context)
             verb = {RESTORE_REMOVE: "Removed", RESTORE_SUSPEND: "Suspended", RESTORE_RESUME: "Resumed"}[plan.action]
             message = f"{verb} restore request {plan.spec['request']}" + (f" (now {status})" if status else "")
+            if notes.get("confirmed_after_lost_reply"):
+                message += " (confirmed after a lost reply)"
             return ActionResult(plan.identity, plan.action, SUCCESS, message, operation_id, details)
 
         return self._run(plan.identity, plan.action, operation_id, context, intent, body)
+
+    def _request_changed(self, action: str, request_id: int) -> bool:
+        """After a lost reply: does Exchange show the request ``action`` asked for (removed: not found;
+        suspended: Suspended; resumed: no longer Suspended or Failed)?"""
+        row = self.restores.get(request_id)
+        if row is None:
+            return False
+        status = self._refresh_request(row).status.lower()
+        if action == RESTORE_REMOVE:
+            return status == GONE.lower()
+        if action == RESTORE_SUSPEND:
+            return status in ("suspended", "autosuspended")
+        return status not in ("suspended", "autosuspended", "failed", GONE.lower())
 
     def remove_x500(self, identity: str, target: str | None = None) -> ActionResult:
         """Remove the X500 address imm added to the target for a completed restore (Set-Mailbox -EmailAddresses
