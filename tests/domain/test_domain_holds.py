@@ -1,4 +1,10 @@
-"""imm.domain.holds: every hold kind and suffix, org-wide application, exclusions, policy details."""
+"""imm.domain.holds: every hold kind and suffix, org-wide application, exclusions, policy details.
+
+Sources: the InPlaceHolds prefixes and suffixes (UniH, cld / bare GUID, mbx/skp/grp, -mbx, :1 :2 :3), the flags
+and the organisation's holds are those of the Learn article *Identify the type of hold placed on an Exchange Online
+mailbox* (domain.md §2, §9); Litigation Hold's duration and date: Set-Mailbox.md (-LitigationHoldDuration);
+RetentionHoldEnabled is no preservation hold: Set-Mailbox.md (-RetentionHoldEnabled).
+"""
 
 from __future__ import annotations
 
