@@ -191,3 +191,19 @@ def test_domain_imports_only_what_it_may() -> None:
                     assert name in allowed_imm or name.startswith("imm.domain"), f"{path.name} imports {name}"
                 else:
                     assert top in sys.stdlib_module_names or top == "__future__", f"{path.name} imports {name}"
+
+
+def test_a_mailbox_within_its_leaver_retention_schedule_is_never_releasable() -> None:
+    """Issue 12 Done-when: no mailbox within its schedule is in a --releasable selection. The 365-day Litigation
+    Hold of 2024-03-01 has run out (so without a schedule it is releasable); a 7-year schedule still runs."""
+    rec = record()
+    mailbox = mailbox_from_records(rec, STATS, ARCHIVE, None, OrgMapping(), None, "contoso", NOW)
+    free = analyse(mailbox, org_holds=[], policies=POLICIES, cost_model=CostModel(), now=NOW)
+    assert free.releasable is True and free.leaver_retention_ends is None
+    mailbox = mailbox_from_records(rec, STATS, ARCHIVE, None, OrgMapping(), None, "contoso", NOW)
+    kept = analyse(
+        mailbox, org_holds=[], policies=POLICIES, cost_model=CostModel(), now=NOW, leaver_retention_days=2555
+    )
+    assert kept.releasable is False
+    assert kept.leaver_retention_ends == datetime(2031, 2, 28, tzinfo=UTC)
+    assert (kept.leaver_retention_ended, kept.leaver_holds_after) == (False, [])
