@@ -70,3 +70,35 @@ def sim_profile(simulator: Simulator, imm_home: Path) -> str:
     """Writes a profile named 'sim' pointing at the served simulator into the test's config file."""
     write_profile(imm_home / "config" / "config.toml", "sim", simulator.profile_values(), make_default=True)
     return "sim"
+
+
+# ------------------------------------------------------------------------------------------ the store (two dialects)
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """One throwaway PostgreSQL cluster per test session (per xdist worker); skipped, with the reason, when this
+    machine has no PostgreSQL, unless IMM_TEST_POSTGRESQL=required (CI), where that is a failure."""
+    from pgserver import REQUIRED, PgCluster, PgUnavailable
+
+    try:
+        cluster = PgCluster().start()
+    except PgUnavailable as exc:
+        if REQUIRED:
+            pytest.fail(f"PostgreSQL is required (IMM_TEST_POSTGRESQL=required) but: {exc}")
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+STORES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=STORES)
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where a store test's database lives: an SQLite file, or a fresh database of the session's cluster."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "imm.db")
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.new_database()
+    yield url
+    cluster.drop_database(url)

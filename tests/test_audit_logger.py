@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from imm.data import postgres
 from imm.data.audit_logger import AuditLogger, AuditResult, OperationType, local_user
 from imm.data.database import DatabaseManager
 from imm.errors import ExitStatus, ImmError, InputError, NotFoundError
+from storetools import stored_text, table_columns, triggers
 
 T0 = datetime(2026, 1, 15, 9, 30, 0, 123456, tzinfo=UTC)
 
@@ -34,8 +36,9 @@ class Clock:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[DatabaseManager]:
-    manager = DatabaseManager(tmp_path / "imm.db")
+def db(store_target: str, tmp_path: Path) -> Iterator[DatabaseManager]:
+    """The store on each dialect (SQLite file, PostgreSQL database); the audit key lives beside tmp_path."""
+    manager = DatabaseManager(store_target, local_path=tmp_path / "imm.db")
     manager.initialize()
     yield manager
     manager.close()
@@ -279,8 +282,11 @@ def test_no_secret_is_stored(audit: AuditLogger, db: DatabaseManager, tmp_path: 
             raise ImmError(f"call failed with Authorization: Bearer {SECRETS['bearer']} password={SECRETS['password']}")
     audit.log_operation(OperationType.LOGIN, None, details, "success", f"refresh_token={SECRETS['refresh']}")
     started = audit.get_operations()[0]
+    if db.is_postgresql:
+        stored = stored_text(db, "audit_log")
     db.close()
-    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("imm.db"))
+    if not db.is_postgresql:
+        stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("imm.db"))
     assert b"RECOVER_MAILBOX" in stored
     for secret in SECRETS.values():
         assert secret.encode() not in stored, secret
@@ -444,16 +450,15 @@ def test_prune_refuses_short_retention_and_does_nothing_when_nothing_is_old(audi
 def test_triggers_refuse_update_and_delete(audit: AuditLogger, db: DatabaseManager) -> None:
     audit.log_operation(OperationType.SYNC, None, {}, "success")
     conn = db.get_connection()
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises((sqlite3.IntegrityError, postgres.DatabaseError), match="append-only"):
         conn.execute("UPDATE audit_log SET result = 'failure'")
-    with pytest.raises(sqlite3.IntegrityError, match="only by imm audit prune"):
+    with pytest.raises((sqlite3.IntegrityError, postgres.DatabaseError), match="only by imm audit prune"):
         conn.execute("DELETE FROM audit_log")
     assert audit.count() == 1
 
 
 def test_schema(db: DatabaseManager) -> None:
-    conn = db.get_connection()
-    columns = [r[1] for r in conn.execute("PRAGMA table_info(audit_log)")]
+    columns = table_columns(db, "audit_log")
     assert columns == [
         "id",
         "timestamp",
@@ -468,10 +473,12 @@ def test_schema(db: DatabaseManager) -> None:
         "prev_hash",
         "row_hash",
     ]
-    triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    if db.is_postgresql:  # one trigger per table refuses both (see imm.data.pg_schema)
+        assert {"audit_log_append_only", "audit_checkpoints_append_only"} <= triggers(db)
+        return
     assert {
         "audit_log_no_update",
         "audit_log_no_delete",
         "audit_checkpoints_no_update",
         "audit_checkpoints_no_delete",
-    } <= triggers
+    } <= triggers(db)

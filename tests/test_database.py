@@ -1,5 +1,6 @@
-"""DatabaseManager on real SQLite files: storage round trips, search, filters, lookups, transactions, threads and
-the errors a user can act on (corrupt, foreign, locked, read-only, newer)."""
+"""DatabaseManager on real SQLite files and a real PostgreSQL server (the `db` fixture runs on both): storage
+round trips, search, filters, lookups, transactions, threads and the errors a user can act on (corrupt, foreign,
+locked, read-only, newer)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from factories import NOW, make_mailbox, make_mailboxes
-from imm.data import database
+from imm.data import database, postgres
 from imm.data.database import (
     COLUMNS,
     FTS_TABLE,
@@ -27,7 +28,17 @@ from imm.errors import ExitStatus, InputError, NotFoundError, StoreError
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[DatabaseManager]:
+def db(store_target: str) -> Iterator[DatabaseManager]:
+    """The store on each dialect: an SQLite file, and a PostgreSQL database (the team store)."""
+    manager = DatabaseManager(store_target)
+    manager.initialize()
+    yield manager
+    manager.close()
+
+
+@pytest.fixture
+def file_db(tmp_path: Path) -> Iterator[DatabaseManager]:
+    """An SQLite store, for the tests of a file's own behaviour (WAL, locks, corruption, read-only files)."""
     manager = DatabaseManager(tmp_path / "imm.db")
     manager.initialize()
     yield manager
@@ -39,7 +50,10 @@ def ids(mailboxes: list[InactiveMailbox]) -> list[str]:
 
 
 def integrity_check(db: DatabaseManager) -> None:
-    """FTS5 compares the index with the content it reads (raises when they differ)."""
+    """FTS5 compares the index with the content it reads (raises when they differ); PostgreSQL's trigram index
+    is the server's own, kept by every write."""
+    if db.is_postgresql:
+        return
     db.get_connection().execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('integrity-check', 1)")
 
 
@@ -61,7 +75,14 @@ def test_initialize_creates_private_wal_file_with_pragmas(tmp_path: Path) -> Non
 
 
 def test_table_has_a_column_per_model_field_in_order(db: DatabaseManager) -> None:
-    columns = [r[1] for r in db.get_connection().execute("PRAGMA table_info(inactive_mailboxes)")]
+    if db.is_postgresql:  # its rowid column comes first (SQLite's is implicit)
+        rows = db.get_connection().execute(
+            "SELECT 0, column_name FROM information_schema.columns WHERE table_name = 'inactive_mailboxes' "
+            "AND column_name <> 'rowid' ORDER BY ordinal_position"
+        )
+    else:
+        rows = db.get_connection().execute("PRAGMA table_info(inactive_mailboxes)")
+    columns = [r[1] for r in rows]
     assert columns == list(COLUMNS)
     assert columns == list(InactiveMailbox.__dataclass_fields__)
 
@@ -297,7 +318,8 @@ def test_direct_sql_writes_keep_the_index_in_step(db: DatabaseManager) -> None:
     conn.execute("DELETE FROM inactive_mailboxes WHERE identity = 'x1'")
     assert db.search_mailboxes("Renamed") == []
     integrity_check(db)
-    assert conn.execute("SELECT COUNT(*) FROM _imm_search_guard").fetchone()[0] == 0
+    if not db.is_postgresql:  # SQLite's triggers are on again
+        assert conn.execute("SELECT COUNT(*) FROM _imm_search_guard").fetchone()[0] == 0
 
 
 def test_index_stays_consistent_through_changes(db: DatabaseManager) -> None:
@@ -523,12 +545,13 @@ def test_clear_cache_keeps_history(db: DatabaseManager) -> None:
     assert counts == {"inactive_mailboxes": 0, "org_holds": 0, "policies": 0, "sync_runs": 1, "meta": 1}
     assert db.search_mailboxes("Smith") == [] and db.search_mailboxes("u2") == []
     integrity_check(db)
-    triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-    assert {
-        "inactive_mailboxes_fts_insert",
-        "inactive_mailboxes_fts_update",
-        "inactive_mailboxes_fts_delete",
-    } <= triggers
+    if not db.is_postgresql:
+        triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        assert {
+            "inactive_mailboxes_fts_insert",
+            "inactive_mailboxes_fts_update",
+            "inactive_mailboxes_fts_delete",
+        } <= triggers
     db.upsert_mailbox(make_mailbox(display_name="After Clear"))
     assert len(db.search_mailboxes("After Clear")) == 1
 
@@ -555,9 +578,14 @@ def test_cache_stats(db: DatabaseManager) -> None:
         )
     stats = db.get_cache_stats()
     path = db.db_path
-    expected_size = path.stat().st_size + (Path(f"{path}-wal").stat().st_size if Path(f"{path}-wal").exists() else 0)
+    if db.is_postgresql:
+        expected_size = db.get_connection().execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    else:
+        expected_size = path.stat().st_size + (
+            Path(f"{path}-wal").stat().st_size if Path(f"{path}-wal").exists() else 0
+        )
     assert stats == {
-        "path": str(path),
+        "path": db.display_path,
         "count": 2,
         "oldest": t1,
         "newest": t2,
@@ -602,10 +630,10 @@ def test_nested_transaction_is_a_savepoint(db: DatabaseManager) -> None:
     assert [r[0] for r in rows] == ["inner2", "outer"]
 
 
-def test_transaction_takes_the_write_lock_at_once(db: DatabaseManager, tmp_path: Path) -> None:
+def test_transaction_takes_the_write_lock_at_once(file_db: DatabaseManager, tmp_path: Path) -> None:
     other = sqlite3.connect(tmp_path / "imm.db", timeout=0, isolation_level=None)
     try:
-        with db.transaction():
+        with file_db.transaction():
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 other.execute("BEGIN IMMEDIATE")
         other.execute("BEGIN IMMEDIATE")
@@ -636,7 +664,7 @@ def test_each_thread_has_its_own_connection(db: DatabaseManager) -> None:
     assert counts == [50, 50, 50, 50]
     assert len({id(c) for c in seen.values()} | {id(db.get_connection())}) == 5
     db.close()
-    with pytest.raises(sqlite3.ProgrammingError):
+    with pytest.raises((sqlite3.ProgrammingError, postgres.DatabaseError)):
         seen["t0"].execute("SELECT 1")  # type: ignore[attr-defined]
     assert db.count_mailboxes() == 50  # a fresh connection after close
 
@@ -657,9 +685,9 @@ def test_garbage_file_is_refused_and_kept(tmp_path: Path) -> None:
     assert path.read_bytes() == garbage
 
 
-def test_truncated_database_is_refused(tmp_path: Path, db: DatabaseManager) -> None:
-    db.upsert_mailboxes(make_mailboxes(200, seed=1))
-    db.close()
+def test_truncated_database_is_refused(tmp_path: Path, file_db: DatabaseManager) -> None:
+    file_db.upsert_mailboxes(make_mailboxes(200, seed=1))
+    file_db.close()
     path = tmp_path / "imm.db"
     copy = tmp_path / "copy.db"
     data = path.read_bytes()
@@ -682,7 +710,7 @@ def test_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_locked_by_another_process(tmp_path: Path, db: DatabaseManager) -> None:
+def test_locked_by_another_process(tmp_path: Path, file_db: DatabaseManager) -> None:
     holder = sqlite3.connect(tmp_path / "imm.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
@@ -700,24 +728,24 @@ def test_locked_by_another_process(tmp_path: Path, db: DatabaseManager) -> None:
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    db.upsert_mailbox(make_mailbox())  # free again
+    file_db.upsert_mailbox(make_mailbox())  # free again
 
 
-def test_newer_schema_is_refused(tmp_path: Path, db: DatabaseManager) -> None:
+def test_newer_schema_is_refused(store_target: str, db: DatabaseManager) -> None:
     with db.transaction() as conn:
         conn.execute("INSERT INTO _imm_migrations (name, applied_at) VALUES ('0099_future', '2030-01-01')")
     db.close()
     with pytest.raises(StoreError) as info:
-        DatabaseManager(tmp_path / "imm.db").initialize()
+        DatabaseManager(store_target).initialize()
     assert info.value.message == (
-        f"{tmp_path / 'imm.db'} was created by a newer imm (unknown migrations: 0099_future): upgrade imm, "
+        f"{db.display_path} was created by a newer imm (unknown migrations: 0099_future): upgrade imm, "
         "or use another file with --db PATH"
     )
 
 
-def test_read_only_uri(tmp_path: Path, db: DatabaseManager) -> None:
-    db.upsert_mailbox(make_mailbox(display_name="Read Only"))
-    db.close()
+def test_read_only_uri(tmp_path: Path, file_db: DatabaseManager) -> None:
+    file_db.upsert_mailbox(make_mailbox(display_name="Read Only"))
+    file_db.close()
     uri = f"file:{tmp_path / 'imm.db'}?mode=ro"
     ro = DatabaseManager(uri)
     ro.initialize()  # fully migrated: nothing to write
@@ -810,6 +838,8 @@ def test_a_row_edited_outside_imm_is_named(db: DatabaseManager) -> None:
     )
     with pytest.raises(StoreError) as info:
         db.get_all_mailboxes()
-    assert info.value.message.startswith(f"{db.db_path}: the cached mailbox {bad.identity} holds unreadable data (")
+    assert info.value.message.startswith(
+        f"{db.display_path}: the cached mailbox {bad.identity} holds unreadable data ("
+    )
     assert info.value.message.endswith("): run `imm sync --full` to rewrite it, or `imm cache clear`")
     assert db.get_mailbox(good.identity) == good

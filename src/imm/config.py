@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from imm.errors import ConfigError
+from imm.errors import ConfigError, ImmError
 
 APP_NAME = "imm"
 DEFAULT_CLIENT_ID = "fb78d390-0c51-40cd-8e17-fdbfab77341b"  # Microsoft Exchange REST API Based Powershell
@@ -94,6 +94,9 @@ class Profile:
     compliance_scope: str | None = None  # default: <compliance_url>/.default
     ca_bundle: Path | None = None
     db_path: Path | None = None
+    # the team store: postgresql://user@host:port/db?sslmode=verify-full… (None: the profile's SQLite file);
+    # never a password here (PGPASSWORD / IMM_STORE_PASSWORD, ~/.pgpass or a service file)
+    store: str | None = None
     token_cache_path: Path | None = None
     backend: str = "rest"  # rest | powershell
     certificate_path: Path | None = None  # app-only sign-in
@@ -144,6 +147,11 @@ class Profile:
     @property
     def database_path(self) -> Path:
         return self.db_path or user_dir("data") / f"{self.name}.db"
+
+    @property
+    def store_target(self) -> str:
+        """What the store opens: the team store's URL, else the SQLite file."""
+        return self.store or str(self.database_path)
 
     @property
     def token_cache(self) -> Path:
@@ -247,8 +255,14 @@ def _convert(path: Path, text: str, key: str, value: Any, default: Any, *, sourc
             raise TypeError(type(value).__name__)
         if key in _CHOICES and value not in (None, *_CHOICES[key]):
             raise ValueError(f"expected one of: {', '.join(_CHOICES[key])}")
+        if key == "store" and value:
+            return _store_url(value)
         return value
     except (TypeError, ValueError) as exc:
+        if key == "store" and isinstance(value, str):  # never echo a password
+            from imm.data.postgres import display_url
+
+            value = display_url(value)
         from imm.textsafe import shorten
 
         shown = shorten(repr(value), 80)
@@ -271,6 +285,18 @@ def _number_of(path: Path, text: str, range_key: str, key: str, value: Any) -> f
         raise ConfigError(
             f"{at}: key '{shorten(key, 80)}' has an invalid value {shorten(repr(value), 80)} ({exc})"
         ) from None
+
+
+def _store_url(value: str) -> str:
+    """A team store URL, or ValueError (never one holding a password: the file is no place for it)."""
+    from imm.data.postgres import check_store_url, is_store_url
+
+    if not is_store_url(value):
+        raise ValueError("expected a postgresql:// URL (leave it out to use the profile's SQLite file)")
+    try:
+        return check_store_url(value)
+    except ImmError as exc:
+        raise ValueError(f"{exc.message}; {exc.hint}") from None
 
 
 def _build_profile(name: str, data: dict[str, Any], path: Path, text: str) -> Profile:

@@ -51,7 +51,7 @@ class AppContext:
         if self._db is None:
             from imm.data.database import DatabaseManager
 
-            db = DatabaseManager(self.profile.database_path)
+            db = DatabaseManager(self.profile.store_target, local_path=self.profile.database_path)
             db.initialize()
             self._db = db
         return self._db

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from imm.data import audit_signing as signing
+from imm.data import postgres
 from imm.data.audit_chain import (
     GENESIS_HASH,
     VerifyReport,
@@ -143,6 +144,14 @@ _CHECKPOINT_COLUMNS = (
 )
 
 
+# The highest audit_log id ever used (rows cut off the end show against it), and a read snapshot, per dialect.
+_SEQUENCE = {
+    "sqlite": "SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'",
+    "postgresql": "SELECT seq FROM audit_sequence WHERE name = 'audit_log'",
+}
+_SNAPSHOT = {"sqlite": "BEGIN", "postgresql": "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"}
+
+
 def _mapped(method: Callable[P, R]) -> Callable[P, R]:
     """SQLite failures while using the audit log become one-line StoreErrors (exit 1), never tracebacks."""
 
@@ -150,7 +159,7 @@ def _mapped(method: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, postgres.DatabaseError) as exc:
             from imm.data.database import store_error
 
             db = getattr(args[0], "db", None)
@@ -383,13 +392,17 @@ class AuditLogger:
                 return self._insert(conn, fields)
         # An audit row must survive a power cut, not only a crash: sync the WAL on this commit (the store's
         # default, synchronous=NORMAL, may lose the last commits when the machine stops).
-        previous = conn.execute("PRAGMA synchronous").fetchone()[0]
-        conn.execute("PRAGMA synchronous = FULL")
-        try:
+        if self.db.is_postgresql:  # the server's commit is durable (synchronous_commit is its setting)
             with self.db.transaction() as conn:
                 entry = self._insert(conn, fields)
-        finally:
-            conn.execute(f"PRAGMA synchronous = {int(previous)}")
+        else:
+            previous = conn.execute("PRAGMA synchronous").fetchone()[0]
+            conn.execute("PRAGMA synchronous = FULL")
+            try:
+                with self.db.transaction() as conn:
+                    entry = self._insert(conn, fields)
+            finally:
+                conn.execute(f"PRAGMA synchronous = {int(previous)}")
         if self.keying.auto_anchor and fields["operation"] in CHANGE_OPERATIONS and fields["result"] != "started":
             self._auto_anchor()
         return entry
@@ -489,7 +502,7 @@ class AuditLogger:
     def _insert(self, conn: sqlite3.Connection, fields: dict[str, Any]) -> AuditLogEntry:
         """Append under the caller's BEGIN IMMEDIATE: read the last hash and the next id, insert the row."""
         last = conn.execute("SELECT id, row_hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
-        seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'").fetchone()
+        seq = conn.execute(_SEQUENCE[self.db.dialect]).fetchone()
         last_id = int(last[0]) if last else 0
         if last:
             prev_hash = str(last[1])
@@ -616,12 +629,12 @@ class AuditLogger:
         conn = self.db.get_connection()
         own = not conn.in_transaction
         if own:
-            conn.execute("BEGIN")
+            conn.execute(_SNAPSHOT[self.db.dialect])
         try:
             checkpoints = list(
                 _as_dicts(conn.execute(f"SELECT {_CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY id"))
             )
-            seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'").fetchone()
+            seq = conn.execute(_SEQUENCE[self.db.dialect]).fetchone()
             rows = _as_dicts(conn.execute(f"SELECT {_COLUMNS} FROM audit_log ORDER BY id"))
             report = verify_chain(rows, checkpoints, int(seq[0]) if seq else None)
             key = self.key
@@ -679,7 +692,7 @@ class AuditLogger:
         conn = self.db.get_connection()
         own = not conn.in_transaction
         if own:
-            conn.execute("BEGIN")
+            conn.execute(_SNAPSHOT[self.db.dialect])
         try:
             problem, bad_id = signing.check_witness(
                 key, witness, self._stored_anchors(conn), self._row_hashes(conn), self.checkpoints()
@@ -699,7 +712,7 @@ class AuditLogger:
     def init_key(self) -> signing.AuditKey:
         """Create the profile's key (refused if one exists); rows and checkpoints from now on are signed."""
         conn = self.db.get_connection()
-        seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'").fetchone()
+        seq = conn.execute(_SEQUENCE[self.db.dialect]).fetchone()
         last = conn.execute("SELECT MAX(id) FROM audit_log").fetchone()[0]
         cp = conn.execute("SELECT MAX(id) FROM audit_checkpoints").fetchone()[0]
         key = signing.AuditKey.create(

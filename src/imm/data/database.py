@@ -12,6 +12,10 @@ lists and dicts as JSON, booleans as 0/1.
 
 SQLite failures that a user can act on become :class:`imm.errors.StoreError` (exit 1) with one line naming the
 file and what to do: not a database / corrupt, read-only location, locked by another process, newer schema.
+
+A ``postgresql://`` target opens the team store instead (:mod:`imm.data.postgres`): the same interface and the
+same SQL, with the few dialect-specific statements chosen here by ``self.dialect`` (search, bulk writes,
+streaming, write serialisation, file-only housekeeping).
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, get_type_hints
+from typing import Any, ParamSpec, TypeVar, cast, get_type_hints
 
-from imm.data import migrations
+from imm.data import migrations, postgres
 from imm.data.models import InactiveMailbox
 from imm.errors import ImmError, InputError, NotFoundError, StoreError
 from imm.textsafe import shorten
@@ -360,7 +364,9 @@ SORT_KEYS: dict[str, str] = {
 DEFAULT_SORT = "name"
 
 
-def _order_by(sort: str, descending: bool) -> str:
+def _order_by(sort: str, descending: bool, postgresql: bool = False) -> str:
+    """ORDER BY for a sort name. ``postgresql``: in SQLite's order (:func:`pg_order`), and NULLs where SQLite
+    puts them (first ascending, last descending; PostgreSQL puts them the other way round)."""
     key = sort.strip().lower().replace("-", "_")
     if key in SORT_KEYS:
         expression = SORT_KEYS[key]
@@ -371,7 +377,18 @@ def _order_by(sort: str, descending: bool) -> str:
         raise InputError(f"cannot sort by '{sort}': use one of {choices}, or a field name of the JSON output")
     if descending:
         expression = expression[: -len(" DESC")] if expression.endswith(" DESC") else expression + " DESC"
+    if postgresql:
+        expression = pg_order(expression) + (" NULLS LAST" if expression.endswith(" DESC") else " NULLS FIRST")
     return f" ORDER BY {expression}, m.identity"
+
+
+def pg_order(expression: str) -> str:
+    """SQLite's NOCASE order in PostgreSQL: ASCII letters folded (``lower`` under the C collation folds only
+    those), then code point order, as SQLite compares. (Equality uses the ICU collation ``nocase``.)"""
+    if " COLLATE NOCASE" not in expression:
+        return expression
+    column, _, rest = expression.partition(" COLLATE NOCASE")
+    return f'lower({column} COLLATE "C"){rest}'
 
 
 def fts_phrase(text: str) -> str:
@@ -405,6 +422,8 @@ DAMAGED_HINT = (
 
 def store_error(exc: BaseException, path: str) -> StoreError | None:
     """The user-facing StoreError for a SQLite failure, or None when it is not one a user can act on."""
+    if isinstance(exc, postgres.DatabaseError):
+        return postgres.store_error(exc, path)
     if isinstance(exc, PermissionError):
         return StoreError(
             f"{path} is in a read-only location: choose a writable one with --db PATH or IMM_DB",
@@ -456,7 +475,7 @@ def _mapped(method: Callable[P, R]) -> Callable[P, R]:
             return method(*args, **kwargs)
         except ImmError:
             raise
-        except (sqlite3.Error, PermissionError, UnicodeDecodeError) as exc:
+        except (sqlite3.Error, PermissionError, UnicodeDecodeError, postgres.DatabaseError) as exc:
             mapped = store_error(exc, args[0].display_path)  # type: ignore[attr-defined]
             if mapped is None:
                 raise
@@ -473,23 +492,40 @@ class DatabaseManager:
     ``db_path`` is a file path, or an SQLite URI (``file:/path/imm.db?mode=ro``).
     """
 
-    def __init__(self, db_path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+    def __init__(
+        self, db_path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, local_path: Path | None = None
+    ) -> None:
         text = str(db_path)
+        self.dialect = "sqlite"
+        self._pg: postgres.PgPool | None = None
         self.is_uri = text.startswith("file:")
         self.db_path: Path = Path(text.split("?", 1)[0][len("file:") :] if self.is_uri else text)
-        self._target = text
         self.display_path = text if self.is_uri else str(self.db_path)
+        if postgres.is_store_url(text):
+            # A team store; ``local_path`` names this machine's side files (the audit key, job locks).
+            self.dialect = "postgresql"
+            self._pg = postgres.PgPool(postgres.check_store_url(text))
+            self.is_uri = False
+            self.db_path = Path(local_path) if local_path is not None else Path("imm-team-store")
+            self.display_path = postgres.display_url(text)
+        self._target = text
         self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[Any] = []
         self._savepoints = itertools.count(1)
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self._pg is not None
 
     def __repr__(self) -> str:
         return f"DatabaseManager({self.display_path!r})"
 
     # ----- connections -----
     def _connect(self) -> sqlite3.Connection:
+        if self._pg is not None:
+            return self._pg.connect()  # type: ignore[return-value]
         if not self.is_uri and self._target != ":memory:":
             if self.db_path.is_dir():
                 raise StoreError(f"{self.db_path} is a folder: give the database file's path with --db PATH or IMM_DB")
@@ -531,7 +567,7 @@ class DatabaseManager:
         """This thread's connection (opened on first use; ``row_factory`` is ``sqlite3.Row``)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
+            conn = self._connect() if self._pg is None else cast(sqlite3.Connection, self._pg.getconn())
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
@@ -543,10 +579,15 @@ class DatabaseManager:
             connections, self._connections = self._connections, []
         for conn in connections:
             try:
-                conn.close()
+                if self._pg is not None:
+                    self._pg.putconn(conn)
+                else:
+                    conn.close()
             except sqlite3.Error:  # pragma: no cover - closing is best effort
                 log.debug("closing a connection failed", exc_info=True)
         self._local = threading.local()
+        if self._pg is not None:
+            self._pg.close()
 
     def __enter__(self) -> DatabaseManager:
         self.initialize()
@@ -561,9 +602,10 @@ class DatabaseManager:
         """Create or migrate the schema (WAL mode). Refuses corrupt, foreign and newer databases."""
         conn = self.get_connection()
         try:
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if str(mode).lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
+            if self._pg is None:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
             applied = migrations.migrate(conn)
         except migrations.NewerSchemaError as exc:
             raise StoreError(
@@ -600,8 +642,12 @@ class DatabaseManager:
             conn.execute(f"RELEASE {name}")
             return
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+            if self._pg is not None:  # BEGIN IMMEDIATE's meaning: one writer at a time, for the whole store
+                conn.execute("BEGIN")
+                conn.execute("SELECT pg_advisory_xact_lock(?)", (postgres.WRITE_LOCK_KEY,))
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+        except (sqlite3.Error, postgres.DatabaseError) as exc:
             mapped = store_error(exc, self.display_path)
             if mapped is None:
                 raise
@@ -614,7 +660,7 @@ class DatabaseManager:
             raise
         try:
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, postgres.DatabaseError) as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             mapped = store_error(exc, self.display_path)
@@ -638,6 +684,10 @@ class DatabaseManager:
         rows = [mailbox_to_row(m) for m in mailboxes]
         if not rows:
             return 0
+        if self._pg is not None:  # the trigram index keeps itself in step
+            with self.transaction() as conn:
+                postgres.upsert_rows(conn, "inactive_mailboxes", COLUMNS, rows)  # type: ignore[arg-type]
+            return len(rows)
         with self.transaction() as conn, self._search_guard(conn):
             for start in range(0, len(rows), 50_000):
                 self._upsert_chunk(conn, rows[start : start + 50_000])
@@ -676,6 +726,9 @@ class DatabaseManager:
     @contextmanager
     def _search_guard(self, conn: sqlite3.Connection) -> Iterator[None]:
         """Switch the search-index triggers off inside the current transaction (the caller keeps the index)."""
+        if self._pg is not None:  # no triggers to switch off: the index is PostgreSQL's
+            yield
+            return
         conn.execute(f"INSERT INTO {_SEARCH_GUARD} (active) VALUES (1)")
         yield
         conn.execute(f"DELETE FROM {_SEARCH_GUARD}")
@@ -690,7 +743,8 @@ class DatabaseManager:
         with self.transaction() as conn, self._search_guard(conn):
             for start in range(0, len(ids), 50_000):
                 chunk = to_json(ids[start : start + 50_000])
-                conn.execute(_FTS_DELETE_SQL, (chunk,))
+                if self._pg is None:
+                    conn.execute(_FTS_DELETE_SQL, (chunk,))
                 cursor = conn.execute(
                     "DELETE FROM inactive_mailboxes WHERE identity IN (SELECT value FROM json_each(?))", (chunk,)
                 )
@@ -706,7 +760,8 @@ class DatabaseManager:
         with self.transaction() as conn, self._search_guard(conn):
             count = int(conn.execute("SELECT COUNT(*) FROM inactive_mailboxes").fetchone()[0])
             conn.execute("DELETE FROM inactive_mailboxes")
-            conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('delete-all')")
+            if self._pg is None:
+                conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('delete-all')")
             conn.execute("DELETE FROM org_holds")
             conn.execute("DELETE FROM policies")
         if vacuum:
@@ -716,6 +771,9 @@ class DatabaseManager:
     @_mapped
     def rebuild_search_index(self) -> None:
         """Re-create the search index from the table (after a VACUUM, or to repair it)."""
+        if self._pg is not None:
+            self.get_connection().execute("REINDEX INDEX idx_mailboxes_search")
+            return
         with self.transaction() as conn:
             conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')")
 
@@ -723,6 +781,8 @@ class DatabaseManager:
     def vacuum(self) -> None:
         """Shrink the file; rebuilds the search index, since VACUUM may renumber the mailboxes' rowids."""
         conn = self.get_connection()
+        if self._pg is not None:  # the server's autovacuum looks after a shared store
+            return
         conn.execute("VACUUM")
         self.rebuild_search_index()
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -775,12 +835,12 @@ class DatabaseManager:
     ) -> list[InactiveMailbox]:
         """Mailboxes matching ``filters``, sorted (:data:`SORT_KEYS` or any column), a page at a time."""
         where, params = (filters or MailboxFilter()).where()
-        sql = f"SELECT {_SELECT_M} FROM inactive_mailboxes m{where}{_order_by(sort, descending)}"
+        sql = f"SELECT {_SELECT_M} FROM inactive_mailboxes m{where}{_order_by(sort, descending, self.is_postgresql)}"
         if limit is not None or offset:
             if (limit is not None and limit < 0) or offset < 0:
                 raise InputError("--limit and --offset must be 0 or more")
             sql += " LIMIT ? OFFSET ?"
-            params = [*params, -1 if limit is None else limit, offset]
+            params = [*params, self._no_limit if limit is None else limit, offset]
         return self._mailboxes(sql, params)
 
     def stream_mailbox_rows(
@@ -800,12 +860,12 @@ class DatabaseManager:
         file), then the rows are read by rowid a batch at a time; no InactiveMailbox is built.
         """
         where, params = (filters or MailboxFilter()).where()
-        sql = f"SELECT m.rowid FROM inactive_mailboxes m{where}{_order_by(sort, descending)}"
+        sql = f"SELECT m.rowid FROM inactive_mailboxes m{where}{_order_by(sort, descending, self.is_postgresql)}"
         if limit is not None or offset:
             if (limit is not None and limit < 0) or offset < 0:
                 raise InputError("--limit and --offset must be 0 or more")
             sql += " LIMIT ? OFFSET ?"
-            params = [*params, -1 if limit is None else limit, offset]
+            params = [*params, self._no_limit if limit is None else limit, offset]
         return self._stream_rows(sql, params, columns)
 
     def stream_search_rows(
@@ -815,10 +875,16 @@ class DatabaseManager:
         sql, params = self._search_sql(query, limit, "m.rowid")
         return self._stream_rows(sql, params, columns)
 
+    @property
+    def _no_limit(self) -> int | None:
+        return None if self._pg is not None else -1  # LIMIT NULL / LIMIT -1: no limit
+
     def reader_connection(self) -> sqlite3.Connection:
         """A new connection for one large read (the caller closes it): a small page cache and temporary files on
         disk, so scans, sorts and GROUP BYs over 1M rows keep the process small."""
         conn = self._connect()
+        if self._pg is not None:
+            return conn
         conn.execute(f"PRAGMA cache_size = -{STREAM_CACHE_KIB}")
         conn.execute("PRAGMA temp_store = FILE")
         return conn
@@ -835,13 +901,15 @@ class DatabaseManager:
             conn = self.reader_connection()
             # An order an index gives (the default, by name) needs no sort: then one query reads the rows.
             whole = rowid_sql.replace("SELECT m.rowid ", f"SELECT m.rowid, {', '.join('m.' + c for c in columns)} ", 1)
+            if self._pg is not None:  # the server streams the rows of one query as it produces them
+                return self._stream(conn, conn.stream(whole, params), None, read)  # type: ignore[attr-defined]
             plan = " ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + whole, params))
             if "TEMP B-TREE FOR ORDER BY" not in plan:
                 cursor = conn.execute(whole, params)
                 cursor.row_factory = None
                 return self._stream(conn, cursor, None, read)
             order = conn.execute(rowid_sql, params)
-        except (sqlite3.Error, PermissionError) as exc:
+        except (sqlite3.Error, PermissionError, postgres.DatabaseError) as exc:
             mapped = store_error(exc, self.display_path)
             if mapped is None:
                 raise
@@ -886,7 +954,7 @@ class DatabaseManager:
                 f"data ({exc}): run `imm sync --full` to rewrite it, or `imm cache clear`",
                 code="store_corrupt",
             ) from None
-        except (sqlite3.Error, PermissionError) as exc:
+        except (sqlite3.Error, PermissionError, postgres.DatabaseError) as exc:
             mapped = store_error(exc, self.display_path)
             if mapped is None:
                 raise
@@ -916,7 +984,10 @@ class DatabaseManager:
         if "\x00" in query:  # SQLite's MATCH and LIKE end a pattern at NUL; no command-line argument holds one
             raise InputError("the search text holds a NUL character")
         params: list[Any]
-        if len(query) >= MIN_FTS_QUERY:
+        if self._pg is not None:  # pg_trgm: one GIN index over the searched names serves every length
+            inner = f"SELECT rowid FROM inactive_mailboxes WHERE imm_search_text({_FTS_COLUMNS}) LIKE ? ESCAPE '\\'"
+            params = [like_pattern(query.lower())]
+        elif len(query) >= MIN_FTS_QUERY:
             inner = f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?"
             params = [fts_phrase(query)]
         else:
@@ -931,7 +1002,8 @@ class DatabaseManager:
             params.append(max(limit, SEARCH_WINDOW))
         sql = (
             f"SELECT {select} FROM inactive_mailboxes m WHERE m.rowid IN ({inner}) "
-            "ORDER BY m.display_name COLLATE NOCASE, m.identity"
+            f"ORDER BY {pg_order('m.display_name COLLATE NOCASE') if self._pg else 'm.display_name COLLATE NOCASE'}, "
+            "m.identity"
         )
         if limit is not None:
             sql += " LIMIT ?"
@@ -1038,7 +1110,9 @@ class DatabaseManager:
         }
 
     def size_bytes(self) -> int:
-        """The database file plus its write-ahead log, in bytes."""
+        """The database file plus its write-ahead log, in bytes (PostgreSQL: the database's size)."""
+        if self._pg is not None:
+            return int(self.get_connection().execute("SELECT pg_database_size(current_database())").fetchone()[0])
         total = 0
         for suffix in ("", "-wal"):
             try:

@@ -8,6 +8,11 @@ does not exist yet the migration is skipped without being recorded, so it runs o
 
 A database that records a migration this version does not know was created by a newer imm and is refused.
 Never edit a migration that has shipped: add a new one.
+
+One history for both dialects: each migration names its PostgreSQL form too (:mod:`imm.data.pg_schema`), and a
+PostgreSQL store records the same names in the same table. There, every migration runs in ``BEGIN`` with the
+store-wide write lock (:data:`imm.data.postgres.WRITE_LOCK_KEY`), so several machines starting at once apply it
+once.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 MigrationFunc = Callable[[sqlite3.Connection], None]
 
@@ -278,6 +284,12 @@ class Migration:
     name: str
     target: MigrationFunc | str
 
+    def for_dialect(self, dialect: str) -> Migration:
+        """This migration as ``dialect`` runs it (PostgreSQL: the function of that name in ``pg_schema``)."""
+        if dialect != "postgresql":
+            return self
+        return Migration(self.name, f"imm.data.pg_schema:migrate_{self.name}")
+
     def available(self) -> bool:
         """False while a lazily imported module does not exist yet."""
         if callable(self.target):
@@ -323,12 +335,23 @@ class NotImmDatabaseError(Exception):
     """A valid SQLite file holding another application's tables."""
 
 
+def _dialect(conn: Any) -> str:
+    return str(getattr(conn, "dialect", "sqlite"))
+
+
 def ensure_table(conn: sqlite3.Connection) -> None:
+    if _dialect(conn) == "postgresql":
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name text PRIMARY KEY, applied_at text)")
+        return
     conn.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name TEXT PRIMARY KEY NOT NULL, applied_at TEXT)")
 
 
 def applied_migrations(conn: sqlite3.Connection) -> list[str]:
     """Names recorded in the database, oldest first ([] when the table does not exist yet)."""
+    if _dialect(conn) == "postgresql":
+        if conn.execute("SELECT to_regclass(?)", (MIGRATIONS_TABLE,)).fetchone()[0] is None:
+            return []
+        return [str(r[0]) for r in conn.execute(f"SELECT name FROM {MIGRATIONS_TABLE} ORDER BY applied_at, name")]
     exists = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (MIGRATIONS_TABLE,)
     ).fetchone()
@@ -343,7 +366,11 @@ def pending(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRAT
     if not applied:
         tables = [
             str(r[0])
-            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+                if _dialect(conn) == "postgresql"
+                else "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
         ]
         if tables and MIGRATIONS_TABLE not in tables:
             raise NotImmDatabaseError(", ".join(sorted(tables)[:5]))
@@ -352,7 +379,8 @@ def pending(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRAT
     if unknown:
         raise NewerSchemaError(unknown)
     done = set(applied)
-    return [m for m in migrations if m.name not in done and m.available()]
+    dialect = _dialect(conn)
+    return [m.for_dialect(dialect) for m in migrations if m.name not in done and m.available()]
 
 
 def migrate(
@@ -368,7 +396,13 @@ def migrate(
     applied_now: list[str] = []
     for migration in todo:
         func = migration.load()
-        conn.execute("BEGIN IMMEDIATE")
+        if _dialect(conn) == "postgresql":
+            from imm.data.postgres import WRITE_LOCK_KEY
+
+            conn.execute("BEGIN")
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_KEY,))
+        else:
+            conn.execute("BEGIN IMMEDIATE")
         try:
             ensure_table(conn)
             # another process may have applied it while we waited for the write lock

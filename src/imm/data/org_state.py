@@ -38,13 +38,15 @@ class OrgStateStore:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM org_holds")
             conn.executemany(
-                "INSERT OR REPLACE INTO org_holds(value, fetched_at) VALUES (?, ?)", [(v, stamp) for v in org_holds]
+                "INSERT INTO org_holds(value, fetched_at) VALUES (?, ?) ON CONFLICT(value) DO NOTHING",
+                [(v, stamp) for v in org_holds],
             )
             if policy_rows is not None:
                 conn.execute("DELETE FROM policies")
                 conn.executemany(
-                    f"INSERT OR REPLACE INTO policies({', '.join(POLICY_COLUMNS)}, details, fetched_at) "
-                    f"VALUES ({marks}, ?, ?)",
+                    f"INSERT INTO policies({', '.join(POLICY_COLUMNS)}, details, fetched_at) "
+                    f"VALUES ({marks}, ?, ?) ON CONFLICT(guid) DO UPDATE SET "
+                    + ", ".join(f"{c} = excluded.{c}" for c in (*POLICY_COLUMNS[1:], "details", "fetched_at")),
                     [
                         (
                             *(row.get(c) for c in POLICY_COLUMNS),

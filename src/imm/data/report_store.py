@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from imm.data import postgres
 from imm.data.database import TOTAL_SIZE_SQL, DatabaseManager, MailboxFilter, parse_datetime, store_error
 
 _GB = (
@@ -72,8 +73,11 @@ class ReportFigures:
     ages: list[tuple[int, int, float]]  # (age in days, mailboxes, GB), ages ascending; without an age left out
 
 
-def _cost_sql(rates: Mapping[str, float] | None, unknown_rate: float, per_gb: float) -> tuple[str, list[Any], bool]:
-    """(SQL of one mailbox's monthly cost, its parameters, whether it is in whole cents)."""
+def _cost_sql(
+    rates: Mapping[str, float] | None, unknown_rate: float, per_gb: float, integer: str = "CAST({} AS INTEGER)"
+) -> tuple[str, list[Any], bool]:
+    """(SQL of one mailbox's monthly cost, its parameters, whether it is in whole cents). ``integer``: the
+    dialect's truncation to a 64-bit integer (PostgreSQL's CAST rounds, and its INTEGER has 32 bits)."""
     if rates is None:
         return "COALESCE(m.monthly_cost, 0.0)", [], False
     params: list[Any] = []
@@ -87,7 +91,16 @@ def _cost_sql(rates: Mapping[str, float] | None, unknown_rate: float, per_gb: fl
     # multiplication (it differs only for a cost within 5e-10 of half a cent and off its repr by float noise).
     # The size is total_size_mb (items and Recoverable Items of primary and archive), as imm.domain.cost counts.
     value = f"({rate_sql} + ? * ({TOTAL_SIZE_SQL} / 1024.0))"
-    return f"((CAST({value} * 1000000000.0 + 0.5 AS INTEGER) + 5000000) / 10000000)", params, True
+    return f"(({integer.format(f'{value} * 1000000000.0 + 0.5')} + 5000000) / 10000000)", params, True
+
+
+def _count(condition: str) -> str:
+    return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+
+
+def _total(value: str) -> str:
+    """SQLite's TOTAL (a sum that is 0.0 over no rows) in both dialects."""
+    return f"COALESCE(SUM({value}), 0.0)"
 
 
 def report_figures(
@@ -105,21 +118,25 @@ def report_figures(
     by the stored company, department, tenant, hold_types, size band and expiry window with every sum, one per
     age in days."""
     where, params = (filters or MailboxFilter()).where()
-    cost, cost_params, cents = _cost_sql(cost_rates, unknown_rate, per_gb)
+    integer = "CAST(trunc({}) AS bigint)" if db.is_postgresql else "CAST({} AS INTEGER)"
+    cost, cost_params, cents = _cost_sql(cost_rates, unknown_rate, per_gb, integer)
     window, days = window_sql(now)
     band = "CASE" + "".join(f" WHEN {_GB} < ? THEN {i}" for i in range(len(size_bounds)))
     band += f" ELSE {len(size_bounds)} END"
     department = "m.department" if by_department else "NULL"
     sql = (
         f"SELECT m.operating_company, {department}, m.tenant, m.hold_types, {band}, {window},"
-        f" COUNT(*), SUM({_GB}), SUM({cost}), SUM(m.releasable = 1), TOTAL(CASE WHEN m.releasable THEN {_GB} END),"
-        f" TOTAL(CASE WHEN m.releasable THEN {cost} END), SUM(m.recovery_eligible = 1), SUM(m.restore_eligible = 1),"
+        f" COUNT(*), SUM({_GB}), SUM({cost}), {_count('m.releasable = 1')},"
+        f" {_total(f'CASE WHEN m.releasable <> 0 THEN {_GB} END')},"
+        f" {_total(f'CASE WHEN m.releasable <> 0 THEN {cost} END')},"
+        f" {_count('m.recovery_eligible = 1')}, {_count('m.restore_eligible = 1')},"
         " MIN(m.when_soft_deleted), MAX(m.when_soft_deleted),"
         " SUM((COALESCE(m.size_mb, 0.0) + COALESCE(m.recoverable_items_mb, 0.0)) / 1024.0),"
         " SUM((COALESCE(m.archive_size_mb, 0.0) + COALESCE(m.archive_recoverable_items_mb, 0.0)) / 1024.0),"
         " SUM(COALESCE(m.item_count, 0) + COALESCE(m.archive_item_count, 0)),"
         f" MIN(substr(NULLIF(m.holds_expire_on, ''), 1, 10)), MAX(substr(NULLIF(m.holds_expire_on, ''), 1, 10)),"
-        f" TOTAL(CASE WHEN m.recovery_eligible THEN {_GB} END), TOTAL(CASE WHEN m.restore_eligible THEN {_GB} END)"
+        f" {_total(f'CASE WHEN m.recovery_eligible <> 0 THEN {_GB} END')},"
+        f" {_total(f'CASE WHEN m.restore_eligible <> 0 THEN {_GB} END')}"
         f" FROM inactive_mailboxes m{where} GROUP BY 1, 2, 3, 4, 5, 6"
     )
     sql_params = [*size_bounds, *days, *cost_params, *cost_params, *params]
@@ -162,8 +179,8 @@ def report_figures(
         ages = [
             (int(r[0]), int(r[1]), float(r[2] or 0.0))
             for r in conn.execute(
-                f"SELECT {age} AS a, COUNT(*), SUM({_GB}) FROM inactive_mailboxes m{where} GROUP BY a"
-                " HAVING a IS NOT NULL ORDER BY a",
+                f"SELECT a, COUNT(*), SUM(g) FROM (SELECT {age} AS a, {_GB} AS g FROM inactive_mailboxes m{where}) AS t"
+                " WHERE a IS NOT NULL GROUP BY a ORDER BY a",
                 [now_us, now_us, *params],
             )
         ]
@@ -218,12 +235,13 @@ def stream_where(
     conn = db.reader_connection()
     try:
         for name, func in (functions or {}).items():
-            conn.create_function(name, 1, func, deterministic=True)
+            if not db.is_postgresql:  # PostgreSQL has them as SQL functions (imm.data.pg_schema.COMPAT)
+                conn.create_function(name, 1, func, deterministic=True)
         cursor = conn.execute(sql, [*select_params, *params, *condition_params])
         cursor.row_factory = None
         while batch := cursor.fetchmany(500):
             yield from batch
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, postgres.DatabaseError) as exc:
         mapped = store_error(exc, db.display_path)
         if mapped is None:
             raise
@@ -236,7 +254,7 @@ def window_sql(now: datetime) -> tuple[str, list[str]]:
     """(SQL of a mailbox's expiry window key, its parameters): the rules of ``report_model.expiry_window``."""
     day = "substr(m.holds_expire_on, 1, 10)"
     window = (
-        "CASE WHEN m.releasable THEN 'now' WHEN m.holds_expire_on IS NULL OR m.holds_expire_on = '' THEN 'never'"
+        "CASE WHEN m.releasable <> 0 THEN 'now' WHEN m.holds_expire_on IS NULL OR m.holds_expire_on = '' THEN 'never'"
         f" WHEN {day} <= ? THEN 'expired' WHEN {day} <= ? THEN '30' WHEN {day} <= ? THEN '90'"
         f" WHEN {day} <= ? THEN '365' ELSE 'later' END"
     )

@@ -27,10 +27,10 @@ class SyncRunStore:
         with self.db.transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO sync_runs(started_at, mode, status, fetched, changed, removed, errors, details) "
-                "VALUES (?, ?, 'running', 0, 0, 0, 0, ?)",
+                "VALUES (?, ?, 'running', 0, 0, 0, 0, ?) RETURNING id",
                 (format_datetime(started_at or datetime.now(UTC)), mode, json.dumps(process_marker())),
             )
-            return cursor.lastrowid
+            return int(cursor.fetchone()[0])
 
     def finish(
         self,
@@ -66,7 +66,10 @@ class SyncRunStore:
 
     def meta_set(self, key: str, value: str) -> None:
         with self.db.transaction() as conn:
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     # ----------------------------------------------------------------------------------- change detection
     def cached_changes(self) -> dict[str, tuple[str, datetime | None]]:

@@ -111,7 +111,7 @@ def run_demo(
 
     config = load_config(config_path, DEMO_PROFILE, env={})
     profile = config.profile
-    db = DatabaseManager(profile.database_path)
+    db = DatabaseManager(profile.store_target, local_path=profile.database_path)
     db.initialize()
     try:
         authenticator = Authenticator.from_profile(profile, prompt=prompt)

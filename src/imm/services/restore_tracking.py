@@ -134,8 +134,10 @@ class RestoreTracker:
         columns = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         with self.db.transaction() as conn:
-            cursor = conn.execute(f"INSERT INTO restore_requests ({columns}) VALUES ({marks})", tuple(values.values()))
-            row_id = int(cursor.lastrowid or 0)
+            cursor = conn.execute(
+                f"INSERT INTO restore_requests ({columns}) VALUES ({marks}) RETURNING id", tuple(values.values())
+            )
+            row_id = int(cursor.fetchone()[0])
         found = self.get(row_id)
         assert found is not None
         return found
