@@ -528,6 +528,20 @@ def make_client(sim: Simulator, base: str, **options: Any) -> ExchangeClient:
     return ExchangeClient(base, sim.config.tenant_id, lambda force: token, **settings)
 
 
+def test_select_goes_on_every_page_beside_the_skiptoken(served: Simulator, capture: Capture) -> None:
+    tid = served.config.tenant_id
+    capture.replies = [
+        page([{"N": 1}], next_link=f"{capture.base}/adminapi/beta/{tid}/InvokeCommand?$skiptoken=abc"),
+        page([{"N": 2}]),
+    ]
+    with make_client(served, capture.base) as client:
+        records = client.invoke_all("Get-Mailbox", {"InactiveMailboxOnly": True}, select=["ExchangeGuid", "Name"])
+    assert records == [{"N": 1}, {"N": 2}]
+    first, second = capture.requests
+    assert first.query == {"$select": ["ExchangeGuid,Name"]}
+    assert second.query == {"$skiptoken": ["abc"], "$select": ["ExchangeGuid,Name"]}
+
+
 def test_headers_and_body_on_the_wire(served: Simulator, capture: Capture) -> None:
     tid = served.config.tenant_id
     capture.replies = [

@@ -811,6 +811,21 @@ class DatabaseManager:
         """Every cached mailbox, in identity order."""
         return self._mailboxes(_SELECT_SQL + " ORDER BY identity")
 
+    def iter_mailboxes(self, batch: int = 1000) -> Iterator[InactiveMailbox]:
+        """Every cached mailbox in identity order, read ``batch`` at a time (memory flat in the cache size; rows
+        written meanwhile, e.g. by a re-analysis of the ones already read, do not disturb the order)."""
+        last = ""
+        while True:
+            page = self._page_after(last, batch)
+            yield from page
+            if len(page) < batch:
+                return
+            last = page[-1].identity
+
+    @_mapped
+    def _page_after(self, identity: str, batch: int) -> list[InactiveMailbox]:
+        return self._mailboxes(_SELECT_SQL + " WHERE identity > ? ORDER BY identity LIMIT ?", (identity, batch))
+
     @_mapped
     def get_mailbox(self, identity: str) -> InactiveMailbox | None:
         """The mailbox with this ExchangeGuid (any case), or None."""

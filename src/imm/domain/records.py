@@ -40,6 +40,59 @@ __all__ = ["address_conflicts", "load_org_mapping_csv", "mailbox_from_records", 
 MB = 1024 * 1024
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 CUSTOM_ATTRIBUTES = tuple(f"CustomAttribute{n}" for n in range(1, 16))
+# The Get-Mailbox properties :func:`mailbox_from_records` and sync read: a listing asks Exchange for these only
+# (``$select``), so a 100K listing is a fraction of the bytes and of the memory. Keep it in step with the reader
+# (tests/test_sync_select.py builds every simulated mailbox from the full record and from these).
+MAILBOX_PROPERTIES: tuple[str, ...] = (
+    "ExchangeGuid",
+    "Guid",
+    "PrimarySmtpAddress",
+    "UserPrincipalName",
+    "EmailAddresses",
+    "DisplayName",
+    "Name",
+    "WhenSoftDeleted",
+    "MailboxPlan",
+    "DistinguishedName",
+    "LegacyExchangeDN",
+    "ExternalDirectoryObjectId",
+    "ArchiveStatus",
+    "ArchiveGuid",
+    "AutoExpandingArchiveEnabled",
+    "MailboxLocations",
+    "LitigationHoldEnabled",
+    "LitigationHoldDate",
+    "LitigationHoldDuration",
+    "InPlaceHolds",
+    "ComplianceTagHoldApplied",
+    "DelayHoldApplied",
+    "DelayReleaseHoldApplied",
+    "RetentionHoldEnabled",
+    "WhenChanged",
+    "WhenChangedUTC",
+    "InactiveMailboxRetireTime",
+    "IsInactiveMailbox",
+    "WasInactiveMailbox",
+    *CUSTOM_ATTRIBUTES,
+)
+# What a recipient gives a mailbox (Company, Department) and the keys it is found by (sync_fetch.lookup_recipient).
+RECIPIENT_PROPERTIES: tuple[str, ...] = (
+    "ExchangeGuid",
+    "Guid",
+    "ExternalDirectoryObjectId",
+    "PrimarySmtpAddress",
+    "Company",
+    "Department",
+)
+
+
+def mailbox_properties(org: OrgMapping) -> tuple[str, ...]:
+    """:data:`MAILBOX_PROPERTIES` plus the profile's company and department attributes (when it names others)."""
+    extra = [a for a in (org.company_attribute, org.department_attribute) if a]
+    known = {p.lower() for p in MAILBOX_PROPERTIES}
+    return MAILBOX_PROPERTIES + tuple(dict.fromkeys(a for a in extra if a.lower() not in known))
+
+
 MAX_REPORTED_ERRORS = 5
 
 

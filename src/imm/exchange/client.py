@@ -33,7 +33,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +117,7 @@ class _Call:
     creating: bool
     client_request_id: str
     limit: int | None  # stop after this many records (ResultSize); None = all pages
+    select: str | None = None  # ``$select`` on every page's URL: the properties wanted (exo-rest.md §2)
 
 
 class ExchangeClient:
@@ -271,14 +272,19 @@ class ExchangeClient:
         result_size: int | str | None = None,
         keep_annotations: bool = False,
         creating: bool | None = None,
+        select: Sequence[str] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Run ``cmdlet`` and yield its records page by page.
 
         ``result_size`` sets ``ResultSize`` (an int or ``"Unlimited"``; also taken from ``parameters``); the
         records stop there. ``creating`` marks a non-idempotent call (default: New-Mailbox and
-        New-MailboxRestoreRequest). Bad parameters raise here, before anything is sent.
+        New-MailboxRestoreRequest). ``select`` asks for these properties only (``?$select=A,B`` on the URL of
+        every page, as CIPP and ExoHelper send it, exo-rest.md §2; a reply with more is taken as it is).
+        Bad parameters raise here, before anything is sent.
         """
         call = self._prepare(cmdlet, parameters, result_size, creating)
+        if select:
+            call.select = ",".join(select)
         return self._run(call, keep_annotations)
 
     def invoke_all(
@@ -289,11 +295,17 @@ class ExchangeClient:
         result_size: int | str | None = None,
         keep_annotations: bool = False,
         creating: bool | None = None,
+        select: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """:meth:`invoke`, collected into a list."""
         return list(
             self.invoke(
-                cmdlet, parameters, result_size=result_size, keep_annotations=keep_annotations, creating=creating
+                cmdlet,
+                parameters,
+                result_size=result_size,
+                keep_annotations=keep_annotations,
+                creating=creating,
+                select=select,
             )
         )
 
@@ -559,7 +571,9 @@ class ExchangeClient:
             try:
                 with self.limiter.slot():
                     self.stats.add(requests=1)
-                    request = self._http.build_request("POST", target, content=call.body, headers=headers)
+                    # $select joins the URL's own query (a page link's $skiptoken), never replaces it
+                    page_url = httpx.URL(target).copy_merge_params({"$select": call.select}) if call.select else target
+                    request = self._http.build_request("POST", page_url, content=call.body, headers=headers)
                     response = self._http.send(request, stream=True)
                     in_body = True
                     response = _read_body(response)

@@ -12,7 +12,7 @@ sent with ``Confirm: false``: imm asks its own confirmation before calling, and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -30,6 +30,17 @@ class Backend(Protocol):
     @property
     def last_warnings(self) -> list[str]: ...
 
+    def invoke(
+        self,
+        cmdlet: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        result_size: int | str | None = None,
+        keep_annotations: bool = False,
+        creating: bool | None = None,
+        select: Sequence[str] | None = None,
+    ) -> Iterator[dict[str, Any]]: ...
+
     def invoke_all(
         self,
         cmdlet: str,
@@ -38,6 +49,7 @@ class Backend(Protocol):
         result_size: int | str | None = None,
         keep_annotations: bool = False,
         creating: bool | None = None,
+        select: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]: ...
 
     def close(self) -> None: ...
@@ -87,12 +99,21 @@ class ExchangeOperations:
             prepare()
 
     # ----------------------------------------------------------------------------------------- mailboxes
-    def get_inactive_mailboxes(self, changed_since: datetime | None = None) -> list[dict[str, Any]]:
-        """``Get-Mailbox -InactiveMailboxOnly -ResultSize Unlimited`` (optionally only those changed since a time)."""
+    def get_inactive_mailboxes(
+        self, changed_since: datetime | None = None, select: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """``Get-Mailbox -InactiveMailboxOnly -ResultSize Unlimited`` (optionally only those changed since a time;
+        ``select``: only these properties, where the backend can ask for them)."""
+        return list(self.iter_inactive_mailboxes(changed_since, select))
+
+    def iter_inactive_mailboxes(
+        self, changed_since: datetime | None = None, select: Sequence[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`get_inactive_mailboxes` page by page (a listing of 100K is never held whole)."""
         parameters: dict[str, Any] = {"InactiveMailboxOnly": True}
         if changed_since is not None:
             parameters["Filter"] = f"WhenChangedUTC -gt '{filter_datetime(changed_since)}'"
-        return self.exchange.invoke_all("Get-Mailbox", parameters, result_size=UNLIMITED)
+        return self.exchange.invoke("Get-Mailbox", parameters, result_size=UNLIMITED, select=select)
 
     def get_mailbox(self, identity: str, inactive: bool | None = True, soft_deleted: bool = False) -> dict[str, Any]:
         """One mailbox: ``inactive=True`` only inactive ones (-InactiveMailboxOnly), ``None`` active or inactive
@@ -106,19 +127,27 @@ class ExchangeOperations:
             parameters["IncludeInactiveMailbox"] = True
         return self._one(self.exchange, "Get-Mailbox", parameters)
 
-    def get_soft_deleted_mailboxes(self, formerly_inactive: bool = False) -> list[dict[str, Any]]:
+    def get_soft_deleted_mailboxes(
+        self, formerly_inactive: bool = False, select: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
         """``Get-Mailbox -SoftDeletedMailbox -ResultSize Unlimited`` (inactive ones included, as documented).
 
         ``formerly_inactive``: only those no longer inactive that were (``-Filter "IsInactiveMailbox -eq $false"``
         server-side, filter-properties.md; WasInactiveMailbox checked here): the mailboxes between the last hold's
         removal and their purge (delete-an-inactive-mailbox)."""
+        return list(self.iter_soft_deleted_mailboxes(formerly_inactive, select))
+
+    def iter_soft_deleted_mailboxes(
+        self, formerly_inactive: bool = False, select: Sequence[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`get_soft_deleted_mailboxes` page by page."""
         parameters: dict[str, Any] = {"SoftDeletedMailbox": True}
         if formerly_inactive:
             parameters["Filter"] = "IsInactiveMailbox -eq $false"
-        records = self.exchange.invoke_all("Get-Mailbox", parameters, result_size=UNLIMITED)
+        records = self.exchange.invoke("Get-Mailbox", parameters, result_size=UNLIMITED, select=select)
         if not formerly_inactive:
             return records
-        return [r for r in records if or_default(parse_bool, r.get("WasInactiveMailbox"), False)]
+        return (r for r in records if or_default(parse_bool, r.get("WasInactiveMailbox"), False))
 
     def export_hold_tracking(self, identity: str) -> list[dict[str, Any]]:
         """``Export-MailboxDiagnosticLogs -Identity X -ComponentName HoldTracking -IncludeInactiveMailboxes``: the
@@ -146,6 +175,7 @@ class ExchangeOperations:
         recipient_type_details: Sequence[str] | None = ("UserMailbox", "SharedMailbox"),
         filter: str | None = None,  # noqa: A002 - the cmdlet's parameter name
         include_soft_deleted: bool = True,
+        select: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """``Get-Recipient -IncludeSoftDeletedRecipients -RecipientTypeDetails … -ResultSize Unlimited``.
 
@@ -158,7 +188,12 @@ class ExchangeOperations:
             parameters["RecipientTypeDetails"] = list(recipient_type_details)
         if filter:
             parameters["Filter"] = filter
-        return self.exchange.invoke_all("Get-Recipient", parameters, result_size=UNLIMITED)
+        return list(self.exchange.invoke("Get-Recipient", parameters, result_size=UNLIMITED, select=select))
+
+    def iter_recipients(self, select: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+        """:meth:`get_recipients` (its defaults) page by page."""
+        parameters = {"IncludeSoftDeletedRecipients": True, "RecipientTypeDetails": ["UserMailbox", "SharedMailbox"]}
+        return self.exchange.invoke("Get-Recipient", parameters, result_size=UNLIMITED, select=select)
 
     def get_organization_config(self) -> dict[str, Any]:
         """``Get-OrganizationConfig`` (its InPlaceHolds hold the org-wide retention policies)."""

@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -287,6 +287,7 @@ class PowerShellExecutor:
         result_size: int | str | None = None,
         keep_annotations: bool = False,
         creating: bool | None = None,
+        select: Sequence[str] | None = None,  # the REST $select; here every property comes (callers take theirs)
     ) -> Iterator[dict[str, Any]]:
         """Run ``cmdlet`` and yield its records (collected from the process first)."""
         return iter(
@@ -303,6 +304,7 @@ class PowerShellExecutor:
         result_size: int | str | None = None,
         keep_annotations: bool = False,
         creating: bool | None = None,
+        select: Sequence[str] | None = None,  # the REST $select; here every property comes (callers take theirs)
     ) -> list[dict[str, Any]]:
         check_cmdlet_name(cmdlet)
         if cmdlet.lower() not in {c.lower() for c in self.allowed_cmdlets}:

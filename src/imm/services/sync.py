@@ -45,10 +45,10 @@ from imm.services.sync_build import RecordBuilder, load_mapping, policies_from_r
 from imm.services.sync_fetch import (
     COMPLIANCE_DENIED,
     Fetched,
+    Listed,
     MailboxFetcher,
     describe,
     fan_out,
-    identity_of,
     is_fatal,
     is_unavailable,
 )
@@ -164,7 +164,9 @@ class SyncService:
         # More threads than calls allowed in flight: a thread is always waiting at the client's limiter, so a
         # freed slot is taken at once instead of after the previous thread has parsed its reply.
         self.workers = self.concurrency + max(2, self.concurrency // 2)
-        self.fetcher = MailboxFetcher(ops, self.workers)
+        from imm.domain.records import mailbox_properties
+
+        self.fetcher = MailboxFetcher(ops, self.workers, mailbox_properties(profile.org))
         self.runs = SyncRunStore(db)
         self.org_state = OrgStateStore(db)
 
@@ -242,10 +244,11 @@ class SyncService:
         if gone:
             result.removed = self.db.delete_mailboxes(gone)
         to_fetch = [
-            record
-            for identity, record in listing.items()
-            if full or identity not in cached or _is_newer(record, cached[identity][1])
+            listed
+            for identity, listed in listing.items()
+            if full or identity not in cached or _is_newer(listed.when_changed, cached[identity][1])
         ]
+        del listing, listed_ids  # what is not fetched is not kept
         result.unchanged = result.listed - len(to_fetch)
         log.info(
             "sync %s: %d listed, %d to fetch, %d unchanged, %d removed",
@@ -259,7 +262,7 @@ class SyncService:
 
         if self.runs.meta_get("analysis_key") != analysis_key:
             if result.unchanged:
-                fetch_ids = {identity_of(r) for r in to_fetch}
+                fetch_ids = {listed.identity for listed in to_fetch}
                 notify(SyncProgress("analysing", 0, result.unchanged))
                 result.reanalysed = self._reanalyse_cached(fetch_ids, builder)
             # Mailboxes still to fetch are analysed as they arrive (now or, if interrupted, in the next run).
@@ -286,7 +289,7 @@ class SyncService:
         """Re-run the analysis on cached mailboxes that need no fetch (org holds, policies or the day changed)."""
         batch: list[InactiveMailbox] = []
         count = 0
-        for mailbox in builder.reanalysed(self.db.get_all_mailboxes(), skip):
+        for mailbox in builder.reanalysed(self.db.iter_mailboxes(), skip):
             batch.append(mailbox)
             if len(batch) >= 2000:
                 count += self.db.upsert_mailboxes(batch) or len(batch)
@@ -308,7 +311,7 @@ class SyncService:
     # ------------------------------------------------------------------------------------------- fan-out
     def _fetch_all(
         self,
-        to_fetch: list[dict[str, Any]],
+        to_fetch: list[Listed],
         recipients: dict[str, dict[str, Any]] | None,
         builder: RecordBuilder,
         result: SyncResult,
@@ -348,7 +351,8 @@ class SyncService:
                     )
                 if isinstance(outcome, BaseException):
                     result.errors += 1
-                    message = f"{identity_of(record)} ({record.get('PrimarySmtpAddress') or ''}): {describe(outcome)}"
+                    smtp = record.record().get("PrimarySmtpAddress") or ""
+                    message = f"{record.identity} ({smtp}): {describe(outcome)}"
                     if len(result.error_details) < MAX_ERROR_DETAILS:
                         result.error_details.append(message)
                     log.info("sync: %s", message)  # the caller shows it
@@ -414,13 +418,14 @@ class _Phases:
         self.mark = now
 
 
-def _is_newer(record: dict[str, Any], cached_when_changed: datetime | None) -> bool:
-    """True when the listed mailbox changed after the cached copy (or either date is unknown)."""
+def _is_newer(when_changed: Any, cached_when_changed: datetime | None) -> bool:
+    """True when the listed mailbox (its WhenChangedUTC or WhenChanged) changed after the cached copy (or either
+    date is unknown)."""
     if cached_when_changed is None:
         return True
     from imm.domain.parsing import or_default, parse_datetime
 
-    listed = or_default(parse_datetime, record.get("WhenChangedUTC") or record.get("WhenChanged"), None)
+    listed = or_default(parse_datetime, when_changed, None)
     if listed is None:
         return True  # no date to compare: fetch, to be safe
     return bool(listed > cached_when_changed)

@@ -385,6 +385,7 @@ class ExchangeService:
             "cmdlet": None,
             "parameters": None,
             "page": "$skiptoken" in request.query,
+            "select": (request.query.get("$select") or [""])[-1] or None,
             "client_request_id": headers["client-request-id"],
             "anchor": request.header("X-AnchorMailbox"),
             "caller": None,

@@ -1,0 +1,65 @@
+"""Sync asks Exchange for the properties it reads only (``$select``, exo-rest.md §2) and loses nothing by it: every
+simulated mailbox builds into the same record from its full Get-Mailbox record and from the selected one."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from conftest import run_imm
+from imm.config import OrgMapping, write_profile
+from imm.domain.records import MAILBOX_PROPERTIES, RECIPIENT_PROPERTIES, mailbox_from_records, mailbox_properties
+from imm.exchange.encoding import strip_annotations
+from imm.simulator import Simulator
+from simclient import SimClient
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+ORG = OrgMapping(company_attribute="CustomAttribute7", department_attribute="Office")
+
+
+def _selected(client: SimClient, properties: tuple[str, ...]) -> list[dict[str, object]]:
+    url: str | None = f"{client.exchange_url}?$select={','.join(properties)}"
+    values: list[dict[str, object]] = []
+    while url:
+        response = client.post("Get-Mailbox", {"InactiveMailboxOnly": True, "ResultSize": "Unlimited"}, url=url)
+        assert response.status_code == 200, response.text[:300]
+        body = response.json()
+        values += body["value"]
+        link = body.get("@odata.nextLink")
+        url = f"{link}&$select={','.join(properties)}" if link else None
+    return values
+
+
+def test_a_mailbox_builds_the_same_from_the_selected_properties(simulator: Simulator) -> None:
+    client = SimClient(simulator)
+    try:
+        full = client.values("Get-Mailbox", {"InactiveMailboxOnly": True, "ResultSize": "Unlimited"})
+        properties = mailbox_properties(ORG)
+        selected = _selected(client, properties)
+    finally:
+        client.close()
+    assert "Office" in properties and properties[: len(MAILBOX_PROPERTIES)] == MAILBOX_PROPERTIES
+    assert len(full) == len(selected) > 100
+    sent, whole = len(json.dumps(selected)), len(json.dumps(full))
+    assert sent < 0.75 * whole, (sent, whole)  # less is sent and kept
+
+    def build(record: dict[str, object]) -> object:
+        return mailbox_from_records(strip_annotations(record), None, None, None, ORG, None, "t", NOW)
+
+    assert [build(s) for s in selected] == [build(f) for f in full]
+
+
+def test_sync_sends_select_on_every_listing_page(simulator: Simulator, imm_home: Path) -> None:
+    write_profile(imm_home / "config" / "config.toml", "sim", simulator.profile_values(), make_default=True)
+    assert run_imm("login").exit_code == 0
+    simulator.exchange.request_log.clear()
+    result = run_imm("sync", "--full")
+    assert result.exit_code == 0, result.stderr
+    log = list(simulator.exchange.request_log)
+    listings = [e for e in log if e["cmdlet"] in ("Get-Mailbox", "Get-Recipient")]
+    assert {e["cmdlet"] for e in listings} == {"Get-Mailbox", "Get-Recipient"}
+    wanted = {"Get-Mailbox": ",".join(MAILBOX_PROPERTIES), "Get-Recipient": ",".join(RECIPIENT_PROPERTIES)}
+    assert [(e["cmdlet"], e["select"]) for e in listings] == [(e["cmdlet"], wanted[e["cmdlet"]]) for e in listings]
+    statistics = [e for e in log if e["cmdlet"] == "Get-MailboxStatistics"]
+    assert statistics and all(e["select"] is None for e in statistics)
