@@ -9,7 +9,13 @@ from pathlib import Path
 
 from conftest import run_imm
 from imm.config import OrgMapping, write_profile
-from imm.domain.records import MAILBOX_PROPERTIES, RECIPIENT_PROPERTIES, mailbox_from_records, mailbox_properties
+from imm.domain.records import (
+    ACTIVE_RECIPIENT_PROPERTIES,
+    MAILBOX_PROPERTIES,
+    RECIPIENT_PROPERTIES,
+    mailbox_from_records,
+    mailbox_properties,
+)
 from imm.exchange.encoding import strip_annotations
 from imm.simulator import Simulator
 from simclient import SimClient
@@ -57,9 +63,43 @@ def test_sync_sends_select_on_every_listing_page(simulator: Simulator, imm_home:
     result = run_imm("sync", "--full")
     assert result.exit_code == 0, result.stderr
     log = list(simulator.exchange.request_log)
-    listings = [e for e in log if e["cmdlet"] in ("Get-Mailbox", "Get-Recipient")]
-    assert {e["cmdlet"] for e in listings} == {"Get-Mailbox", "Get-Recipient"}
-    wanted = {"Get-Mailbox": ",".join(MAILBOX_PROPERTIES), "Get-Recipient": ",".join(RECIPIENT_PROPERTIES)}
-    assert [(e["cmdlet"], e["select"]) for e in listings] == [(e["cmdlet"], wanted[e["cmdlet"]]) for e in listings]
+    mailboxes = [e["select"] for e in log if e["cmdlet"] == "Get-Mailbox"]
+    assert mailboxes and set(mailboxes) == {",".join(MAILBOX_PROPERTIES)}
+    recipients = {e["select"] for e in log if e["cmdlet"] == "Get-Recipient"}  # the two listings
+    assert recipients == {",".join(RECIPIENT_PROPERTIES), ",".join(ACTIVE_RECIPIENT_PROPERTIES)}
     statistics = [e for e in log if e["cmdlet"] == "Get-MailboxStatistics"]
     assert statistics and all(e["select"] is None for e in statistics)
+
+
+class _Recording(dict[str, object]):
+    """A record that notes every property read from it."""
+
+    seen: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        _Recording.seen.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> object:
+        _Recording.seen.add(key)
+        return super().__getitem__(key)
+
+
+def test_sync_reads_no_property_it_does_not_select(simulator: Simulator) -> None:
+    from imm.domain.records import address_conflicts
+
+    client = SimClient(simulator)
+    try:
+        full = client.values("Get-Mailbox", {"InactiveMailboxOnly": True, "ResultSize": "Unlimited"})
+    finally:
+        client.close()
+    _Recording.seen = set()
+    for n, raw in enumerate(full):
+        record = _Recording(strip_annotations(raw))
+        if n % 2:
+            record["MailboxPlan"] = ""  # the former licence then comes from PersistedCapabilities
+        mailbox_from_records(record, None, None, None, ORG, None, "t", NOW)
+        address_conflicts(record, lambda address: [])
+    assert _Recording.seen and _Recording.seen <= set(mailbox_properties(ORG)), _Recording.seen - set(
+        mailbox_properties(ORG)
+    )

@@ -73,6 +73,8 @@ MAILBOX_PROPERTIES: tuple[str, ...] = (
     "InactiveMailboxRetireTime",
     "IsInactiveMailbox",
     "WasInactiveMailbox",
+    "PersistedCapabilities",
+    "MicrosoftOnlineServicesID",
     *CUSTOM_ATTRIBUTES,
 )
 # What a recipient gives a mailbox (Company, Department) and the keys it is found by (sync_fetch.lookup_recipient).
@@ -83,6 +85,19 @@ RECIPIENT_PROPERTIES: tuple[str, ...] = (
     "PrimarySmtpAddress",
     "Company",
     "Department",
+)
+
+# What the conflicts at sync read of an active recipient (recipient_addresses, address_conflicts).
+ACTIVE_RECIPIENT_PROPERTIES: tuple[str, ...] = (
+    "ExchangeGuid",
+    "Guid",
+    "Name",
+    "DisplayName",
+    "PrimarySmtpAddress",
+    "UserPrincipalName",
+    "WindowsLiveID",
+    "MicrosoftOnlineServicesID",
+    "EmailAddresses",
 )
 
 

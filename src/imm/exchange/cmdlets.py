@@ -181,6 +181,16 @@ class ExchangeOperations:
 
         Soft-deleted recipients are listed only with -Identity or -RecipientTypeDetails (domain.md §3), hence the
         default mailbox types."""
+        return list(self.iter_recipients(recipient_type_details, filter, include_soft_deleted, select))
+
+    def iter_recipients(
+        self,
+        recipient_type_details: Sequence[str] | None = ("UserMailbox", "SharedMailbox"),
+        filter: str | None = None,  # noqa: A002 - the cmdlet's parameter name
+        include_soft_deleted: bool = True,
+        select: Sequence[str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`get_recipients` page by page (``select``: only these properties, where the backend can)."""
         parameters: dict[str, Any] = {}
         if include_soft_deleted:
             parameters["IncludeSoftDeletedRecipients"] = True
@@ -188,11 +198,6 @@ class ExchangeOperations:
             parameters["RecipientTypeDetails"] = list(recipient_type_details)
         if filter:
             parameters["Filter"] = filter
-        return list(self.exchange.invoke("Get-Recipient", parameters, result_size=UNLIMITED, select=select))
-
-    def iter_recipients(self, select: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
-        """:meth:`get_recipients` (its defaults) page by page."""
-        parameters = {"IncludeSoftDeletedRecipients": True, "RecipientTypeDetails": ["UserMailbox", "SharedMailbox"]}
         return self.exchange.invoke("Get-Recipient", parameters, result_size=UNLIMITED, select=select)
 
     def get_organization_config(self) -> dict[str, Any]:

@@ -156,10 +156,13 @@ class MailboxFetcher:
     def active_address_index(self) -> dict[str, list[dict[str, Any]]]:
         """Every active recipient (of any type: mailboxes, mail users, contacts, groups) of one paged
         ``Get-Recipient -ResultSize Unlimited`` (no soft-deleted ones), by each address it answers to."""
-        from imm.domain.records import recipient_addresses
+        from imm.domain.records import ACTIVE_RECIPIENT_PROPERTIES, recipient_addresses
 
         index: dict[str, list[dict[str, Any]]] = {}
-        for record in self.ops.get_recipients(recipient_type_details=None, include_soft_deleted=False):
+        wanted = ACTIVE_RECIPIENT_PROPERTIES
+        listing = self.ops.iter_recipients(recipient_type_details=None, include_soft_deleted=False, select=wanted)
+        for full in listing:
+            record = {k: full[k] for k in wanted if k in full}  # what the conflicts read, nothing more
             for address in recipient_addresses(record):
                 index.setdefault(address, []).append(record)
         return index
