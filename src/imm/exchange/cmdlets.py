@@ -88,7 +88,7 @@ class ExchangeOperations:
     @staticmethod
     def _change(backend: Backend, cmdlet: str, parameters: Mapping[str, Any], once: bool = False) -> list[str]:
         """Run a change; ``once``: not repeated after a lost reply (the backend's ``creating``)."""
-        backend.invoke_all(cmdlet, parameters, **({"creating": True} if once else {}))
+        backend.invoke_all(cmdlet, parameters, creating=True if once else None)
         return backend.last_warnings
 
     def prepare_secure_strings(self) -> None:
