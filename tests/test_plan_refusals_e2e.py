@@ -80,6 +80,12 @@ def _confirm_after_a_change(act: ActEnv, mbx: Mailbox, *args: str) -> tuple[int,
     return proc.returncode, prompt + stderr
 
 
+def _reads(act: ActEnv, guid: str) -> int:
+    """Get-Mailbox calls the tenant answered for this mailbox (by its ExchangeGuid)."""
+    log = list(act.sim.exchange.request_log)
+    return sum(1 for e in log if e["cmdlet"] == "Get-Mailbox" and str(e["parameters"].get("Identity")).lower() == guid)
+
+
 def _executed(act: ActEnv, cmdlet: str) -> int:
     return int(act.sim.exchange.executed[cmdlet])
 
@@ -182,13 +188,21 @@ def test_single_and_bulk_restores_of_the_same_item_write_the_same_audit_rows(act
     plan = tmp_path / "plan.csv"
     plan.write_text(f"action,identity,target\nrestore,{guid},{target.primary_smtp}\n", encoding="utf-8")
 
-    assert act.run("restore", guid, "--target", target.primary_smtp, "--what-if").exit_code == 0
-    assert act.run("bulk", "run", str(plan)).exit_code == 0
-    single = act.run("restore", guid, "--target", target.primary_smtp, "--yes")
-    assert single.exit_code == 0, single.stderr
+    reads = []
+    for args in (("restore", guid, "--target", target.primary_smtp, "--what-if"), ("bulk", "run", str(plan)),
+                 ("restore", guid, "--target", target.primary_smtp, "--yes")):  # fmt: skip
+        before = _reads(act, guid)
+        done = act.run(*args)
+        assert done.exit_code == 0, done.stderr
+        reads.append(_reads(act, guid) - before)
     _undo_restore(act, source, target)  # back as it was, for the bulk run of the same change
+    before = _reads(act, guid)
     bulk = act.run("bulk", "run", str(plan), "--execute", "--yes")
     assert bulk.exit_code == 0, bulk.stderr
+    reads.append(_reads(act, guid) - before)
+    # the source read once for a preview (single or bulk), once more before a confirmed change; a bulk item's
+    # plan is computed just before its change, so that one read serves both
+    assert reads == [1, 1, 2, 1]
     assert len([r for r in act.tenant.restore_requests if r.source_guid == guid]) == 1
 
     rows = act.audit(guid, "RESTORE_MAILBOX")
@@ -213,15 +227,22 @@ def test_single_and_bulk_releases_of_the_same_item_write_the_same_audit_rows(act
     plan = tmp_path / "plan.csv"
     plan.write_text(f"action,identity,type\nrelease,{guid},litigation\n", encoding="utf-8")
 
-    assert act.run("holds", "release", guid, "--type", "litigation", "--what-if").exit_code == 0
-    assert act.run("bulk", "run", str(plan)).exit_code == 0
-    single = act.run("holds", "release", guid, "--type", "litigation", "--yes")
-    assert single.exit_code == 0, single.stderr
+    reads = []
+    for args in (("holds", "release", guid, "--type", "litigation", "--what-if"), ("bulk", "run", str(plan)),
+                 ("holds", "release", guid, "--type", "litigation", "--yes")):  # fmt: skip
+        before = _reads(act, guid)
+        done = act.run(*args)
+        assert done.exit_code == 0, done.stderr
+        reads.append(_reads(act, guid) - before)
     with act.tenant.lock:  # back on Litigation Hold as it was, for the bulk run of the same change
         mbx.litigation_hold, mbx.delay_hold = True, False
     assert act.run("sync").exit_code == 0
+    before = _reads(act, guid)
     bulk = act.run("bulk", "run", str(plan), "--execute", "--yes")
     assert bulk.exit_code == 0, bulk.stderr
+    reads.append(_reads(act, guid) - before)
+    # one read for a preview, one more before a confirmed change, and the read of the result after it
+    assert reads == [1, 1, 3, 2]
     assert act.tenant.mailboxes[guid].litigation_hold is False
 
     rows = act.audit(guid, "REMOVE_HOLD")
@@ -244,14 +265,18 @@ def test_single_and_bulk_recovers_write_the_same_audit_rows(act: ActEnv, tmp_pat
         f"action,identity,upn,name\nrecover,{second.exchange_guid},back.{second.alias}@{domain},{second.name}-back\n",
         encoding="utf-8",
     )
-    assert act.run("recover", first.exchange_guid, "--upn", f"back.{first.alias}@{domain}", "--name",
-                   f"{first.name}-back", "--what-if").exit_code == 0  # fmt: skip
-    assert act.run("bulk", "run", str(plan)).exit_code == 0
-    single = act.run("recover", first.exchange_guid, "--upn", f"back.{first.alias}@{domain}", "--name",
-                     f"{first.name}-back", "--password-file", str(password_file), "--yes")  # fmt: skip
-    assert single.exit_code == 0, single.stderr
-    bulk = act.run("bulk", "run", str(plan), "--execute", "--yes", "--passwords-out", str(tmp_path / "pw.csv"))
-    assert bulk.exit_code == 0, bulk.stderr
+    single_args = ("recover", first.exchange_guid, "--upn", f"back.{first.alias}@{domain}", "--name",
+                   f"{first.name}-back")  # fmt: skip
+    reads = []
+    for args, guid in (((*single_args, "--what-if"), first.exchange_guid), (("bulk", "run", str(plan)),
+                       second.exchange_guid), ((*single_args, "--password-file", str(password_file), "--yes"),
+                       first.exchange_guid), (("bulk", "run", str(plan), "--execute", "--yes", "--passwords-out",
+                       str(tmp_path / "pw.csv")), second.exchange_guid)):  # fmt: skip
+        before = _reads(act, guid)
+        done = act.run(*args)
+        assert done.exit_code == 0, done.stderr
+        reads.append(_reads(act, guid) - before)
+    assert reads == [1, 1, 2, 1]  # one read for a preview, one more before a confirmed change
     assert act.tenant.mailboxes[first.exchange_guid].state == ACTIVE
     assert act.tenant.mailboxes[second.exchange_guid].state == ACTIVE
 

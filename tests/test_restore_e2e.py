@@ -396,3 +396,21 @@ def test_a_request_action_whose_reply_was_lost_is_read_back_not_resent(act: ActE
         rows = act.audit(source.exchange_guid, operation)
         assert [r["result"] for r in rows] == ["started", "success"], operation
         assert rows[1]["details"]["confirmed_after_lost_reply"] is True
+
+
+def test_an_x500_removal_whose_reply_was_lost_is_read_back_not_resent(act: ActEnv) -> None:
+    source = _source(act)
+    target = _target(act, source)
+    assert act.run("restore", source.exchange_guid, "--target", target.exchange_guid, "--yes").exit_code == 0
+    sets = act.sim.exchange.executed
+    before = int(sets["Set-Mailbox"])
+    act.sim.exchange.fail_next("Set-Mailbox", "reset_after_commit")  # the removal is made, its reply lost
+    result = act.run(
+        "restore", "status", source.exchange_guid, "--wait", "--interval", "0.1", "--timeout", "30", "--remove-x500"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert int(sets["Set-Mailbox"]) - before == 1  # sent once: read back, the address was gone
+    assert _x500(source) not in target.extra_addresses
+    removal = act.audit(target.exchange_guid, "REMOVE_ADDRESS")
+    assert [r["result"] for r in removal] == ["started", "success"]
+    assert removal[1]["details"]["confirmed_after_lost_reply"] is True

@@ -256,9 +256,10 @@ class ExchangeOperations:
         parameters = {"Identity": target, "EmailAddresses": {"Add": address}}
         return self._change(self.exchange, "Set-Mailbox", parameters, once)
 
-    def remove_email_address(self, target: str, address: str) -> list[str]:
+    def remove_email_address(self, target: str, address: str, *, once: bool = False) -> list[str]:
         """``Set-Mailbox T -EmailAddresses @{Remove="X500:…"}``."""
-        return self._change(self.exchange, "Set-Mailbox", {"Identity": target, "EmailAddresses": {"Remove": address}})
+        parameters = {"Identity": target, "EmailAddresses": {"Remove": address}}
+        return self._change(self.exchange, "Set-Mailbox", parameters, once)
 
     # -------------------------------------------------------------------------------------------- restore
     def new_restore_request(

@@ -16,6 +16,7 @@ from imm.services.action_support import (
     ActionBlockedError,
     ActionPreview,
     ActionResult,
+    addresses,
     first,
     state_of,
 )
@@ -295,8 +296,14 @@ class RestoreStatusActions(RestoreActions):
         operation_id = self._begin(OperationType.REMOVE_ADDRESS, target_guid, intent, None)
 
         def body() -> ActionResult:
-            self._need_ops().remove_email_address(target_guid, address)
+            ops = self._need_ops()
             notes: dict[str, Any] = {}
+            if self.send_change(  # a lost reply is read back (is the address gone from the target?), not resent
+                lambda: ops.remove_email_address(target_guid, address, once=True),
+                lambda: address.lower() not in addresses(self._lookup_active(target_guid)),
+                f"remove-x500 {target_guid}",
+            ):
+                notes["confirmed_after_lost_reply"] = True
             self._after_change(lambda: self.restores.update(row.id, x500_removed=True), None, notes)
             after = self._after_change(lambda: self._lookup_active(target_guid), None, notes)
             details = {"address": address, "after": state_of(after), **notes}
