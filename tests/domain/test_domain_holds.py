@@ -192,7 +192,11 @@ def test_org_wide_policy_applies_to_every_mailbox() -> None:
         (HoldKind.ORG_POLICY, G1, HoldAction.RETAIN, True, True),
         (HoldKind.ORG_POLICY, G2, HoldAction.RETAIN_THEN_DELETE, True, True),
     ]
-    assert holds[0].description == f"Org-wide retention policy {G1_DASHED} that covers every mailbox (retain only)"
+    assert holds[0].description == (
+        f"Org-wide retention policy {G1_DASHED} (policy name unknown) that covers every mailbox (retain only); "
+        "Preservation Lock unknown"
+    )
+    assert holds[0].locked is None  # not in the policy list: its lock is unknown, not absent
     assert hold_types(holds) == ["org-policy"]
 
 

@@ -5,12 +5,19 @@ Get-RetentionCompliancePolicy gives a policy's name, ``RestrictiveRetention`` (P
 ``RetentionComplianceAction`` (Keep / KeepAndDelete / Delete); Get-CaseHoldPolicy gives eDiscovery case hold
 policies. Every value goes through the readers of :mod:`imm.domain.parsing`. The cache's ``policies`` rows are
 written and read back through :func:`policy_row` / :func:`policy_from_row`, so the two never disagree.
+
+Each read stands alone (an account may hold Retention Management but not Hold, or the reverse): what was read is
+used, and for what was refused the last known facts stay, marked as such. A Preservation Lock once seen stays (no
+one can turn it off: "Use Preservation Lock to restrict changes to retention policies",
+learn.microsoft.com/purview/retention-preservation-lock); one never read, or seen absent before, is unknown
+(``locked`` None), never shown as absent. Durations and actions not read are unknown (``duration_known``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from imm.domain.holds import HoldAction, PolicyInfo
@@ -68,26 +75,42 @@ def _policy_info(policy: Mapping[str, Any], rule: Mapping[str, Any], guid: str, 
 
 
 def policies_from_records(
-    policies: Iterable[Mapping[str, Any]],
-    rules: Iterable[Mapping[str, Any]],
-    case_holds: Iterable[Mapping[str, Any]],
-    app_policies: Iterable[Mapping[str, Any]] = (),
-    app_rules: Iterable[Mapping[str, Any]] = (),
+    policies: Iterable[Mapping[str, Any]] | None,
+    rules: Iterable[Mapping[str, Any]] | None,
+    case_holds: Iterable[Mapping[str, Any]] | None,
+    app_policies: Iterable[Mapping[str, Any]] | None = (),
+    app_rules: Iterable[Mapping[str, Any]] | None = (),
+    known: Mapping[str, PolicyInfo] | None = None,
 ) -> dict[str, PolicyInfo]:
     """PolicyInfo by normalised GUID from Get-RetentionCompliancePolicy, -Rule, Get-CaseHoldPolicy and
     Get-AppRetentionCompliancePolicy, -Rule records (app policies: Teams private channels, Viva Engage; their
-    holds can keep an inactive mailbox, domain.md §9)."""
+    holds can keep an inactive mailbox, domain.md §9).
+
+    A read that was refused is None: its part comes from ``known`` (what an earlier run cached), with what could
+    not be read marked unknown (see the module text)."""
+    known = known or {}
     out: dict[str, PolicyInfo] = {}
     for kind, records, rule_records in (("retention", policies, rules), ("app", app_policies, app_rules)):
-        rules_by_policy = _rules_by_policy(rule_records)
-        for policy in records:
+        rules_by_policy = _rules_by_policy(rule_records or ())
+        if records is None:
+            out.update(_unread(kind, known, rules_by_policy if rule_records is not None else None))
+        for policy in records or ():
             guid = _policy_guid(policy)
             if not guid:
                 continue
             name = str(policy.get("Name") or "")
             rule = rules_by_policy.get(guid) or rules_by_policy.get(name.lower()) or {}
-            out[guid] = _policy_info(policy, rule, guid, kind)
-    for policy in case_holds:
+            info = _policy_info(policy, rule, guid, kind)
+            if rule_records is None:  # durations not read now: the last known, else unknown
+                before = known.get(guid)
+                if before is not None and before.duration_known:
+                    info = replace(info, retention_days=before.retention_days, action=before.action)
+                else:
+                    info = replace(info, retention_days=None, action=None, duration_known=False)
+            out[guid] = info
+    if case_holds is None:
+        out.update({guid: p for guid, p in known.items() if p.kind == "case-hold"})
+    for policy in case_holds or ():
         guid = _policy_guid(policy)
         if not guid:
             continue
@@ -100,6 +123,29 @@ def policies_from_records(
             retention_days=None,
             action=None,
             scope_all=False,
+        )
+    return out
+
+
+def _unread(
+    kind: str, known: Mapping[str, PolicyInfo], rules_by_policy: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, PolicyInfo]:
+    """Policies of ``kind`` when their cmdlet was refused: the names known before, a lock seen before (it cannot
+    be turned off), every other lock unknown; durations from the rules when they were read."""
+    out: dict[str, PolicyInfo] = {}
+    for guid, before in known.items():
+        if before.kind != kind:
+            continue
+        out[guid] = replace(before, locked=True if before.locked else None)
+    for key, rule in (rules_by_policy or {}).items():
+        if len(key) != 32 or any(c not in "0123456789abcdef" for c in key):
+            continue  # a rule naming its policy by name: no GUID to hang it on
+        info = out.get(key) or PolicyInfo(guid=key, name="", kind=kind, locked=None)
+        out[key] = replace(
+            info,
+            retention_days=_days(rule.get("RetentionDuration")),
+            action=rule_action(rule.get("RetentionComplianceAction")),
+            duration_known=True,
         )
     return out
 
@@ -148,6 +194,8 @@ def policy_row(policy: PolicyInfo) -> dict[str, Any]:
             "adaptive": policy.adaptive,
             "label": policy.label,
             "scopes": list(policy.scopes),
+            "locked_unknown": policy.locked is None,
+            "duration_unknown": not policy.duration_known,
         },
     }
 
@@ -166,7 +214,8 @@ def policy_from_row(row: Mapping[str, Any]) -> PolicyInfo:
         guid=str(row["guid"]),
         name=row["name"] or "",
         kind=row["kind"] or "retention",
-        locked=bool(row["locked"]),
+        locked=None if details.get("locked_unknown") else bool(row["locked"]),
+        duration_known=not details.get("duration_unknown"),
         enabled=bool(row["enabled"]),
         retention_days=row["retention_days"],
         action=policy_action(row["retention_action"]),

@@ -727,6 +727,13 @@ def release_plan(
         consequence = f"{len(remaining)} other hold(s) still keep the mailbox inactive ({kinds})"
     else:
         consequence = "nothing is released"
+    unknown_lock = [step.hold for step in steps if step.hold.locked is None]
+    if unknown_lock:
+        names = ", ".join(dict.fromkeys(h.policy_name or dashed_guid(h.guid or "") for h in unknown_lock))
+        notes.append(
+            f"Preservation Lock unknown for {names} (the policy could not be read): Exchange refuses the change if "
+            "the policy is locked"
+        )
     if steps and not only_delay:
         notes.append(
             f"Exchange applies a {DELAY_HOLD_DAYS}-day delay hold after any hold is removed (at its next Managed "

@@ -92,7 +92,9 @@ class PolicyInfo:
 
     ``kind`` is "retention" (Get-RetentionCompliancePolicy), "app" (Get-AppRetentionCompliancePolicy: Teams private
     channels, Viva Engage and other apps) or "case-hold" (Get-CaseHoldPolicy); other strings are kept as given.
-    ``locked`` is Preservation Lock (RestrictiveRetention). ``retention_days`` None = unlimited.
+    ``locked`` is Preservation Lock (RestrictiveRetention); None when it could not be read (the policy cmdlet was
+    refused): unknown, never "not locked". ``retention_days`` None = unlimited, unless ``duration_known`` is False
+    (the rule cmdlet was refused). ``name`` "" = not known.
     ``scope_all`` = the Exchange location is "All" (an org-wide policy). ``workloads``: the locations it covers
     (``exchange``, ``teams-chat``, ``public-folders``, ``skype``, ``groups``, or an app policy's applications such as
     ``User:MicrosoftTeams``); empty = not known. ``adaptive``: IsAdaptivePolicy (its members come from adaptive
@@ -102,11 +104,12 @@ class PolicyInfo:
     guid: str
     name: str = ""
     kind: str = "retention"
-    locked: bool = False
+    locked: bool | None = False
     enabled: bool = True
     retention_days: int | None = None
     action: HoldAction | None = None
     scope_all: bool = False
+    duration_known: bool = True
     workloads: tuple[str, ...] = ()
     adaptive: bool = False
     label: bool = False
@@ -129,7 +132,8 @@ class Hold:
 
     ``preserves``: does this hold keep the mailbox inactive. ``org_wide``: it came from the organization config.
     ``policy_known``: the policy was found in the compliance endpoint's list (so ``policy_name``, ``locked`` and
-    ``retention_days`` are facts, not defaults). ``since``: when the hold was placed, if known (litigation).
+    ``retention_days`` are facts, not defaults). ``locked`` is None for a retention policy whose Preservation
+    Lock could not be read (unknown, not unlocked). ``since``: when the hold was placed, if known (litigation).
     ``duration_days``: litigation duration, or the policy's retention duration when known; None = unlimited or
     unknown (``policy_known`` tells which for policies).
     """
@@ -142,7 +146,7 @@ class Hold:
     duration_days: int | None = None
     description: str = ""
     policy_name: str | None = None
-    locked: bool = False
+    locked: bool | None = False
     org_wide: bool = False
     policy_known: bool = False
     since: datetime | None = None
@@ -190,7 +194,7 @@ class Hold:
             duration_days=None if duration is None else int(duration),
             description=str(data.get("description") or ""),
             policy_name=data.get("policy_name") or None,
-            locked=bool(data.get("locked", False)),
+            locked=None if data.get("locked", False) is None else bool(data.get("locked")),
             org_wide=bool(data.get("org_wide", False)),
             policy_known=bool(data.get("policy_known", False)),
             since=parse_datetime(data.get("since")),
@@ -214,6 +218,11 @@ def _label(name: str | None, guid: str | None) -> str:
     if name:
         return f"'{name}'"
     return dashed_guid(guid) if guid else "(unknown policy)"
+
+
+def _unnamed(guid: str | None) -> str:
+    """The label of a policy whose name could not be read: its GUID and that the name is unknown."""
+    return f"{_label(None, guid)} (policy name unknown)"
 
 
 def _days(days: int) -> str:
@@ -263,8 +272,14 @@ def _policy_head(kind: HoldKind, label: str, info: PolicyInfo | None) -> str | N
     return None
 
 
-def _policy_description(kind: HoldKind, guid: str, action: HoldAction | None, info: PolicyInfo | None) -> str:
-    label = _label(info.name if info else None, guid)
+def _policy_description(
+    kind: HoldKind, guid: str, action: HoldAction | None, info: PolicyInfo | None, looked_up: bool = False
+) -> str:
+    """The hold in words; ``looked_up``: the policy list was consulted, so a missing name or lock is unknown."""
+    if info and info.name:
+        label = _label(info.name, guid)
+    else:
+        label = _unnamed(guid) if looked_up else _label(None, guid)
     special = _policy_head(kind, label, info) if kind is not HoldKind.ORG_POLICY_GROUP else None
     if special is not None:
         head = special
@@ -280,7 +295,7 @@ def _policy_description(kind: HoldKind, guid: str, action: HoldAction | None, in
         what = "action unknown, treated as retaining"
     elif action is HoldAction.DELETE_ONLY:
         what = _ACTION_TEXT[action]
-    elif info is not None:
+    elif info is not None and info.duration_known:
         span = "without limit" if info.retention_days is None else f"for {_days(info.retention_days)}"
         what = f"retain {span}" + (", then delete" if action is HoldAction.RETAIN_THEN_DELETE else "")
     else:
@@ -291,6 +306,8 @@ def _policy_description(kind: HoldKind, guid: str, action: HoldAction | None, in
         text += f"; adaptive scope {scopes}" if scopes else "; adaptive scopes"
     if info is not None and info.locked:
         text += "; Preservation Lock: it cannot be removed"
+    elif looked_up and (info is None or info.locked is None) and kind is not HoldKind.ORG_POLICY_GROUP:
+        text += "; Preservation Lock unknown"
     if info is not None and not info.enabled:
         text += "; the policy is disabled"
     return text
@@ -435,14 +452,17 @@ def _apply_policy(hold: Hold, info: PolicyInfo | None, org_wide: bool) -> Hold:
             policy_scope=_scope_of(info),
             duration_days=info.retention_days if info else None,
             policy_name=(info.name or None) if info else None,
-            locked=bool(info.locked) if info else False,
+            locked=(None if info.locked is None else bool(info.locked)) if info else None,
             org_wide=org_wide,
             policy_known=info is not None,
-            description=_policy_description(kind, hold.guid or "", action, info),
+            description=_policy_description(kind, hold.guid or "", action, info, looked_up=True),
         )
+    named = _label(info.name, hold.guid) if info and info.name else None
+    if named is None and hold.kind is HoldKind.EDISCOVERY and hold.guid:
+        named = _unnamed(hold.guid)  # the case hold policy was not in the list (or could not be read)
+    description = hold.description.replace(_label(None, hold.guid), named, 1) if named else hold.description
     if info is None:
-        return replace(hold, org_wide=org_wide) if org_wide else hold
-    description = hold.description.replace(_label(None, hold.guid), _label(info.name, hold.guid), 1)
+        return replace(hold, org_wide=org_wide, description=description)
     if hold.kind is HoldKind.INPLACE_LEGACY and hold.raw.lower().startswith("cld") and info.name:
         description = description.replace(hold.raw, f"'{info.name}' ({hold.raw})", 1)
     if not info.enabled:

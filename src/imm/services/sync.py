@@ -3,8 +3,9 @@
 One run:
 
 1. Org-wide holds (Get-OrganizationConfig) and, where the account may read them, retention and case hold
-   policies from the compliance endpoint (names, Preservation Lock, durations). A 403 there is said once and the
-   run goes on without policy names.
+   policies from the compliance endpoint (names, Preservation Lock, durations). Each of the three reads stands
+   alone: a refused one (403) is one warning naming the cmdlet and its role, what the others gave is kept, and for
+   the refused part the last known facts stay with what is unknown marked (a lock is never shown as absent).
 2. The complete list: ``Get-Mailbox -InactiveMailboxOnly -ResultSize Unlimited`` (never the silent 1,000 default).
    Cached mailboxes that are no longer listed (recovered, purged, soft-deleted) leave the cache.
 3. Detail for new mailboxes and those whose WhenChanged is newer than the cached one (all with ``full``):
@@ -43,7 +44,7 @@ from imm.data.sync_store import SyncRunStore
 from imm.errors import ImmError
 from imm.services.sync_build import RecordBuilder, load_mapping, policies_from_read
 from imm.services.sync_fetch import (
-    COMPLIANCE_DENIED,
+    COMPLIANCE_UNKNOWN,
     Fetched,
     Listed,
     MailboxFetcher,
@@ -74,7 +75,7 @@ UNAVAILABLE_STOP = 5
 # parallel, so the crossover is near total/1000 * concurrency; this floor keeps small incremental runs cheap.
 RECIPIENT_LISTING_MIN = 50
 SYNC = "SYNC"
-__all__ = ["COMPLIANCE_DENIED", "SyncProgress", "SyncResult", "SyncService", "fan_out"]
+__all__ = ["COMPLIANCE_UNKNOWN", "SyncProgress", "SyncResult", "SyncService", "fan_out"]
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ class SyncService:
         phase.done("listing")
         if cancel.is_set():
             return
-        self._store_org_state(org_holds, policies if compliance.complete else None, now)
+        self._store_org_state(org_holds, policies, now)
         builder = RecordBuilder(org_holds, policies, self.profile, now, mapping)
         analysis_key = builder.analysis_key()
         if cancel.is_set():
@@ -277,12 +278,12 @@ class SyncService:
             phase.done("fetch")
 
     # ------------------------------------------------------------------------------------ org state, policies
-    def _store_org_state(self, org_holds: list[str], policies: dict[str, PolicyInfo] | None, now: datetime) -> None:
-        """Org holds always; policies only when the compliance endpoint was read (else the last known stay)."""
+    def _store_org_state(self, org_holds: list[str], policies: dict[str, PolicyInfo], now: datetime) -> None:
+        """Org holds, and the policies as this run knows them (read now, or last known with unknowns marked)."""
         from imm.data.database import format_datetime
         from imm.domain.compliance import policy_row
 
-        rows = None if not policies else [policy_row(p) for p in policies.values()]
+        rows = [policy_row(p) for p in policies.values()]
         self.org_state.save(org_holds, rows, format_datetime(now))
 
     def _reanalyse_cached(self, skip: set[str], builder: RecordBuilder) -> int:

@@ -36,13 +36,10 @@ def load_mapping(profile: Profile) -> dict[str, tuple[str, str]] | None:
 
 
 def policies_from_read(read: ComplianceRead, cached_rows: list[dict[str, Any]]) -> dict[str, PolicyInfo]:
-    """The policies a run analyses with: what the compliance endpoint gave, else the names cached by an earlier
-    run (if any)."""
-    if not read.complete:
-        return {row["guid"]: policy_from_row(row) for row in cached_rows}
-    return policies_from_records(
-        read.policies or [], read.rules or [], read.case_holds or [], read.app_policies or [], read.app_rules or []
-    )
+    """The policies a run analyses with: what the compliance endpoint gave, and for each refused read what an
+    earlier run cached (:func:`imm.domain.compliance.policies_from_records` marks what is unknown)."""
+    known = {row["guid"]: policy_from_row(row) for row in cached_rows} if not read.complete else {}
+    return policies_from_records(read.policies, read.rules, read.case_holds, read.app_policies, read.app_rules, known)
 
 
 class RecordBuilder:

@@ -11,7 +11,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from imm.domain.parsing import parse_strings
@@ -23,8 +23,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COMPLIANCE_DENIED = "policy names unavailable: the account lacks the compliance role"
-APP_POLICIES_DENIED = "app retention policy names unavailable: Get-AppRetentionCompliancePolicy was refused"
+# What stays unknown when one compliance read is refused (each read stands alone; issue 17, domain.compliance).
+COMPLIANCE_UNKNOWN = {
+    "Get-RetentionCompliancePolicy": "retention policy names and Preservation Locks are unknown (the last known "
+    "names and locks are kept; a lock is never shown as absent)",
+    "Get-RetentionComplianceRule": "retention durations and actions are unknown (the last known are kept)",
+    "Get-CaseHoldPolicy": "eDiscovery case hold names are unknown (the last known are kept)",
+    "Get-AppRetentionCompliancePolicy": "app retention policy names and Preservation Locks are unknown (the last "
+    "known are kept)",
+    "Get-AppRetentionComplianceRule": "app retention durations and actions are unknown (the last known are kept)",
+}
 
 
 @dataclass
@@ -62,18 +70,20 @@ class Listed(NamedTuple):
 
 @dataclass
 class ComplianceRead:
-    """What the compliance endpoint gave: the records of each read (None: not read), and why not."""
+    """What the compliance endpoint gave: the records of each read (None: not read), and why not (one warning per
+    refused cmdlet, naming the role that grants it); ``refused`` lists those cmdlets."""
 
     policies: list[dict[str, Any]] | None = None
     rules: list[dict[str, Any]] | None = None
     case_holds: list[dict[str, Any]] | None = None
-    warnings: list[str] | None = None
+    warnings: list[str] = field(default_factory=list)
     app_policies: list[dict[str, Any]] | None = None  # Get-AppRetentionCompliancePolicy (+ its rules)
     app_rules: list[dict[str, Any]] | None = None
+    refused: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        return self.policies is not None and self.rules is not None and self.case_holds is not None
+        return not self.refused
 
 
 class MailboxFetcher:
@@ -101,28 +111,40 @@ class MailboxFetcher:
         return parse_strings(config.get("InPlaceHolds"))
 
     def compliance(self) -> ComplianceRead:
-        """Retention policies, their rules and case hold policies; when the account may not read them, a
-        ComplianceRead with nothing read and one warning."""
+        """Retention policies, their rules, case hold policies and app retention policies with their rules, each
+        read on its own: a refused read (403) is None with a warning naming the cmdlet, its role and what stays
+        unknown; the others are kept."""
+        read = ComplianceRead()
+        read.policies = self._compliance_read(
+            "Get-RetentionCompliancePolicy", lambda: self.ops.get_retention_policies(distribution_detail=True), read
+        )
+        read.rules = self._compliance_read("Get-RetentionComplianceRule", self.ops.get_retention_rules, read)
+        read.case_holds = self._compliance_read("Get-CaseHoldPolicy", self.ops.get_case_hold_policies, read)
+        # app retention policies (Teams private channels, Viva Engage) can hold an inactive mailbox too
+        read.app_policies = self._compliance_read(
+            "Get-AppRetentionCompliancePolicy", self.ops.get_app_retention_policies, read
+        )
+        read.app_rules = self._compliance_read("Get-AppRetentionComplianceRule", self.ops.get_app_retention_rules, read)
+        return read
+
+    def _compliance_read(
+        self, cmdlet: str, fn: Callable[[], Iterable[dict[str, Any]]], read: ComplianceRead
+    ) -> list[dict[str, Any]] | None:
         from imm.exchange import AccessDeniedError
+        from imm.exchange.errors import role_for
 
         try:
-            policies = list(self.ops.get_retention_policies(distribution_detail=True))
-            rules = list(self.ops.get_retention_rules())
-            case_holds = list(self.ops.get_case_hold_policies())
+            return list(fn())
         except ImmError as exc:
             if not (isinstance(exc, AccessDeniedError) or _is_auth_denied(exc)):
                 raise
-            log.info(COMPLIANCE_DENIED)
-            return ComplianceRead(warnings=[COMPLIANCE_DENIED])
-        read = ComplianceRead(policies, rules, case_holds, [])
-        try:  # app retention policies (Teams private channels, Viva Engage) can hold an inactive mailbox too
-            read.app_policies = list(self.ops.get_app_retention_policies())
-            read.app_rules = list(self.ops.get_app_retention_rules())
-        except ImmError as exc:
-            if not (isinstance(exc, AccessDeniedError) or _is_auth_denied(exc)):
-                raise
-            read.warnings = [APP_POLICIES_DENIED]
-        return read
+            role = getattr(exc, "role", None) or role_for(cmdlet)
+            grant = f"it needs the {role} role" if role else "the account lacks the role that grants it"
+            warning = f"{cmdlet} was refused ({grant}): {COMPLIANCE_UNKNOWN[cmdlet]}"
+            log.info("%s", warning)
+            read.refused.append(cmdlet)
+            read.warnings.append(warning)
+            return None
 
     # ------------------------------------------------------------------------------------------- listing
     def list_inactive(self) -> dict[str, Listed]:
