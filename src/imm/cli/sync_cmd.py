@@ -15,12 +15,18 @@ from imm.cli.context import app
     metavar="N",
     help="Exchange calls in flight at once (default: the profile's 'concurrency', 10).",
 )
-def sync(full: bool, concurrency: int | None) -> None:
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="When another imm process syncs this profile, wait for it to finish instead of exiting (exit 5).",
+)
+def sync(full: bool, concurrency: int | None, wait: bool) -> None:
     """Fetch the inventory of inactive mailboxes into the local cache.
 
     Incremental by default: only mailboxes that are new or changed since the last sync are read in detail, and
     mailboxes that are no longer inactive leave the cache. Signs in first when needed (device code). Ctrl+C stops
-    cleanly and keeps what was fetched (exit 130); exit 1 when some mailboxes could not be read.
+    cleanly and keeps what was fetched (exit 130); exit 1 when some mailboxes could not be read. One sync per
+    profile at a time: a second one names the process that holds it and exits 5, or waits with --wait.
 
     Example: imm sync --full
     """
@@ -40,7 +46,13 @@ def sync(full: bool, concurrency: int | None) -> None:
     with SessionManager(obj.config, db, obj.authenticator()) as session:
         service = SyncService(db, session.connection, obj.profile, session.audit, concurrency=concurrency)
         with SyncProgressBar(enabled=not obj.quiet) as bar, interrupt_sets(cancel, bar.note):
-            result = service.run(full=full, progress=bar.update, cancel=cancel)
+            result = service.run(
+                full=full,
+                progress=bar.update,
+                cancel=cancel,
+                wait=wait,
+                on_wait=lambda holder: click.echo(f"Waiting for the running sync: {terminal_safe(holder)}", err=True),
+            )
     for warning in result.warnings:
         click.echo(f"Warning: {terminal_safe(warning)}", err=True)
     shown = result.error_details[:10]

@@ -177,14 +177,43 @@ class SyncService:
         full: bool = False,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        *,
+        wait: bool = False,
+        on_wait: Callable[[str], None] | None = None,
     ) -> SyncResult:
-        """Sync the cache with the tenant; returns the counts. Raises ImmError when the run as a whole fails."""
+        """Sync the cache with the tenant; returns the counts. Raises ImmError when the run as a whole fails.
+
+        One sync per cache at a time (:class:`imm.data.run_lock.SyncLock`): when another process syncs it,
+        :class:`~imm.data.run_lock.SyncBusyError` names the holder (audited as a failed SYNC), or with ``wait``
+        the run starts once the holder ends (``on_wait`` is told who it waits for; ``cancel`` stops the wait)."""
+        from imm.data.run_lock import SyncBusyError, SyncLock, sync_lock_path
+
         cancel = cancel or threading.Event()
+        mapping = load_mapping(self.profile)  # bad mapping CSV: an input error before anything starts
+        lock = SyncLock(sync_lock_path(self.db.db_path))
+        try:
+            if not lock.acquire(wait=wait, on_wait=on_wait, cancel=cancel):
+                return SyncResult(mode="full" if full else "incremental", status="cancelled")
+        except SyncBusyError as exc:
+            if self.audit is not None:
+                self.audit.log_operation(SYNC, None, {"holder": lock.holder()}, "failure", exc.message)
+            raise
+        try:
+            return self._run_locked(full, progress, cancel, mapping)
+        finally:
+            lock.release()
+
+    def _run_locked(
+        self,
+        full: bool,
+        progress: ProgressCallback | None,
+        cancel: threading.Event,
+        mapping: dict[str, tuple[str, str]] | None,
+    ) -> SyncResult:
         notify = progress or (lambda _p: None)
         now = self._now or datetime.now(UTC)
         result = SyncResult(mode="full" if full else "incremental")
         started = time.monotonic()
-        mapping = load_mapping(self.profile)  # bad mapping CSV: an input error before anything starts
         from imm.data.stale import close_interrupted_syncs
 
         close_interrupted_syncs(self.db, self.audit)  # runs whose process was killed: closed as interrupted
