@@ -1,4 +1,5 @@
-"""Offline commands over the local cache: ``imm list``, ``imm search``, ``imm show``, ``imm cache stats|clear``.
+"""Offline commands over the local cache: ``imm list``, ``imm search``, ``imm show``,
+``imm cache stats|clear|check|rebuild`` (rebuild signs in to sync the inventory again).
 
 They read the SQLite cache only (no sign-in, no Exchange call). Record shapes live in
 :mod:`imm.services.inventory_view`.
@@ -250,7 +251,8 @@ def cache() -> None:
     \b
     Examples:
       imm cache stats
-      imm cache clear --yes
+      imm cache check
+      imm cache rebuild --yes
     """
 
 
@@ -316,6 +318,95 @@ def clear(yes: bool) -> None:
     _audit_clear(removed, db.display_path)
     if not obj.quiet:
         click.echo(f"Removed {removed:,} mailboxes from the cache.", err=True)
+
+
+@cache.command()
+def check() -> None:
+    """Check the store file with SQLite's integrity check (every page and index).
+
+    Exit 0 when the file is sound; exit 1 naming what is damaged, with the repair (`imm cache rebuild`).
+    Read only: nothing is changed.
+
+    \b
+    Example:
+      imm cache check
+    """
+    from imm.errors import StoreError
+    from imm.services.cache_repair import check_store
+    from imm.textsafe import terminal_safe
+
+    obj = app()
+    path = obj.profile.database_path
+    problems = check_store(path)
+    if not problems:
+        if not obj.quiet:
+            click.echo(f"{path}: SQLite's integrity check found no problem.", err=True)
+        return
+    for problem in problems[1:]:
+        click.echo(f"  {terminal_safe(problem)}", err=True)
+    more = f" (+{len(problems) - 1} more above)" if len(problems) > 1 else ""
+    raise StoreError(
+        f"the store {path} is damaged: {terminal_safe(problems[0])}{more}",
+        hint="run `imm cache rebuild`: the audit log and bulk jobs move into a fresh file, the inventory is synced "
+        "again, and the damaged file is kept",
+        code="store_damaged",
+    )
+
+
+@cache.command()
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--no-sync", is_flag=True, help="Do not sync the inventory afterwards (run `imm sync --full` later).")
+def rebuild(yes: bool, no_sync: bool) -> None:
+    """Repair a damaged store: a fresh file with the audit log and bulk jobs, then the inventory synced again.
+
+    Every row that is not the inventory (audit log, its checkpoints, signatures and anchors, bulk jobs, restore
+    requests, sync runs) is copied unchanged and the audit chain is verified before the fresh file takes the
+    damaged one's place; the damaged file is kept beside it (<name>.damaged-<time>). When any such row cannot be
+    read, nothing is replaced. Then a full sync fetches the inventory (sign-in as for imm sync).
+
+    \b
+    Example:
+      imm cache rebuild --yes
+    """
+    from imm.cli.context import confirm
+    from imm.data.database import DatabaseManager
+    from imm.services.cache_repair import rebuild_store
+
+    obj = app()
+    path = obj.profile.database_path
+    confirm(
+        f"Rebuild {path}? The audit log and bulk jobs move into a fresh file, the damaged one is kept beside it, "
+        "and the inventory is synced again.",
+        yes=yes,
+    )
+    obj.close()  # the store is opened here without its migrations: a damaged file may fail them
+    db = DatabaseManager(path)
+    outcome = rebuild_store(db, lambda store: _audit_on(obj, store))
+    result = outcome.result
+    if not obj.quiet:
+        found = f"{len(outcome.problems)} problem(s) found" if outcome.problems else "no problem found"
+        click.echo(
+            f"Rebuilt {path} ({found}): {outcome.audit_rows:,} audit rows verified; the damaged file is kept as "
+            f"{result.damaged_path}",
+            err=True,
+        )
+    db.close()  # the sync opens the fresh file as the profile's store
+    if no_sync:
+        return
+    click.get_current_context().invoke(_sync_command(), full=True)
+
+
+def _audit_on(obj: Any, store: Any) -> Any:
+    from imm.data.audit_logger import AuditLogger
+    from imm.data.audit_signing import AuditKeying
+
+    return AuditLogger(store, tenant=obj.profile.tenant_id, keying=AuditKeying.from_profile(obj.profile))
+
+
+def _sync_command() -> Any:
+    from imm.cli.sync_cmd import sync
+
+    return sync
 
 
 def _audit_clear(removed: int, path: str) -> None:

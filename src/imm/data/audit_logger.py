@@ -78,6 +78,7 @@ class OperationType(StrEnum):
     SYNC = "SYNC"
     REPORT = "REPORT"
     CACHE_CLEAR = "CACHE_CLEAR"
+    CACHE_REBUILD = "CACHE_REBUILD"
     # restore requests and addresses
     RESTORE_STATUS = "RESTORE_STATUS"
     REMOVE_RESTORE_REQUEST = "REMOVE_RESTORE_REQUEST"

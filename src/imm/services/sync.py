@@ -214,6 +214,7 @@ class SyncService:
         now = self._now or datetime.now(UTC)
         result = SyncResult(mode="full" if full else "incremental")
         started = time.monotonic()
+        self._check_store()  # a damaged file is named before anything is written to it
         from imm.data.stale import close_interrupted_syncs
 
         close_interrupted_syncs(self.db, self.audit)  # runs whose process was killed: closed as interrupted
@@ -305,6 +306,24 @@ class SyncService:
             phase.done("recipients")
             self._fetch_all(to_fetch, recipients, builder, result, notify, cancel, active)
             phase.done("fetch")
+
+    def _check_store(self) -> None:
+        """SQLite's quick check of the store file (every page; issue 17): a damaged one stops the run before it
+        writes, naming the check and the repair that keeps the audit log."""
+        from imm.data.store_repair import integrity_problems
+
+        path = self.db.db_path
+        if getattr(self.db, "is_uri", False) or not path.is_file():
+            return
+        problems = integrity_problems(path, quick=True)
+        if problems:
+            from imm.errors import StoreError
+
+            raise StoreError(
+                f"the store {path} is damaged ({problems[0]}): sync wrote nothing",
+                hint="`imm cache check` lists the damage; `imm cache rebuild` repairs it and keeps the audit log",
+                code="store_damaged",
+            )
 
     # ------------------------------------------------------------------------------------ org state, policies
     def _store_org_state(self, org_holds: list[str], policies: dict[str, PolicyInfo], now: datetime) -> None:
