@@ -108,6 +108,8 @@ class Profile:
     federated_token_file: Path | None = None  # workload identity; None: $AZURE_FEDERATED_TOKEN_FILE
     password_public_key: str | None = None  # PEM file or XML key for SecureString parameters
     concurrency: int = 10
+    # incremental sync also re-reads statistics and recipients read longer ago than this (a slice per run); 0: off
+    sync_refresh_days: int = 7
     request_timeout: float = 960.0
     max_retries: int = 5  # retries of a failed Exchange call (5xx, a reset, a refused connection) before giving up
     device_code_timeout: int = 300
@@ -183,6 +185,7 @@ _TOP_KEYS = {"default_profile", "profiles"}
 # in flight is more than Exchange's budget for one tenant; a timeout of more than a day is a typing error).
 _RANGE: dict[str, tuple[float | None, float | None]] = {
     "concurrency": (1, 64),
+    "sync_refresh_days": (0, 3650),
     "request_timeout": (1.0, 86400.0),
     "max_retries": (0, 20),
     "device_code_timeout": (1, 3600),

@@ -72,6 +72,18 @@ class SyncRunStore:
             )
 
     # ----------------------------------------------------------------------------------- change detection
+    def read_before(self, moment: datetime, limit: int) -> list[str]:
+        """Up to ``limit`` cached identities (lower case) last read in detail before ``moment``, oldest first
+        (``last_updated`` is the time of the last detail read; never read first)."""
+        if limit <= 0:
+            return []
+        rows = self.db.get_connection().execute(
+            "SELECT identity FROM inactive_mailboxes WHERE last_updated IS NULL OR last_updated < ? "
+            "ORDER BY last_updated IS NOT NULL, last_updated, identity LIMIT ?",
+            (format_datetime(moment), limit),
+        )
+        return [str(row[0]).lower() for row in rows]
+
     def cached_changes(self) -> dict[str, tuple[str, datetime | None]]:
         """lower-case identity → (identity as stored, cached WhenChanged), read cheaply (no full records)."""
         rows = self.db.get_connection().execute("SELECT identity, when_changed FROM inactive_mailboxes")

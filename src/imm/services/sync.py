@@ -31,6 +31,7 @@ are written through :class:`imm.data.org_state.OrgStateStore` and :class:`imm.da
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -100,6 +101,7 @@ class SyncResult:
     removed: int = 0
     errors: int = 0
     reanalysed: int = 0
+    refreshed: int = 0  # unchanged mailboxes read again because their last read was older than sync_refresh_days
     calls: int = 0  # Exchange calls this run made (listing pages not counted)
     duration: float = 0.0
     warnings: list[str] = field(default_factory=list)
@@ -123,6 +125,7 @@ class SyncResult:
             "removed": self.removed,
             "errors": self.errors,
             "reanalysed": self.reanalysed,
+            "refreshed": self.refreshed,
             "calls": self.calls,
             "duration_seconds": round(self.duration, 3),
         }
@@ -131,7 +134,9 @@ class SyncResult:
         """One line for people, e.g. 'Synced 1,500 inactive mailboxes: 20 fetched, 1,480 unchanged, …'."""
         verb = "Sync interrupted" if self.cancelled else "Synced"
         text = (
-            f"{verb}: {self.listed:,} inactive mailboxes listed, {self.fetched:,} fetched, "
+            f"{verb}: {self.listed:,} inactive mailboxes listed, {self.fetched:,} fetched"
+            + (f" ({self.refreshed:,} re-read as older than the refresh age)" if self.refreshed else "")
+            + ", "
             f"{self.unchanged:,} unchanged, {self.removed:,} removed, {self.errors:,} failed "
             f"in {self.duration:.1f} s"
         )
@@ -279,6 +284,8 @@ class SyncService:
             for identity, listed in listing.items()
             if full or identity not in cached or _is_newer(listed.when_changed, cached[identity][1])
         ]
+        if not full:
+            to_fetch += self._refresh_slice(listing, cached, {item.identity for item in to_fetch}, now, result)
         del listing, listed_ids  # what is not fetched is not kept
         result.unchanged = result.listed - len(to_fetch)
         log.info(
@@ -306,6 +313,30 @@ class SyncService:
             phase.done("recipients")
             self._fetch_all(to_fetch, recipients, builder, result, notify, cancel, active)
             phase.done("fetch")
+
+    def _refresh_slice(
+        self,
+        listing: dict[str, Listed],
+        cached: dict[str, tuple[str, datetime | None]],
+        fetching: set[str],
+        now: datetime,
+        result: SyncResult,
+    ) -> list[Listed]:
+        """Unchanged mailboxes read in detail longer ago than ``sync_refresh_days``, oldest first, at most
+        1/``sync_refresh_days`` of the cache per run: WhenChanged does not move when the Managed Folder Assistant
+        purges items (sizes shrink) or when the directory's Company/Department change, so without this those would
+        wait for ``--full``. A daily sync re-reads each mailbox about once per period, every run staying short."""
+        days = int(getattr(self.profile, "sync_refresh_days", 0) or 0)
+        if days <= 0 or not cached:
+            return []
+        from datetime import timedelta
+
+        size = math.ceil(len(cached) / days)
+        # a few more than the slice, as some of the oldest may be fetched anyway or no longer listed
+        candidates = self.runs.read_before(now - timedelta(days=days), size + len(fetching))
+        picked = [listing[i] for i in candidates if i in listing and i not in fetching][:size]
+        result.refreshed = len(picked)
+        return picked
 
     def _check_store(self) -> None:
         """SQLite's quick check of the store file (every page; issue 17): a damaged one stops the run before it
