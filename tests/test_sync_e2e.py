@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -584,10 +585,17 @@ def test_a_refused_compliance_cmdlet_hides_only_what_it_reads(tmp_path: Path, im
         with sim.exchange.tenant.lock:
             holder = next(m.exchange_guid for m in _inactive(sim).values() if tag in m.in_place_holds)
         shown = _hold_locks(imm_home, holder)[tag]
+        report = run_imm("report", "holds", "-o", "json")
+        assert report.exit_code == 0, report.stderr
+        (section,) = [s for s in json.loads(report.stdout)["sections"] if s["name"] == "policies"]
+        dashed = str(uuid.UUID(locked[0]))
+        (row,) = [r for r in section["rows"] if r["policy_guid"] == dashed]
         if refused == "Get-RetentionCompliancePolicy":
             assert shown == (None, None)
+            assert (row["policy_name"], row["preservation_lock"]) == ("(policy name unknown)", "unknown")
         else:
             assert shown == (retention[locked[0]].name, True)
+            assert (row["policy_name"], row["preservation_lock"]) == (retention[locked[0]].name, "yes")
 
 
 def test_a_refused_policy_read_keeps_the_last_known_names_and_locks(tmp_path: Path, imm_home: Path) -> None:

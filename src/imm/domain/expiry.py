@@ -85,6 +85,8 @@ def hold_expiry(mailbox: InactiveMailbox, hold: Hold, now: datetime) -> tuple[da
     if kind in (HoldKind.RETENTION_POLICY, HoldKind.SKYPE_POLICY, HoldKind.ORG_POLICY):
         if hold.locked:
             return None, f"retention policy {_name(hold)} is under Preservation Lock"
+        if hold.locked is None and hold.policy_known:  # the lock could not be read: not counted as running out
+            return None, f"retention policy {_name(hold)}: its Preservation Lock is unknown"
         if not hold.policy_known:
             return None, f"retention policy {_name(hold)}: its duration is unknown"
         if hold.duration_days is None:

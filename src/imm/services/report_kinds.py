@@ -525,7 +525,11 @@ def _add_policies(policies: dict[tuple[str, str, str], list[Any]], details: list
         p = policies.setdefault(key, [0, 0.0, False])
         p[0] += 1
         p[1] += gb
-        p[2] = p[2] or bool(detail.get("locked") or detail.get("preservation_lock"))
+        locked = detail.get("locked", False) or detail.get("preservation_lock")
+        if locked:
+            p[2] = True
+        elif locked is None and p[2] is False:  # the lock could not be read: unknown, never "not locked"
+            p[2] = None
 
 
 def holds_from_store(
@@ -621,9 +625,9 @@ def _holds_report(
             rows=[
                 {
                     "hold_kind": kind,
-                    "policy_name": name,
+                    "policy_name": name or "(policy name unknown)",
                     "policy_guid": guid,
-                    "preservation_lock": "yes" if p[2] else "",
+                    "preservation_lock": "yes" if p[2] else ("unknown" if p[2] is None else ""),
                     "mailboxes": p[0],
                     "total_gb": round2(p[1]),
                 }
