@@ -109,11 +109,11 @@ class PolicyInfo:
     retention_days: int | None = None
     action: HoldAction | None = None
     scope_all: bool = False
-    duration_known: bool = True
     workloads: tuple[str, ...] = ()
     adaptive: bool = False
     label: bool = False
     scopes: tuple[str, ...] = ()
+    duration_known: bool = True
 
     @property
     def teams_chat_only(self) -> bool:

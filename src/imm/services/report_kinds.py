@@ -525,7 +525,7 @@ def _add_policies(policies: dict[tuple[str, str, str], list[Any]], details: list
         p = policies.setdefault(key, [0, 0.0, False])
         p[0] += 1
         p[1] += gb
-        locked = detail.get("locked", False) or detail.get("preservation_lock")
+        locked = True if detail.get("preservation_lock") else detail.get("locked", False)
         if locked:
             p[2] = True
         elif locked is None and p[2] is False:  # the lock could not be read: unknown, never "not locked"
