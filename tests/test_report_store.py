@@ -49,6 +49,9 @@ def edge_cases() -> list[InactiveMailbox]:
             recovery_eligible=False,
             recovery_blockers=["ediscovery-hold: case 'A'", "ediscovery-hold: case 'B'", "a sentence without code"],
         ),
+        # formerly inactive, soft-deleted (awaiting the purge) and on their way (a delay hold): one is not inactive
+        make_mailbox(alias="gone", lifecycle_state="soft-deleted", is_inactive_mailbox=False, hold_types=[]),
+        make_mailbox(alias="delay", lifecycle_state="pending-delay", hold_types=["delay"]),
         make_mailbox(alias="reason", holds_expire_on=None, releasable=False, expiry_reason="  Unlimited hold "),
         make_mailbox(
             alias="policies",
@@ -124,6 +127,23 @@ def test_store_reports_follow_the_filters(tmp_path: Path, selection: MailboxFilt
     for kind, by in (("summary", None), ("costs", "department")):
         expected, stored = both(db, kind, by, COST, selection)
         assert stored == expected
+
+
+def test_the_summary_counts_inactive_mailboxes_and_the_soft_deleted_apart(tmp_path: Path) -> None:
+    mailboxes = [*edge_cases(), *make_mailboxes(30, seed=8)]
+    soft = [m.identity for m in mailboxes if m.lifecycle_state == "soft-deleted"]
+    assert len(soft) == 1
+    db = store_of(tmp_path, mailboxes)
+    expected, stored = both(db, "summary", None, COST)
+    assert stored == expected
+    values = {r["metric"]: r["value"] for r in stored["rows"]}
+    assert (values["mailboxes"], values["soft_deleted"]) == (len(mailboxes) - 1, 1)
+    headline = stored["headline"]  # every cached mailbox the report covers, then the two apart
+    assert (headline["mailboxes"], headline["inactive"], headline["soft_deleted"]) == (
+        len(mailboxes),
+        len(mailboxes) - 1,
+        1,
+    )
 
 
 def test_an_empty_store_gives_the_empty_report(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ _GB = (
     "((COALESCE(m.size_mb, 0.0) + COALESCE(m.recoverable_items_mb, 0.0) + COALESCE(m.archive_size_mb, 0.0)"
     " + COALESCE(m.archive_recoverable_items_mb, 0.0)) / 1024.0)"
 )
+SOFT_DELETED_SQL = "'soft-deleted'"  # imm.domain.lifecycle.SOFT_DELETED (the data layer does not import domain)
 _US = "(unixepoch(m.when_soft_deleted) * 1000000 + CAST(substr(m.when_soft_deleted, 21, 6) AS INTEGER))"
 
 
@@ -65,6 +66,7 @@ class GroupFigures:
     last_expiry: str | None = None
     recoverable_gb: float = 0.0
     restorable_gb: float = 0.0
+    soft_deleted: int = 0  # of ``mailboxes``: formerly inactive, soft-deleted and awaiting the purge (lifecycle)
 
 
 @dataclass
@@ -136,7 +138,8 @@ def report_figures(
         " SUM(COALESCE(m.item_count, 0) + COALESCE(m.archive_item_count, 0)),"
         f" MIN(substr(NULLIF(m.holds_expire_on, ''), 1, 10)), MAX(substr(NULLIF(m.holds_expire_on, ''), 1, 10)),"
         f" {_total(f'CASE WHEN m.recovery_eligible <> 0 THEN {_GB} END')},"
-        f" {_total(f'CASE WHEN m.restore_eligible <> 0 THEN {_GB} END')}"
+        f" {_total(f'CASE WHEN m.restore_eligible <> 0 THEN {_GB} END')},"
+        f" {_count(f'm.lifecycle_state = {SOFT_DELETED_SQL}')}"
         f" FROM inactive_mailboxes m{where} GROUP BY 1, 2, 3, 4, 5, 6"
     )
     sql_params = [*size_bounds, *days, *cost_params, *cost_params, *params]
@@ -173,6 +176,7 @@ def report_figures(
                 last_expiry=r[20],
                 recoverable_gb=float(r[21] or 0.0),
                 restorable_gb=float(r[22] or 0.0),
+                soft_deleted=int(r[23] or 0),
             )
             for r in conn.execute(sql, sql_params)
         ]

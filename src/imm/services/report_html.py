@@ -350,8 +350,9 @@ def kpis(overview: Overview, currency: str) -> list[str]:
         _kpi(
             "mailboxes",
             "Inactive mailboxes",
-            _count(h["mailboxes"]),
-            f"{h['companies']:,} companies, {h['unattributed']:,} unattributed",
+            _count(h["inactive"]),
+            f"{h['companies']:,} companies, {h['unattributed']:,} unattributed"
+            + (f"; {h['soft_deleted']:,} soft-deleted, awaiting purge" if h["soft_deleted"] else ""),
         ),
         _kpi(
             "total-gb",

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from imm.domain.holds import dashed_guid
+from imm.domain.lifecycle import SOFT_DELETED
 from imm.services.report_model import (
     AGE_BUCKETS,
     EXPIRY_WINDOWS,
@@ -56,6 +57,7 @@ class _Tally:
     restorable: int = 0
     oldest: datetime | None = None
     newest: datetime | None = None
+    soft_deleted: int = 0  # formerly inactive, soft-deleted, awaiting the purge (counted in ``mailboxes`` too)
 
     def merge(self, g: GroupFigures) -> None:
         """Add the sums of a group the store aggregated."""
@@ -67,6 +69,7 @@ class _Tally:
         self.savings += g.savings
         self.recoverable += g.recoverable
         self.restorable += g.restorable
+        self.soft_deleted += g.soft_deleted
         for moment in (g.oldest, g.newest):
             if moment is not None:
                 self.oldest = moment if self.oldest is None or moment < self.oldest else self.oldest
@@ -82,6 +85,7 @@ class _Tally:
             self.savings += cost
         self.recoverable += bool(mailbox.recovery_eligible)
         self.restorable += bool(mailbox.restore_eligible)
+        self.soft_deleted += mailbox.lifecycle_state == SOFT_DELETED
         deleted = as_utc(mailbox.when_soft_deleted)
         if deleted is not None:
             self.oldest = deleted if self.oldest is None or deleted < self.oldest else self.oldest
@@ -202,6 +206,8 @@ def _overview(
     primary_gb, archive_gb, items, unattributed, median, tenants = figures
     headline = {
         "mailboxes": total.mailboxes,
+        "inactive": total.mailboxes - total.soft_deleted,
+        "soft_deleted": total.soft_deleted,
         "companies": len([k for k in companies if k[0] != UNATTRIBUTED]),
         "unattributed": unattributed,
         "total_gb": round2(total.gb),
@@ -344,7 +350,8 @@ def _summary(measured: list[_Measured], overview: Overview, by: str | None, curr
         return _summary_by(measured, by, currency)
     h = overview.headline
     rows: list[tuple[str, str, Any]] = [
-        ("mailboxes", "Inactive mailboxes", h["mailboxes"]),
+        ("mailboxes", "Inactive mailboxes", h["inactive"]),
+        ("soft_deleted", "Soft-deleted, awaiting purge", h["soft_deleted"]),
         ("companies", "Operating companies", h["companies"]),
         ("unattributed", "Mailboxes without a company", h["unattributed"]),
         ("total_gb", "Total size: items and Recoverable Items, primary and archive (GB)", h["total_gb"]),

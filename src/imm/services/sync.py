@@ -95,7 +95,8 @@ class SyncResult:
 
     mode: str = "incremental"
     status: str = "running"  # completed | completed_with_errors | cancelled | failed
-    listed: int = 0
+    listed: int = 0  # inactive mailboxes and formerly inactive soft-deleted ones (awaiting the purge) listed
+    soft_deleted: int = 0  # of ``listed``: the soft-deleted ones
     fetched: int = 0
     unchanged: int = 0
     removed: int = 0
@@ -120,6 +121,7 @@ class SyncResult:
             "mode": self.mode,
             "status": self.status,
             "listed": self.listed,
+            "soft_deleted": self.soft_deleted,
             "fetched": self.fetched,
             "unchanged": self.unchanged,
             "removed": self.removed,
@@ -134,7 +136,9 @@ class SyncResult:
         """One line for people, e.g. 'Synced 1,500 inactive mailboxes: 20 fetched, 1,480 unchanged, …'."""
         verb = "Sync interrupted" if self.cancelled else "Synced"
         text = (
-            f"{verb}: {self.listed:,} inactive mailboxes listed, {self.fetched:,} fetched"
+            f"{verb}: {self.listed - self.soft_deleted:,} inactive mailboxes listed"
+            + (f" (and {self.soft_deleted:,} soft-deleted, awaiting purge)" if self.soft_deleted else "")
+            + f", {self.fetched:,} fetched"
             + (f" ({self.refreshed:,} re-read as older than the refresh age)" if self.refreshed else "")
             + ", "
             f"{self.unchanged:,} unchanged, {self.removed:,} removed, {self.errors:,} failed "
@@ -266,6 +270,7 @@ class SyncService:
         result.warnings.extend(compliance.warnings or [])  # the caller shows them once
         policies = policies_from_read(compliance, self.org_state.policy_rows() if not compliance.complete else [])
         result.listed = len(listing)
+        result.soft_deleted = self.fetcher.soft_deleted_listed
         phase.done("listing")
         if cancel.is_set():
             return

@@ -100,6 +100,7 @@ class MailboxFetcher:
         self._wanted = frozenset(p.lower() for p in self.properties)
         self._calls = 0
         self._calls_lock = threading.Lock()
+        self.soft_deleted_listed = 0  # of the last list_inactive: formerly inactive, soft-deleted mailboxes
 
     @property
     def calls(self) -> int:
@@ -153,6 +154,7 @@ class MailboxFetcher:
         delete-an-inactive-mailbox)."""
         out: dict[str, Listed] = {}
         wanted = self._wanted
+        self.soft_deleted_listed = 0
         for record in self.ops.iter_inactive_mailboxes(select=self.properties):
             identity = identity_of(record)
             if identity:
@@ -161,6 +163,7 @@ class MailboxFetcher:
             identity = identity_of(record)
             if identity and identity not in out:
                 out[identity] = Listed.of(identity, {k: v for k, v in record.items() if k.lower() in wanted})
+                self.soft_deleted_listed += 1
         return out
 
     def recipient_index(self) -> dict[str, dict[str, Any]]:
