@@ -54,6 +54,9 @@ DT = {"when_soft_deleted", "last_updated", "litigation_hold_date", "when_changed
       "holds_expire_on"}
 conv = [(json.loads if c in JSONC else bool if c in BOOL else iso if c in DT else None) for c in cols]
 plan = [(i, f) for i, f in enumerate(conv) if f is not None]
+a, b, c, d = (cols.index(n) for n in ("size_mb", "recoverable_items_mb", "archive_size_mb",
+                                      "archive_recoverable_items_mb"))
+names = [*cols, "total_size_mb"]
 enc = json.JSONEncoder(ensure_ascii=False).encode
 lines = sys.argv[2] == "jsonl"
 first = True
@@ -62,7 +65,8 @@ for row in conn.execute("SELECT * FROM inactive_mailboxes ORDER BY display_name 
     for i, f in plan:
         if v[i] is not None:
             v[i] = f(v[i])
-    text = enc(dict(zip(cols, v)))
+    v.append(round(v[a] + v[b] + v[c] + v[d], 2))
+    text = enc(dict(zip(names, v)))
     if lines:
         out.write(text + "\n")
     else:
@@ -92,8 +96,11 @@ def cell(c, v):
     return v
 w = csv.writer(out, lineterminator="\n")
 w.writerow(cols)
+TOTAL = ("round(coalesce(size_mb, 0) + coalesce(recoverable_items_mb, 0) + coalesce(archive_size_mb, 0)"
+         " + coalesce(archive_recoverable_items_mb, 0), 2)")
+select = ", ".join(TOTAL if c == "total_size_mb" else c for c in cols)
 for row in conn.execute(
-    f"SELECT {', '.join(cols)} FROM inactive_mailboxes ORDER BY display_name COLLATE NOCASE, identity"
+    f"SELECT {select} FROM inactive_mailboxes ORDER BY display_name COLLATE NOCASE, identity"
 ):
     w.writerow([cell(c, v) for c, v in zip(cols, row)])
 """
@@ -109,13 +116,16 @@ def cut(t, w):
     return t if len(t) <= w else t[: w - 1] + "…"
 out.write("┏" + "┳".join("━" * (w + 2) for w in W)[1:-1] + "┓\n")
 for row in conn.execute(
-    "SELECT display_name, name, primary_smtp, operating_company, department, size_mb, archive_size_mb,"
-    " when_soft_deleted, hold_types FROM inactive_mailboxes ORDER BY display_name COLLATE NOCASE, identity"
+    "SELECT display_name, name, primary_smtp, operating_company, department, size_mb, recoverable_items_mb,"
+    " archive_size_mb, archive_recoverable_items_mb, when_soft_deleted, hold_types, lifecycle_state, purge_on,"
+    " delay_hold_until FROM inactive_mailboxes ORDER BY display_name COLLATE NOCASE, identity"
 ):
-    dn, name, smtp, comp, dept, size, arch, deleted, holds = row
+    dn, name, smtp, comp, dept, size, rec, arch, arec, deleted, holds, state, purge, delay = row
     age = (now - datetime.fromisoformat(deleted)).days if deleted else None
+    held = (f"purge ≈ {(purge or '?')[:10]}" if state == "soft-deleted" else
+            f"delay until ≈ {(delay or '?')[:10]}" if state == "pending-delay" else ", ".join(json.loads(holds)))
     cells = (cut(dn or name, 24), cut(smtp, 30), cut(comp or "", 14), cut(dept or "", 12),
-             f"{round(size + arch):,}", f"{age:,}" if age is not None else "", cut(", ".join(json.loads(holds)), 24))
+             f"{round(round(size + rec + arch + arec, 2)):,}", f"{age:,}" if age is not None else "", cut(held, 24))
     out.write(f"│{cells[0]:<24} │ {cells[1]:<30} │ {cells[2]:<14} │ {cells[3]:<12} │ {cells[4]:>7} │ "
               f"{cells[5]:>5} │ {cells[6]:<24}│\n")
 out.write("└" + "┴".join("─" * (w + 2) for w in W)[1:-1] + "┘\n")
