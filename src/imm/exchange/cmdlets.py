@@ -242,7 +242,7 @@ class ExchangeOperations:
 
         ``once`` (on every change method): sent once, not repeated by the client after a lost reply (a reset, a
         timeout, a 5xx): AmbiguousOutcomeError lets the caller read Exchange and send it again only when it did not
-        take effect (:meth:`imm.services.action_base.ActionBase.send_change`)."""
+        take effect (:func:`imm.services.action_base.send_change`)."""
         return self._change(
             self.exchange, "Set-Mailbox", {"Identity": identity, "InactiveMailbox": True, **parameters}, once
         )

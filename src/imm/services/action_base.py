@@ -1,9 +1,14 @@
-"""What every single-mailbox action of :class:`imm.services.actions.MailboxActions` shares.
+"""What every action service of :class:`imm.services.actions.MailboxActions` is composed over.
 
-:class:`ActionBase` holds the session's parts (store, Exchange operations, audit, profile, clock), the org-wide
-holds and cached policies, the Get-Mailbox lookups, resolving an identity and refreshing one mailbox into the cache,
-and the audit plumbing every action runs through (write-ahead ``started`` row, ``_guarded`` body, result row,
-``record_unchanged`` for attempts that changed nothing).
+- :class:`MailboxRefresher`, one per session: the store, the Exchange operations, the profile and the clock, the
+  org-wide holds and cached policies, the Get-Mailbox lookups, resolving an identity and refreshing one mailbox
+  into the cache (the one read a preview and an execution each make).
+- :class:`ActionAuditor`, one per session: every audit row an action writes (write-ahead ``started`` row, the
+  guarded body and its ``success``/``failure``/``unknown``/``cancelled`` row, ``record_unchanged`` for a preview,
+  a block, a decline or a skip).
+- :class:`ActionService`, the base of each service (recover, restore, restore requests, holds): ``execute(plan)``
+  re-reads what the plan was computed from, refuses a changed one (audited), and runs the plan's cmdlets.
+- :func:`send_change`: an idempotent change sent without resending it needlessly after a lost reply.
 """
 
 from __future__ import annotations
@@ -61,32 +66,32 @@ ACTION_OPERATIONS = {
 }
 
 
-class ActionBase:
-    """State and helpers shared by the action mixins; see :class:`imm.services.actions.MailboxActions`."""
+class MailboxRefresher:
+    """One session's view of its mailboxes: reads them from Exchange, analyses them and keeps the cache in step.
+
+    Every action service holds the same refresher, so a preview and an execution each read the mailbox once.
+    """
 
     def __init__(
         self,
         db: DatabaseManager,
         ops: ExchangeOperations | None,
-        audit: AuditLogger,
         profile: Profile,
         *,
         now: datetime | None = None,
     ) -> None:
         self.db = db
         self.ops = ops
-        self.audit = audit
         self.profile = profile
         self._now = now
         self._org_holds: list[str] | None = None
         self._policies: dict[str, PolicyInfo] | None = None
-        self.restores = RestoreTracker(db)
 
     # ------------------------------------------------------------------------------------ time, org state
     def now(self) -> datetime:
         return self._now or datetime.now(UTC)
 
-    def _need_ops(self) -> ExchangeOperations:
+    def need_ops(self) -> ExchangeOperations:
         if self.ops is None:
             from imm.errors import SignInError
 
@@ -120,30 +125,30 @@ class ActionBase:
 
         return decode_holds(mailbox, self.org_holds(), self.policies())
 
-    # ------------------------------------------------------------------------------------------- refresh
-    def _lookup_inactive(self, identity: str) -> dict[str, Any] | None:
+    # ------------------------------------------------------------------------------------------- lookups
+    def lookup_inactive(self, identity: str) -> dict[str, Any] | None:
         """The Get-Mailbox -InactiveMailboxOnly record of ``identity``, or None when Exchange has no such one."""
         from imm.exchange import ExoNotFoundError
 
         try:
-            return first(self._need_ops().get_mailbox(identity, inactive=True))
+            return first(self.need_ops().get_mailbox(identity, inactive=True))
         except ExoNotFoundError:
             return None
 
-    def _lookup_active(self, identity: str) -> dict[str, Any] | None:
+    def lookup_active(self, identity: str) -> dict[str, Any] | None:
         """The Get-Mailbox record of an active mailbox, or None."""
         from imm.exchange import ExoNotFoundError
 
         try:
-            return first(self._need_ops().get_mailbox(identity, inactive=False))
+            return first(self.need_ops().get_mailbox(identity, inactive=False))
         except ExoNotFoundError:
             return None
 
-    def _lookup_soft_deleted(self, identity: str) -> dict[str, Any] | None:
+    def lookup_soft_deleted(self, identity: str) -> dict[str, Any] | None:
         from imm.exchange import ExoNotFoundError
 
         try:
-            record = first(self._need_ops().get_mailbox(identity, soft_deleted=True))
+            record = first(self.need_ops().get_mailbox(identity, soft_deleted=True))
         except ExoNotFoundError:
             return None
         if record is not None and truthy(record.get("IsInactiveMailbox")):
@@ -175,7 +180,7 @@ class ActionBase:
             raise NotFoundError(
                 f"no inactive mailbox '{text}' in the cache", hint="run `imm sync`, or find it with `imm search TEXT`"
             )
-        record = self._lookup_inactive(text)
+        record = self.lookup_inactive(text)
         if record is None or not exchange_guid(record):
             raise NotFoundError(
                 f"no inactive mailbox '{text}' in the cache or in Exchange",
@@ -183,7 +188,8 @@ class ActionBase:
             )
         return exchange_guid(record), None, record
 
-    def refresh_mailbox(self, identity: str, *, full: bool = False) -> tuple[InactiveMailbox, dict[str, Any]]:
+    # ------------------------------------------------------------------------------------------- refresh
+    def refresh(self, identity: str, *, full: bool = False) -> tuple[InactiveMailbox, dict[str, Any]]:
         """Read one inactive mailbox again from Exchange, analyse it and update the cache.
 
         Get-Mailbox always; Get-MailboxStatistics (primary, archive) only when the cache has no copy yet or with
@@ -193,11 +199,11 @@ class ActionBase:
         """
         guid, cached, record = self._resolve(identity)
         if record is None:
-            record = self._lookup_inactive(guid)
+            record = self.lookup_inactive(guid)
         if record is None:
             # Past its last hold but not purged (delete-an-inactive-mailbox): kept, with its lifecycle state, so that
             # its content can still be restored (New-MailboxRestoreRequest -SourceMailbox takes it).
-            record = self._lookup_soft_deleted(guid)
+            record = self.lookup_soft_deleted(guid)
             if record is not None and not truthy(record.get("WasInactiveMailbox")):
                 record = None
         if record is None:
@@ -208,16 +214,16 @@ class ActionBase:
                 + ("; it was removed from the cache" if cached is not None else ""),
                 hint="run `imm sync` to refresh the cache",
             )
-        return self._store(record, cached, sizes=full or cached is None), record
+        return self.store(record, cached, sizes=full or cached is None), record
 
-    def _store(self, record: dict[str, Any], cached: InactiveMailbox | None, *, sizes: bool) -> InactiveMailbox:
+    def store(self, record: dict[str, Any], cached: InactiveMailbox | None, *, sizes: bool) -> InactiveMailbox:
         """The cache row for a Get-Mailbox record: statistics read when ``sizes`` (else the cached ones),
         Company/Department from Get-Recipient when nothing is cached; analysed and written."""
         from imm.domain.analyse import analyse
         from imm.domain.records import mailbox_from_records
         from imm.exchange import ExoNotFoundError
 
-        ops = self._need_ops()
+        ops = self.need_ops()
         guid = exchange_guid(record)
         stats = archive = recipient = None
         if sizes:
@@ -271,67 +277,14 @@ class ActionBase:
         self.db.upsert_mailboxes([mailbox])
         return mailbox
 
-    # ------------------------------------------------------------------------------------- plan → execute
-    def execute(
-        self,
-        plan: ActionPreview,
-        *,
-        password: str | None = None,
-        operation_context: Mapping[str, Any] | None = None,
-        check: bool = True,
-    ) -> ActionResult:
-        """Run ``plan`` (a ``preview_*`` result) exactly as it was shown: its cmdlets, its parameters.
 
-        With ``check`` (a person confirmed the plan some time ago) the mailbox is read from Exchange once more and
-        the plan is refused, audited and nothing run, when the mailbox's state differs from the one the plan was
-        computed from (:class:`PlanChangedError`, exit 5). Without it (the plan was computed just now, e.g. by a
-        bulk item) no second read is made. ``password`` is recover's, never part of a plan.
-        """
-        if check and self._current_fingerprint(plan) != plan.fingerprint:
-            self._refuse_changed(plan, operation_context)
-        executor = getattr(self, "_execute_" + plan.action.replace("-", "_"))
-        context = dict(operation_context) if operation_context is not None else None
-        if plan.action == RECOVER:
-            if password is None:
-                raise InputError("a recover needs the new user's password")
-            return executor(plan, password, context)
-        return executor(plan, context)
+class ActionAuditor:
+    """Every audit row an action writes, for one session (``audit`` carries the signed-in user)."""
 
-    def _current_fingerprint(self, plan: ActionPreview) -> str:
-        """The fingerprint of what ``plan`` was computed from, read again (one Get-Mailbox)."""
-        _, record = self.refresh_mailbox(plan.identity)
-        return fingerprint_of(record)
+    def __init__(self, audit: AuditLogger) -> None:
+        self.audit = audit
 
-    def _refuse_changed(self, plan: ActionPreview, context: Mapping[str, Any] | None) -> None:
-        label = plan.mailbox.get("primary_smtp") or plan.identity
-        blocker = (
-            f"mailbox-changed: {label} changed in Exchange after the preview was computed (holds, addresses or "
-            "WhenChanged differ), so the confirmed plan no longer describes what would happen"
-            if plan.action not in ACTION_OPERATIONS or plan.action in (RECOVER, RESTORE, RELEASE, SET_DURATION)
-            else f"request-changed: restore request {plan.spec.get('request')} changed status after the preview, "
-            "so the confirmed plan no longer describes what would happen"
-        )
-        refused = ActionPreview(
-            identity=plan.identity,
-            action=plan.action,
-            mailbox=plan.mailbox,
-            summary=plan.summary,
-            blockers=[blocker],
-            removes_last_hold=plan.removes_last_hold,
-            cmdlets=plan.cmdlets,
-            fingerprint=plan.fingerprint,
-        )
-        error = PlanChangedError(
-            f"{plan.action} of {label} was not run: the mailbox changed since the preview",
-            blockers=[blocker],
-            hint="preview it again and confirm the new plan",
-        )
-        self.record_unchanged(refused, AuditResult.FAILURE, error.message, context)
-        error.audited = True  # type: ignore[attr-defined]
-        raise error
-
-    # ---------------------------------------------------------------------------------------------- audit
-    def _begin(
+    def begin(
         self,
         operation: OperationType,
         identity: str,
@@ -340,7 +293,7 @@ class ActionBase:
     ) -> str:
         return self.audit.begin(operation, identity, {**(context or {}), **details})
 
-    def _finish(
+    def finish(
         self,
         operation_id: str,
         result: AuditResult,
@@ -374,7 +327,7 @@ class ActionBase:
         )
         self.audit.log_operation(operation, preview.identity, details, AuditResult(result), error)
 
-    def _guarded(
+    def guarded(
         self,
         operation_id: str,
         context: Mapping[str, Any] | None,
@@ -404,7 +357,7 @@ class ActionBase:
                 failure_details["outcome"] = "unknown"
                 error = "interrupted by the user while the change was in progress: it may or may not have been made"
             try:
-                self._finish(operation_id, result, failure_details, context, error)
+                self.finish(operation_id, result, failure_details, context, error)
             except Exception:  # never hide the action's own error behind an audit failure
                 log.error("could not record the result of operation %s", operation_id, exc_info=True)
             if isinstance(exc, KeyboardInterrupt):
@@ -418,7 +371,7 @@ class ActionBase:
             exc.audited = True  # type: ignore[attr-defined]  # its result row is written: callers add none
             raise
 
-    def _after_change(self, read: Callable[[], Any], default: Any, details: dict[str, Any]) -> Any:
+    def after_change(self, read: Callable[[], Any], default: Any, details: dict[str, Any]) -> Any:
         """Run a read or cache update that follows a change Exchange already made. Its failure must not turn the
         change into a reported failure: it is noted in ``details['after_error']`` and ``default`` returned."""
         try:
@@ -431,35 +384,7 @@ class ActionBase:
             details.setdefault("after_error", "interrupted by the user while reading the mailbox after the change")
             return default
 
-    # --------------------------------------------------------------------------------------- lost replies
-    def send_change(self, send: Callable[[], Any], took_effect: Callable[[], bool], what: str) -> bool:
-        """Send one idempotent change (``send`` calls an ops method with ``once=True``) without resending it
-        needlessly. After a lost reply (a reset or timeout after the request went out, a 5xx:
-        AmbiguousOutcomeError) Exchange is read (``took_effect``): made → not sent again, True (confirmed after a
-        lost reply); not made → sent again, up to LOST_REPLY_SENDS times in all. When the read itself fails, the
-        outcome stays unknown and the ambiguous error is raised (audited ``unknown``; a bulk resume reconciles)."""
-        from imm.exchange import AmbiguousOutcomeError
-
-        for attempt in range(1, LOST_REPLY_SENDS + 1):
-            try:
-                send()
-                return False
-            except AmbiguousOutcomeError as exc:
-                try:
-                    made = took_effect()
-                except ImmError as read_error:
-                    log.warning("%s: %s; reading it back failed too: %s", what, exc.message, read_error.message)
-                    raise exc from None
-                if made:
-                    log.warning("%s: %s; read back: it took effect, so it is not sent again", what, exc.message)
-                    return True
-                if attempt == LOST_REPLY_SENDS:
-                    raise
-                log.warning("%s: %s; read back: not made, so it is sent again", what, exc.message)
-        return False  # not reached
-
-    # -------------------------------------------------------------------------------------------- plumbing
-    def _run(
+    def run(
         self,
         identity: str,
         action: str,
@@ -469,7 +394,7 @@ class ActionBase:
         body: Callable[[], ActionResult],
     ) -> ActionResult:
         try:
-            return self._guarded(operation_id, context, {"action": action}, body)
+            return self.guarded(operation_id, context, {"action": action}, body)
         except ItemFailed as failed:
             return ActionResult(
                 identity,
@@ -482,3 +407,115 @@ class ActionBase:
                     "microsoft_message": getattr(failed.error, "microsoft_message", None),
                 },
             )
+
+
+def send_change(send: Callable[[], Any], took_effect: Callable[[], bool], what: str) -> bool:
+    """Send one idempotent change (``send`` calls an ops method with ``once=True``) without resending it
+    needlessly. After a lost reply (a reset or timeout after the request went out, a 5xx:
+    AmbiguousOutcomeError) Exchange is read (``took_effect``): made → not sent again, True (confirmed after a
+    lost reply); not made → sent again, up to LOST_REPLY_SENDS times in all. When the read itself fails, the
+    outcome stays unknown and the ambiguous error is raised (audited ``unknown``; a bulk resume reconciles)."""
+    from imm.exchange import AmbiguousOutcomeError
+
+    for attempt in range(1, LOST_REPLY_SENDS + 1):
+        try:
+            send()
+            return False
+        except AmbiguousOutcomeError as exc:
+            try:
+                made = took_effect()
+            except ImmError as read_error:
+                log.warning("%s: %s; reading it back failed too: %s", what, exc.message, read_error.message)
+                raise exc from None
+            if made:
+                log.warning("%s: %s; read back: it took effect, so it is not sent again", what, exc.message)
+                return True
+            if attempt == LOST_REPLY_SENDS:
+                raise
+            log.warning("%s: %s; read back: not made, so it is sent again", what, exc.message)
+    return False  # not reached
+
+
+class ActionService:
+    """The base of each action service: the session's refresher, auditor and restore tracker, and
+    ``execute(plan)``. A service implements ``_execute(plan, context, password)`` for the actions it owns."""
+
+    def __init__(self, mailboxes: MailboxRefresher, auditor: ActionAuditor, restores: RestoreTracker) -> None:
+        self.mailboxes = mailboxes
+        self.auditor = auditor
+        self.restores = restores
+
+    @property
+    def db(self) -> DatabaseManager:
+        return self.mailboxes.db
+
+    @property
+    def ops(self) -> ExchangeOperations | None:
+        return self.mailboxes.ops
+
+    @property
+    def profile(self) -> Profile:
+        return self.mailboxes.profile
+
+    def now(self) -> datetime:
+        return self.mailboxes.now()
+
+    def _execute(
+        self, plan: ActionPreview, context: dict[str, Any] | None, password: str | None
+    ) -> ActionResult:  # pragma: no cover - every service defines it
+        raise NotImplementedError(plan.action)
+
+    def execute(
+        self,
+        plan: ActionPreview,
+        *,
+        password: str | None = None,
+        operation_context: Mapping[str, Any] | None = None,
+        check: bool = True,
+    ) -> ActionResult:
+        """Run ``plan`` (a ``preview_*`` result) exactly as it was shown: its cmdlets, its parameters.
+
+        With ``check`` (a person confirmed the plan some time ago) the mailbox is read from Exchange once more and
+        the plan is refused, audited and nothing run, when the mailbox's state differs from the one the plan was
+        computed from (:class:`PlanChangedError`, exit 5). Without it (the plan was computed just now, e.g. by a
+        bulk item) no second read is made. ``password`` is recover's, never part of a plan.
+        """
+        if check and self.current_fingerprint(plan) != plan.fingerprint:
+            self._refuse_changed(plan, operation_context)
+        context = dict(operation_context) if operation_context is not None else None
+        if plan.action == RECOVER and password is None:
+            raise InputError("a recover needs the new user's password")
+        return self._execute(plan, context, password)
+
+    def current_fingerprint(self, plan: ActionPreview) -> str:
+        """The fingerprint of what ``plan`` was computed from, read again (one Get-Mailbox)."""
+        _, record = self.mailboxes.refresh(plan.identity)
+        return fingerprint_of(record)
+
+    def _refuse_changed(self, plan: ActionPreview, context: Mapping[str, Any] | None) -> None:
+        label = plan.mailbox.get("primary_smtp") or plan.identity
+        blocker = (
+            f"mailbox-changed: {label} changed in Exchange after the preview was computed (holds, addresses or "
+            "WhenChanged differ), so the confirmed plan no longer describes what would happen"
+            if plan.action not in ACTION_OPERATIONS or plan.action in (RECOVER, RESTORE, RELEASE, SET_DURATION)
+            else f"request-changed: restore request {plan.spec.get('request')} changed status after the preview, "
+            "so the confirmed plan no longer describes what would happen"
+        )
+        refused = ActionPreview(
+            identity=plan.identity,
+            action=plan.action,
+            mailbox=plan.mailbox,
+            summary=plan.summary,
+            blockers=[blocker],
+            removes_last_hold=plan.removes_last_hold,
+            cmdlets=plan.cmdlets,
+            fingerprint=plan.fingerprint,
+        )
+        error = PlanChangedError(
+            f"{plan.action} of {label} was not run: the mailbox changed since the preview",
+            blockers=[blocker],
+            hint="preview it again and confirm the new plan",
+        )
+        self.auditor.record_unchanged(refused, AuditResult.FAILURE, error.message, context)
+        error.audited = True  # type: ignore[attr-defined]
+        raise error

@@ -24,18 +24,26 @@ now?), and repeats the call once only when reconciliation shows it did not happe
 Passwords for recover are passed through to the client's SecureString encryption and are never stored, logged or
 written to an audit row.
 
-The code lives in sibling modules, one per concern, composed here into :class:`MailboxActions`:
-:mod:`imm.services.action_base` (session state, lookups, refresh, audit plumbing, ``record_unchanged``),
-:mod:`imm.services.recover`, :mod:`imm.services.restore` (creating restore requests),
-:mod:`imm.services.restore_status` (status, ``remove_x500``), :mod:`imm.services.holds` (release, set-duration,
-``holds_report``) and :mod:`imm.services.reconcile`. Results, passwords and record readers are in
-:mod:`imm.services.action_support`.
+:class:`MailboxActions` is a facade composed of a few services, each an object of its own over the session's one
+:class:`~imm.services.action_base.MailboxRefresher` (reads a mailbox, updates the cache) and one
+:class:`~imm.services.action_base.ActionAuditor` (writes every audit row):
+:class:`~imm.services.recover.RecoverService`, :class:`~imm.services.restore.RestoreService` (creating restore
+requests), :class:`~imm.services.restore_status.RestoreRequestService` (status, remove | suspend | resume,
+``remove_x500``), :class:`~imm.services.holds.HoldsService` (release, set-duration, ``holds_report``) and
+:class:`~imm.services.reconcile.Reconciler`. ``execute(plan)`` hands a plan to the service of its action. Results,
+passwords and record readers are in :mod:`imm.services.action_support`.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from imm.services.action_base import ActionAuditor, MailboxRefresher
 from imm.services.action_support import (
     ACTIONS,
+    RECOVER,
+    REQUEST_ACTIONS,
+    RESTORE,
     ActionBlockedError,
     ActionPreview,
     ActionResult,
@@ -43,9 +51,23 @@ from imm.services.action_support import (
     generate_password,
     parse_days,
 )
-from imm.services.holds import HoldActions
-from imm.services.reconcile import ReconcileActions
-from imm.services.restore_status import RestoreStatusActions
+from imm.services.holds import HoldsService
+from imm.services.reconcile import Reconciler
+from imm.services.recover import RecoverService
+from imm.services.restore import RestoreService
+from imm.services.restore_status import RestoreRequestService
+from imm.services.restore_tracking import RestoreTracker
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping
+    from datetime import datetime
+
+    from imm.config import Profile
+    from imm.data.audit_logger import AuditLogger, AuditResult
+    from imm.data.database import DatabaseManager
+    from imm.data.models import InactiveMailbox
+    from imm.exchange.cmdlets import ExchangeOperations
+    from imm.services.action_base import ActionService
 
 __all__ = [
     "ACTIONS",
@@ -59,10 +81,198 @@ __all__ = [
 ]
 
 
-class MailboxActions(ReconcileActions, RestoreStatusActions, HoldActions):
-    """The single-mailbox actions of one signed-in session.
+class MailboxActions:
+    """The single-mailbox actions of one signed-in session, composed of one service per kind of change.
 
     ``ops`` is :class:`imm.exchange.cmdlets.ExchangeOperations` (``SessionManager.connection``); it may be None for
     the offline :meth:`holds_report`. ``audit`` should carry the signed-in user (``SessionManager.audit``).
     ``now`` fixes the clock (tests); by default the current time is read at each use.
     """
+
+    def __init__(
+        self,
+        db: DatabaseManager,
+        ops: ExchangeOperations | None,
+        audit: AuditLogger,
+        profile: Profile,
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        self.mailboxes = MailboxRefresher(db, ops, profile, now=now)
+        self.auditor = ActionAuditor(audit)
+        self.restores = RestoreTracker(db)
+        parts = (self.mailboxes, self.auditor, self.restores)
+        self.recovery = RecoverService(*parts)
+        self.restoring = RestoreService(*parts)
+        self.requests = RestoreRequestService(*parts)
+        self.holds = HoldsService(*parts)
+        self.reconciler = Reconciler(*parts, recovery=self.recovery)
+
+    # ---------------------------------------------------------------------------------- the session's parts
+    @property
+    def db(self) -> DatabaseManager:
+        return self.mailboxes.db
+
+    @property
+    def ops(self) -> ExchangeOperations | None:
+        return self.mailboxes.ops
+
+    @property
+    def audit(self) -> AuditLogger:
+        return self.auditor.audit
+
+    @property
+    def profile(self) -> Profile:
+        return self.mailboxes.profile
+
+    def now(self) -> datetime:
+        return self.mailboxes.now()
+
+    def resolve(self, identity: str) -> tuple[str, InactiveMailbox | None]:
+        return self.mailboxes.resolve(identity)
+
+    def refresh_mailbox(self, identity: str, *, full: bool = False) -> tuple[InactiveMailbox, dict[str, Any]]:
+        return self.mailboxes.refresh(identity, full=full)
+
+    # -------------------------------------------------------------------------------------- plan → execute
+    def service_for(self, action: str) -> ActionService:
+        """The service that owns ``action``'s plans."""
+        if action == RECOVER:
+            return self.recovery
+        if action == RESTORE:
+            return self.restoring
+        if action in REQUEST_ACTIONS:
+            return self.requests
+        return self.holds
+
+    def execute(
+        self,
+        plan: ActionPreview,
+        *,
+        password: str | None = None,
+        operation_context: Mapping[str, Any] | None = None,
+        check: bool = True,
+    ) -> ActionResult:
+        """Run ``plan`` exactly as shown, through the service of its action (see
+        :meth:`imm.services.action_base.ActionService.execute`)."""
+        return self.service_for(plan.action).execute(
+            plan, password=password, operation_context=operation_context, check=check
+        )
+
+    def record_unchanged(
+        self,
+        preview: ActionPreview,
+        result: AuditResult | str,
+        error: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.auditor.record_unchanged(preview, result, error, context)
+
+    # ------------------------------------------------------------------------------------------- recover
+    def preview_recover(self, identity: str, upn: str, name: str, display_name: str | None = None) -> ActionPreview:
+        return self.recovery.preview_recover(identity, upn, name, display_name)
+
+    def recover(
+        self,
+        identity: str,
+        upn: str,
+        name: str,
+        password: str,
+        *,
+        display_name: str | None = None,
+        operation_context: dict[str, Any] | None = None,
+    ) -> ActionResult:
+        return self.recovery.recover(
+            identity, upn, name, password, display_name=display_name, operation_context=operation_context
+        )
+
+    # ------------------------------------------------------------------------------------------- restore
+    def preview_restore(
+        self,
+        identity: str,
+        target: str,
+        *,
+        archive: bool = False,
+        target_folder: str | None = None,
+        target_archive: bool | None = None,
+        request_name: str | None = None,
+        exclude_dumpster: bool = False,
+    ) -> ActionPreview:
+        return self.restoring.preview_restore(
+            identity,
+            target,
+            archive=archive,
+            target_folder=target_folder,
+            target_archive=target_archive,
+            request_name=request_name,
+            exclude_dumpster=exclude_dumpster,
+        )
+
+    def restore(
+        self,
+        identity: str,
+        target: str,
+        *,
+        archive: bool = False,
+        target_folder: str | None = None,
+        target_archive: bool | None = None,
+        operation_context: dict[str, Any] | None = None,
+    ) -> ActionResult:
+        return self.restoring.restore(
+            identity,
+            target,
+            archive=archive,
+            target_folder=target_folder,
+            target_archive=target_archive,
+            operation_context=operation_context,
+        )
+
+    def restore_status(self, identity: str | None = None) -> list[dict[str, Any]]:
+        return self.requests.restore_status(identity)
+
+    def preview_request_action(self, action: str, request: str, *, comment: str | None = None) -> ActionPreview:
+        return self.requests.preview_request_action(action, request, comment=comment)
+
+    def remove_x500(self, identity: str, target: str | None = None) -> ActionResult:
+        return self.requests.remove_x500(identity, target)
+
+    # --------------------------------------------------------------------------------------------- holds
+    def preview_release(self, identity: str, kind: str, *, force_ediscovery: bool = False) -> ActionPreview:
+        return self.holds.preview_release(identity, kind, force_ediscovery=force_ediscovery)
+
+    def release(
+        self,
+        identity: str,
+        kind: str,
+        *,
+        force_ediscovery: bool = False,
+        operation_context: dict[str, Any] | None = None,
+        allowed_consequences: Collection[str] | None = None,
+    ) -> ActionResult:
+        return self.holds.release(
+            identity,
+            kind,
+            force_ediscovery=force_ediscovery,
+            operation_context=operation_context,
+            allowed_consequences=allowed_consequences,
+        )
+
+    def cached_release_consequences(self, identity: str, kind: str) -> list[str]:
+        return self.holds.cached_release_consequences(identity, kind)
+
+    def preview_set_duration(self, identity: str, duration_days: int | None) -> ActionPreview:
+        return self.holds.preview_set_duration(identity, duration_days)
+
+    def set_duration(
+        self, identity: str, duration_days: int | None, operation_context: dict[str, Any] | None = None
+    ) -> ActionResult:
+        return self.holds.set_duration(identity, duration_days, operation_context)
+
+    def holds_report(self, identity: str, *, refresh: bool = False) -> dict[str, Any]:
+        return self.holds.holds_report(identity, refresh=refresh)
+
+    # ----------------------------------------------------------------------------------------- reconcile
+    def reconcile(
+        self, action: str, params: Mapping[str, Any], *, operation_context: Mapping[str, Any] | None = None
+    ) -> ActionResult | None:
+        return self.reconciler.reconcile(action, params, operation_context=operation_context)

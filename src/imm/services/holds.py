@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from imm.data.audit_logger import AuditResult, OperationType
 from imm.errors import ImmError
-from imm.services.action_base import ActionBase, log
+from imm.services.action_base import ActionService, log, send_change
 from imm.services.action_support import (
     CONSEQUENCE_WORDS,
     EDISCOVERY,
@@ -67,7 +67,7 @@ def release_consequences(plan: ReleasePlan) -> list[str]:
     return out
 
 
-class HoldActions(ActionBase):
+class HoldsService(ActionService):
     """Release holds, set the Litigation Hold duration, report every hold on a mailbox."""
 
     # ======================================================================================= release holds
@@ -87,8 +87,8 @@ class HoldActions(ActionBase):
         from imm.domain.eligibility import check_release_type, release_plan
 
         kind = check_release_type(kind)
-        mailbox, record = self.refresh_mailbox(identity)
-        holds = self.decode(mailbox)
+        mailbox, record = self.mailboxes.refresh(identity)
+        holds = self.mailboxes.decode(mailbox)
         return release_plan(mailbox, holds, kind, force=force), mailbox, record
 
     def _release_preview(
@@ -136,7 +136,7 @@ class HoldActions(ActionBase):
         mailbox = self.db.get_mailbox(identity)
         if mailbox is None:
             return []
-        return release_consequences(release_plan(mailbox, self.decode(mailbox), check_release_type(kind)))
+        return release_consequences(release_plan(mailbox, self.mailboxes.decode(mailbox), check_release_type(kind)))
 
     def release(
         self,
@@ -161,11 +161,18 @@ class HoldActions(ActionBase):
             raise ActionBlockedError(preview, ["unconfirmed-consequence"], hint="run the plan again to confirm it")
         if preview.nothing_to_do:
             message = preview.summary[-1]
-            self.record_unchanged(preview, AuditResult.SKIPPED, message, operation_context)
+            self.auditor.record_unchanged(preview, AuditResult.SKIPPED, message, operation_context)
             return ActionResult(
                 preview.identity, RELEASE, SKIPPED, message, None, {"release_type": preview.spec["type"]}
             )
         return self.execute(preview, operation_context=operation_context, check=False)
+
+    def _execute(
+        self, preview: ActionPreview, operation_context: dict[str, Any] | None, password: str | None = None
+    ) -> ActionResult:
+        if preview.action == SET_DURATION:
+            return self._execute_set_duration(preview, operation_context)
+        return self._execute_release(preview, operation_context)
 
     def _execute_release(self, preview: ActionPreview, operation_context: dict[str, Any] | None) -> ActionResult:
         """Run the release steps of ``preview`` exactly as shown (one REMOVE_HOLD operation)."""
@@ -182,7 +189,7 @@ class HoldActions(ActionBase):
             "fingerprint": preview.fingerprint,
             "before": preview.mailbox["state"],
         }
-        operation_id = self._begin(OperationType.REMOVE_HOLD, guid, intent, operation_context)
+        operation_id = self.auditor.begin(OperationType.REMOVE_HOLD, guid, intent, operation_context)
 
         def body() -> ActionResult:
             from imm.exchange import ExoNotFoundError
@@ -193,7 +200,7 @@ class HoldActions(ActionBase):
                 hold = str(step["hold"])
                 try:
                     # a lost reply is read back (is the hold gone?), not resent blindly
-                    if self.send_change(
+                    if send_change(
                         lambda step=step: self._run_step(step["cmdlet"], step["parameters"]),  # type: ignore[misc]
                         lambda hold=hold: self._hold_gone(guid, hold),  # type: ignore[misc]
                         f"release {guid} ({step['cmdlet']})",
@@ -213,7 +220,7 @@ class HoldActions(ActionBase):
             notes: dict[str, Any] = {}
             if confirmed:
                 notes["confirmed_after_lost_reply"] = confirmed
-            after, soft_deleted = self._after_change(lambda: self._after_release(guid), ({}, False), notes)
+            after, soft_deleted = self.auditor.after_change(lambda: self._after_release(guid), ({}, False), notes)
             details = {
                 "action": RELEASE,
                 "release_type": preview.spec["type"],
@@ -222,7 +229,7 @@ class HoldActions(ActionBase):
                 "after": after,
                 **notes,
             }
-            self._finish(operation_id, AuditResult.SUCCESS, details, operation_context)
+            self.auditor.finish(operation_id, AuditResult.SUCCESS, details, operation_context)
             released = ", ".join(step.hold.kind.value for step in plan.steps)
             message = f"Released {released} hold(s) of {mailbox.primary_smtp or guid}"
             if confirmed:
@@ -246,7 +253,7 @@ class HoldActions(ActionBase):
                 )
             return ActionResult(guid, RELEASE, SUCCESS, message, operation_id, details)
 
-        return self._run(guid, RELEASE, operation_id, operation_context, intent, body)
+        return self.auditor.run(guid, RELEASE, operation_id, operation_context, intent, body)
 
     def _hold_gone(self, guid: str, raw: str) -> bool:
         """After a lost reply: is the hold ``raw`` no longer on the mailbox (or did the mailbox become
@@ -254,15 +261,15 @@ class HoldActions(ActionBase):
         from imm.errors import NotFoundError as Gone
 
         try:
-            mailbox, _ = self.refresh_mailbox(guid)
+            mailbox, _ = self.mailboxes.refresh(guid)
         except Gone:
-            return self._lookup_soft_deleted(guid) is not None
-        return raw not in {hold.raw for hold in self.decode(mailbox) if hold.preserves}
+            return self.mailboxes.lookup_soft_deleted(guid) is not None
+        return raw not in {hold.raw for hold in self.mailboxes.decode(mailbox) if hold.preserves}
 
     def _run_step(self, cmdlet: str, parameters: Mapping[str, Any]) -> Any:
         """One change step (cmdlet + parameters as data) through the typed operations, sent once: a lost reply
         raises AmbiguousOutcomeError for :meth:`send_change` to read back."""
-        ops = self._need_ops()
+        ops = self.mailboxes.need_ops()
         params = dict(parameters)
         identity = params.pop("Identity")
         if cmdlet == "Set-Mailbox":
@@ -278,13 +285,13 @@ class HoldActions(ActionBase):
 
     def _after_release(self, guid: str) -> tuple[dict[str, Any], bool]:
         """(state after, became soft-deleted); the cache follows (refreshed, or removed when soft-deleted)."""
-        record = self._lookup_inactive(guid)
+        record = self.mailboxes.lookup_inactive(guid)
         if record is not None:
-            self._store(record, self.db.get_mailbox(guid), sizes=False)
+            self.mailboxes.store(record, self.db.get_mailbox(guid), sizes=False)
             return state_of(record), False
-        soft = self._lookup_soft_deleted(guid)
+        soft = self.mailboxes.lookup_soft_deleted(guid)
         if soft is not None:  # kept in the cache as soft-deleted, with its purge date (imm list --state soft-deleted)
-            self._store(soft, self.db.get_mailbox(guid), sizes=False)
+            self.mailboxes.store(soft, self.db.get_mailbox(guid), sizes=False)
         else:
             self.db.delete_mailboxes([guid])
         return (state_of(soft) if soft else {"IsInactiveMailbox": False}), True
@@ -295,7 +302,7 @@ class HoldActions(ActionBase):
         from imm.services.action_specs import SetDurationSpec
 
         duration_days = SetDurationSpec.of(duration_days).days  # the one check (also the plan reader's)
-        mailbox, record = self.refresh_mailbox(identity)
+        mailbox, record = self.mailboxes.refresh(identity)
         current = days_of(record.get("LitigationHoldDuration"))
         enabled = truthy(record.get("LitigationHoldEnabled"))
         summary = [
@@ -352,7 +359,7 @@ class HoldActions(ActionBase):
         preview = self.preview_set_duration(identity, duration_days)
         if preview.nothing_to_do:
             message = preview.summary[-1]
-            self.record_unchanged(preview, AuditResult.SKIPPED, message, operation_context)
+            self.auditor.record_unchanged(preview, AuditResult.SKIPPED, message, operation_context)
             return ActionResult(
                 preview.identity, SET_DURATION, SKIPPED, message, None, {"duration_days": duration_days}
             )
@@ -369,29 +376,31 @@ class HoldActions(ActionBase):
             "fingerprint": preview.fingerprint,
             "before": preview.mailbox["state"],
         }
-        operation_id = self._begin(OperationType.CHANGE_HOLD, guid, intent, operation_context)
+        operation_id = self.auditor.begin(OperationType.CHANGE_HOLD, guid, intent, operation_context)
 
         def body() -> ActionResult:
             notes: dict[str, Any] = {}
             for step in preview.cmdlets:
-                if self.send_change(
+                if send_change(
                     lambda step=step: self._run_step(step["cmdlet"], step["parameters"]),  # type: ignore[misc]
                     lambda: self._duration_is(guid, duration_days),
                     f"set-duration {guid}",
                 ):
                     notes["confirmed_after_lost_reply"] = True
-            record = self._after_change(lambda: self._lookup_inactive(guid), None, notes) or {}
+            record = self.auditor.after_change(lambda: self.mailboxes.lookup_inactive(guid), None, notes) or {}
             mailbox = None
             if record:
                 cached = self.db.get_mailbox(guid)
-                mailbox = self._after_change(lambda: self._store(record, cached, sizes=False), None, notes)
+                mailbox = self.auditor.after_change(
+                    lambda: self.mailboxes.store(record, cached, sizes=False), None, notes
+                )
             details = {
                 "action": SET_DURATION,
                 "duration_days": duration_days,
                 "after": state_of(record),
                 **notes,
             }
-            self._finish(operation_id, AuditResult.SUCCESS, details, operation_context)
+            self.auditor.finish(operation_id, AuditResult.SUCCESS, details, operation_context)
             return ActionResult(
                 guid,
                 SET_DURATION,
@@ -403,11 +412,11 @@ class HoldActions(ActionBase):
                 details,
             )
 
-        return self._run(guid, SET_DURATION, operation_id, operation_context, intent, body)
+        return self.auditor.run(guid, SET_DURATION, operation_id, operation_context, intent, body)
 
     def _duration_is(self, guid: str, days: int | None) -> bool:
         """After a lost reply: is the Litigation Hold duration now ``days`` (None: Unlimited)? Read from Exchange."""
-        record = self._lookup_inactive(guid)
+        record = self.mailboxes.lookup_inactive(guid)
         return record is not None and days_of(record.get("LitigationHoldDuration")) == days
 
     # ========================================================================================= holds show
@@ -417,10 +426,10 @@ class HoldActions(ActionBase):
         from imm.domain.eligibility import release_plan
 
         if refresh:
-            mailbox, _ = self.refresh_mailbox(identity)
+            mailbox, _ = self.mailboxes.refresh(identity)
         else:
             mailbox = self.db.find_mailbox(identity)
-        holds = self.decode(mailbox)
+        holds = self.mailboxes.decode(mailbox)
         rows = []
         plans: dict[str, ReleasePlan] = {}
         for hold in holds:

@@ -10,7 +10,7 @@ from typing import Any
 
 from imm.data.audit_logger import AuditResult
 from imm.errors import InputError, NotFoundError
-from imm.services.action_base import ACTION_OPERATIONS
+from imm.services.action_base import ACTION_OPERATIONS, ActionAuditor, ActionService, MailboxRefresher
 from imm.services.action_support import (
     ACTIONS,
     ALREADY_DONE,
@@ -25,12 +25,19 @@ from imm.services.action_support import (
     parse_days,
     truthy,
 )
-from imm.services.recover import RecoverActions
-from imm.services.restore import RestoreActions
+from imm.services.recover import RecoverService
+from imm.services.restore import find_request
+from imm.services.restore_tracking import RestoreTracker
 
 
-class ReconcileActions(RecoverActions, RestoreActions):
-    """Tell whether an interrupted action already happened."""
+class Reconciler(ActionService):
+    """Tell whether an interrupted action already happened (over the recover service's reading of a recover)."""
+
+    def __init__(
+        self, mailboxes: MailboxRefresher, auditor: ActionAuditor, restores: RestoreTracker, recovery: RecoverService
+    ) -> None:
+        super().__init__(mailboxes, auditor, restores)
+        self.recovery = recovery
 
     def reconcile(
         self, action: str, params: Mapping[str, Any], *, operation_context: Mapping[str, Any] | None = None
@@ -69,27 +76,27 @@ class ReconcileActions(RecoverActions, RestoreActions):
         except (NotFoundError, InputError):
             pass
         text = identity.strip().strip("{}").lower()
-        rows = self.audit.get_operations(identity=text, limit=1)
+        rows = self.auditor.audit.get_operations(identity=text, limit=1)
         if rows:
             return text
-        record = self._lookup_inactive(identity) or self._lookup_soft_deleted(identity)
+        record = self.mailboxes.lookup_inactive(identity) or self.mailboxes.lookup_soft_deleted(identity)
         return exchange_guid(record) or text
 
     def _reconcile_recover(self, guid: str, upn: str) -> ActionResult | None:
         if not upn:
             return None
-        if self._recover_state(guid, upn) != "done":
+        if self.recovery.recover_state(guid, upn) != "done":
             return None
         self.db.delete_mailboxes([guid])
         return ActionResult(guid, RECOVER, ALREADY_DONE, f"{guid} was already recovered as {upn}", None, {"upn": upn})
 
     def _reconcile_restore(self, guid: str, target: str, context: Mapping[str, Any] | None) -> ActionResult | None:
-        target_record = self._lookup_active(target) if target else None
+        target_record = self.mailboxes.lookup_active(target) if target else None
         target_guid = exchange_guid(target_record) if target_record else None
         row = self.restores.latest(guid, target_guid, job_id=(context or {}).get("job_id"))
         if row is None or not row.target_guid:
             return None
-        found = self._find_request(row.target_guid, row.name)
+        found = find_request(self.mailboxes.need_ops(), row.target_guid, row.name)
         if found is None:
             return None
         self.restores.update(
@@ -113,9 +120,9 @@ class ReconcileActions(RecoverActions, RestoreActions):
         if not kind:
             return None
         try:
-            mailbox, _ = self.refresh_mailbox(guid)
+            mailbox, _ = self.mailboxes.refresh(guid)
         except NotFoundError:
-            if self._lookup_soft_deleted(guid) is not None:
+            if self.mailboxes.lookup_soft_deleted(guid) is not None:
                 return ActionResult(
                     guid,
                     RELEASE,
@@ -125,7 +132,7 @@ class ReconcileActions(RecoverActions, RestoreActions):
                     {"release_type": kind, "soft_deleted": True},
                 )
             return None
-        plan = release_plan(mailbox, self.decode(mailbox), kind, force=True)
+        plan = release_plan(mailbox, self.mailboxes.decode(mailbox), kind, force=True)
         if plan.selected:
             return None
         return ActionResult(
@@ -134,7 +141,7 @@ class ReconcileActions(RecoverActions, RestoreActions):
 
     def _reconcile_duration(self, guid: str, days: Any) -> ActionResult | None:
         wanted = parse_days(days)
-        record = self._lookup_inactive(guid)
+        record = self.mailboxes.lookup_inactive(guid)
         if record is None or not truthy(record.get("LitigationHoldEnabled")):
             return None
         if days_of(record.get("LitigationHoldDuration")) != wanted:
@@ -156,7 +163,7 @@ class ReconcileActions(RecoverActions, RestoreActions):
         operation = ACTION_OPERATIONS[action]
         orphans = [
             row
-            for row in self.audit.get_operations(identity=guid, operation=operation, incomplete=True)
+            for row in self.auditor.audit.get_operations(identity=guid, operation=operation, incomplete=True)
             if all(row.details.get(k) == v for k, v in (context or {}).items())
         ]
         if not orphans or (context is None and len(orphans) > 1):
@@ -166,13 +173,13 @@ class ReconcileActions(RecoverActions, RestoreActions):
             return
         if outcome is not None:
             outcome.operation_id = row.operation_id
-            self.audit.finish(
+            self.auditor.audit.finish(
                 row.operation_id,
                 AuditResult.SUCCESS,
                 {**(context or {}), "action": action, "reconciled": True, **outcome.details},
             )
         else:
-            self.audit.finish(
+            self.auditor.audit.finish(
                 row.operation_id,
                 AuditResult.CANCELLED,
                 {**(context or {}), "action": action, "reconciled": True},

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from imm.data.audit_logger import AuditResult, OperationType
-from imm.services.action_base import ActionBase, log
+from imm.services.action_base import ActionService, log
 from imm.services.action_support import (
     RECOVER,
     SUCCESS,
@@ -56,7 +56,7 @@ _RECOVER_CHANGES = (
 )
 
 
-class RecoverActions(ActionBase):
+class RecoverService(ActionService):
     """Recover an inactive mailbox into a new active mailbox."""
 
     def preview_recover(self, identity: str, upn: str, name: str, display_name: str | None = None) -> ActionPreview:
@@ -65,9 +65,9 @@ class RecoverActions(ActionBase):
 
         spec = RecoverSpec.of(upn, name, display_name)  # the one check (also the plan reader's)
         upn, name, display_name = spec.upn, spec.name, spec.display_name
-        mailbox, record = self.refresh_mailbox(identity)
+        mailbox, record = self.mailboxes.refresh(identity)
         # the SecureString key, known before any confirmation: a recover never fails for want of it after "started"
-        self._need_ops().prepare_secure_strings()
+        self.mailboxes.need_ops().prepare_secure_strings()
         name_taken, upn_taken = self._conflicts(mailbox, upn, name)
         upn_domain = upn.rsplit("@", 1)[-1].lower()
         authentication, domain_note = self._domain_authentication(upn_domain)
@@ -149,7 +149,7 @@ class RecoverActions(ActionBase):
         from imm.exchange import AccessDeniedError
 
         try:
-            domains = self._need_ops().get_accepted_domains()
+            domains = self.mailboxes.need_ops().get_accepted_domains()
         except AccessDeniedError:
             return None, (
                 f"Not checked whether {domain} is a federated domain (Get-AcceptedDomain was refused): Exchange "
@@ -165,9 +165,9 @@ class RecoverActions(ActionBase):
         identity means several objects use it: they are all returned as conflicts."""
         from imm.exchange import AmbiguousIdentityError, ExoNotFoundError
 
-        ops = self._need_ops()
+        ops = self.mailboxes.need_ops()
         try:
-            found = self._lookup_active(identity)
+            found = self.mailboxes.lookup_active(identity)
         except AmbiguousIdentityError:
             return [{"Name": identity, "UserPrincipalName": identity, "PrimarySmtpAddress": identity}]
         if found is not None:
@@ -195,10 +195,11 @@ class RecoverActions(ActionBase):
         preview = self.preview_recover(identity, upn, name, display_name)
         return self.execute(preview, password=password, operation_context=operation_context, check=False)
 
-    def _execute_recover(
-        self, preview: ActionPreview, password: str, operation_context: dict[str, Any] | None
+    def _execute(
+        self, preview: ActionPreview, operation_context: dict[str, Any] | None, password: str | None
     ) -> ActionResult:
         """Run the New-Mailbox -InactiveMailbox of ``preview`` exactly as shown, with ``password``."""
+        password = password or ""
         check_password(password)
         guid = preview.identity
         upn, name, display_name = preview.spec["upn"], preview.spec["name"], preview.spec["display_name"]
@@ -211,13 +212,13 @@ class RecoverActions(ActionBase):
             "fingerprint": preview.fingerprint,
             "before": before,
         }
-        operation_id = self._begin(OperationType.RECOVER_MAILBOX, guid, intent, operation_context)
+        operation_id = self.auditor.begin(OperationType.RECOVER_MAILBOX, guid, intent, operation_context)
 
         def body() -> ActionResult:
             reconciled, warnings = self._create_mailbox(guid, upn, name, password, display_name)
             notes: dict[str, Any] = {}
-            self._after_change(lambda: self.db.delete_mailboxes([guid]), 0, notes)
-            new_record = self._after_change(lambda: self._lookup_active(upn), None, notes)
+            self.auditor.after_change(lambda: self.db.delete_mailboxes([guid]), 0, notes)
+            new_record = self.auditor.after_change(lambda: self.mailboxes.lookup_active(upn), None, notes)
             after = state_of(new_record) if new_record else {}
             changes = recover_changes(before, after) if new_record else []
             details: dict[str, Any] = {
@@ -230,7 +231,7 @@ class RecoverActions(ActionBase):
                 "exchange_warnings": warnings,
                 **notes,
             }
-            self._finish(operation_id, AuditResult.SUCCESS, details, operation_context)
+            self.auditor.finish(operation_id, AuditResult.SUCCESS, details, operation_context)
             message = f"Recovered {preview.mailbox.get('primary_smtp') or guid} as {upn}"
             if reconciled:
                 message += " (the call's reply was lost; the new mailbox was found, so it was not repeated)"
@@ -251,7 +252,7 @@ class RecoverActions(ActionBase):
                 },
             )
 
-        return self._run(guid, RECOVER, operation_id, operation_context, intent, body)
+        return self.auditor.run(guid, RECOVER, operation_id, operation_context, intent, body)
 
     def _create_mailbox(
         self, guid: str, upn: str, name: str, password: str, display_name: str | None
@@ -261,14 +262,14 @@ class RecoverActions(ActionBase):
         from imm.exchange import AmbiguousOutcomeError
         from imm.services.action_base import LOST_REPLY_SENDS
 
-        ops = self._need_ops()
+        ops = self.mailboxes.need_ops()
         for attempt in range(1, LOST_REPLY_SENDS + 1):
             try:
                 ops.new_mailbox_from_inactive(guid, name, upn, password, display_name=display_name)
                 return False, self._exchange_warnings()
             except AmbiguousOutcomeError as exc:
                 log.warning("recover %s: outcome unknown (%s); reconciling", guid, exc.message)
-                state = self._recover_state(guid, upn)
+                state = self.recover_state(guid, upn)
                 if state == "done":
                     return True, []
                 if state != "not-done" or attempt == LOST_REPLY_SENDS:
@@ -285,14 +286,14 @@ class RecoverActions(ActionBase):
         except Exception:  # a backend without warnings
             return []
 
-    def _recover_state(self, guid: str, upn: str) -> str:
+    def recover_state(self, guid: str, upn: str) -> str:
         """'done' (new mailbox with the UPN, inactive gone), 'not-done' (inactive still there, UPN free), or a
         word for anything in between."""
         from imm.exchange import AmbiguousIdentityError, ExchangeError
 
         try:
-            new = self._lookup_active(upn)
-            inactive = self._lookup_inactive(guid)
+            new = self.mailboxes.lookup_active(upn)
+            inactive = self.mailboxes.lookup_inactive(guid)
         except AmbiguousIdentityError:
             return "ambiguous"
         except ExchangeError as exc:

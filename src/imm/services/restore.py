@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from imm.data.audit_logger import AuditResult, OperationType, error_text, is_cancellation
 from imm.errors import ImmError
-from imm.services.action_base import ActionBase, log
+from imm.services.action_base import ActionService, log, send_change
 from imm.services.action_support import (
     FAILED,
     RESTORE,
@@ -39,11 +39,12 @@ from imm.services.restore_tracking import NOT_CREATED
 if TYPE_CHECKING:
     from imm.data.models import InactiveMailbox
     from imm.domain.eligibility import Blocker
+    from imm.exchange.cmdlets import ExchangeOperations
 
 DEFAULT_TARGET_ROOT_FOLDER = "Inactive Mailbox"  # primary → archive needs a root folder (domain.md §5)
 
 
-class RestoreActions(ActionBase):
+class RestoreService(ActionService):
     """Create restore requests (tracked in :mod:`imm.services.restore_tracking`)."""
 
     def preview_restore(
@@ -83,9 +84,9 @@ class RestoreActions(ActionBase):
 
         target = RestoreSpec.of(target).target
         to_archive = archive if target_archive is None else bool(target_archive)
-        mailbox, record = self.refresh_mailbox(identity, full=True)  # the quota check needs the source's size
-        ops = self._need_ops()
-        target_record = self._lookup_active(target)
+        mailbox, record = self.mailboxes.refresh(identity, full=True)  # the quota check needs the source's size
+        ops = self.mailboxes.need_ops()
+        target_record = self.mailboxes.lookup_active(target)
         view: dict[str, Any] | None = None
         if target_record is not None:
             target_guid = exchange_guid(target_record)
@@ -217,7 +218,9 @@ class RestoreActions(ActionBase):
         )
         return self.execute(preview, operation_context=operation_context, check=False)
 
-    def _execute_restore(self, preview: ActionPreview, operation_context: dict[str, Any] | None) -> ActionResult:
+    def _execute(
+        self, preview: ActionPreview, operation_context: dict[str, Any] | None, password: str | None = None
+    ) -> ActionResult:
         """Create the restore request of ``preview`` exactly as shown (X500 first when the plan adds one)."""
         plan: _RestorePlan = preview.computed
         mailbox = plan.mailbox
@@ -236,7 +239,7 @@ class RestoreActions(ActionBase):
             "fingerprint": preview.fingerprint,
             "before": {"source": plan.preview.mailbox["state"], "target": state_of(target_record)},
         }
-        operation_id = self._begin(OperationType.RESTORE_MAILBOX, guid, intent, operation_context)
+        operation_id = self.auditor.begin(OperationType.RESTORE_MAILBOX, guid, intent, operation_context)
         try:
             again = self.restores.by_name(target_guid, plan.name) if plan.stable_name else None
             if again is not None:  # a job item run again (resumed): the same request, tracked once
@@ -258,17 +261,17 @@ class RestoreActions(ActionBase):
             )
         except BaseException as exc:  # the started row must not be left without its result
             outcome = AuditResult.CANCELLED if is_cancellation(exc) else AuditResult.FAILURE  # nothing was sent yet
-            self._finish(operation_id, outcome, {"request_name": plan.name}, operation_context, error_text(exc))
+            self.auditor.finish(operation_id, outcome, {"request_name": plan.name}, operation_context, error_text(exc))
             raise
 
         def body() -> ActionResult:
-            ops = self._need_ops()
+            ops = self.mailboxes.need_ops()
             added = False
             x500 = plan.x500
             if x500 and not plan.has_x500:
-                self.send_change(  # a lost reply is read back (does the target have the address?), not resent
+                send_change(  # a lost reply is read back (does the target have the address?), not resent
                     lambda: ops.add_email_address(target_guid, x500, once=True),
-                    lambda: x500.lower() in addresses(self._lookup_active(target_guid)),
+                    lambda: x500.lower() in addresses(self.mailboxes.lookup_active(target_guid)),
                     f"restore {guid} (X500 on {target_guid})",
                 )
                 added = True
@@ -281,7 +284,7 @@ class RestoreActions(ActionBase):
                 status=str(request.get("Status") or "Queued"),
             )
             notes: dict[str, Any] = {}
-            after_target = self._after_change(lambda: self._lookup_active(target_guid), None, notes)
+            after_target = self.auditor.after_change(lambda: self.mailboxes.lookup_active(target_guid), None, notes)
             details = {
                 "action": RESTORE,
                 "request_name": plan.name,
@@ -293,7 +296,7 @@ class RestoreActions(ActionBase):
                 "after": {"target": state_of(after_target)},
                 **notes,
             }
-            self._finish(operation_id, AuditResult.SUCCESS, details, operation_context)
+            self.auditor.finish(operation_id, AuditResult.SUCCESS, details, operation_context)
             return ActionResult(
                 guid,
                 RESTORE,
@@ -304,7 +307,7 @@ class RestoreActions(ActionBase):
                 {k: v for k, v in details.items() if k != "after"} | {"target": target_guid},
             )
 
-        result = self._run(guid, RESTORE, operation_id, operation_context, intent, body)
+        result = self.auditor.run(guid, RESTORE, operation_id, operation_context, intent, body)
         if result.status == FAILED:  # Exchange refused: the request does not exist (an unknown outcome raises)
             self.restores.update(tracked.id, status=NOT_CREATED)
         return result
@@ -313,7 +316,7 @@ class RestoreActions(ActionBase):
         """New-MailboxRestoreRequest; (the request record, True when an ambiguous failure was reconciled)."""
         from imm.exchange import AmbiguousOutcomeError, ExchangeError
 
-        ops = self._need_ops()
+        ops = self.mailboxes.need_ops()
 
         def create() -> dict[str, Any]:
             return first(
@@ -336,7 +339,7 @@ class RestoreActions(ActionBase):
             except AmbiguousOutcomeError as exc:
                 log.warning("restore %s: outcome unknown (%s); reconciling", plan.mailbox.identity, exc.message)
                 try:
-                    found = self._find_request(target_guid, plan.name)
+                    found = find_request(ops, target_guid, plan.name)
                 except ImmError:  # not even the read answers: the outcome stays unknown
                     raise exc from None
                 if found is not None:
@@ -348,23 +351,25 @@ class RestoreActions(ActionBase):
                 # The name is this attempt's own (a job item's is stable across retries and resumes): when Exchange
                 # refuses it because the request exists (an earlier attempt, e.g. of a killed run, got there),
                 # that request is this one.
-                found = self._find_request(target_guid, plan.name) if plan.stable_name or attempt > 1 else None
+                found = find_request(ops, target_guid, plan.name) if plan.stable_name or attempt > 1 else None
                 if found is not None:
                     return found, True
                 raise
         raise AssertionError("not reached")
 
-    def _find_request(self, target_guid: str, name: str) -> dict[str, Any] | None:
-        from imm.exchange import ExoNotFoundError
 
-        try:
-            requests = records(self._need_ops().get_restore_requests(target=target_guid, name=name))
-        except ExoNotFoundError:
-            return None
-        for request in requests:
-            if str(request.get("Name") or "").lower() == name.lower():
-                return request
+def find_request(ops: ExchangeOperations, target_guid: str, name: str) -> dict[str, Any] | None:
+    """The restore request named ``name`` on the target, as Get-MailboxRestoreRequest lists it, or None."""
+    from imm.exchange import ExoNotFoundError
+
+    try:
+        requests = records(ops.get_restore_requests(target=target_guid, name=name))
+    except ExoNotFoundError:
         return None
+    for request in requests:
+        if str(request.get("Name") or "").lower() == name.lower():
+            return request
+    return None
 
 
 @dataclass

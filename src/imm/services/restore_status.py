@@ -6,6 +6,7 @@ from typing import Any
 
 from imm.data.audit_logger import AuditResult, OperationType
 from imm.errors import ImmError, InputError, NotFoundError
+from imm.services.action_base import ActionService, send_change
 from imm.services.action_support import (
     REQUEST_ACTIONS,
     RESTORE_REMOVE,
@@ -20,7 +21,7 @@ from imm.services.action_support import (
     first,
     state_of,
 )
-from imm.services.restore import RestoreActions
+from imm.services.restore import find_request
 from imm.services.restore_tracking import GONE, NOT_CREATED, SUBMITTING, TrackedRestore
 
 # cmdlet, what it does (summary), and the statuses it can act on (lower case; None = any that exists)
@@ -44,8 +45,9 @@ def _skipped(stats: dict[str, Any]) -> int | None:
     return sum(counts) if counts else None
 
 
-class RestoreStatusActions(RestoreActions):
-    """Restore status (Get-MailboxRestoreRequestStatistics) and --remove-x500."""
+class RestoreRequestService(ActionService):
+    """The restore requests imm started: status (Get-MailboxRestoreRequestStatistics), remove | suspend | resume
+    (Remove-, Suspend-, Resume-MailboxRestoreRequest) and --remove-x500."""
 
     def restore_status(self, identity: str | None = None) -> list[dict[str, Any]]:
         """The restore requests imm tracks (all, or those of a source mailbox / request name / target), each
@@ -81,13 +83,13 @@ class RestoreStatusActions(RestoreActions):
         from imm.exchange import ExoNotFoundError
 
         if row.status == SUBMITTING and not (row.request_guid or row.request_identity):
-            found = self._find_request(row.target_guid, row.name) if row.target_guid else None
+            found = find_request(self.mailboxes.need_ops(), row.target_guid, row.name) if row.target_guid else None
             if found is None:
                 return row
             self.restores.update(row.id, request_identity=found.get("Identity"), request_guid=found.get("RequestGuid"))
             row = self.restores.get(row.id) or row
         try:
-            stats = first(self._need_ops().get_restore_request_statistics(row.exchange_identity))
+            stats = first(self.mailboxes.need_ops().get_restore_request_statistics(row.exchange_identity))
         except ExoNotFoundError:
             self.restores.update(row.id, status=GONE)
             return self.restores.get(row.id) or row
@@ -114,7 +116,7 @@ class RestoreStatusActions(RestoreActions):
         updated = self.restores.get(row.id) or row
         if updated.is_final and not row.is_final:
             result = AuditResult.SUCCESS if updated.is_completed else AuditResult.FAILURE
-            self.audit.log_operation(
+            self.auditor.audit.log_operation(
                 OperationType.RESTORE_STATUS,
                 row.source_identity,
                 {"request_name": row.name, "target": row.target_guid, "status": status, **values},
@@ -171,21 +173,17 @@ class RestoreStatusActions(RestoreActions):
             raise ActionBlockedError(preview, ["request-status"], hint="see it with `imm restore status`")
         return preview
 
-    def _current_fingerprint(self, plan: ActionPreview) -> str:
+    def current_fingerprint(self, plan: ActionPreview) -> str:
         if plan.action not in REQUEST_ACTIONS:
-            return super()._current_fingerprint(plan)
+            return super().current_fingerprint(plan)
         row = self.restores.get(int(plan.spec["request_id"]))
         if row is None:
             return ""
         return _request_fingerprint(self._refresh_request(row))
 
-    def _execute_restore_remove(self, plan: ActionPreview, context: dict[str, Any] | None) -> ActionResult:
-        return self._execute_request(plan, context)
-
-    def _execute_restore_suspend(self, plan: ActionPreview, context: dict[str, Any] | None) -> ActionResult:
-        return self._execute_request(plan, context)
-
-    def _execute_restore_resume(self, plan: ActionPreview, context: dict[str, Any] | None) -> ActionResult:
+    def _execute(
+        self, plan: ActionPreview, context: dict[str, Any] | None, password: str | None = None
+    ) -> ActionResult:
         return self._execute_request(plan, context)
 
     def _execute_request(self, plan: ActionPreview, context: dict[str, Any] | None) -> ActionResult:
@@ -196,10 +194,10 @@ class RestoreStatusActions(RestoreActions):
         [step] = plan.cmdlets
         intent = {"action": plan.action, "request_name": plan.spec["request"], "cmdlets": plan.cmdlets,
                   "fingerprint": plan.fingerprint, "before": plan.mailbox["state"]}  # fmt: skip
-        operation_id = self._begin(ACTION_OPERATIONS[plan.action], plan.identity, intent, context)
+        operation_id = self.auditor.begin(ACTION_OPERATIONS[plan.action], plan.identity, intent, context)
 
         def body() -> ActionResult:
-            ops = self._need_ops()
+            ops = self.mailboxes.need_ops()
             identity = step["parameters"]["Identity"]
 
             def send() -> None:
@@ -212,7 +210,7 @@ class RestoreStatusActions(RestoreActions):
 
             notes: dict[str, Any] = {}
             # a lost reply is read back (is the request gone / suspended / running again?), not resent blindly
-            if self.send_change(send, lambda: self._request_changed(plan.action, request_id), plan.action):
+            if send_change(send, lambda: self._request_changed(plan.action, request_id), plan.action):
                 notes["confirmed_after_lost_reply"] = True
             tracked = self.restores.get(request_id)
             status = ""
@@ -221,17 +219,17 @@ class RestoreStatusActions(RestoreActions):
                     self.restores.update(request_id, status="Queued", completed_at=None)
                     tracked = self.restores.get(request_id) or tracked
                 before = tracked
-                status = self._after_change(lambda: self._refresh_request(before), before, notes).status
+                status = self.auditor.after_change(lambda: self._refresh_request(before), before, notes).status
             details = {"action": plan.action, "request_name": plan.spec["request"], "after": {"status": status},
                        **notes}  # fmt: skip
-            self._finish(operation_id, AuditResult.SUCCESS, details, context)
+            self.auditor.finish(operation_id, AuditResult.SUCCESS, details, context)
             verb = {RESTORE_REMOVE: "Removed", RESTORE_SUSPEND: "Suspended", RESTORE_RESUME: "Resumed"}[plan.action]
             message = f"{verb} restore request {plan.spec['request']}" + (f" (now {status})" if status else "")
             if notes.get("confirmed_after_lost_reply"):
                 message += " (confirmed after a lost reply)"
             return ActionResult(plan.identity, plan.action, SUCCESS, message, operation_id, details)
 
-        return self._run(plan.identity, plan.action, operation_id, context, intent, body)
+        return self.auditor.run(plan.identity, plan.action, operation_id, context, intent, body)
 
     def _request_changed(self, action: str, request_id: int) -> bool:
         """After a lost reply: does Exchange show the request ``action`` asked for (removed: not found;
@@ -286,28 +284,28 @@ class RestoreStatusActions(RestoreActions):
             )
         target_guid = row.target_guid or row.target
         address = row.x500_address or ""
-        before = self._lookup_active(target_guid)
+        before = self.mailboxes.lookup_active(target_guid)
         intent = {
             "address": address,
             "request_name": row.name,
             "source": row.source_identity,
             "before": state_of(before),
         }
-        operation_id = self._begin(OperationType.REMOVE_ADDRESS, target_guid, intent, None)
+        operation_id = self.auditor.begin(OperationType.REMOVE_ADDRESS, target_guid, intent, None)
 
         def body() -> ActionResult:
-            ops = self._need_ops()
+            ops = self.mailboxes.need_ops()
             notes: dict[str, Any] = {}
-            if self.send_change(  # a lost reply is read back (is the address gone from the target?), not resent
+            if send_change(  # a lost reply is read back (is the address gone from the target?), not resent
                 lambda: ops.remove_email_address(target_guid, address, once=True),
-                lambda: address.lower() not in addresses(self._lookup_active(target_guid)),
+                lambda: address.lower() not in addresses(self.mailboxes.lookup_active(target_guid)),
                 f"remove-x500 {target_guid}",
             ):
                 notes["confirmed_after_lost_reply"] = True
-            self._after_change(lambda: self.restores.update(row.id, x500_removed=True), None, notes)
-            after = self._after_change(lambda: self._lookup_active(target_guid), None, notes)
+            self.auditor.after_change(lambda: self.restores.update(row.id, x500_removed=True), None, notes)
+            after = self.auditor.after_change(lambda: self.mailboxes.lookup_active(target_guid), None, notes)
             details = {"address": address, "after": state_of(after), **notes}
-            self._finish(operation_id, AuditResult.SUCCESS, details, None)
+            self.auditor.finish(operation_id, AuditResult.SUCCESS, details, None)
             return ActionResult(
                 row.source_identity,
                 "remove-x500",
@@ -316,7 +314,7 @@ class RestoreStatusActions(RestoreActions):
                 operation_id,
             )
 
-        return self._run(row.source_identity, "remove-x500", operation_id, None, intent, body)
+        return self.auditor.run(row.source_identity, "remove-x500", operation_id, None, intent, body)
 
 
 def _request_fingerprint(row: TrackedRestore) -> str:
