@@ -165,6 +165,16 @@ def test_demo_call_charts_another_set(tmp_path: Path) -> None:
     assert 'id="kpi-mailboxes" data-value="6"' in html
 
 
+def test_the_page_counts_the_soft_deleted_apart(tmp_path: Path) -> None:
+    out = tmp_path / "summary.html"
+    mailboxes = [*inventory(), make_mailbox(alias="gone", lifecycle_state="soft-deleted", is_inactive_mailbox=False)]
+    reports.write_html(reports.build_report("summary", mailboxes, cost_model=COST, now=NOW), out)
+    html = out.read_text(encoding="utf-8")
+    assert 'id="kpi-mailboxes" data-value="6"' in html
+    assert html.count("1 soft-deleted, awaiting purge") == 2  # the subtitle and the figure's line
+    assert " · 6 inactive mailboxes · " in html
+
+
 def test_empty_report_page(tmp_path: Path) -> None:
     out = tmp_path / "empty.html"
     reports.write_html(reports.build_report("expiry", [], cost_model=COST, now=NOW), out)

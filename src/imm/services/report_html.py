@@ -393,7 +393,9 @@ def render_html(report: Report, overview: Overview) -> str:
     parts = [f"Generated {report.generated_at.strftime('%Y-%m-%d %H:%M')} UTC"]
     if h.get("tenants"):
         parts.append("tenant " + ", ".join(h["tenants"]))
-    parts.append(f"{h['mailboxes']:,} inactive mailboxes")
+    parts.append(f"{h['inactive']:,} inactive mailboxes")
+    if h["soft_deleted"]:
+        parts.append(f"{h['soft_deleted']:,} soft-deleted, awaiting purge")
     if report.filters:
         parts.append("filtered: " + ", ".join(f"{k}={v}" for k, v in report.filters.items()))
     parts.append(f"amounts in {report.currency} per month unless stated")
