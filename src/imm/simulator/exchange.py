@@ -247,6 +247,7 @@ class ExchangeService:
         self.counters: Counter[str] = Counter()
         self.executed: Counter[str] = Counter()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=100_000)
+        self.statuses: Counter[str] = Counter()  # every reply's status ("reset": a dropped connection), uncapped
         self.denied: dict[str, set[str]] = {}
         self.required_acrs: dict[str, str] = {}  # caller (lower case, "*" = anyone) -> authentication context
         self.module_key_served = True  # False: the module file carries no $PublicKey (a key clients cannot get)
@@ -316,6 +317,7 @@ class ExchangeService:
             self.counters.clear()
             self.executed.clear()
             self.request_log.clear()
+            self.statuses.clear()
             self.max_in_flight = 0
 
     # ------------------------------------------------------------------ routes
@@ -401,6 +403,7 @@ class ExchangeService:
         entry["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
         with self._lock:
             self.counters[entry["cmdlet"] or "?"] += 1
+            self.statuses[str(entry["status"])] += 1
             self.request_log.append(entry)
         return response
 
