@@ -27,6 +27,8 @@ import pytest
 from action_support import hold_kind
 from conftest import make_simulator, run_imm
 from imm.config import write_profile
+from imm.domain.records import MAILBOX_PROPERTIES
+from imm.services.sync_fetch import CHANGE_PROPERTIES
 from imm.simulator import FaultConfig, Simulator
 from imm.simulator.model import ACTIVE, INACTIVE, SOFT_DELETED
 
@@ -149,6 +151,31 @@ def tenant_1500(tmp_path: Path, imm_home: Path) -> Iterator[Simulator]:
 
 
 # ------------------------------------------------------------------------------------------------- tests
+def test_an_incremental_sync_of_many_changes_lists_once_more_in_full(tmp_path: Path, imm_home: Path) -> None:
+    """More than a tenth of the listing changed (and more than SLIM_LISTING_MIN): one listing with every property
+    is cheaper than a Get-Mailbox per changed mailbox, and gives the same cache."""
+    with make_simulator(tmp_path, mailboxes=300, seed=5, auto_approve_after=0.0) as sim:
+        _write_profile(sim, imm_home)
+        _login(sim, imm_home)
+        assert run_imm("sync", "-q").exit_code == 0
+        guids = sorted(_strictly_inactive(sim))[:120]
+        for guid in guids:
+            sim.exchange.tenant.touch(guid)
+        sim.exchange.tenant.update(guids[0], department="Legal")
+        sim.exchange.reset_counters()
+        result = run_imm("sync", "-q")
+        assert result.exit_code == 0, result.stderr
+        mailbox_calls = [e for e in sim.exchange.request_log if e["cmdlet"] == "Get-Mailbox"]
+        assert not [e for e in mailbox_calls if "Identity" in (e["parameters"] or {})]
+        selects = [e["select"] for e in mailbox_calls if not e["page"]]  # first pages: inactive, soft-deleted
+        assert selects == [",".join(CHANGE_PROPERTIES)] * 2 + [",".join(MAILBOX_PROPERTIES)] * 2
+        cache, truth = _cache(imm_home), _inactive(sim)
+        assert set(cache) == set(truth)
+        for guid in guids:
+            _check_mailbox(cache[guid], truth[guid], sim)
+        assert cache[guids[0]]["department"] == "Legal"
+
+
 def test_full_sync_matches_the_tenant_mailbox_by_mailbox(tenant_1500: Simulator, imm_home: Path) -> None:
     sim = tenant_1500
     truth = _inactive(sim)
@@ -247,6 +274,12 @@ def test_incremental_sync_fetches_exactly_the_changes(tenant_1500: Simulator, im
 
     assert result.exit_code == 0, result.stderr
     assert _stats_calls(sim) == len(changed) + archives
+    # the listings ask for the keys and WhenChanged only; each changed mailbox's record is read on its own
+    mailbox_calls = [e for e in sim.exchange.request_log if e["cmdlet"] == "Get-Mailbox"]
+    listings = [e for e in mailbox_calls if "Identity" not in (e["parameters"] or {})]
+    assert listings and {e["select"] for e in listings} == {",".join(CHANGE_PROPERTIES)}
+    read = sorted(e["parameters"]["Identity"].lower() for e in mailbox_calls if e not in listings)
+    assert read == sorted(changed)
     cache = _cache(imm_home)
     assert set(cache) == set(truth)
     for guid in changed:

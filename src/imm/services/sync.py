@@ -75,6 +75,11 @@ UNAVAILABLE_STOP = 5
 # Get-Recipient per mailbox. A listing page (1,000 records) costs about one call; per-mailbox calls run in
 # parallel, so the crossover is near total/1000 * concurrency; this floor keeps small incremental runs cheap.
 RECIPIENT_LISTING_MIN = 50
+# An incremental sync lists the keys and WhenChanged only (sync_fetch.CHANGE_PROPERTIES) and reads the record of
+# each mailbox it fetches (one Get-Mailbox each, in the fan-out); when more than this share of the listing is to be
+# fetched (and more than the minimum), one listing with every property is cheaper: it is read again in full.
+SLIM_LISTING_SHARE = 10  # 1/10
+SLIM_LISTING_MIN = 100
 SYNC = "SYNC"
 __all__ = ["COMPLIANCE_UNKNOWN", "SyncProgress", "SyncResult", "SyncService", "fan_out"]
 
@@ -265,7 +270,8 @@ class SyncService:
         # Org-wide holds and policies (a few sequential calls) are read while the mailbox list pages in.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imm-sync-policies") as side:
             org_state = side.submit(lambda: (self.fetcher.org_holds(), self.fetcher.compliance()))
-            listing = self.fetcher.list_inactive()  # on failure, leaving the block waits for the side call
+            slim = not full and self.db.count_mailboxes() > 0  # change detection needs a cache to compare with
+            listing = self.fetcher.list_inactive(slim)  # on failure, leaving the block waits for the side call
             org_holds, compliance = org_state.result()
         result.warnings.extend(compliance.warnings or [])  # the caller shows them once
         policies = policies_from_read(compliance, self.org_state.policy_rows() if not compliance.complete else [])
@@ -292,6 +298,10 @@ class SyncService:
         if not full:
             to_fetch += self._refresh_slice(listing, cached, {item.identity for item in to_fetch}, now, result)
         del listing, listed_ids  # what is not fetched is not kept
+        if slim and len(to_fetch) > max(SLIM_LISTING_MIN, result.listed // SLIM_LISTING_SHARE):
+            whole = self.fetcher.list_inactive()
+            to_fetch = [whole.get(item.identity, item) for item in to_fetch]
+            del whole
         result.unchanged = result.listed - len(to_fetch)
         log.info(
             "sync %s: %d listed, %d to fetch, %d unchanged, %d removed",

@@ -48,19 +48,29 @@ class Fetched:
     conflicts: tuple[str, str] | None = None  # (smtp, upn) holders probed per mailbox; None: from the listing
 
 
+# What an incremental listing asks for: the keys, WhenChanged (change detection) and WasInactiveMailbox (the
+# formerly inactive soft-deleted ones are told apart client-side). ``$select`` on the InvokeCommand URL trims the
+# properties of every record (exo-rest.md §1: CIPP and the Exchange Health scripts send ``?$select=A,B``).
+CHANGE_PROPERTIES: tuple[str, ...] = ("ExchangeGuid", "Guid", "WhenChangedUTC", "WhenChanged", "WasInactiveMailbox")
+
+
 class Listed(NamedTuple):
     """One mailbox of the listing, held until it is fetched: its identity, its WhenChanged (change detection) and
     its selected properties as zlib-compressed JSON (about 0.5 KB instead of about 5 KB as a dict: a listing of
-    100K mailboxes stays small)."""
+    100K mailboxes stays small). ``slim``: listed with :data:`CHANGE_PROPERTIES` only, so a fetch reads its
+    Get-Mailbox record first; ``soft_deleted``: from the listing of formerly inactive soft-deleted mailboxes."""
 
     identity: str
     when_changed: Any
     blob: bytes
+    slim: bool = False
+    soft_deleted: bool = False
 
     @classmethod
-    def of(cls, identity: str, record: dict[str, Any]) -> Listed:
+    def of(cls, identity: str, record: dict[str, Any], slim: bool = False, soft_deleted: bool = False) -> Listed:
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-        return cls(identity, record.get("WhenChangedUTC") or record.get("WhenChanged"), zlib.compress(text.encode(), 1))
+        when = record.get("WhenChangedUTC") or record.get("WhenChanged")
+        return cls(identity, when, zlib.compress(text.encode(), 1), slim, soft_deleted)
 
     def record(self) -> dict[str, Any]:
         """The Get-Mailbox record (its selected properties) again."""
@@ -148,21 +158,24 @@ class MailboxFetcher:
             return None
 
     # ------------------------------------------------------------------------------------------- listing
-    def list_inactive(self) -> dict[str, Listed]:
+    def list_inactive(self, slim: bool = False) -> dict[str, Listed]:
         """ExchangeGuid → Get-Mailbox record of every inactive mailbox (the complete list), plus the formerly
         inactive ones that are soft-deleted and not yet purged (kept with their lifecycle state and purge date;
-        delete-an-inactive-mailbox)."""
+        delete-an-inactive-mailbox). ``slim``: only :data:`CHANGE_PROPERTIES` (an incremental sync: a page is a
+        fraction of the size to send and decode; what is fetched reads its record then)."""
         out: dict[str, Listed] = {}
-        wanted = self._wanted
+        select = CHANGE_PROPERTIES if slim else self.properties
+        wanted = frozenset(p.lower() for p in select)
         self.soft_deleted_listed = 0
-        for record in self.ops.iter_inactive_mailboxes(select=self.properties):
+        for record in self.ops.iter_inactive_mailboxes(select=select):
             identity = identity_of(record)
             if identity:
-                out[identity] = Listed.of(identity, {k: v for k, v in record.items() if k.lower() in wanted})
-        for record in self.ops.iter_soft_deleted_mailboxes(formerly_inactive=True, select=self.properties):
+                out[identity] = Listed.of(identity, {k: v for k, v in record.items() if k.lower() in wanted}, slim)
+        for record in self.ops.iter_soft_deleted_mailboxes(formerly_inactive=True, select=select):
             identity = identity_of(record)
             if identity and identity not in out:
-                out[identity] = Listed.of(identity, {k: v for k, v in record.items() if k.lower() in wanted})
+                kept = {k: v for k, v in record.items() if k.lower() in wanted}
+                out[identity] = Listed.of(identity, kept, slim, soft_deleted=True)
                 self.soft_deleted_listed += 1
         return out
 
@@ -210,8 +223,16 @@ class MailboxFetcher:
 
     # ------------------------------------------------------------------------------------------- fan-out
     def fetch_one(self, listed: Listed, per_mailbox_recipient: bool) -> Fetched:
-        record = listed.record()
         identity = listed.identity
+        if listed.slim:  # listed for change detection only: its Get-Mailbox record first
+            found = first(
+                self._call(
+                    self.ops.get_mailbox, identity, inactive=not listed.soft_deleted, soft_deleted=listed.soft_deleted
+                )
+            )
+            record = {k: v for k, v in (found or {}).items() if k.lower() in self._wanted}
+        else:
+            record = listed.record()
         stats = self._call(self.ops.get_mailbox_statistics, identity)
         archive = None
         if str(record.get("ArchiveStatus") or "").lower() == "active":
