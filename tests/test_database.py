@@ -843,3 +843,19 @@ def test_a_row_edited_outside_imm_is_named(db: DatabaseManager) -> None:
     )
     assert info.value.message.endswith("): run `imm sync --full` to rewrite it, or `imm cache clear`")
     assert db.get_mailbox(good.identity) == good
+
+
+def test_a_long_writer_limits_its_own_page_cache(tmp_path: Path) -> None:
+    db = DatabaseManager(tmp_path / "cache.db")
+    db.initialize()
+    assert db.get_connection().execute("PRAGMA cache_size").fetchone()[0] == -65536
+    db.limit_page_cache(16_384)
+    assert db.get_connection().execute("PRAGMA cache_size").fetchone()[0] == -16_384
+    other: list[int] = []
+    thread = threading.Thread(
+        target=lambda: other.append(db.get_connection().execute("PRAGMA cache_size").fetchone()[0])
+    )
+    thread.start()
+    thread.join()
+    assert other == [-65536]  # another thread's connection keeps the default
+    db.close()

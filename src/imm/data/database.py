@@ -573,6 +573,12 @@ class DatabaseManager:
                 self._connections.append(conn)
         return conn
 
+    def limit_page_cache(self, kib: int) -> None:
+        """Give this thread's SQLite connection a page cache of at most ``kib`` KiB (a long writer such as a sync
+        of 100K mailboxes, whose file outgrows the 64 MiB default: its memory stays flat; PostgreSQL: nothing)."""
+        if self._pg is None:
+            self.get_connection().execute(f"PRAGMA cache_size = -{int(kib)}")
+
     def close(self) -> None:
         """Close every thread's connection (the next use opens a new one)."""
         with self._lock:

@@ -34,7 +34,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,6 +80,7 @@ RECIPIENT_LISTING_MIN = 50
 # each mailbox it fetches (one Get-Mailbox each, in the fan-out); when more than this share of the listing is to be
 # fetched (and more than the minimum), one listing with every property is cheaper: it is read again in full.
 SLIM_LISTING_SHARE = 10  # 1/10
+SYNC_PAGE_CACHE_KIB = 16_384  # the writer's SQLite page cache during a sync (issue 18: peak RSS of a 100K sync)
 SLIM_LISTING_MIN = 100
 SYNC = "SYNC"
 __all__ = ["COMPLIANCE_UNKNOWN", "SyncProgress", "SyncResult", "SyncService", "fan_out"]
@@ -229,6 +231,7 @@ class SyncService:
         result = SyncResult(mode="full" if full else "incremental")
         started = time.monotonic()
         self._check_store()  # a damaged file is named before anything is written to it
+        self.db.limit_page_cache(SYNC_PAGE_CACHE_KIB)
         from imm.data.stale import close_interrupted_syncs
 
         close_interrupted_syncs(self.db, self.audit)  # runs whose process was killed: closed as interrupted
@@ -415,6 +418,14 @@ class SyncService:
         active: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
         total = len(to_fetch)
+        # each listed mailbox is let go once handed to the pool (the caller's list is emptied)
+        queue = deque(to_fetch)
+        to_fetch.clear()
+
+        def pending() -> Iterator[Listed]:
+            while queue:
+                yield queue.popleft()
+
         batch: list[InactiveMailbox] = []
         last_write = time.monotonic()
         done = 0
@@ -431,7 +442,7 @@ class SyncService:
         give_up_after = max(UNAVAILABLE_STOP, self.workers + 2)
         notify(SyncProgress("fetching", 0, total, 0))
         try:
-            for record, outcome in self.fetcher.fetch_all(to_fetch, recipients is None, cancel):
+            for record, outcome in self.fetcher.fetch_all(pending(), recipients is None, cancel):
                 done += 1
                 if isinstance(outcome, BaseException) and is_fatal(outcome):
                     raise outcome  # sign-in lost or access denied: every other call would fail the same way

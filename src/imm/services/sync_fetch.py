@@ -185,8 +185,13 @@ class MailboxFetcher:
         from imm.domain.records import RECIPIENT_PROPERTIES
 
         index: dict[str, dict[str, Any]] = {}
+        shared: dict[tuple[Any, Any], dict[str, Any]] = {}  # one dict per distinct pair (read only, never changed)
         for record in self.ops.iter_recipients(select=RECIPIENT_PROPERTIES):
-            org = {"Company": record.get("Company"), "Department": record.get("Department")}
+            pair = (record.get("Company"), record.get("Department"))
+            if all(isinstance(v, str | None) for v in pair):
+                org = shared.setdefault(pair, {"Company": pair[0], "Department": pair[1]})
+            else:  # not text as Exchange gives it: kept as it came
+                org = {"Company": pair[0], "Department": pair[1]}
             for key in _recipient_keys(record):
                 index.setdefault(key, org)
         return index
