@@ -295,3 +295,56 @@ def test_single_and_bulk_recovers_write_the_same_audit_rows(act: ActEnv, tmp_pat
     assert [r[:2] for r in shape(first)] == [("preview", False), ("started", False), ("success", False)]
     assert [r[:2] for r in shape(second)] == [("preview", True), ("started", True), ("success", True)]
     assert [r[2] for r in shape(first)] == [r[2] for r in shape(second)]
+
+
+def test_a_single_and_a_bulk_recover_of_the_same_item_write_identical_audit_rows(
+    act: ActEnv, tmp_path: Path, password_file: Path
+) -> None:
+    """The same inactive mailbox recovered singly, put back as it was in the tenant, then recovered by a bulk item
+    with the same UPN and name: every row alike but for ids, times, the job's place and the fingerprint (it hashes
+    WhenChanged) and the new mailbox's record (its creation time and new ids). What Exchange changed
+    (``changes``), the state before, the cmdlets shown and the result are the same."""
+    import copy
+    import dataclasses
+
+    mbx = act.pick(recoverable, "recoverable mailbox")
+    guid = mbx.exchange_guid
+    with act.tenant.lock:
+        saved = copy.deepcopy(mbx)
+    upn, name = f"again.{mbx.alias}@{act.sim.config.tenant_domain}", f"{mbx.name}-again"
+    plan = tmp_path / "plan.csv"
+    plan.write_text(f"action,identity,upn,name\nrecover,{guid},{upn},{name}\n", encoding="utf-8")
+    single = ("recover", guid, "--upn", upn, "--name", name)
+    reads = []
+    for args in ((*single, "--what-if"), ("bulk", "run", str(plan)),
+                 (*single, "--password-file", str(password_file), "--yes")):  # fmt: skip
+        before = _reads(act, guid)
+        done = act.run(*args)
+        assert done.exit_code == 0, done.stderr
+        reads.append(_reads(act, guid) - before)
+    assert act.tenant.mailboxes[guid].state == ACTIVE
+    with act.tenant.lock, act.tenant._rekey(mbx):  # back as it was before the recover, for the bulk run
+        for item in dataclasses.fields(mbx):
+            setattr(mbx, item.name, copy.deepcopy(getattr(saved, item.name)))
+    assert act.tenant.mailboxes[guid].state == INACTIVE
+    assert act.run("sync").exit_code == 0
+    before = _reads(act, guid)
+    bulk = act.run("bulk", "run", str(plan), "--execute", "--yes", "--passwords-out", str(tmp_path / "pw.csv"))
+    assert bulk.exit_code == 0, bulk.stderr
+    reads.append(_reads(act, guid) - before)
+    assert reads == [1, 1, 2, 1]  # one read for a preview, one more before a confirmed change
+    assert act.tenant.mailboxes[guid].state == ACTIVE and act.tenant.mailboxes[guid].upn == upn
+
+    rows = act.audit(guid, "RECOVER_MAILBOX")
+    assert [r["result"] for r in rows] == ["preview", "preview", "started", "success", "started", "success"]
+    assert [r["details"].get("line") for r in rows] == [None, 2, None, None, 2, 2]
+
+    def same(row: dict[str, Any]) -> tuple[Any, ...]:
+        details = {k: v for k, v in row["details"].items() if k not in ("job_id", "line", "fingerprint", "after")}
+        return (row["operation"], row["identity"], row["user"], row["result"], row["error_message"], details)
+
+    assert same(rows[0]) == same(rows[1])
+    assert same(rows[2]) == same(rows[4])
+    assert same(rows[3]) == same(rows[5])
+    assert rows[3]["details"]["changes"]  # what recovery changed is recorded, and the same both times
+    assert rows[1]["details"]["cmdlets"][0]["parameters"]["Password"] == "***"
