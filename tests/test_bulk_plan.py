@@ -271,6 +271,46 @@ def test_last_holds_need_the_count_typed_even_with_yes_and_closed_stdin(
     assert rows == [("BULK_OPERATION", "cancelled", reason)]
 
 
+@pytest.mark.parametrize(
+    ("flags", "stdin"), [((), "y\n"), (("--yes",), ""), (("--yes", "--i-understand-last-hold"), "")]
+)
+def test_unlimited_releases_need_the_count_typed_even_with_yes_and_closed_stdin(
+    tmp_path: Path, flags: tuple[str, ...], stdin: str
+) -> None:
+    """Rows that release an Unlimited Litigation Hold and keep a label hold (not the last hold): a y, --yes or the
+    flag of another consequence is not the typed count; only --i-understand-unlimited goes on (to the sign-in)."""
+    path = tmp_path / "unlimited.db"
+    db = DatabaseManager(path)
+    db.initialize()
+    guids = ("0a1b2c3d-0000-4000-8000-0000000000e1", "0a1b2c3d-0000-4000-8000-0000000000e2")
+    db.upsert_mailboxes(
+        [
+            make_mailbox(identity=guids[0], alias="erin", display_name="Erin Eads", compliance_tag_hold=True,
+                         hold_types=["litigation", "label"]),
+            make_mailbox(identity=guids[1], alias="finn", display_name="Finn Ford", compliance_tag_hold=True,
+                         hold_types=["litigation", "label"]),
+        ]
+    )  # fmt: skip
+    db.close()
+    plan = write(tmp_path, "action,identity,type\n" + "".join(f"release,{g},litigation\n" for g in guids))
+    result = run_imm("bulk", "run", str(plan), "--execute", *flags, "--db", str(path), input=stdin)
+    assert result.exit_code == 6, result.stderr  # declined
+    lines = result.stderr.splitlines()
+    assert lines[1] == (
+        "  2 rows release an Unlimited Litigation Hold: Erin Eads <erin@contoso.com>, Finn Ford <finn@contoso.com>"
+    )
+    assert 'type "release 2" to go on' in result.stderr and "remove the last hold" not in result.stderr
+    reason = "not confirmed (the typed confirmation was not 'release 2'): nothing was changed"
+    assert lines[-1].endswith(f"Error: {reason}")
+    assert db_rows(path, "SELECT COUNT(*) FROM bulk_jobs") == [(0,)]
+    assert db_rows(path, "SELECT operation, result, error_message FROM audit_log") == [
+        ("BULK_OPERATION", "cancelled", reason)
+    ]
+    understood = run_imm("bulk", "run", str(plan), "--execute", "--yes", "--i-understand-unlimited", "--db", str(path))
+    assert understood.exit_code == 3, understood.stderr  # past the confirmation: it needs a sign-in now
+    assert "Error: Not signed in" in understood.stderr
+
+
 # ------------------------------------------------------------------------------------------- valid plans
 def test_a_valid_plan_reads_into_rows(tmp_path: Path, db_path: Path) -> None:
     plan = write(
