@@ -216,10 +216,27 @@ def test_an_identity_is_echoed_short_and_terminal_safe(place: Place, identity: s
         assert len(lines[0]) < 300
 
 
+ESCAPES = ["\x1b]0;pwned\x07", "\x1b[2J\x1b[H", "\x9b31m", "a\u202eb", "\x1bP+q\x1b\\", "back\x08\x08\r!"]
+
+
+@pytest.mark.parametrize("value", ESCAPES)
+@pytest.mark.parametrize(
+    "command", [("search",), ("list", "--company"), ("list", "--department"), ("audit", "list", "--identity")]
+)
+def test_escape_sequences_in_an_argument_never_reach_the_terminal(
+    place: Place, command: tuple[str, ...], value: str
+) -> None:
+    """An argument is echoed ("no mailbox matches …", an error line) neutralised, on stdout and stderr alike."""
+    result = place.read_only(*command, value, codes={0, 2, 4})
+    for line in (result.stdout + result.stderr).splitlines():
+        assert is_safe(line.replace("\t", " ")), line[:200]
+
+
 @given(text=st.text(max_size=60))
 @FAST
 def test_any_search_text_is_answered_or_refused_in_one_line(place: Place, text: str) -> None:
-    place.read_only("search", text, codes={0, 2})
+    result = place.read_only("search", text, codes={0, 2})
+    assert all(is_safe(line.replace("\t", " ")) for line in result.stdout.splitlines())
 
 
 # ------------------------------------------------------------------------------------------------ JMESPath
