@@ -157,6 +157,15 @@ def test_bad_result_choice_is_a_usage_error(db_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_the_result_choices_are_the_audit_results() -> None:
+    """--result offers exactly the results the audit log writes (the CLI keeps its own copy of the words only so
+    that `imm --help` does not import the store)."""
+    from imm.cli.audit_cmds import RESULTS
+    from imm.data.audit_logger import AuditResult
+
+    assert RESULTS == tuple(result.value for result in AuditResult)
+
+
 KILLED = """
 import os, signal, sys
 from pathlib import Path

@@ -42,17 +42,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from imm.errors import InputError, NotFoundError
+from imm.services.action_support import ACTIONS, RECOVER, RELEASE, RESTORE, SET_DURATION  # one vocabulary
 from imm.textsafe import shorten
 
 if TYPE_CHECKING:
     from imm.data.database import DatabaseManager, MailboxFilter
     from imm.data.models import InactiveMailbox
 
-RECOVER = "recover"
-RESTORE = "restore"
-RELEASE = "release"
-SET_DURATION = "set-duration"
-ACTIONS = (RECOVER, RESTORE, RELEASE, SET_DURATION)
 ACTION_WORDS = "recover, restore, release or set-duration"
 
 # Columns each action needs and may have; "note" is free text on any row.
