@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,11 @@ def _target(act: ActEnv, source: Mailbox) -> Mailbox:
     pytest.skip("no active mailbox with room left")
 
 
-def _confirm_after_a_change(act: ActEnv, mbx: Mailbox, *args: str) -> tuple[int, str]:
-    """Run ``args``, wait for its y/N question, change ``mbx`` in Exchange (someone adds an address), answer y."""
+def _confirm_after_a_change(
+    act: ActEnv, mbx: Mailbox | None, *args: str, change: Callable[[], None] | None = None
+) -> tuple[int, str]:
+    """Run ``args``, wait for its y/N question, change ``mbx`` in Exchange (someone adds an address) or run
+    ``change``, answer y."""
     env = {**os.environ, **act.env}
     env.pop("IMM_RAISE_ERRORS", None)
     proc = subprocess.Popen(
@@ -71,8 +74,12 @@ def _confirm_after_a_change(act: ActEnv, mbx: Mailbox, *args: str) -> tuple[int,
             assert char, prompt  # ended before it asked
             prompt += char
         with act.tenant.lock:
-            mbx.extra_addresses.append(f"smtp:changed.{mbx.alias}@{act.sim.config.tenant_domain}")
-            mbx.when_changed = time.time()
+            if change is not None:
+                change()
+            else:
+                assert mbx is not None
+                mbx.extra_addresses.append(f"smtp:changed.{mbx.alias}@{act.sim.config.tenant_domain}")
+                mbx.when_changed = time.time()
         _, stderr = proc.communicate("y\n", timeout=60)
     finally:
         if proc.poll() is None:
@@ -130,6 +137,39 @@ def test_a_restore_whose_source_changed_before_the_yes_is_refused_and_audited(ac
     assert [r["result"] for r in rows] == ["failure"]
     assert rows[0]["details"]["blockers"][0].startswith("mailbox-changed: ")
     assert act.rows("SELECT * FROM restore_requests WHERE source_identity = ?", (guid,)) == []
+
+
+def test_a_restore_request_action_whose_request_changed_before_the_yes_is_refused_and_audited(act: ActEnv) -> None:
+    """restore remove, confirmed after someone else suspended the request: its plan was made for a running request,
+    so it is refused (exit 5, a failure row naming request-changed) and Remove-MailboxRestoreRequest never sent."""
+    source = act.pick(_restorable, "restorable mailbox")
+    target = _target(act, source)
+    guid = source.exchange_guid
+    seconds = act.tenant.restore_seconds
+    act.tenant.restore_seconds = 600.0  # still running when the person answers
+    try:
+        started = act.run("restore", guid, "--target", target.primary_smtp, "--yes")
+        assert started.exit_code == 0, started.stderr
+        [request] = [r for r in act.tenant.restore_requests if r.source_guid == guid]
+        removes = _executed(act, "Remove-MailboxRestoreRequest")
+        code, stderr = _confirm_after_a_change(
+            act, None, "restore", "remove", request.name,
+            change=lambda: act.tenant.suspend_restore_request(request.request_guid, "someone else"),
+        )  # fmt: skip
+    finally:
+        act.tenant.restore_seconds = seconds
+    assert code == 5, stderr
+    message = f"restore-remove of restore request {request.name} was not run: the request changed since the preview"
+    assert f"Error: {message}" in stderr
+    assert _executed(act, "Remove-MailboxRestoreRequest") == removes
+    assert [r.name for r in act.tenant.restore_requests if r.source_guid == guid] == [request.name]
+    rows = act.audit(guid, "REMOVE_RESTORE_REQUEST")
+    assert [r["result"] for r in rows] == ["failure"]
+    assert rows[0]["error_message"] == message
+    assert rows[0]["details"]["blockers"] == [
+        f"request-changed: restore request {request.name} changed status after the preview, so the confirmed plan "
+        "no longer describes what would happen"
+    ]
 
 
 # ------------------------------------------------------------------------ Exchange down: its port closed

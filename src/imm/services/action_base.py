@@ -24,6 +24,7 @@ from imm.services.action_support import (
     FAILED,
     RECOVER,
     RELEASE,
+    REQUEST_ACTIONS,
     RESTORE,
     RESTORE_REMOVE,
     RESTORE_RESUME,
@@ -494,13 +495,19 @@ class ActionService:
 
     def _refuse_changed(self, plan: ActionPreview, context: Mapping[str, Any] | None) -> None:
         label = plan.mailbox.get("primary_smtp") or plan.identity
-        blocker = (
-            f"mailbox-changed: {label} changed in Exchange after the preview was computed (holds, addresses or "
-            "WhenChanged differ), so the confirmed plan no longer describes what would happen"
-            if plan.action not in ACTION_OPERATIONS or plan.action in (RECOVER, RESTORE, RELEASE, SET_DURATION)
-            else f"request-changed: restore request {plan.spec.get('request')} changed status after the preview, "
-            "so the confirmed plan no longer describes what would happen"
-        )
+        if plan.action in REQUEST_ACTIONS:
+            request = plan.spec.get("request")
+            blocker = (
+                f"request-changed: restore request {request} changed status after the preview, so the confirmed "
+                "plan no longer describes what would happen"
+            )
+            message = f"{plan.action} of restore request {request} was not run: the request changed since the preview"
+        else:
+            blocker = (
+                f"mailbox-changed: {label} changed in Exchange after the preview was computed (holds, addresses or "
+                "WhenChanged differ), so the confirmed plan no longer describes what would happen"
+            )
+            message = f"{plan.action} of {label} was not run: the mailbox changed since the preview"
         refused = ActionPreview(
             identity=plan.identity,
             action=plan.action,
@@ -512,7 +519,7 @@ class ActionService:
             fingerprint=plan.fingerprint,
         )
         error = PlanChangedError(
-            f"{plan.action} of {label} was not run: the mailbox changed since the preview",
+            message,
             blockers=[blocker],
             hint="preview it again and confirm the new plan",
         )
