@@ -59,13 +59,12 @@ from imm.services.restore_status import RestoreRequestService
 from imm.services.restore_tracking import RestoreTracker
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import Mapping
     from datetime import datetime
 
     from imm.config import Profile
-    from imm.data.audit_logger import AuditLogger, AuditResult
+    from imm.data.audit_logger import AuditLogger
     from imm.data.database import DatabaseManager
-    from imm.data.models import InactiveMailbox
     from imm.exchange.cmdlets import ExchangeOperations
     from imm.services.action_base import ActionService
 
@@ -107,6 +106,24 @@ class MailboxActions:
         self.requests = RestoreRequestService(*parts)
         self.holds = HoldsService(*parts)
         self.reconciler = Reconciler(*parts, recovery=self.recovery)
+        # each public action is its service's own method (one signature, typed where it is defined)
+        self.resolve = self.mailboxes.resolve
+        self.refresh_mailbox = self.mailboxes.refresh
+        self.record_unchanged = self.auditor.record_unchanged
+        self.preview_recover = self.recovery.preview_recover
+        self.recover = self.recovery.recover
+        self.preview_restore = self.restoring.preview_restore
+        self.restore = self.restoring.restore
+        self.restore_status = self.requests.restore_status
+        self.preview_request_action = self.requests.preview_request_action
+        self.remove_x500 = self.requests.remove_x500
+        self.preview_release = self.holds.preview_release
+        self.release = self.holds.release
+        self.cached_release_consequences = self.holds.cached_release_consequences
+        self.preview_set_duration = self.holds.preview_set_duration
+        self.set_duration = self.holds.set_duration
+        self.holds_report = self.holds.holds_report
+        self.reconcile = self.reconciler.reconcile
 
     # ---------------------------------------------------------------------------------- the session's parts
     @property
@@ -127,12 +144,6 @@ class MailboxActions:
 
     def now(self) -> datetime:
         return self.mailboxes.now()
-
-    def resolve(self, identity: str) -> tuple[str, InactiveMailbox | None]:
-        return self.mailboxes.resolve(identity)
-
-    def refresh_mailbox(self, identity: str, *, full: bool = False) -> tuple[InactiveMailbox, dict[str, Any]]:
-        return self.mailboxes.refresh(identity, full=full)
 
     # -------------------------------------------------------------------------------------- plan → execute
     def service_for(self, action: str) -> ActionService:
@@ -158,121 +169,3 @@ class MailboxActions:
         return self.service_for(plan.action).execute(
             plan, password=password, operation_context=operation_context, check=check
         )
-
-    def record_unchanged(
-        self,
-        preview: ActionPreview,
-        result: AuditResult | str,
-        error: str | None = None,
-        context: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.auditor.record_unchanged(preview, result, error, context)
-
-    # ------------------------------------------------------------------------------------------- recover
-    def preview_recover(self, identity: str, upn: str, name: str, display_name: str | None = None) -> ActionPreview:
-        return self.recovery.preview_recover(identity, upn, name, display_name)
-
-    def recover(
-        self,
-        identity: str,
-        upn: str,
-        name: str,
-        password: str,
-        *,
-        display_name: str | None = None,
-        operation_context: dict[str, Any] | None = None,
-    ) -> ActionResult:
-        return self.recovery.recover(
-            identity, upn, name, password, display_name=display_name, operation_context=operation_context
-        )
-
-    # ------------------------------------------------------------------------------------------- restore
-    def preview_restore(
-        self,
-        identity: str,
-        target: str,
-        *,
-        archive: bool = False,
-        target_folder: str | None = None,
-        target_archive: bool | None = None,
-        request_name: str | None = None,
-        exclude_dumpster: bool = False,
-    ) -> ActionPreview:
-        return self.restoring.preview_restore(
-            identity,
-            target,
-            archive=archive,
-            target_folder=target_folder,
-            target_archive=target_archive,
-            request_name=request_name,
-            exclude_dumpster=exclude_dumpster,
-        )
-
-    def restore(
-        self,
-        identity: str,
-        target: str,
-        *,
-        archive: bool = False,
-        target_folder: str | None = None,
-        target_archive: bool | None = None,
-        operation_context: dict[str, Any] | None = None,
-    ) -> ActionResult:
-        return self.restoring.restore(
-            identity,
-            target,
-            archive=archive,
-            target_folder=target_folder,
-            target_archive=target_archive,
-            operation_context=operation_context,
-        )
-
-    def restore_status(self, identity: str | None = None) -> list[dict[str, Any]]:
-        return self.requests.restore_status(identity)
-
-    def preview_request_action(self, action: str, request: str, *, comment: str | None = None) -> ActionPreview:
-        return self.requests.preview_request_action(action, request, comment=comment)
-
-    def remove_x500(self, identity: str, target: str | None = None) -> ActionResult:
-        return self.requests.remove_x500(identity, target)
-
-    # --------------------------------------------------------------------------------------------- holds
-    def preview_release(self, identity: str, kind: str, *, force_ediscovery: bool = False) -> ActionPreview:
-        return self.holds.preview_release(identity, kind, force_ediscovery=force_ediscovery)
-
-    def release(
-        self,
-        identity: str,
-        kind: str,
-        *,
-        force_ediscovery: bool = False,
-        operation_context: dict[str, Any] | None = None,
-        allowed_consequences: Collection[str] | None = None,
-    ) -> ActionResult:
-        return self.holds.release(
-            identity,
-            kind,
-            force_ediscovery=force_ediscovery,
-            operation_context=operation_context,
-            allowed_consequences=allowed_consequences,
-        )
-
-    def cached_release_consequences(self, identity: str, kind: str) -> list[str]:
-        return self.holds.cached_release_consequences(identity, kind)
-
-    def preview_set_duration(self, identity: str, duration_days: int | None) -> ActionPreview:
-        return self.holds.preview_set_duration(identity, duration_days)
-
-    def set_duration(
-        self, identity: str, duration_days: int | None, operation_context: dict[str, Any] | None = None
-    ) -> ActionResult:
-        return self.holds.set_duration(identity, duration_days, operation_context)
-
-    def holds_report(self, identity: str, *, refresh: bool = False) -> dict[str, Any]:
-        return self.holds.holds_report(identity, refresh=refresh)
-
-    # ----------------------------------------------------------------------------------------- reconcile
-    def reconcile(
-        self, action: str, params: Mapping[str, Any], *, operation_context: Mapping[str, Any] | None = None
-    ) -> ActionResult | None:
-        return self.reconciler.reconcile(action, params, operation_context=operation_context)
