@@ -175,6 +175,7 @@ def test_device_code_then_silent_from_the_persisted_cache(sim: Simulator, make: 
         "client_id": CLIENT,
         "tenant_id": TENANT,
         "home_account_id": home,
+        "object_id": claims(token)["oid"],  # msal's local_account_id: the ID token's oid
     }
     expires = first.token_expires_on()
     assert expires is not None and abs(expires - (datetime.now(UTC) + timedelta(seconds=3600))) < timedelta(seconds=10)

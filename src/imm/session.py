@@ -65,8 +65,8 @@ def anchor_mailbox(profile: Profile, username: str | None, tenant_guid: str | No
     return f"UPN:{username}" if username else None
 
 
-def token_tenant(token: str) -> str | None:
-    """The ``tid`` claim of a JWT access token (read, not verified: only to address the tenant)."""
+def token_claim(token: str, name: str) -> str | None:
+    """One claim of a JWT access token (read, not verified: the token came from Entra ID over TLS)."""
     import base64
     import binascii
     import json
@@ -76,8 +76,13 @@ def token_tenant(token: str) -> str | None:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError, binascii.Error):
         return None
-    tid = claims.get("tid") if isinstance(claims, dict) else None
-    return str(tid) if tid else None
+    value = claims.get(name) if isinstance(claims, dict) else None
+    return str(value) if value else None
+
+
+def token_tenant(token: str) -> str | None:
+    """The ``tid`` claim of a JWT access token (only to address the tenant)."""
+    return token_claim(token, "tid")
 
 
 class SessionManager:
@@ -101,6 +106,7 @@ class SessionManager:
         self._connection: ExchangeOperations | None = None
         self._clients: list[Closeable] = []
         self._user: str | None = None
+        self._object_id: str | None = None
         self._tenant: str | None = None
         self._method: str | None = None
         self._started_at: float | None = None
@@ -121,6 +127,12 @@ class SessionManager:
     @property
     def user(self) -> str | None:
         return self._user
+
+    @property
+    def object_id(self) -> str | None:
+        """The signed-in identity's object id in Entra ID (the ``oid`` claim): the user's, or for app-only sign-in
+        the service principal's. What four-eyes approval compares, never a typed or display name."""
+        return self._object_id
 
     @property
     def tenant(self) -> str:
@@ -166,10 +178,13 @@ class SessionManager:
             if account.get("kind") == "app" and account.get("client_id"):
                 self._user = f"app:{account['client_id']}"  # app-only: the application is who acts
             self._tenant = account.get("tenant_id") or profile.tenant_id
+            self._object_id = account.get("object_id") or None
             tenant_guid = None
             if profile.app_only:
-                tenant_guid = token_tenant(self.authenticator.get_token(scopes))
+                token = self.authenticator.get_token(scopes)
+                tenant_guid = token_tenant(token)
                 self._tenant = tenant_guid or self._tenant
+                self._object_id = token_claim(token, "oid")  # the service principal (an app token's oid)
             anchor = anchor_mailbox(profile, account.get("username") or None, tenant_guid)
             limiter = AdaptiveLimiter(profile.concurrency)  # one tenant, one throttling budget for both endpoints
             exchange = self._build_client(
@@ -192,7 +207,7 @@ class SessionManager:
                 self.audit.log_operation(OperationType.CONNECT, None, details, result, error_text(exc))
             except Exception:  # the sign-in error is what the user needs to see
                 log.error("could not record the failed sign-in in the audit log", exc_info=True)
-            self._user = self._method = None
+            self._user = self._method = self._object_id = None
             raise
         self._connection = connection
         self._started_at = time.monotonic()

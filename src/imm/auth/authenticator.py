@@ -383,7 +383,8 @@ class Authenticator:
         return sorted(entries, key=lambda e: str(e.get("realm", "")).lower() != self.tenant_id.lower())
 
     def account(self) -> dict[str, Any] | None:
-        """Who is signed in, from the cache (no network): username, tenant_id, home_account_id; None if nobody.
+        """Who is signed in, from the cache (no network): username, tenant_id, home_account_id, object_id (the
+        ``oid`` claim); None if nobody.
 
         For app-only sign-in: the application (``username`` None, ``kind`` "app").
         """
@@ -411,6 +412,9 @@ class Authenticator:
                 "client_id": self.client_id,
                 "tenant_id": tenant,
                 "home_account_id": home or None,
+                # the user's object id in Entra ID: msal keeps the ID token's `oid` claim as local_account_id
+                # (msal's TokenCache, "local_account_id": id_token_claims.get("oid", ...)); never a typed name
+                "object_id": entry.get("local_account_id") or None,
             }
 
     def token_expires_on(self, scopes: Sequence[str] | None = None) -> datetime | None:

@@ -223,6 +223,8 @@ class IdentityProvider:
         self.users: dict[str, User] = {}
         self.admin_upn = f"admin@{self.tenant_domain}"
         self.add_user(self.admin_upn, "Tenant Administrator")
+        # who signs in on the verification page when sign-in auto-approves (a knob: a second admin for four-eyes)
+        self.auto_approve_upn: str = self.admin_upn
         self.resources: set[str] = {self.base_url, f"{self.base_url}/compliance"}
         self.device_codes: dict[str, DeviceCode] = {}
         self.refresh_tokens: dict[str, RefreshGrant] = {}
@@ -688,7 +690,7 @@ class IdentityProvider:
                 raise OAuthError("expired_token", 70019, "Verification code expired.")
             auto = self.config.auto_approve_after
             if entry.status == "pending" and auto is not None and now - entry.first_poll >= float(auto):
-                entry.status, entry.upn = "approved", self.admin_upn
+                entry.status, entry.upn = "approved", self.auto_approve_upn
             if entry.status == "pending":
                 if previous is not None and now - previous < max(0.5, entry.interval - 0.5):
                     raise OAuthError("slow_down", 70016, "OAuth 2.0 device flow error. Polling too fast; slow down.")
