@@ -306,3 +306,20 @@ def test_write_profile_keeps_the_rest_of_the_file_as_written(tmp_path: Path) -> 
     config = load_config(path, None, env={})
     assert (config.profile.name, config.profile.org.company_attribute) == ("sim", "CustomAttribute5")
     assert load_config(path, "contoso", env={}).profile.cost.currency == "USD"
+
+
+def test_approval_required_takes_the_vocabulary_only(tmp_path: Path) -> None:
+    from imm.config import ConfigError, load_config
+
+    config = tmp_path / "config.toml"
+    config.write_text('[profiles.default]\napproval_required = ["recover", "bulk", "recover"]\n', encoding="utf-8")
+    assert load_config(config).profile.approval_required == ("bulk", "recover")
+    env = {"IMM_APPROVAL_REQUIRED": "last-hold, ediscovery"}
+    assert load_config(config, env=env).profile.approval_required == ("last-hold", "ediscovery")
+    config.write_text('[profiles.default]\napproval_required = ["bulk", "purge"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert info.value.message == (
+        f"{config}:2: key 'approval_required' has an invalid value ['bulk', 'purge'] (unknown 'purge'; expected any "
+        "of: bulk, recover, restore, release, set-duration, last-hold, unlimited, ediscovery)"
+    )

@@ -115,6 +115,8 @@ class Profile:
     device_code_timeout: int = 300
     audit_min_retention_days: int = 365
     leaver_retention_days: int = 0  # keep leavers' mailboxes this long after WhenSoftDeleted (0: no schedule)
+    # four-eyes: what a second signed-in admin must approve before it runs (APPROVAL_KINDS; empty: nothing)
+    approval_required: tuple[str, ...] = ()
     audit_key_path: Path | None = None  # the audit signing key (default: audit-keys/ beside the database)
     audit_witness: str | None = None  # where anchors are also written: a JSON Lines file, "syslog" or "stdout"
     audit_auto_anchor: bool = False  # anchor the audit log after every change
@@ -174,6 +176,10 @@ class Config:
     file_exists: bool = False
 
 
+# What a profile's approval_required can name (four-eyes, imm bulk submit/approve): "bulk" is every executed bulk
+# job; an action name is every bulk row or single change of that action; a consequence is every release that has
+# it (by the cache, as the typed confirmations count them).
+APPROVAL_KINDS = ("bulk", "recover", "restore", "release", "set-duration", "last-hold", "unlimited", "ediscovery")
 _PATH_KEYS = {"ca_bundle", "db_path", "token_cache_path", "certificate_path", "federated_token_file", "audit_key_path"}
 SIGN_IN_METHODS = ("device_code", "certificate", "managed_identity", "workload_identity")
 _CHOICES = {"auth_method": SIGN_IN_METHODS}
@@ -254,6 +260,8 @@ def _convert(path: Path, text: str, key: str, value: Any, default: Any, *, sourc
             raise ValueError("it must be true or false")
         if isinstance(default, int | float):
             return _number(key, value, default)
+        if key == "approval_required":
+            return _approval_kinds(value)
         if value is not None and not isinstance(value, str):
             raise TypeError(type(value).__name__)
         if key in _CHOICES and value not in (None, *_CHOICES[key]):
@@ -288,6 +296,24 @@ def _number_of(path: Path, text: str, range_key: str, key: str, value: Any) -> f
         raise ConfigError(
             f"{at}: key '{shorten(key, 80)}' has an invalid value {shorten(repr(value), 80)} ({exc})"
         ) from None
+
+
+def _approval_kinds(value: Any) -> tuple[str, ...]:
+    """``approval_required``: a TOML array of APPROVAL_KINDS, or the same names separated by commas (the environment,
+    ``imm config set``); each once, in the vocabulary's order."""
+    if isinstance(value, str):
+        names = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        names = [v.strip() for v in value]
+    else:
+        raise ValueError(f"expected a list of: {', '.join(APPROVAL_KINDS)}")
+    unknown = [n for n in names if n.lower() not in APPROVAL_KINDS]
+    if unknown:
+        from imm.textsafe import shorten
+
+        raise ValueError(f"unknown {shorten(repr(unknown[0]), 40)}; expected any of: {', '.join(APPROVAL_KINDS)}")
+    wanted = {n.lower() for n in names}
+    return tuple(kind for kind in APPROVAL_KINDS if kind in wanted)
 
 
 def _store_url(value: str) -> str:
@@ -462,6 +488,8 @@ def _plain(value: Any) -> Any:
     """A value TOML can hold: paths as text, nested tables as dicts."""
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, tuple):
+        return list(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value

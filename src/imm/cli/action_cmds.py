@@ -248,6 +248,11 @@ def _act(
         if shown.nothing_to_do:
             _nothing_to_do(actions, shown)
             return shown, None
+        from imm.services.approval import single_refusal
+
+        refusal = single_refusal(actions.profile.approval_required, action, shown.consequences)
+        if refusal is not None:  # four-eyes: the profile reserves this change for an approved one-row plan
+            raise refusal
         try:
             _confirm_plan(shown, question(shown), yes, understood)
         except ImmError as exc:

@@ -368,7 +368,9 @@ def run_cmd(
         {"mode": mode, "plan_path": str(plan.path.resolve()), "plan_sha256": plan.sha256},
     )
     confirmed = None
+    approved = None
     if mode == EXECUTE:
+        approved = _approved_job(obj, db, plan, found)
         flagged = _flagged(understood_last_hold, understood_unlimited, understood_ediscovery)
         confirmed, typed = _confirm_consequences(obj, found, flagged, audit_as, plan.counts())
         if not yes and not typed:
@@ -383,7 +385,8 @@ def run_cmd(
     _run(
         obj,
         db,
-        plan=plan,
+        plan=plan if approved is None else None,
+        job=approved,
         mode=mode,
         workers=workers,
         results=results,
@@ -442,6 +445,7 @@ def resume_cmd(
 
     Example: imm bulk resume job-20261128-123456-ab12
     """
+    from imm.data.audit_logger import OperationType
     from imm.data.jobs import EXECUTE, RUNNING, UNKNOWN
     from imm.errors import InputError
     from imm.services.bulk import BulkEngine, check_writable_file, summary_counts
@@ -480,6 +484,9 @@ def resume_cmd(
         audit_as = ("BULK_RESUME", job.id, {"job_id": job.id, "mode": job.mode})
         found = _consequences(obj, db, [(i.line_no, i.action, i.mailbox_guid, i.params, i.label or i.identity)
                                         for i in todo])  # fmt: skip
+        _approvals(obj, db).check_runnable(
+            job, needs=_needs(obj, [i.action for i in todo], found), operation=OperationType.BULK_RESUME
+        )
         flagged = _flagged(understood_last_hold, understood_unlimited, understood_ediscovery)
         by_action: dict[str, int] = {}
         for item in todo:
@@ -507,6 +514,176 @@ def resume_cmd(
         retry_failed=retry_failed,
         confirmed=confirmed,
     )
+
+
+# --------------------------------------------------------------------------------- four-eyes approval
+def _needs(obj: AppContext, actions: Sequence[str], found: Any) -> list[str]:
+    """What of the profile's approval_required an executed bulk job of these actions and consequences matches."""
+    from imm.services.approval import needed
+
+    return needed(obj.profile.approval_required, actions, [k for k, v in found.labels.items() if v], bulk=True)
+
+
+def _approvals(obj: AppContext, db: Any, audit: Any = None) -> Any:
+    """The store's approvals; refusals before a sign-in are audited as the account of the token cache."""
+    from imm.data.audit_logger import AuditLogger
+    from imm.data.audit_signing import AuditKeying
+    from imm.data.jobs import JobStore
+    from imm.services.approval import Approvals
+
+    if audit is None:
+        account = obj.authenticator().account() or {}  # who is signed in, from the cache (no network)
+        user = account.get("username") or (f"app:{account['client_id']}" if account.get("client_id") and
+                                            account.get("kind") == "app" else None)  # fmt: skip
+        keying = AuditKeying.from_profile(obj.profile)
+        audit = AuditLogger(db, tenant=obj.profile.tenant_id, user=user, keying=keying)
+    return Approvals(JobStore(db), audit)
+
+
+def _approved_job(obj: AppContext, db: Any, plan: Any, found: Any) -> Job | None:
+    """``bulk run PLAN --execute`` of a plan the policy covers: its approved, not yet run job (None when the
+    policy does not cover the plan); refused (audited, exit 5) otherwise."""
+    from imm.data.audit_logger import OperationType
+    from imm.errors import InputError
+
+    needs = _needs(obj, list(plan.counts()), found)
+    if not needs:
+        return None
+    approvals = _approvals(obj, db)
+    submission = approvals.latest_for_plan(plan.path)
+    if submission is None:
+        approvals.refuse_unsubmitted_plan(plan.path, plan.sha256, needs)
+    job = approvals.store.get(submission.job_id)
+    approvals.check_runnable(job, needs=needs, operation=OperationType.BULK_OPERATION, plan_sha256=plan.sha256)
+    if job.runs:
+        raise InputError(
+            f"the approved job {job.id} of this plan has run already",
+            hint=f"finish it with: {_resume_command(obj, job.id)}",
+        )
+    return job
+
+
+@bulk.command("submit")
+@click.argument("plan_path", metavar="PLAN.csv", type=click.Path(path_type=Path))
+@click.option(
+    "--concurrency", type=click.IntRange(1, 64), metavar="N", help="Items in flight (default: the profile's)."
+)
+@click.option(
+    "--problems",
+    "problems_out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help=f"When the plan is invalid, write every problem to FILE (the terminal shows the first {MAX_SHOWN}).",
+)
+def submit_cmd(plan_path: Path, concurrency: int | None, problems_out: Path | None) -> None:
+    """Submit a plan for four-eyes approval: checked as 'bulk run' checks it, stored as a job (with the plan's
+    SHA-256) that waits until a different signed-in admin approves it ('imm bulk approve JOB').
+
+    The profile's approval_required names what needs the second person (bulk, recover, restore, release,
+    set-duration, last-hold, unlimited, ediscovery). Once approved, 'imm bulk run PLAN.csv --execute' runs that
+    job, and only while the plan file is unchanged. Who submitted and who approved are the Entra ID object ids of
+    the signed-in accounts (the token's oid), recorded in the audit log.
+
+    Example: imm bulk submit plan.csv
+    """
+    from imm.data.jobs import EXECUTE
+    from imm.services.approval import require_object_id
+    from imm.services.bulk import BulkEngine
+    from imm.services.bulk_plan import PlanError, read_plan
+    from imm.session import SessionManager
+
+    obj = app()
+    db = obj.database()
+    try:
+        plan = read_plan(plan_path, db)
+    except PlanError as exc:
+        _report_problems(plan_path, exc.problems, problems_out)
+        raise
+    found = _consequences(obj, db, [(r.line, r.action, r.mailbox_guid, r.params, r.label) for r in plan.rows])
+    counts = plan.counts()
+    needs = _needs(obj, list(counts), found)
+    with SessionManager(obj.config, db, obj.authenticator()) as session:
+        oid = require_object_id(session.object_id)
+        engine = BulkEngine(db, session.audit)
+        job = engine.create_job(
+            plan, mode=EXECUTE, concurrency=concurrency or obj.profile.concurrency, user=session.user,
+            tenant=session.tenant,
+        )  # fmt: skip
+        consequences = {k: len(v) for k, v in found.labels.items() if v}
+        _approvals(obj, db, session.audit).submit(job, object_id=oid, needs=needs, counts=counts,
+                                                  consequences=consequences)  # fmt: skip
+    click.echo(job.id)  # stdout: the job id, for scripts
+    if not obj.quiet:
+        what = ", ".join(needs) if needs else "nothing in this plan (it was submitted anyway)"
+        click.echo(
+            f"Submitted job {job.id}: {len(plan.rows):,} items of {plan.path}; the profile's policy requires "
+            f"approval for: {what}.",
+            err=True,
+        )
+        click.echo(f"A different admin approves it with: imm bulk approve {job.id}", err=True)
+
+
+@bulk.command("approve")
+@click.argument("job_id", metavar="JOB")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def approve_cmd(job_id: str, yes: bool) -> None:
+    """Approve a submitted job as a second person: refused (exit 5, audited) for your own submission, or when the
+    plan or the stored items changed since it was submitted. The decision is final and in the audit log.
+
+    'imm bulk status JOB --all' shows every item first; 'imm bulk run PLAN.csv' (what-if) previews them.
+
+    Example: imm bulk approve job-20261128-123456-ab12
+    """
+    from imm.cli.context import confirm
+    from imm.errors import DeclinedError
+    from imm.session import SessionManager
+    from imm.textsafe import terminal_safe
+
+    obj = app()
+    db = obj.database()
+    with SessionManager(obj.config, db, obj.authenticator()) as session:
+        approvals = _approvals(obj, db, session.audit)
+        job, submission = approvals.check_approvable(job_id, object_id=session.object_id)
+        counts = approvals.store.counts(job.id)
+        if not obj.quiet or not yes:
+            by = terminal_safe(submission.user or submission.object_id)
+            needs = ", ".join(submission.needs) or "nothing (submitted anyway)"
+            click.echo(
+                f"Job {job.id}, submitted by {by} at {submission.timestamp}: {sum(counts.values()):,} items of "
+                f"{terminal_safe(submission.plan_path)} (SHA-256 {submission.plan_sha256[:12]}…); approval "
+                f"required for: {needs}.",
+                err=True,
+            )
+        if not yes:
+            try:
+                confirm(f"Approve job {job.id}?")
+            except DeclinedError as exc:
+                approvals.declined(job.id, object_id=session.object_id, message=exc.message)
+                raise
+        approvals.approve(job.id, object_id=session.object_id)
+    if not obj.quiet:
+        click.echo(f"Approved job {job.id}. It runs with: imm bulk run {submission.plan_path} --execute", err=True)
+
+
+@bulk.command("reject")
+@click.argument("job_id", metavar="JOB")
+@click.option("--reason", metavar="TEXT", help="Why (recorded in the audit log and shown to whoever runs it).")
+def reject_cmd(job_id: str, reason: str | None) -> None:
+    """Reject a submitted job: it never runs (the submitter may reject their own, to withdraw it). Audited.
+
+    Example: imm bulk reject job-20261128-123456-ab12 --reason "line 14 is a current employee"
+    """
+    from imm.session import SessionManager
+    from imm.textsafe import shown
+
+    obj = app()
+    db = obj.database()
+    text = " ".join(reason.split())[:500] if reason else None  # one line, bounded; rendered safe when shown
+    with SessionManager(obj.config, db, obj.authenticator()) as session:
+        decision = _approvals(obj, db, session.audit).reject(job_id, object_id=session.object_id, reason=text)
+    if not obj.quiet:
+        withdrawn = " (withdrawn by its submitter)" if decision.withdrawn else ""
+        click.echo(f"Rejected job {shown(job_id.strip(), 80)}{withdrawn}.", err=True)
 
 
 def _confirm(
@@ -712,8 +889,9 @@ def status_cmd(job_id: str, show_all: bool, output: str, query: str | None) -> N
     job, counts = engine.status(job_id)
     items = engine.store.items(job.id, None if show_all else sorted(ERRORS))
     rows = [_item_row(i) for i in items]
+    approval = _approval_text(obj, job.id)
     if output == "json" or query:
-        data = {"job": _job_record(job, counts), "items": rows}
+        data = {"job": {**_job_record(job, counts), "approval": approval}, "items": rows}
         render_object(data, "json", query)
         return
     columns = [
@@ -739,6 +917,7 @@ def status_cmd(job_id: str, show_all: bool, output: str, query: str | None) -> N
             "Finished": job.finished_at or "",
             "By": job.user or "",
             "Results": job.results_path or "",
+            **({"Approval": approval} if approval else {}),
         }
     )
     if rows:
@@ -746,6 +925,26 @@ def status_cmd(job_id: str, show_all: bool, output: str, query: str | None) -> N
         render(rows, columns, "table", title="Items" if show_all else "Failed, blocked and unknown items")
     if job.status in ("interrupted", "running", "planned"):
         click.echo(f"\nFinish it with: {_resume_command(obj, job.id)}")
+
+
+def _approval_text(obj: AppContext, job_id: str) -> str | None:
+    """``awaiting approval`` / ``approved by U at T`` / ``rejected by U at T: reason`` (None: never submitted)."""
+    from imm.services.approval import Approvals
+
+    approvals = Approvals(_store(obj), obj.audit())
+    if approvals.submission(job_id) is None:
+        return None
+    decision = approvals.decision(job_id)
+    if decision is None:
+        return "awaiting approval"
+    why = f": {decision.reason}" if decision.reason else ""
+    return f"{decision.kind} by {decision.user or decision.object_id} at {decision.timestamp}{why}"
+
+
+def _store(obj: AppContext) -> Any:
+    from imm.data.jobs import JobStore
+
+    return JobStore(obj.database())
 
 
 @bulk.command("list")

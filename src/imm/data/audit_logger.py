@@ -89,6 +89,10 @@ class OperationType(StrEnum):
     # bulk jobs and the audit log itself
     BULK_RESUME = "BULK_RESUME"
     PRUNE = "PRUNE"
+    # four-eyes approval of bulk jobs (imm.services.approval)
+    BULK_SUBMIT = "BULK_SUBMIT"
+    BULK_APPROVE = "BULK_APPROVE"
+    BULK_REJECT = "BULK_REJECT"
 
 
 # operations that change Exchange or the log itself: with audit_auto_anchor, their result rows are anchored
@@ -100,6 +104,7 @@ CHANGE_OPERATIONS = frozenset(
         "CHANGE_HOLD",
         "BULK_OPERATION",
         "BULK_RESUME",
+        "BULK_APPROVE",
         "REMOVE_RESTORE_REQUEST",
         "ADD_ADDRESS",
         "REMOVE_ADDRESS",
