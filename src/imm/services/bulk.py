@@ -27,7 +27,8 @@ Recover rows need a password per item: generated here, written (with ``fsync``) 
 (mode 0600) BEFORE the action runs, reused when a resume runs the item again, and written nowhere else.
 
 A job-level ``BULK_OPERATION`` write-ahead audit pair records the plan (path, SHA-256, counts) and the totals; each
-resume adds a ``BULK_RESUME`` pair and gives the interrupted run's dangling row its ``cancelled`` result.
+resume adds a ``BULK_RESUME`` pair; the dangling row of a killed run gets its ``interrupted`` result from the next
+run of any job (or the resume).
 """
 
 from __future__ import annotations
@@ -438,6 +439,34 @@ class BulkEngine:
             return INTERRUPTED
         return job.status
 
+    def close_interrupted_runs(self, *, except_job: str | None = None) -> list[str]:
+        """Give the job-level rows (BULK_OPERATION, BULK_RESUME) of every job whose process died their
+        ``interrupted`` result, as the next sync does for a killed sync, so ``imm audit list --incomplete`` shows only
+        what is truly open. The items stay as the journal has them: a resume reconciles each with Exchange. Returns
+        the ids of the jobs whose rows were closed; ``except_job`` is the one this run is about to take."""
+        closed: list[str] = []
+        for job in self.store.jobs():
+            if job.id == except_job or self.effective_status(job) != INTERRUPTED:
+                continue
+            if self._close_dangling(job):
+                closed.append(job.id)
+        return closed
+
+    def _close_dangling(self, job: Job) -> bool:
+        """Close the job-level rows a killed run of ``job`` left without a result; True if there were any."""
+        counts: dict[str, int] | None = None
+        for row in self.audit.get_operations(identity=job.id, incomplete=True):
+            if row.operation in (OperationType.BULK_OPERATION, OperationType.BULK_RESUME) and row.operation_id:
+                counts = counts if counts is not None else self.store.counts(job.id)
+                self.audit.finish(
+                    row.operation_id,
+                    AuditResult.INTERRUPTED,
+                    {"job_id": job.id, "totals": counts},
+                    "the run's process ended without recording a result (killed or crashed); closed by the next "
+                    f"run, `imm bulk resume {job.id}` finishes the job",
+                )
+        return counts is not None
+
     def remaining(self, job: Job, *, retry_failed: bool = False) -> list[Item]:
         """The items a run (or resume) of ``job`` would take."""
         statuses = set(UNFINISHED) | ({FAILED, BLOCKED} if retry_failed else set())
@@ -475,6 +504,7 @@ class BulkEngine:
         self._confirmed = confirmed or (lambda _line: ())
         self._on_preview = on_preview
         with self.locked(job_id):
+            self.close_interrupted_runs(except_job=job_id)
             job = self.store.get(job_id)
             outcome = self._run_locked(
                 job,
@@ -746,16 +776,9 @@ class BulkEngine:
     # ----- audit and the end of a run -----
     def _begin_audit(self, job: Job, todo: list[Item], concurrency: int) -> str:
         """The run's write-ahead row: BULK_OPERATION the first time, BULK_RESUME after. A job-level row that an
-        earlier run left without a result (it was killed) gets its ``cancelled`` result first."""
+        earlier run left without a result (it was killed) gets its ``interrupted`` result first."""
         counts = self.store.counts(job.id)
-        for row in self.audit.get_operations(identity=job.id, incomplete=True):
-            if row.operation in (OperationType.BULK_OPERATION, OperationType.BULK_RESUME) and row.operation_id:
-                self.audit.finish(
-                    row.operation_id,
-                    AuditResult.CANCELLED,
-                    {"job_id": job.id, "totals": counts},
-                    "the run ended without recording a result (killed or crashed); continued by `imm bulk resume`",
-                )
+        self._close_dangling(job)
         if job.audit_operation_id is None:
             by_action: dict[str, int] = {}
             for item in todo:
