@@ -4,8 +4,10 @@ listing the commands stays fast (command modules import only click and light ``i
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
+from importlib import metadata
 
 import click
 import pytest
@@ -14,6 +16,7 @@ from click.testing import CliRunner
 from conftest import run_imm
 from imm import __version__
 from imm.cli.main import COMMANDS, cli
+from imm.data.migrations import MIGRATIONS
 
 HEAVY_MODULES = ["rich", "msal", "httpx", "sqlite3", "jmespath", "openpyxl", "cryptography", "imm.data", "imm.services"]
 
@@ -60,7 +63,14 @@ def test_every_command_takes_the_global_options() -> None:
 
 def test_version_and_top_level_help() -> None:
     version = run_imm("--version")
-    assert (version.exit_code, version.stdout, version.stderr) == (0, f"imm, version {__version__}\n", "")
+    expected = (
+        f"imm, version {__version__}\n"
+        f"Python {platform.python_version()}\n"
+        f"msal {metadata.version('msal')}\n"
+        f"httpx {metadata.version('httpx')}\n"
+        f"database schema {MIGRATIONS[-1].name} ({len(MIGRATIONS)} migrations)\n"
+    )
+    assert (version.exit_code, version.stdout, version.stderr) == (0, expected, "")
     top = run_imm("--help")
     assert top.exit_code == 0
     for name in ("list", "search", "show", "cache", "config"):

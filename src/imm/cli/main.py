@@ -225,8 +225,43 @@ class ImmGroup(click.Group):
                 obj.close()
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``imm --version``: imm's version, then what a defect report needs (Python, msal, httpx and the database
+    schema this imm writes: the name of its newest migration). Imported only when asked, so listing commands
+    stays light."""
+    if not value or ctx.resilient_parsing:
+        return
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from imm.data.migrations import MIGRATIONS
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    lines = (
+        f"imm, version {__version__}",
+        f"Python {platform.python_version()}",
+        f"msal {installed('msal')}",
+        f"httpx {installed('httpx')}",
+        f"database schema {MIGRATIONS[-1].name} ({len(MIGRATIONS)} migrations)",
+    )
+    click.echo("\n".join(lines))
+    ctx.exit(0)
+
+
 @click.group(cls=ImmGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, "--version", prog_name="imm")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show imm's version with the Python, msal, httpx and database schema versions, and exit.",
+)
 @global_options
 @click.pass_context
 def cli(ctx: click.Context) -> None:
