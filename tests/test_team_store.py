@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,3 +139,53 @@ def test_one_tenant_reads_the_same_from_either_store(sim_profile: str, pg_cluste
         operations = json.loads(run_imm("audit", "list", "-o", "json", env=env).stdout)
         seen_rows = {(o["operation"], o["result"]) for o in operations}
         assert {("SYNC", "started"), ("SYNC", "success")} <= seen_rows, operations
+
+
+def test_store_grants_leave_the_operator_unable_to_rewrite_audit_rows(pg_cluster: object) -> None:
+    """`imm store grants --apply`: the server itself refuses the operator's UPDATE and DELETE of audit rows, while
+    the operator reads and writes the store through imm (its own audit rows included) and verify passes."""
+    import uuid
+
+    import psycopg
+
+    cluster: Any = pg_cluster
+    suffix = uuid.uuid4().hex[:8]
+    owner, operator = f"own_{suffix}", f"op_{suffix}"
+    for role in (owner, operator):
+        cluster.sql(f"CREATE ROLE {role} LOGIN")
+    url = cluster.new_database()
+    printed = run_imm("store", "grants", "--owner", owner, "--operator", operator, env={"IMM_STORE": url})
+    assert printed.exit_code == 0, printed.stderr
+    lines = printed.stdout.splitlines()
+    assert f'GRANT SELECT, INSERT ON "public"."audit_log" TO "{operator}";' in lines
+    assert f'REVOKE ALL ON "public"."audit_log" FROM "{operator}";' in lines
+    applied = run_imm("store", "grants", "--owner", owner, "--operator", operator, "--apply", env={"IMM_STORE": url})
+    assert applied.exit_code == 0, applied.stderr
+    assert applied.stderr.startswith(f"Applied {len(lines)} statements: {owner} owns the store")
+
+    database = url.split("@/", 1)[1].split("?", 1)[0]
+    as_operator = {"IMM_STORE": cluster.url(database, user=operator)}
+    for args in (("cache", "stats"), ("cache", "clear", "--yes"), ("audit", "verify")):
+        result = run_imm(*args, env=as_operator)
+        assert result.exit_code == 0, (args, result.stderr)
+    with psycopg.connect(cluster.url(database, user=operator), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM audit_log").fetchone()[0] >= 1  # type: ignore[index]
+        for statement in ("UPDATE audit_log SET details = '{}'", "DELETE FROM audit_log"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for table audit_log"):
+                conn.execute(statement)  # type: ignore[arg-type]
+
+
+def test_store_grants_need_a_team_store_and_plain_role_names(pg_cluster: object, tmp_path: Path) -> None:
+    on_sqlite = run_imm("--db", str(tmp_path / "a.db"), "store", "grants", "--owner", "o", "--operator", "p")
+    assert on_sqlite.exit_code == 2
+    assert "is for a team store on PostgreSQL" in on_sqlite.stderr
+    url = pg_cluster.new_database()  # type: ignore[attr-defined]
+    bad = run_imm(
+        "store", "grants", "--owner", 'x"; DROP TABLE audit_log; --', "--operator", "p", env={"IMM_STORE": url}
+    )
+    assert bad.exit_code == 2
+    assert "is not a plain PostgreSQL name" in bad.stderr
+    missing = run_imm("store", "grants", "--owner", "nobody_here", "--operator", "p", "--apply", env={"IMM_STORE": url})
+    assert missing.exit_code == 1, missing.stderr
+    assert "the grants were not applied (nothing changed)" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "bulk": "imm.cli.bulk_cmds:bulk",
     "audit": "imm.cli.audit_cmds:audit",
     "cache": "imm.cli.cache_cmds:cache",
+    "store": "imm.cli.store_cmds:store",
     "config": "imm.cli.config_cmds:config",
     "profile": "imm.cli.config_cmds:profile",
     "simulator": "imm.cli.simulator_cmds:simulator",
