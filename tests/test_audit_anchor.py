@@ -218,6 +218,14 @@ def test_a_keyed_log_verifies_plain_and_against_its_witness(keyed: tuple[Path, P
             "recomputed chain: row 6 has a different hash than anchor 1 (witness line 1) signed",
         ),
         (
+            lambda p: (
+                tamper(p, "UPDATE audit_log SET user = 'intruder@contoso.com' WHERE id = 1"),
+                recompute(p, 1),
+            ),
+            "row 7 has a bad signature",
+            "recomputed chain: row 6 has a different hash than anchor 1 (witness line 1) signed",
+        ),
+        (
             forge_append,
             "row 11 has no signature: it was not written by imm with this profile's audit key",
             "row 11 has no signature",
@@ -228,7 +236,17 @@ def test_a_keyed_log_verifies_plain_and_against_its_witness(keyed: tuple[Path, P
             "checkpoint 1 has no signature",
         ),
     ],
-    ids=["edit", "delete", "insert", "reorder", "truncate-tail", "recompute", "forged-append", "fake-prune"],
+    ids=[
+        "edit",
+        "delete",
+        "insert",
+        "reorder",
+        "truncate-tail",
+        "recompute",
+        "recompute-from-row-1",
+        "forged-append",
+        "fake-prune",
+    ],
 )
 def test_every_tamper_is_caught(keyed: tuple[Path, Path], attack, plain: str | None, anchored: str) -> None:  # type: ignore[no-untyped-def]
     db_path, witness = keyed
