@@ -13,7 +13,7 @@ import click
 
 from imm.cli.context import app
 from imm.cli.output import Column, output_options, render, render_object, stream_output_options
-from imm.errors import InputError
+from imm.errors import InputError, StoreError
 
 RESULTS = ("started", "success", "failure", "cancelled", "partial", "preview", "skipped", "unknown", "interrupted")
 _RELATIVE = re.compile(r"^\s*(\d{1,9})\s*([mhdw])\s*$", re.IGNORECASE | re.ASCII)
@@ -443,5 +443,20 @@ def prune(retention_days: int, yes: bool) -> None:
         "A checkpoint keeps the rest verifiable",
         yes=yes,
     )
-    removed = audit_log.prune_old_entries(retention_days, min_retention_days=minimum)
+    try:
+        removed = audit_log.prune_old_entries(retention_days, min_retention_days=minimum)
+    except StoreError as exc:
+        db = audit_log.db
+        if exc.code != "store_permission" or not db.is_postgresql:
+            raise
+        # The team store's operator may not DELETE audit rows: the server refused, the transaction rolled back.
+        role = db.get_connection().execute("SELECT current_user").fetchone()[0]
+        reason = exc.message.rsplit("(", 1)[-1].rstrip(")")
+        raise StoreError(
+            f"imm audit prune runs only as the team store's owner: the server refused it to {role} ({reason}); "
+            "nothing was removed",
+            hint="run it connected as the owner role (IMM_STORE=postgresql://OWNER@…); `imm store check` names "
+            "the role a profile connects as",
+            code="store_permission",
+        ) from None
     click.echo(f"Pruned {removed} audit row{'s' if removed != 1 else ''} older than {cutoff}; checkpoint recorded.")

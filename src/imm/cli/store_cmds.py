@@ -1,4 +1,5 @@
-"""``imm store grants``: the roles of a team store on PostgreSQL (see :mod:`imm.data.pg_roles`).
+"""``imm store``: the team store's roles (``grants``, see :mod:`imm.data.pg_roles`), ``check`` (either store) and
+``migrate`` (an SQLite file into a team store).
 
 The owner owns the schema (migrations, ``audit prune``); the operator is what admins, workers and the nightly sync
 connect as, and may only INSERT and SELECT audit rows: the server itself refuses their UPDATE and DELETE.
@@ -9,14 +10,17 @@ from __future__ import annotations
 import click
 
 from imm.cli.context import app
+from imm.cli.output import output_options
 
 
 @click.group()
 def store() -> None:
-    """The team store on PostgreSQL: the owner and operator roles.
+    """The store: check it, move an SQLite file into a team store, the team store's owner and operator roles.
 
     \b
     Examples:
+      imm store check                                                      # reachable, schema, grants
+      imm store migrate --to postgresql://imm_owner@db/imm                 # copy this profile's file in
       imm store grants --owner imm_owner --operator imm_operator          # print the SQL
       imm store grants --owner imm_owner --operator imm_operator --apply  # run it (as the owner or a superuser)
     """
@@ -69,3 +73,43 @@ def grants(owner: str, operator: str, apply_: bool) -> None:
             hint="create both roles first, and run --apply as the tables' owner or a superuser",
         ) from None
     click.echo(f"Applied {len(statements)} statements: {owner} owns the store, {operator} operates it.", err=True)
+
+
+_MARKS = {"ok": "ok", "warning": "warn", "failed": "FAIL", "skipped": "-"}
+
+
+@store.command()
+@output_options
+def check(output: str, query: str | None) -> None:
+    """Check the profile's store without changing it: exit 0 when every check passes (warnings allowed), 1 when
+    one fails.
+
+    PostgreSQL: the connection (role, database, server version, TLS), the schema version against the one this
+    imm expects, the role connected as (owner or operator) and whether the server refuses it UPDATE and DELETE
+    of audit rows, every table's grants, the append-only triggers and pg_trgm. SQLite: the file, the schema
+    version and SQLite's integrity_check. Nothing is created or migrated.
+
+    \b
+    Examples:
+      imm store check
+      IMM_STORE=postgresql://imm_operator@db/imm imm store check -o json
+    """
+    from imm.cli.output import render_object
+    from imm.data.store_check import check_store
+    from imm.textsafe import terminal_safe
+
+    obj = app()
+    report = check_store(obj.profile.store_target)
+    if output != "table" or query:
+        render_object(report.as_dict(), output, query)
+    else:
+        click.echo(f"Store: {terminal_safe(report.store)}")
+        width = max(len(c.name) for c in report.checks)
+        for c in report.checks:
+            click.echo(f"  {_MARKS[c.status]:<4}  {c.name:<{width}}  {terminal_safe(c.detail)}")
+            if c.hint and c.status in ("warning", "failed"):
+                click.echo(f"  {'':<4}  {'':<{width}}  hint: {terminal_safe(c.hint)}")
+        failed = sum(1 for c in report.checks if c.status == "failed")
+        click.echo("All checks passed." if not failed else f"{failed} check{'s' if failed != 1 else ''} failed.")
+    if not report.ok:
+        raise click.exceptions.Exit(1)
