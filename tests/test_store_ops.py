@@ -246,3 +246,35 @@ def test_sqlite_store_check_reads_a_file_another_process_writes(tmp_path: Path) 
         holder.execute("ROLLBACK")
     finally:
         holder.close()
+
+
+# ---------------------------------------------------------------------------------------- the team store's upsert
+def test_a_team_store_upsert_rewrites_only_the_rows_that_changed(pg_cluster: Any) -> None:
+    """New rows go straight in; of the rows upserted again, only those whose values differ get a new row version
+    (PostgreSQL's xmin: the transaction that wrote it), and every row reads back as last written."""
+    from factories import make_mailbox
+
+    db = DatabaseManager(pg_cluster.new_database())
+    try:
+        db.initialize()
+        same, changed = make_mailbox(display_name="Same Name"), make_mailbox(display_name="Old Name")
+        assert db.upsert_mailboxes([same, changed]) == 2
+
+        def versions() -> dict[str, str]:
+            rows = db.get_connection().execute("SELECT identity, xmin::text FROM inactive_mailboxes")
+            return {str(r[0]): str(r[1]) for r in rows}
+
+        before = versions()
+        changed.display_name = "New Name"
+        added = make_mailbox(display_name="Added Later")
+        assert db.upsert_mailboxes([same, changed, added]) == 3
+        after = versions()
+        assert after[same.identity] == before[same.identity]
+        assert after[changed.identity] != before[changed.identity]
+        assert set(after) == {same.identity, changed.identity, added.identity}
+        assert db.get_mailbox(changed.identity) == changed
+        assert db.get_mailbox(same.identity) == same
+        assert [m.identity for m in db.search_mailboxes("New Name")] == [changed.identity]
+        assert db.search_mailboxes("Old Name") == []
+    finally:
+        db.close()

@@ -113,3 +113,81 @@ def check(output: str, query: str | None) -> None:
         click.echo("All checks passed." if not failed else f"{failed} check{'s' if failed != 1 else ''} failed.")
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+@store.command()
+@click.option("--to", "to", required=True, metavar="URL", help="The empty PostgreSQL store: postgresql://OWNER@host/db")
+@output_options
+def migrate(to: str, output: str, query: str | None) -> None:
+    """Copy this profile's SQLite file into an empty team store: the inventory, the audit log (ids and hashes
+    unchanged), bulk jobs and restore tracking.
+
+    The audit chain is verified on the file before anything is written and on PostgreSQL after; the copy is one
+    transaction, refused (nothing written) when the store already holds rows. The file is left as it is. Connect
+    as the store's owner (it creates the schema and writes the audit checkpoints). Then point the profile at the
+    store (imm config set store URL).
+
+    \b
+    Examples:
+      imm store migrate --to "postgresql://imm_owner@db.contoso.internal/imm?sslmode=verify-full"
+      imm --profile contoso store migrate --to postgresql://imm_owner@db/imm -o json
+    """
+    from pathlib import Path
+
+    from imm.cli.output import render_object
+    from imm.data.audit_logger import AuditLogger
+    from imm.data.audit_signing import AuditKeying
+    from imm.data.database import DatabaseManager
+    from imm.data.postgres import check_store_url, display_url, is_store_url
+    from imm.data.store_migrate import migrate_store
+    from imm.errors import InputError
+    from imm.textsafe import terminal_safe
+
+    obj = app()
+    profile = obj.profile
+    if not is_store_url(to):
+        raise InputError("--to takes the team store's postgresql:// URL", hint="--to postgresql://OWNER@host/db")
+    url = check_store_url(to, source="--to")
+    if profile.store:
+        raise InputError(
+            f"this profile's store is already a team store ({display_url(profile.store)}): there is no file to move",
+            hint="imm store migrate copies a profile's SQLite file; use a profile (or --db PATH) that has one",
+        )
+    path = Path(profile.store_target)
+    if not path.is_file():
+        raise InputError(f"there is no store file at {path} to migrate", hint="check --profile, --db or IMM_DB")
+    keying = AuditKeying.from_profile(profile)
+    source = obj.database()
+    target = DatabaseManager(url, local_path=profile.database_path)
+    try:
+        target.initialize()
+        result = migrate_store(
+            source,
+            target,
+            AuditLogger(source, tenant=profile.tenant_id, keying=keying),
+            AuditLogger(target, tenant=profile.tenant_id, keying=keying),
+        )
+    finally:
+        target.close()
+    if output != "table" or query:
+        render_object(result.as_dict(), output, query)
+    else:
+        click.echo(f"Copied {terminal_safe(result.source)} into {terminal_safe(result.target)}:")
+        width = max(len(t) for t in result.tables)
+        for table, count in result.tables.items():
+            click.echo(f"  {table:<{width}}  {count:>9,}")
+        if result.audit_rows:
+            click.echo(
+                f"Audit log verified before and after: {result.audit_rows} rows (ids {result.audit_first_id}-"
+                f"{result.audit_last_id}), {result.checkpoints} checkpoints, ids and hashes unchanged; head row "
+                f"{result.audit_last_id} {result.head_hash}."
+            )
+        else:
+            click.echo(f"Audit log verified before and after: no rows ({result.checkpoints} checkpoints).")
+    profile_option = f"--profile {profile.name} " if obj.profile_name else ""
+    click.echo(
+        f"The file is left as it was. To use the team store: imm {profile_option}config set store "
+        f"'{terminal_safe(display_url(url))}', then imm store check (daily work connects as the operator role: "
+        "imm store grants).",
+        err=True,
+    )

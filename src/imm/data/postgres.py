@@ -37,6 +37,8 @@ SCHEMES = ("postgresql://", "postgres://")
 # file's write lock, so read-then-write steps (the audit chain's head, a job's next item) stay serial across
 # every machine that writes to the store. 0x696D6D ("imm").
 WRITE_LOCK_KEY = 0x696D6D
+# work_mem of a bulk upsert's transaction (the trigram index's pending entries are sorted in it).
+UPSERT_WORK_MEM = "64MB"
 
 
 class DatabaseError(Exception):
@@ -408,16 +410,30 @@ def store_error(exc: BaseException, url: str) -> StoreError | None:
 
 def upsert_rows(conn: PgConnection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Insert or update ``rows`` (keyed by the first column; the last of a repeated key wins) inside the caller's
-    transaction: COPY into a temporary table, then one ``INSERT … SELECT … ON CONFLICT DO UPDATE``."""
+    transaction. Rows whose keys are all new (a first sync) are COPYed straight into the table; otherwise COPY into
+    a temporary table, then one ``INSERT … SELECT … ON CONFLICT DO UPDATE`` that rewrites only the rows whose
+    values differ (an unchanged row is left as it is: no new row version, no index entries to add).
+
+    Most of the cost is the trigram index's upkeep (``pg_trgm`` GIN): its pending entries are sorted and merged in
+    ``work_mem``, raised for this transaction only (PostgreSQL's documentation, "GIN Tips and Tricks")."""
     by_key = {row[0]: row for row in rows}
-    stage = f"_imm_stage_{table}"
+    key = columns[0]
     names = ", ".join(columns)
+    conn.execute(f"SET LOCAL work_mem = '{UPSERT_WORK_MEM}'")
+    taken = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {key} = ANY(?))", (list(by_key),)).fetchone()
+    if not taken[0]:
+        conn.copy_rows(f"COPY {table} ({names}) FROM STDIN", by_key.values())
+        return
+    stage = f"_imm_stage_{table}"
     conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {names} FROM {table} WITH NO DATA"
     )
     conn.copy_rows(f"COPY {stage} ({names}) FROM STDIN", by_key.values())
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+    old = ", ".join(f"{table}.{c}" for c in columns[1:])
+    new = ", ".join(f"excluded.{c}" for c in columns[1:])
     conn.execute(
-        f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} ON CONFLICT ({columns[0]}) DO UPDATE SET {updates}"
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} ON CONFLICT ({key}) DO UPDATE SET {updates} "
+        f"WHERE ({old}) IS DISTINCT FROM ({new})"
     )
     conn.execute(f"TRUNCATE {stage}")
