@@ -187,3 +187,30 @@ def test_store_migrate_needs_a_file_and_a_postgresql_target(pg_cluster: Any, tmp
     secret = run_imm("--db", str(tmp_path / "a.db"), "store", "migrate", "--to", "postgresql://u:hunter2@db/imm")
     assert secret.exit_code == 2
     assert "hunter2" not in secret.stdout + secret.stderr
+
+
+def test_store_migrate_as_the_operator_is_refused_by_the_server(pg_cluster: Any, tmp_path: Path) -> None:
+    import uuid
+
+    suffix = uuid.uuid4().hex[:8]
+    owner, operator = f"own_{suffix}", f"op_{suffix}"
+    for role in (owner, operator):
+        pg_cluster.sql(f"CREATE ROLE {role} LOGIN")
+    url = pg_cluster.new_database()
+    grants = run_imm("store", "grants", "--owner", owner, "--operator", operator, "--apply", env={"IMM_STORE": url})
+    assert grants.exit_code == 0, grants.stderr
+    db_path = tmp_path / "imm.db"
+    make_old_log(db_path)
+    database = url.split("@/", 1)[1].split("?", 1)[0]
+    result = run_imm("--db", str(db_path), "store", "migrate", "--to", pg_cluster.url(database, user=operator))
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[0] == (
+        "Error: imm store migrate runs only as the team store's owner: the server refused (permission denied for "
+        "table audit_checkpoints); nothing was copied"
+    )
+    assert _rows(url, "SELECT count(*) FROM inactive_mailboxes") == [(0,)]
+    assert _rows(url, "SELECT count(*) FROM audit_log") == [(0,)]
+    moved = run_imm("--db", str(db_path), "store", "migrate", "--to", pg_cluster.url(database, user=owner))
+    assert moved.exit_code == 0, moved.stderr
+    assert _rows(url, "SELECT count(*) FROM audit_log") == _rows(str(db_path), "SELECT count(*) FROM audit_log")

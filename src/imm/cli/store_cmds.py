@@ -137,10 +137,10 @@ def migrate(to: str, output: str, query: str | None) -> None:
     from imm.cli.output import render_object
     from imm.data.audit_logger import AuditLogger
     from imm.data.audit_signing import AuditKeying
-    from imm.data.database import DatabaseManager
-    from imm.data.postgres import check_store_url, display_url, is_store_url
+    from imm.data.database import DatabaseManager, store_error
+    from imm.data.postgres import DatabaseError, check_store_url, display_url, is_store_url
     from imm.data.store_migrate import migrate_store
-    from imm.errors import InputError
+    from imm.errors import InputError, StoreError
     from imm.textsafe import terminal_safe
 
     obj = app()
@@ -167,6 +167,18 @@ def migrate(to: str, output: str, query: str | None) -> None:
             AuditLogger(source, tenant=profile.tenant_id, keying=keying),
             AuditLogger(target, tenant=profile.tenant_id, keying=keying),
         )
+    except DatabaseError as exc:  # the transaction rolled back: nothing is in the team store
+        shown = display_url(url)
+        if exc.sqlstate == "42501":
+            raise StoreError(
+                f"imm store migrate runs only as the team store's owner: the server refused ({exc}); nothing was "
+                "copied",
+                hint="--to postgresql://OWNER@… (the role that owns the tables; imm store check names the role)",
+                code="store_permission",
+            ) from None
+        raise store_error(exc, shown) or StoreError(
+            f"the copy into {shown} failed ({exc}): nothing was copied", code="store_migrate"
+        ) from None
     finally:
         target.close()
     if output != "table" or query:

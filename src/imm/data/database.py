@@ -687,13 +687,23 @@ class DatabaseManager:
         The search index is updated in two set-based statements, for the rows that are new or whose searched
         text changed, while the per-row triggers are switched off (much faster than a trigger per row).
         """
+        if self._pg is not None:  # the trigram index keeps itself in step
+            given = list(mailboxes)
+            if not given:
+                return 0
+            latest = {m.identity: m for m in given}  # the last of a repeated identity wins
+            with self.transaction() as conn:
+                postgres.upsert_rows(
+                    conn,  # type: ignore[arg-type]
+                    "inactive_mailboxes",
+                    COLUMNS,
+                    list(latest),
+                    (mailbox_to_row(m) for m in latest.values()),  # made while COPY sends them
+                )
+            return len(given)
         rows = [mailbox_to_row(m) for m in mailboxes]
         if not rows:
             return 0
-        if self._pg is not None:  # the trigram index keeps itself in step
-            with self.transaction() as conn:
-                postgres.upsert_rows(conn, "inactive_mailboxes", COLUMNS, rows)  # type: ignore[arg-type]
-            return len(rows)
         with self.transaction() as conn, self._search_guard(conn):
             for start in range(0, len(rows), 50_000):
                 self._upsert_chunk(conn, rows[start : start + 50_000])

@@ -260,11 +260,17 @@ class PgConnection:
 
         return PgCursor(cursor, rows())
 
-    def copy_rows(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        """``COPY … FROM STDIN`` of ``rows`` (the fastest way in)."""
-        with _errors(), self.raw.cursor() as cursor, cursor.copy(sql) as copy:
-            for row in rows:
-                copy.write_row(row)
+    def copy_rows(self, sql: str, rows: Iterable[Sequence[Any]], *, queued: bool = False) -> None:
+        """``COPY … FROM STDIN`` of ``rows`` (the fastest way in). ``queued``: a thread of psycopg's sends the data
+        (``QueuedLibpqWriter``) while this one goes on making rows, so building the rows (a generator) and the
+        server's work on them overlap."""
+        from psycopg.copy import QueuedLibpqWriter
+
+        with _errors(), self.raw.cursor() as cursor:
+            writer = QueuedLibpqWriter(cursor) if queued else None
+            with cursor.copy(sql, writer=writer) as copy:
+                for row in rows:
+                    copy.write_row(row)
 
     def close(self) -> None:
         self.raw.close()
@@ -408,27 +414,29 @@ def store_error(exc: BaseException, url: str) -> StoreError | None:
     return None
 
 
-def upsert_rows(conn: PgConnection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Insert or update ``rows`` (keyed by the first column; the last of a repeated key wins) inside the caller's
-    transaction. Rows whose keys are all new (a first sync) are COPYed straight into the table; otherwise COPY into
-    a temporary table, then one ``INSERT … SELECT … ON CONFLICT DO UPDATE`` that rewrites only the rows whose
-    values differ (an unchanged row is left as it is: no new row version, no index entries to add).
+def upsert_rows(
+    conn: PgConnection, table: str, columns: Sequence[str], keys: Sequence[Any], rows: Iterable[Sequence[Any]]
+) -> None:
+    """Insert or update ``rows`` (one per key of ``keys``, in that order, no key twice; made as they are sent, so
+    a generator's work overlaps the server's) inside the caller's transaction. When none of the keys is in the
+    table yet (a first sync), the rows are COPYed straight into it; otherwise COPY into a temporary table, then one
+    ``INSERT … SELECT … ON CONFLICT DO UPDATE`` that rewrites only the rows whose values differ (an unchanged row
+    is left as it is: no new row version, no index entries to add).
 
-    Most of the cost is the trigram index's upkeep (``pg_trgm`` GIN): its pending entries are sorted and merged in
-    ``work_mem``, raised for this transaction only (PostgreSQL's documentation, "GIN Tips and Tricks")."""
-    by_key = {row[0]: row for row in rows}
+    Most of the server's cost is the trigram index's upkeep (``pg_trgm`` GIN): its pending entries are sorted and
+    merged in ``work_mem``, raised for this transaction only (PostgreSQL's documentation, "GIN Tips and Tricks")."""
     key = columns[0]
     names = ", ".join(columns)
     conn.execute(f"SET LOCAL work_mem = '{UPSERT_WORK_MEM}'")
-    taken = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {key} = ANY(?))", (list(by_key),)).fetchone()
+    taken = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {key} = ANY(?))", (list(keys),)).fetchone()
     if not taken[0]:
-        conn.copy_rows(f"COPY {table} ({names}) FROM STDIN", by_key.values())
+        conn.copy_rows(f"COPY {table} ({names}) FROM STDIN", rows, queued=True)
         return
     stage = f"_imm_stage_{table}"
     conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {names} FROM {table} WITH NO DATA"
     )
-    conn.copy_rows(f"COPY {stage} ({names}) FROM STDIN", by_key.values())
+    conn.copy_rows(f"COPY {stage} ({names}) FROM STDIN", rows, queued=True)
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
     old = ", ".join(f"{table}.{c}" for c in columns[1:])
     new = ", ".join(f"excluded.{c}" for c in columns[1:])
