@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -76,13 +77,17 @@ def test_a_second_sync_names_the_holder_and_exits_5_or_waits(tmp_path: Path, imm
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            time.sleep(1.0)
+            assert waiting.stderr is not None
+            said: list[str] = []
+            reader = threading.Thread(target=lambda: said.append(waiting.stderr.readline()), daemon=True)
+            reader.start()
+            reader.join(timeout=60)  # it says it waits (however slowly it starts) before the first is let go
+            assert said and said[0].startswith(f"Waiting for the running sync: sync by process {first.pid} on "), said
             assert waiting.poll() is None  # still waiting for the first
             sim.config.latency_ms = 0  # let the first one finish
             assert first.wait(timeout=120) == 0
             out, err = waiting.communicate(timeout=120)
             assert waiting.returncode == 0, err
-            assert err.splitlines()[0].startswith(f"Waiting for the running sync: sync by process {first.pid} on ")
         finally:
             for proc in (first,):
                 if proc.poll() is None:
