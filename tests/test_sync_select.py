@@ -13,6 +13,7 @@ from imm.domain.records import (
     ACTIVE_RECIPIENT_PROPERTIES,
     MAILBOX_PROPERTIES,
     RECIPIENT_PROPERTIES,
+    STATISTICS_PROPERTIES,
     mailbox_from_records,
     mailbox_properties,
 )
@@ -67,8 +68,8 @@ def test_sync_sends_select_on_every_listing_page(simulator: Simulator, imm_home:
     assert mailboxes and set(mailboxes) == {",".join(MAILBOX_PROPERTIES)}
     recipients = {e["select"] for e in log if e["cmdlet"] == "Get-Recipient"}  # the two listings
     assert recipients == {",".join(RECIPIENT_PROPERTIES), ",".join(ACTIVE_RECIPIENT_PROPERTIES)}
-    statistics = [e for e in log if e["cmdlet"] == "Get-MailboxStatistics"]
-    assert statistics and all(e["select"] is None for e in statistics)
+    statistics = {e["select"] for e in log if e["cmdlet"] == "Get-MailboxStatistics"}  # primary and archive
+    assert statistics == {",".join(STATISTICS_PROPERTIES)}
 
 
 class _Recording(dict[str, object]):
@@ -103,3 +104,23 @@ def test_sync_reads_no_property_it_does_not_select(simulator: Simulator) -> None
     assert _Recording.seen and _Recording.seen <= set(mailbox_properties(ORG)), _Recording.seen - set(
         mailbox_properties(ORG)
     )
+
+
+def test_sync_reads_no_statistics_property_it_does_not_select(simulator: Simulator) -> None:
+    """The primary's and the archive's Get-MailboxStatistics records: what the reader touches is selected."""
+    client = SimClient(simulator)
+    try:
+        full = client.values("Get-Mailbox", {"InactiveMailboxOnly": True, "ResultSize": "Unlimited"})
+        guid = next(str(r["ExchangeGuid"]) for r in full if r.get("ArchiveStatus") == "Active")
+        record = strip_annotations(next(r for r in full if r["ExchangeGuid"] == guid))
+        params = {"Identity": guid, "IncludeSoftDeletedRecipients": True}
+        (stats,) = client.values("Get-MailboxStatistics", params)
+        (archive,) = client.values("Get-MailboxStatistics", {**params, "Archive": True})
+    finally:
+        client.close()
+    _Recording.seen = set()
+    built = mailbox_from_records(
+        record, _Recording(strip_annotations(stats)), _Recording(strip_annotations(archive)), None, ORG, None, "t", NOW
+    )
+    assert _Recording.seen == set(STATISTICS_PROPERTIES)
+    assert built.item_count == stats["ItemCount"] and built.archive_item_count == archive["ItemCount"]

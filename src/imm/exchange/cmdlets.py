@@ -155,12 +155,15 @@ class ExchangeOperations:
         parameters = {"Identity": identity, "ComponentName": "HoldTracking", "IncludeInactiveMailboxes": True}
         return self.exchange.invoke_all("Export-MailboxDiagnosticLogs", parameters)
 
-    def get_mailbox_statistics(self, identity: str, archive: bool = False) -> dict[str, Any]:
-        """``Get-MailboxStatistics -Identity X -IncludeSoftDeletedRecipients [-Archive]``."""
+    def get_mailbox_statistics(
+        self, identity: str, archive: bool = False, select: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """``Get-MailboxStatistics -Identity X -IncludeSoftDeletedRecipients [-Archive]`` (``select``: only these
+        properties, where the backend can ask for them)."""
         parameters: dict[str, Any] = {"Identity": identity, "IncludeSoftDeletedRecipients": True}
         if archive:
             parameters["Archive"] = True
-        return self._one(self.exchange, "Get-MailboxStatistics", parameters)
+        return self._one(self.exchange, "Get-MailboxStatistics", parameters, select=select)
 
     def get_recipient(self, identity: str, soft_deleted: bool = True) -> dict[str, Any]:
         """``Get-Recipient -Identity X -IncludeSoftDeletedRecipients`` (Company, Department, Office…); without

@@ -203,8 +203,9 @@ def is_annotation(key: str) -> bool:
 
 def strip_annotations(record: Any) -> Any:
     """The record without annotation keys (recursively in nested objects); values are left as Exchange wrote them."""
+    # One pass per object; only nested objects and arrays recurse (every reply of a sync goes through here).
     if isinstance(record, dict):
-        return {k: strip_annotations(v) for k, v in record.items() if not is_annotation(k)}
+        return {k: strip_annotations(v) if isinstance(v, dict | list) else v for k, v in record.items() if "@" not in k}
     if isinstance(record, list):
-        return [strip_annotations(v) for v in record]
+        return [strip_annotations(v) if isinstance(v, dict | list) else v for v in record]
     return record

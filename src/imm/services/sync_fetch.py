@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from imm.domain.parsing import parse_strings
+from imm.domain.records import STATISTICS_PROPERTIES
 from imm.errors import ImmError, NotFoundError, SignInError
 from imm.services.action_support import first, truthy
 
@@ -68,12 +70,17 @@ class Listed(NamedTuple):
 
     @classmethod
     def of(cls, identity: str, record: dict[str, Any], slim: bool = False, soft_deleted: bool = False) -> Listed:
-        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        """``slim``: nothing of the record is kept but the identity and WhenChanged (its fetch reads the record)."""
         when = record.get("WhenChangedUTC") or record.get("WhenChanged")
+        if slim:
+            return cls(identity, when, b"", True, soft_deleted)
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         return cls(identity, when, zlib.compress(text.encode(), 1), slim, soft_deleted)
 
     def record(self) -> dict[str, Any]:
-        """The Get-Mailbox record (its selected properties) again."""
+        """The Get-Mailbox record (its selected properties) again; empty for a slim one."""
+        if not self.blob:
+            return {}
         value: dict[str, Any] = json.loads(zlib.decompress(self.blob))
         return value
 
@@ -166,16 +173,25 @@ class MailboxFetcher:
         out: dict[str, Listed] = {}
         select = CHANGE_PROPERTIES if slim else self.properties
         wanted = frozenset(p.lower() for p in select)
+
+        def kept(record: dict[str, Any]) -> dict[str, Any]:
+            return record if slim else {k: v for k, v in record.items() if k.lower() in wanted}
+
         self.soft_deleted_listed = 0
-        for record in self.ops.iter_inactive_mailboxes(select=select):
-            identity = identity_of(record)
-            if identity:
-                out[identity] = Listed.of(identity, {k: v for k, v in record.items() if k.lower() in wanted}, slim)
-        for record in self.ops.iter_soft_deleted_mailboxes(formerly_inactive=True, select=select):
+        # The soft-deleted listing (a few records) is read beside the long one, not after it.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imm-sync-soft-deleted") as side:
+            soft_deleted = side.submit(
+                lambda: [kept(r) for r in self.ops.iter_soft_deleted_mailboxes(formerly_inactive=True, select=select)]
+            )
+            for record in self.ops.iter_inactive_mailboxes(select=select):
+                identity = identity_of(record)
+                if identity:
+                    out[identity] = Listed.of(identity, kept(record), slim)
+            soft_records = soft_deleted.result()
+        for record in soft_records:
             identity = identity_of(record)
             if identity and identity not in out:
-                kept = {k: v for k, v in record.items() if k.lower() in wanted}
-                out[identity] = Listed.of(identity, kept, slim, soft_deleted=True)
+                out[identity] = Listed.of(identity, record, slim, soft_deleted=True)
                 self.soft_deleted_listed += 1
         return out
 
@@ -238,10 +254,10 @@ class MailboxFetcher:
             record = {k: v for k, v in (found or {}).items() if k.lower() in self._wanted}
         else:
             record = listed.record()
-        stats = self._call(self.ops.get_mailbox_statistics, identity)
+        stats = self._call(self.ops.get_mailbox_statistics, identity, select=STATISTICS_PROPERTIES)
         archive = None
         if str(record.get("ArchiveStatus") or "").lower() == "active":
-            archive = self._call(self.ops.get_mailbox_statistics, identity, archive=True)
+            archive = self._call(self.ops.get_mailbox_statistics, identity, archive=True, select=STATISTICS_PROPERTIES)
         recipient = None
         if per_mailbox_recipient:
             try:
@@ -287,6 +303,9 @@ def fan_out(
     """
     iterator = iter(items)
     pending: dict[Future[Any], Any] = {}
+    # Each future puts itself here when it ends: one wake-up per result, instead of ``wait()`` over every pending
+    # future (which locks and hooks each of them on every round; issue 18: a tenth of a sync's CPU).
+    finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imm-sync")
 
     def submit_more() -> None:
@@ -295,16 +314,21 @@ def fan_out(
                 item = next(iterator)
             except StopIteration:
                 return
-            pending[pool.submit(fn, item)] = item
+            future = pool.submit(fn, item)
+            pending[future] = item
+            future.add_done_callback(finished.put)
 
     try:
         submit_more()
         while pending:
-            done, _ = wait(list(pending), timeout=0.2, return_when=FIRST_COMPLETED)
+            try:
+                future: Future[Any] | None = finished.get(timeout=0.2)
+            except queue.Empty:
+                future = None
             if cancel is not None and cancel.is_set():  # queued items that have not started never will
-                for future in [f for f in pending if f not in done and f.cancel()]:
-                    del pending[future]
-            for future in done:
+                for queued in [f for f in pending if f is not future and f.cancel()]:
+                    del pending[queued]
+            if future is not None and future in pending:  # a cancelled one was dropped above
                 item = pending.pop(future)
                 exc = future.exception()
                 yield item, (exc if exc is not None else future.result())
