@@ -513,6 +513,13 @@ class ProfileCheck:
     error: str | None = None
 
 
+def profile_names(path: Path) -> list[str]:
+    """The names of the profiles in the file at ``path`` (none when it is missing), sorted."""
+    data, _ = _read_file(path)
+    profiles = data.get("profiles", {})
+    return sorted(profiles) if isinstance(profiles, dict) else []
+
+
 def check_file(path: Path) -> tuple[str | None, list[ProfileCheck], list[str]]:
     """Every profile of the file, each built and checked on its own (an unknown key in a profile other than the
     one in use is found too): (default_profile, the profiles, problems of the file itself)."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from imm.cli.completion import complete_identities, complete_release_types
 from imm.cli.context import app
 from imm.cli.output import output_options
 
@@ -351,7 +352,7 @@ def _write_secret(path: Path, text: str) -> None:
 
 
 @click.command()
-@click.argument("identity")
+@click.argument("identity", shell_complete=complete_identities)
 @click.option("--upn", required=True, help="User principal name (and primary address) of the new user.")
 @click.option("--name", help="Unique Name of the new mailbox (default: the UPN's part before @).")
 @click.option("--display-name", help="Display name of the new mailbox (default: the Name).")
@@ -481,7 +482,7 @@ def restore() -> None:
 
 
 @restore.command("start")
-@click.argument("identity")
+@click.argument("identity", shell_complete=complete_identities)
 @click.option("--target", required=True, help="The existing (active) mailbox to copy into.")
 @click.option("--archive", is_flag=True, help="Restore the inactive mailbox's archive (-SourceIsArchive).")
 @click.option(
@@ -632,7 +633,7 @@ def _status_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @restore.command("status")
-@click.argument("identity", required=False)
+@click.argument("identity", required=False, shell_complete=complete_identities)
 @click.option("--wait", is_flag=True, help="Follow the requests until each has completed or failed.")
 @click.option(
     "--interval",
@@ -780,7 +781,7 @@ def holds() -> None:
 
 
 @holds.command("show")
-@click.argument("identity")
+@click.argument("identity", shell_complete=complete_identities)
 @click.option("--refresh", is_flag=True, help="Read the mailbox again from Exchange first (signs in).")
 @output_options
 def holds_show(identity: str, refresh: bool, output: str, query: str | None) -> None:
@@ -837,8 +838,15 @@ def holds_show(identity: str, refresh: bool, output: str, query: str | None) -> 
 
 
 @holds.command("release")
-@click.argument("identity")
-@click.option("--type", "kind", required=True, metavar="TYPE", help="Which hold(s) to release (the types below).")
+@click.argument("identity", shell_complete=complete_identities)
+@click.option(
+    "--type",
+    "kind",
+    required=True,
+    metavar="TYPE",
+    shell_complete=complete_release_types,
+    help="Which hold(s) to release (the types below).",
+)
 @click.option(
     "--force-ediscovery",
     is_flag=True,
@@ -903,7 +911,7 @@ def holds_release(
 
 
 @holds.command("set-duration")
-@click.argument("identity")
+@click.argument("identity", shell_complete=complete_identities)
 @click.option("--days", type=click.IntRange(1, 36500), metavar="N", help="New Litigation Hold duration in days.")
 @click.option("--unlimited", is_flag=True, help="Hold without limit.")
 @_what_if

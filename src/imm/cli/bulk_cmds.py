@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from imm.cli.completion import complete_release_types
 from imm.cli.context import app
 from imm.cli.filters import mailbox_filter_options
 from imm.cli.output import output_options
@@ -65,7 +66,13 @@ def bulk() -> None:
     show_default=True,
     help="What each row will do.",
 )
-@click.option("--type", "release_type", metavar="TYPE", help="release: which holds (default all-unlocked).")
+@click.option(
+    "--type",
+    "release_type",
+    metavar="TYPE",
+    shell_complete=complete_release_types,
+    help="release: which holds (default all-unlocked).",
+)
 @click.option("--days", type=click.IntRange(1, 36500), metavar="N", help="set-duration: the new duration in days.")
 @click.option("--unlimited", is_flag=True, help="set-duration: an unlimited duration.")
 @click.option("--target", metavar="MAILBOX", help="restore: the target mailbox for every row.")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from imm.cli.completion import complete_identities
 from imm.cli.context import app
 from imm.cli.filters import mailbox_filter_options
 from imm.cli.output import output_options, stream_output_options
@@ -168,7 +169,7 @@ def search(text: str, limit: int, output: str, query: str | None) -> None:
 
 
 @click.command()
-@click.argument("identity", metavar="ID")
+@click.argument("identity", metavar="ID", shell_complete=complete_identities)
 @output_options
 def show(identity: str, output: str, query: str | None) -> None:
     """Show everything the cache knows about one inactive mailbox.

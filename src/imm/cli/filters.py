@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from imm.cli.completion import complete_hold_kinds
+
 _NAMES = (
     "company",
     "department",
@@ -52,6 +54,7 @@ def mailbox_filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--hold-type",
             metavar="KIND",
+            shell_complete=complete_hold_kinds,
             help="Only mailboxes with this kind of hold: litigation, ediscovery, inplace, retention-policy, "
             "org-policy, label, delay, delay-release, …",
         ),

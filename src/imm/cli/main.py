@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from imm import __version__
+from imm.cli.completion import COMPLETE_VAR, complete_profiles
 from imm.cli.context import AppContext, app
 from imm.cli.params import harden
 from imm.errors import ExitStatus, ImmError
@@ -39,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "config": "imm.cli.config_cmds:config",
     "profile": "imm.cli.config_cmds:profile",
     "simulator": "imm.cli.simulator_cmds:simulator",
+    "completion": "imm.cli.completion:completion",
 }
 
 MAX_LINE = 1000  # characters of one error line on the terminal; longer ones are shortened (values are, at source)
@@ -71,6 +73,7 @@ def global_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "profile_name",
             metavar="NAME",
             help="Tenant profile to use (IMM_PROFILE).",
+            shell_complete=complete_profiles,
             expose_value=False,
             callback=_set("profile_name"),
         ),
@@ -285,6 +288,6 @@ def main(argv: list[str] | None = None) -> None:
     # off a terminal, and Rich honours NO_COLOR and non-terminals by itself.
     color = False if os.environ.get("NO_COLOR") else None
     try:
-        cli.main(args=argv, prog_name="imm", standalone_mode=True, color=color)
+        cli.main(args=argv, prog_name="imm", complete_var=COMPLETE_VAR, standalone_mode=True, color=color)
     except KeyboardInterrupt:  # raised outside a command (e.g. while parsing)
         sys.exit(int(ExitStatus.INTERRUPTED))

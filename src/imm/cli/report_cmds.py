@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from imm.cli.completion import complete_hold_kinds
 from imm.cli.context import app
 from imm.cli.output import output_options
 
@@ -51,7 +52,12 @@ def report_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--company", metavar="NAME", help="Only this operating company (ignores case)."),
         click.option("--department", metavar="NAME", help="Only this department (ignores case)."),
-        click.option("--hold-type", metavar="KIND", help="Only mailboxes with this kind of hold (e.g. litigation)."),
+        click.option(
+            "--hold-type",
+            metavar="KIND",
+            shell_complete=complete_hold_kinds,
+            help="Only mailboxes with this kind of hold (e.g. litigation).",
+        ),
     ]
     for option in reversed(options):
         f = option(f)

@@ -27,6 +27,7 @@ import logging
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -400,6 +401,39 @@ def like_pattern(text: str) -> str:
     """A LIKE pattern matching ``text`` anywhere, with ``%``, ``_`` and the escape character made literal."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def cached_identities(path: Path, prefix: str, limit: int) -> list[str]:
+    """UPNs and primary SMTP addresses of cached mailboxes starting with ``prefix`` (case-insensitive), sorted, at
+    most ``limit``: shell completion. The file is opened read only and never created or migrated; a missing file
+    has none. Two bounded range scans, over the address index and the UPN index (UPNs that differ from the
+    address), both ``COLLATE NOCASE``."""
+    if not path.is_file():
+        return []
+    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=1.0)
+    try:
+        bounds = (prefix, prefix + "\U0010ffff", limit)
+        found = [
+            row[0]
+            for row in conn.execute(
+                "SELECT primary_smtp FROM inactive_mailboxes WHERE primary_smtp >= ? COLLATE NOCASE "
+                "AND primary_smtp < ? COLLATE NOCASE ORDER BY primary_smtp COLLATE NOCASE LIMIT ?",
+                bounds,
+            )
+        ]
+        found += [
+            row[0]
+            for row in conn.execute(
+                "SELECT user_principal_name FROM inactive_mailboxes WHERE user_principal_name >= ? COLLATE NOCASE "
+                "AND user_principal_name < ? COLLATE NOCASE AND lower(user_principal_name) <> lower(primary_smtp) "
+                "ORDER BY user_principal_name COLLATE NOCASE LIMIT ?",
+                bounds,
+            )
+        ]
+        return sorted(set(found), key=str.lower)[:limit]
+    finally:
+        conn.close()
 
 
 # ------------------------------------------------------------------------------------------ error mapping

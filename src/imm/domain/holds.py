@@ -47,6 +47,7 @@ __all__ = [
     "dashed_guid",
     "hold_types",
     "HOLD_TYPE_NAMES",
+    "PRESERVING_HOLD_TYPES",
 ]
 
 
@@ -68,6 +69,10 @@ class HoldKind(StrEnum):
 
 
 HOLD_TYPE_NAMES: tuple[str, ...] = tuple(kind.value for kind in HoldKind)
+# The kinds that can keep a mailbox, so appear in ``hold_types`` (what ``--hold-type`` completes and names).
+PRESERVING_HOLD_TYPES: tuple[str, ...] = tuple(
+    name for name in HOLD_TYPE_NAMES if name not in {HoldKind.ORG_POLICY_GROUP, HoldKind.EXCLUDED_ORG_POLICY}
+)
 
 
 class HoldAction(StrEnum):
