@@ -98,6 +98,7 @@ class Profile:
     # never a password here (PGPASSWORD / IMM_STORE_PASSWORD, ~/.pgpass or a service file)
     store: str | None = None
     token_cache_path: Path | None = None
+    log_file: Path | None = None  # the log file (default: <log folder>/<profile>.log)
     backend: str = "rest"  # rest | powershell
     certificate_path: Path | None = None  # app-only sign-in
     certificate_password_env: str = "IMM_CERTIFICATE_PASSWORD"
@@ -163,7 +164,7 @@ class Profile:
 
     @property
     def log_path(self) -> Path:
-        return user_dir("log") / f"{self.name}.log"
+        return self.log_file or user_dir("log") / f"{self.name}.log"
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,15 @@ class Config:
 # job; an action name is every bulk row or single change of that action; a consequence is every release that has
 # it (by the cache, as the typed confirmations count them).
 APPROVAL_KINDS = ("bulk", "recover", "restore", "release", "set-duration", "last-hold", "unlimited", "ediscovery")
-_PATH_KEYS = {"ca_bundle", "db_path", "token_cache_path", "certificate_path", "federated_token_file", "audit_key_path"}
+_PATH_KEYS = {
+    "ca_bundle",
+    "db_path",
+    "token_cache_path",
+    "log_file",
+    "certificate_path",
+    "federated_token_file",
+    "audit_key_path",
+}
 SIGN_IN_METHODS = ("device_code", "certificate", "managed_identity", "workload_identity")
 _CHOICES = {"auth_method": SIGN_IN_METHODS}
 _SCALAR_KEYS = {f.name for f in fields(Profile)} - {"name", "cost", "org"}

@@ -32,25 +32,39 @@ from imm.cli.context import app
     help="Keep the simulated tenant running until Ctrl+C, to try recover, restore and holds release against it.",
 )
 @click.option("--latency-ms", type=click.FloatRange(0, 5000), default=0.0, help="Simulated latency per call.")
-def demo(mailboxes: int, seed: int, report_path: Path, keep: bool, latency_ms: float) -> None:
+@click.option("--clean", is_flag=True, help="Remove the demo folder (profile, cache, audit log, logs) and exit.")
+def demo(mailboxes: int, seed: int, report_path: Path, keep: bool, latency_ms: float, clean: bool) -> None:
     """Try imm against a fresh simulated tenant: sign in, sync, report.
 
     Starts a simulated Exchange Online tenant on this machine, signs in with the device code flow (the simulated
-    tenant approves it by itself after a second), syncs its inactive mailboxes into a cache in a new folder under
-    the system temp dir, prints the summary report, writes the HTML report, and tells which commands to try next.
-    Nothing touches your own configuration or any real tenant.
+    tenant approves it by itself after a second), syncs its inactive mailboxes into a cache, prints the summary
+    report, writes the HTML report, and prints commands to try next (each runs as printed). Nothing touches your
+    own configuration or any real tenant.
 
-    Example: imm demo --mailboxes 500 --report /tmp/report.html
+    Everything but the HTML report is kept in one folder, "demo" in imm's data folder (printed at the start;
+    e.g. ~/.local/share/imm/demo on Linux): its profile (config.toml), cache and audit log (imm.db), tokens, log
+    (imm.log) and the simulated tenant's files. A new demo replaces it; imm demo --clean removes it.
+
+    \b
+    Examples:
+      imm demo --mailboxes 500 --report demo-report.html
+      imm demo --clean
     """
     import threading
 
     from imm.cli.progress import SyncProgressBar, interrupt_sets
     from imm.errors import ExitStatus
     from imm.logs import setup_logging
-    from imm.services.demo import make_workdir, run_demo, write_demo_config
+    from imm.services.demo import imm_command, make_workdir, run_demo, write_demo_config
     from imm.simulator import Simulator, SimulatorConfig
 
     obj = app()
+    if clean:
+        from imm.services.demo import clean_workdir, demo_folder
+
+        removed = clean_workdir()
+        click.echo(f"Removed the demo folder {removed}" if removed else f"No demo folder at {demo_folder()}")
+        return
     workdir = make_workdir()
     setup_logging(workdir / "imm.log", obj.verbose, obj.quiet)
     say = _Say(obj.quiet)
@@ -92,6 +106,11 @@ def demo(mailboxes: int, seed: int, report_path: Path, keep: bool, latency_ms: f
         click.echo("Try next (these work offline, after the demo ends):")
         for command in result.next_commands:
             click.echo(f"  {command}")
+        if result.online_commands:
+            click.echo("Against the simulated tenant while it runs (changes as previews, --what-if):")
+            for command in result.online_commands:
+                click.echo(f"  {command}")
+        click.echo(f"Remove the demo folder when done: {imm_command()} demo --clean")
         if keep:
             _serve_until_interrupted(simulator, say)
     finally:

@@ -1,8 +1,10 @@
 """``imm demo``: everything against a fresh simulated tenant, in one command (design §7).
 
 The CLI command starts the simulated tenant (only it imports ``imm.simulator``) and hands this module the profile
-settings that point at it. Here: a fresh folder under the system temp dir holds the demo's config.toml, database,
-token cache, log and the simulator's files; sign-in runs the real device code flow (the simulator approves it after
+settings that point at it. Here: one folder, ``demo`` in imm's data folder (:func:`demo_folder`; a new demo
+replaces the last one, ``imm demo --clean`` removes it), holds the demo's config.toml, database, token cache, log
+(``log_file``: also the log of the commands run against it afterwards) and the simulator's files; nothing is left
+in the system temp dir; sign-in runs the real device code flow (the simulator approves it after
 about a second), the sync fills the cache, and the summary report is printed and written as HTML to a file that
 outlives the demo. The offline commands (list, search, show, report, audit) keep working on that folder afterwards.
 """
@@ -10,8 +12,8 @@ outlives the demo. The offline commands (list, search, show, report, audit) keep
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from imm.config import Config, load_config, write_profile
+from imm.config import Config, load_config, user_dir, write_profile
 
 DEMO_PROFILE = "demo"
 DEFAULT_REPORT = Path("imm-demo-report.html")
@@ -36,14 +38,41 @@ class DemoResult:
     user: str = ""
     sync: Any = None  # imm.services.sync.SyncResult
     summary: Any = None  # imm.services.reports.Report
-    next_commands: list[str] = field(default_factory=list)
+    next_commands: list[str] = field(default_factory=list)  # against the cache: offline, after the demo too
+    online_commands: list[str] = field(default_factory=list)  # against the tenant (with --keep)
 
 
-def make_workdir(parent: Path | None = None) -> Path:
-    """A fresh folder under the system temp dir (or ``parent``): /tmp/imm-demo-XXXXXXXX."""
-    if parent is not None:
-        parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="imm-demo-", dir=str(parent) if parent else None))
+DEMO_MARKER = ".imm-demo"  # the file that says a folder is a demo's (only such a folder is ever removed)
+
+
+def demo_folder() -> Path:
+    """Where the demo keeps everything: ``demo`` in imm's data folder (``IMM_USER_PATH``/data/demo when set)."""
+    return user_dir("data") / "demo"
+
+
+def make_workdir() -> Path:
+    """The demo folder, emptied: the last demo's files (if any) are removed first."""
+    folder = demo_folder()
+    clean_workdir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DEMO_MARKER).write_text("made by imm demo; imm demo --clean removes this folder\n", encoding="utf-8")
+    return folder
+
+
+def clean_workdir() -> Path | None:
+    """Remove the demo folder; returns it, or None when there was none. A folder that is not a demo's (no
+    :data:`DEMO_MARKER`, or a symbolic link) is refused rather than removed."""
+    from imm.errors import InputError
+
+    folder = demo_folder()
+    if not folder.exists() and not folder.is_symlink():
+        return None
+    if folder.is_symlink() or not (folder / DEMO_MARKER).is_file():
+        raise InputError(
+            f"{folder} is not a folder imm demo made: not removed", hint="remove it yourself if you are sure"
+        )
+    shutil.rmtree(folder)
+    return folder
 
 
 def write_demo_config(workdir: Path, profile_values: dict[str, Any]) -> Path:
@@ -53,6 +82,7 @@ def write_demo_config(workdir: Path, profile_values: dict[str, Any]) -> Path:
         **profile_values,
         "db_path": workdir / "imm.db",
         "token_cache_path": workdir / "tokens" / "token_cache.json",
+        "log_file": workdir / "imm.log",
         # The simulated tenant, like many real ones, keeps Company/Department of some deleted users only in
         # custom attributes: show the profile setting that finds them.
         "org": {"company_attribute": "CustomAttribute5", "department_attribute": "CustomAttribute6"},
@@ -74,9 +104,14 @@ def imm_command() -> str:
     return f"{shlex.quote(sys.executable)} -m imm"
 
 
-def next_commands(config_path: Path, company: str | None, mailbox: str | None, keep: bool) -> list[str]:
-    """The commands to try against the demo's cache (offline) and, with ``keep``, its tenant."""
-    base = f"{imm_command()} --config {shlex.quote(str(config_path))}"
+def _base(config_path: Path) -> str:
+    return f"{imm_command()} --config {shlex.quote(str(config_path))}"
+
+
+def next_commands(config_path: Path, company: str | None, mailbox: str | None) -> list[str]:
+    """The commands to try against the demo's cache (offline, also after the demo ended); each runs as printed
+    (tests/test_demo.py runs every one)."""
+    base = _base(config_path)
     commands = [
         f"{base} list --company {shlex.quote(company)}" if company else f"{base} list",
         f"{base} search smith",
@@ -87,9 +122,22 @@ def next_commands(config_path: Path, company: str | None, mailbox: str | None, k
     ]
     if mailbox:
         commands.insert(1, f"{base} show {shlex.quote(mailbox)}")
-    if keep:
-        commands.append(f"{base} holds show {shlex.quote(mailbox or 'ID')}")
-        commands.append(f"{base} recover {shlex.quote(mailbox or 'ID')}")
+    return commands
+
+
+def online_commands(config_path: Path, mailbox: str | None, recoverable: str | None) -> list[str]:
+    """The commands to try against the running tenant (``imm demo --keep``): reads, and changes as previews
+    (--what-if: nothing is changed); each runs as printed."""
+    base = _base(config_path)
+    commands = [f"{base} whoami"]
+    if mailbox:
+        commands.append(f"{base} holds show {shlex.quote(mailbox)} --refresh")
+        commands.append(f"{base} holds release {shlex.quote(mailbox)} --type all-unlocked --what-if")
+    if recoverable:
+        local, _, domain = recoverable.partition("@")
+        upn = f"{local}.recovered@{domain}"
+        commands.append(f"{base} recover {shlex.quote(recoverable)} --upn {shlex.quote(upn)} --what-if")
+    commands.append(f"{base} sync")
     return commands
 
 
@@ -125,7 +173,9 @@ def run_demo(
         result.summary = write_reports(config, mailboxes, report_path, now or datetime.now(UTC), audit)
         company = _busiest_company(mailboxes)
         sample = _sample_mailbox(mailboxes)
-        result.next_commands = next_commands(config_path, company, sample, keep)
+        result.next_commands = next_commands(config_path, company, sample)
+        if keep:
+            result.online_commands = online_commands(config_path, sample, _recoverable_mailbox(mailboxes))
         return result
     finally:
         db.close()
@@ -151,6 +201,15 @@ def _busiest_company(mailboxes: list[Any]) -> str | None:
         if mailbox.operating_company:
             counts[mailbox.operating_company] = counts.get(mailbox.operating_company, 0) + 1
     return max(sorted(counts), key=lambda c: counts[c]) if counts else None
+
+
+def _recoverable_mailbox(mailboxes: list[Any]) -> str | None:
+    """The first (by address) mailbox the cache says can be recovered as it is, with a plain ASCII address."""
+    for mailbox in sorted(mailboxes, key=lambda m: m.primary_smtp or ""):
+        smtp = mailbox.primary_smtp or ""
+        if mailbox.recovery_eligible and smtp.isascii() and "'" not in smtp and "@" in smtp:
+            return str(smtp)
+    return None
 
 
 def _sample_mailbox(mailboxes: list[Any]) -> str | None:
