@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv as csv_module
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def imm(db_path: Path, *args: str, input: str | None = None):  # type: ignore[no
 def test_every_audit_command_documents_an_example(command: list[str]) -> None:
     result = run_imm("audit", *command, "--help")
     assert result.exit_code == 0
-    assert "Example: imm audit" in result.stdout
+    assert re.search(r"Examples:\n\s+imm audit", result.stdout), result.stdout
 
 
 def test_list_json_newest_first_with_chain_fields(db_path: Path) -> None:

@@ -111,6 +111,8 @@ def test_demo_runs_end_to_end_and_every_hint_runs_as_printed(tmp_path: Path, imm
     assert re.search(r"^ Inactive mailboxes +300 $", stdout, re.MULTILINE), stdout
     assert re.search(r"^ Soft-deleted, awaiting purge +1 $", stdout, re.MULTILINE), stdout
 
+    export = f"Every --help example runs against the demo with: export IMM_CONFIG={workdir}/config.toml"
+    assert stdout_lines[-2] == export
     # imm demo --clean, as printed, removes the folder (the report stays); a second time there is none
     clean = shlex.split(stdout_lines[-1].split(": ", 1)[1])
     cleaned = subprocess.run(clean, capture_output=True, text=True, timeout=60)

@@ -36,7 +36,9 @@ def csv_cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple) and any(isinstance(v, dict | list | tuple) for v in value):
+        text = json.dumps(to_jsonable(value), ensure_ascii=False, sort_keys=True)  # nested: JSON, not a repr
+    elif isinstance(value, list | tuple):
         text = ";".join(str(v) for v in value)
     elif isinstance(value, dict):
         text = json.dumps(to_jsonable(value), ensure_ascii=False, sort_keys=True)

@@ -389,7 +389,9 @@ def recover(
     and show it once (on a terminal) or write it to --password-out FILE (mode 0600).
 
     \b
-    Example: imm recover jane.doe@contoso.com --upn jane.doe@contoso.onmicrosoft.com --password-out pw.txt
+    Examples:
+      imm recover liam.obrien@contoso.com --upn liam.obrien@contoso.onmicrosoft.com --what-if
+      imm recover liam.obrien@contoso.com --upn liam.obrien@contoso.onmicrosoft.com --password-out pw.txt --what-if
     """
     from imm.errors import InputError
     from imm.services.action_specs import RecoverSpec
@@ -477,7 +479,9 @@ def restore() -> None:
     imm restore suspend|resume|remove REQUEST   manage one of them
 
     \b
-    Example: imm restore jane.doe@contoso.com --target team.archive@contoso.com --what-if
+    Examples:
+      imm restore emma.garcia@contoso.com --target john.delacruz@contoso.com --what-if
+      imm restore status
     """
 
 
@@ -513,7 +517,8 @@ def restore_start(
     request named imm-<guid>-<time> is created. The inactive mailbox stays as it is.
 
     \b
-    Example: imm restore jane.doe@contoso.com --target archive.team@contoso.com --target-folder "Jane Doe"
+    Examples:
+      imm restore start emma.garcia@contoso.com --target john.delacruz@contoso.com --target-folder Emma --what-if
     """
     with _session() as actions:
         options: dict[str, Any] = {
@@ -566,7 +571,8 @@ def restore_remove(request: str, what_if: bool, yes: bool, output: str, query: s
     mailbox when it has one request. Items already copied stay in the target.
 
     \b
-    Example: imm restore remove imm-1a2b3c4d-202611281030 --what-if
+    Examples:
+      imm restore remove emma.garcia@contoso.com --what-if
     """
     _request_command("restore-remove", request, what_if, yes)
 
@@ -583,7 +589,8 @@ def restore_suspend(
     """Suspend a restore request that has not completed (Suspend-MailboxRestoreRequest).
 
     \b
-    Example: imm restore suspend imm-1a2b3c4d-202611281030 --comment "after hours"
+    Examples:
+      imm restore suspend emma.garcia@contoso.com --comment "after hours" --what-if
     """
     _request_command("restore-suspend", request, what_if, yes, comment)
 
@@ -597,7 +604,8 @@ def restore_resume(request: str, what_if: bool, yes: bool, output: str, query: s
     """Resume a suspended or failed restore request (Resume-MailboxRestoreRequest).
 
     \b
-    Example: imm restore resume imm-1a2b3c4d-202611281030
+    Examples:
+      imm restore resume emma.garcia@contoso.com --what-if
     """
     _request_command("restore-resume", request, what_if, yes)
 
@@ -660,7 +668,9 @@ def restore_status(
     """Show the restore requests imm started (all, or those of a mailbox or request name), read from Exchange.
 
     \b
-    Example: imm restore status jane.doe@contoso.com --wait --remove-x500
+    Examples:
+      imm restore status
+      imm restore status --wait --remove-x500
     """
     import time
 
@@ -776,7 +786,8 @@ def holds() -> None:
     """See the holds on an inactive mailbox, release them, or change the Litigation Hold duration.
 
     \b
-    Example: imm holds show jane.doe@contoso.com
+    Examples:
+      imm holds show layla.alahmad@northwindtraders.com
     """
 
 
@@ -790,7 +801,9 @@ def holds_show(identity: str, refresh: bool, output: str, query: str | None) -> 
     From the cache (offline) unless --refresh.
 
     \b
-    Example: imm holds show jane.doe@contoso.com --output json
+    Examples:
+      imm holds show layla.alahmad@northwindtraders.com
+      imm holds show layla.alahmad@northwindtraders.com --refresh --output json --query "holds[].kind"
     """
     from imm.cli.output import Column, render, render_object
 
@@ -889,7 +902,8 @@ def holds_release(
     typed, even with --yes, unless --i-understand-last-hold is also given (for scripts).
 
     \b
-    Example: imm holds release jane.doe@contoso.com --type litigation --what-if
+    Examples:
+      imm holds release renee.nguyen@tailspintoys.com --type litigation --what-if
     """
     from imm.services.action_specs import ReleaseSpec
 
@@ -923,7 +937,8 @@ def holds_set_duration(
     """Change how long Litigation Hold keeps an inactive mailbox's items (-LitigationHoldDuration).
 
     \b
-    Example: imm holds set-duration jane.doe@contoso.com --days 2555
+    Examples:
+      imm holds set-duration lukasz.rossi@fabrikam.com --days 2555 --what-if
     """
     from imm.errors import InputError
 

@@ -71,7 +71,9 @@ def audit() -> None:
     Every change to Exchange is recorded before it is made and again with its result; each row carries the hash
     of the previous one, so edits, deletions and reordering are detected by 'imm audit verify'.
 
-    Example: imm audit list --since 7d --result failure
+    \b
+    Examples:
+      imm audit list --since 7d --result failure
     """
 
 
@@ -118,7 +120,10 @@ def list_entries(
 ) -> None:
     """List audit rows, newest first.
 
-    Example: imm audit list --incomplete --output json
+    \b
+    Examples:
+      imm audit list --incomplete --output json
+      imm audit list --limit 5 --output json --query "[].operation"
     """
     start = parse_when(since, "--since")
     stop = parse_when(until, "--until", end=True)
@@ -152,10 +157,18 @@ def list_entries(
             Column("error_message", "Error", max_width=50),
         ]
     else:
-        columns = [Column(key, key) for key in first] if first else [Column("id", "id")]
+        columns = [Column(key, key) for key in first or _row_keys()]  # every header, rows or none
     shown = render(rows, columns, output, query, title="Audit log")
     if output == "table" and limit and shown == limit:
         click.echo(f"Showing the latest {limit} rows; --limit 0 shows all.", err=True)
+
+
+def _row_keys() -> list[str]:
+    """The keys of a listed audit row (an empty CSV still has the full header)."""
+    from imm.data.audit_logger import entry_to_dict
+    from imm.data.models import AuditLogEntry
+
+    return list(entry_to_dict(AuditLogEntry(id=None, timestamp=datetime.now(UTC), operation="")))
 
 
 def _row(entry: Any, output: str) -> dict[str, Any]:
@@ -198,9 +211,10 @@ def export(
     rows stream to a file or to Azure Monitor (Logs Ingestion API) exactly once, resuming where the last run
     stopped (a cursor per sink in the database).
 
-    Example: imm audit export --out audit-2026.json --since 2026-01-01 --until 2026-12-31
-
-    Example: imm audit export --format jsonl --since-last /var/log/imm/audit.jsonl
+    \b
+    Examples:
+      imm audit export --out audit-2026.json --since 2026-01-01 --until 2026-12-31
+      imm audit export --format jsonl --since-last audit.jsonl
     """
     from imm.errors import InputError
 
@@ -263,7 +277,11 @@ def verify(anchors: Path | None, output: str, query: str | None) -> None:
     is caught too; --anchors FILE also catches a recomputed chain, a truncated tail, a missing anchor or a bad
     signature, and names which.
 
-    Example: imm audit verify --anchors /var/log/imm/anchors.jsonl
+    \b
+    Examples:
+      imm audit verify
+      imm audit anchor --witness anchors.jsonl
+      imm audit verify --anchors anchors.jsonl
     """
     from imm.data.audit_logger import AuditIntegrityError
 
@@ -306,7 +324,9 @@ def anchor(witness: str | None) -> None:
     audit_key_path); from then on every row imm writes is signed. With audit_auto_anchor = true every change is
     anchored. 'imm audit verify --anchors FILE' checks the log against the witness.
 
-    Example: imm audit anchor --witness /var/log/imm/anchors.jsonl
+    \b
+    Examples:
+      imm audit anchor --witness anchors.jsonl
     """
     audit_log = app().audit()
     if audit_log.key is None:
@@ -332,7 +352,10 @@ def anchor(witness: str | None) -> None:
 def key_info(output: str, query: str | None) -> None:
     """Show this profile's audit signing key: its id, public half and where it is kept (never the private half).
 
-    Example: imm audit key --output json
+    \b
+    Examples:
+      imm audit anchor
+      imm audit key --output json
     """
     audit_log = app().audit()
     key = audit_log.key
@@ -370,7 +393,9 @@ def reconcile(since: str, delay: str, output: str, query: str | None) -> None:
     the cache that imm did not make ("outside": who, when, cmdlet, parameters). Exit 1 when anything is missing
     or changed outside imm. Needs the View-Only Audit Logs (or Audit Logs) role.
 
-    Example: imm audit reconcile --since 7d --output json
+    \b
+    Examples:
+      imm audit reconcile --since 7d --output json
     """
     from imm.services.audit_reconcile import reconcile as run_reconcile
     from imm.session import SessionManager
@@ -421,7 +446,9 @@ def prune(retention_days: int, yes: bool) -> None:
 
     Refuses a retention shorter than the profile's audit_min_retention_days (365 by default).
 
-    Example: imm audit prune --retention-days 730 --yes
+    \b
+    Examples:
+      imm audit prune --retention-days 730 --yes
     """
     obj = app()
     minimum = obj.profile.audit_min_retention_days

@@ -76,8 +76,9 @@ def login(tenant: str | None, certificate: Path | None, client_id: str | None, f
     \b
     Examples:
       imm login
-      imm login --tenant contoso.onmicrosoft.com
-      IMM_CERTIFICATE_PASSWORD=… imm login --certificate app.pfx --client-id 1a2b… --tenant contoso.onmicrosoft.com
+      imm --profile demo login
+    With a certificate (app-only): imm login --certificate app.pfx --client-id APP-ID --tenant contoso.onmicrosoft.com
+    (the PFX password in IMM_CERTIFICATE_PASSWORD).
     """
     from imm.auth import AuthenticationError, Authenticator
     from imm.config import DEFAULT_CLIENT_ID, write_profile
@@ -131,7 +132,10 @@ def login(tenant: str | None, certificate: Path | None, client_id: str | None, f
 def logout() -> None:
     """Sign out: remove the profile's accounts and tokens from the token cache (no network needed).
 
-    Example: imm logout --profile contoso
+    \b
+    Examples:
+      imm logout
+      imm logout --profile demo
     """
     from imm.auth import Authenticator
 
@@ -161,7 +165,10 @@ def whoami(offline: bool, output: str, query: str | None) -> None:
 
     Checks the saved sign-in (refreshing the token when it is about to expire) unless --offline.
 
-    Example: imm whoami --output json
+    \b
+    Examples:
+      imm whoami
+      imm whoami --output json --query account
     """
     from imm.auth import AuthenticationError, Authenticator
 

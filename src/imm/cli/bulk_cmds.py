@@ -50,10 +50,11 @@ def bulk() -> None:
     exactly once.
 
     \b
-    Example:
+    Examples:
       imm bulk plan --releasable --company Contoso --action release --type all-unlocked --out plan.csv
       imm bulk run plan.csv                      # what-if: previews, changes nothing
-      imm bulk run plan.csv --execute --yes      # then for real
+      imm bulk list
+    Then for real: imm bulk run plan.csv --execute --yes
     """
 
 
@@ -92,7 +93,7 @@ def bulk() -> None:
     help="release: the mailboxes whose leaver retention schedule (profile leaver_retention_days, from "
     "WhenSoftDeleted) has ended and whose only holds left are the ones the schedule covers.",
 )
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N rows.")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="At most N rows (0: all).")
 @click.option(
     "--out", "out", type=click.Path(path_type=Path), metavar="FILE", help="Write the plan here (default: stdout)."
 )
@@ -117,7 +118,9 @@ def plan_cmd(
     recover rows propose each mailbox's own UPN and name (change them where those are taken); restore rows need a
     target (--target, or fill the column). The 'note' column names each mailbox and is ignored when run.
 
-    Example: imm bulk plan --releasable --company Contoso --action release --type all-unlocked --out plan.csv
+    \b
+    Examples:
+      imm bulk plan --releasable --company Contoso --action release --type all-unlocked --out plan.csv
     """
     import dataclasses
     import sys
@@ -163,7 +166,7 @@ def plan_cmd(
         target=target,
         archive=archive,
         target_folder=target_folder,
-        limit=limit,
+        limit=limit or None,  # 0 is no limit, as everywhere
     )
     if out is None:
         write_plan(rows, action, sys.stdout)
@@ -332,9 +335,10 @@ def run_cmd(
     stops cleanly (exit 130): finish the job with 'imm bulk resume JOB'. Exit 1 when some items failed or were blocked.
 
     \b
-    Example:
-      imm bulk run plan.csv
-      imm bulk run plan.csv --execute --concurrency 8 --passwords-out passwords.csv
+    Examples:
+      imm bulk plan --recoverable --company Contoso --action recover --limit 5 --out recover.csv
+      imm bulk run recover.csv --concurrency 8
+    Then for real: imm bulk run recover.csv --execute --passwords-out passwords.csv
     """
     from imm.data.jobs import EXECUTE, WHAT_IF
     from imm.errors import InputError
@@ -450,7 +454,9 @@ def resume_cmd(
     done ones are recorded as already-done, the others run. Recover items reuse the passwords file of the run
     (or --passwords-out).
 
-    Example: imm bulk resume job-20261128-123456-ab12
+    \b
+    Examples:
+      imm bulk resume job-20261128-123456-ab12
     """
     from imm.data.audit_logger import OperationType
     from imm.data.jobs import EXECUTE, RUNNING, UNKNOWN
@@ -591,7 +597,9 @@ def submit_cmd(plan_path: Path, concurrency: int | None, problems_out: Path | No
     job, and only while the plan file is unchanged. Who submitted and who approved are the Entra ID object ids of
     the signed-in accounts (the token's oid), recorded in the audit log.
 
-    Example: imm bulk submit plan.csv
+    \b
+    Examples:
+      imm bulk submit plan.csv
     """
     from imm.data.jobs import EXECUTE
     from imm.services.approval import require_object_id
@@ -639,7 +647,9 @@ def approve_cmd(job_id: str, yes: bool) -> None:
 
     'imm bulk status JOB --all' shows every item first; 'imm bulk run PLAN.csv' (what-if) previews them.
 
-    Example: imm bulk approve job-20261128-123456-ab12
+    \b
+    Examples:
+      imm bulk approve job-20261128-123456-ab12
     """
     from imm.cli.context import confirm
     from imm.errors import DeclinedError
@@ -678,7 +688,9 @@ def approve_cmd(job_id: str, yes: bool) -> None:
 def reject_cmd(job_id: str, reason: str | None) -> None:
     """Reject a submitted job: it never runs (the submitter may reject their own, to withdraw it). Audited.
 
-    Example: imm bulk reject job-20261128-123456-ab12 --reason "line 14 is a current employee"
+    \b
+    Examples:
+      imm bulk reject job-20261128-123456-ab12 --reason "line 14 is a current employee"
     """
     from imm.session import SessionManager
     from imm.textsafe import shown
@@ -885,7 +897,9 @@ def _report(obj: AppContext, outcome: RunOutcome, resume: str) -> None:
 def status_cmd(job_id: str, show_all: bool, output: str, query: str | None) -> None:
     """A job's state: items by status and the ones that failed (every item with --all).
 
-    Example: imm bulk status job-20261128-123456-ab12 --output json
+    \b
+    Examples:
+      imm bulk status job-20261128-123456-ab12 --output json
     """
     from imm.cli.output import Column, render, render_object
     from imm.data.jobs import ERRORS
@@ -960,7 +974,12 @@ def _store(obj: AppContext) -> Any:
 def list_cmd(limit: int, output: str, query: str | None) -> None:
     """The bulk jobs of this profile, newest first.
 
-    Example: imm bulk list --limit 5
+    \b
+    Examples:
+      imm bulk plan --releasable --company Contoso --action release --out plan.csv
+      imm bulk run plan.csv
+      imm bulk list --limit 5
+      imm bulk list --output json --query "[].{id: id, status: status}"
     """
     from imm.cli.output import Column, render
     from imm.services.bulk import BulkEngine

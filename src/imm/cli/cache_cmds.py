@@ -80,7 +80,7 @@ def _empty_cache(output: str, query: str | None) -> None:
 @mailbox_filter_options
 @click.option("--sort", default="name", show_default=True, metavar="FIELD", help=SORT_HELP)
 @click.option("--desc", is_flag=True, help="Sort in descending order.")
-@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Show at most N mailboxes.")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Show at most N mailboxes (0: all).")
 @click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N", help="Skip the first N mailboxes.")
 @stream_output_options
 def list_mailboxes(
@@ -111,7 +111,7 @@ def list_mailboxes(
             filters,
             sort=sort,
             descending=desc,
-            limit=limit,
+            limit=limit or None,  # 0 is no limit, as on every command that takes --limit
             offset=offset,
             columns=stored_fields(fields_for(output, query)),
         )
@@ -120,9 +120,11 @@ def list_mailboxes(
         _empty_cache(output, query)
         return
     shown = _render_mailboxes(rows, output, query)
-    if output == "table" and not query and not obj.quiet and (limit is not None or offset):
+    if output == "table" and not query and not obj.quiet and (limit or offset):
         total = db.count_mailboxes(filters)
-        if total > shown:
+        if shown == 0 and offset:
+            click.echo(f"No mailboxes past --offset {offset:,}: {total:,} match.", err=True)
+        elif total > shown:
             start = offset + 1 if shown else offset
             click.echo(
                 f"Showing {start:,}–{offset + shown:,} of {total:,} mailboxes (--limit / --offset).",
@@ -150,7 +152,7 @@ def search(text: str, limit: int, output: str, query: str | None) -> None:
 
     \b
     Examples:
-      imm search smith
+      imm search garcia
       imm search "@fabrikam.com" --output json --query "[].primary_smtp"
     """
     obj = app()
@@ -179,8 +181,8 @@ def show(identity: str, output: str, query: str | None) -> None:
 
     \b
     Examples:
-      imm show anna.smith@contoso.com
-      imm show 0f8fad5b-d9cb-469f-a165-70867728950e --output json
+      imm show liam.obrien@contoso.com
+      imm show lucas.muller@contoso.onmicrosoft.com --output json --query "{holds: hold_types, size_mb: total_size_mb}"
     """
     from imm.cli.output import render_object
     from imm.services.inventory_view import mailbox_detail

@@ -99,10 +99,9 @@ def config() -> None:
 
     \b
     Examples:
-      imm config init --tenant contoso.onmicrosoft.com
       imm config set concurrency 4
       imm config validate
-      imm config show --profile contoso
+      imm config show --profile demo
       imm config path
     """
 
@@ -223,8 +222,8 @@ def init(
 
     \b
     Examples:
-      imm config init --tenant contoso.onmicrosoft.com
-      imm --profile ci config init --tenant contoso.onmicrosoft.com --auth-method workload_identity --client-id 1a2b…
+      imm config init --config new.toml --tenant contoso.onmicrosoft.com
+      imm --profile ci config init --tenant contoso.onmicrosoft.com --auth-method workload_identity --client-id 1a2b3c4d
     """
     from imm.config import SIGN_IN_METHODS, check_file
     from imm.errors import ConfigError, InputError
@@ -310,7 +309,7 @@ def set_value(key: str, value: str) -> None:
     \b
     Examples:
       imm config set concurrency 4
-      imm --profile contoso config set cost.currency USD
+      imm --profile demo config set cost.currency USD
     """
     from imm.config import parse_setting, set_profile_value
 

@@ -50,6 +50,7 @@ def demo(mailboxes: int, seed: int, report_path: Path, keep: bool, latency_ms: f
       imm demo --mailboxes 500 --report demo-report.html
       imm demo --clean
     """
+    import shlex
     import threading
 
     from imm.cli.progress import SyncProgressBar, interrupt_sets
@@ -110,6 +111,8 @@ def demo(mailboxes: int, seed: int, report_path: Path, keep: bool, latency_ms: f
             click.echo("Against the simulated tenant while it runs (changes as previews, --what-if):")
             for command in result.online_commands:
                 click.echo(f"  {command}")
+        variable = f"IMM_CONFIG={shlex.quote(str(config_path))}"
+        click.echo(f"Every --help example runs against the demo with: export {variable}")
         click.echo(f"Remove the demo folder when done: {imm_command()} demo --clean")
         if keep:
             _serve_until_interrupted(simulator, say)

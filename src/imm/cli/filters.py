@@ -23,6 +23,20 @@ _NAMES = (
 )
 
 
+def check_hold_kind(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--hold-type``: one of the hold kinds the cache records (lower case), else exit 2 naming them."""
+    if value is None:
+        return None
+    from imm.domain.holds import PRESERVING_HOLD_TYPES
+
+    kind = value.strip().lower()
+    if kind not in PRESERVING_HOLD_TYPES:
+        from imm.textsafe import shown
+
+        raise click.BadParameter(f"{shown(value, 80)!r} is not one of: {', '.join(PRESERVING_HOLD_TYPES)}")
+    return kind
+
+
 def mailbox_filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Adds the filter options; the command receives them as one ``filters`` argument (a MailboxFilter)."""
 
@@ -55,8 +69,9 @@ def mailbox_filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--hold-type",
             metavar="KIND",
             shell_complete=complete_hold_kinds,
+            callback=check_hold_kind,
             help="Only mailboxes with this kind of hold: litigation, ediscovery, inplace, retention-policy, "
-            "org-policy, label, delay, delay-release, …",
+            "skype-policy, org-policy, label, delay, delay-release, unknown.",
         ),
         click.option(
             "--older-than",

@@ -175,8 +175,62 @@ def _store_failure(ctx: click.Context, exc: Exception) -> ImmError | None:
     return store_error(exc, path)
 
 
+def _json_wanted(args: list[str]) -> bool:
+    """Do these words ask for JSON output (``-o json``, ``--output=jsonl``, ``-ojson``…)? Read from the raw words,
+    as a usage error can come before (or instead of) the parsed option."""
+    words = iter(args)
+    for word in words:
+        if word == "--":
+            break
+        if word in {"-o", "--output"}:
+            value = next(words, "")
+        elif word.startswith("--output="):
+            value = word.split("=", 1)[1]
+        elif word.startswith("-o") and not word.startswith("--"):
+            value = word[2:]
+        else:
+            continue
+        if value.lower() in {"json", "jsonl"}:
+            return True
+    return False
+
+
+def _usage_error_as_json(exc: click.UsageError, args: list[str]) -> None:
+    """Under ``-o json`` a usage error is the same JSON error object as every other error (stderr, exit 2)."""
+    if not _json_wanted(args):
+        return
+    body: dict[str, Any] = {"code": "usage_error", "message": exc.format_message(), "exit_code": exc.exit_code}
+    if exc.ctx is not None:
+        body["hint"] = f"{exc.ctx.command_path} --help"
+    click.echo(json.dumps({"error": body}), err=True)
+    raise click.exceptions.Exit(exc.exit_code)
+
+
+def _quiet_closed_pipe() -> None:
+    """stdout was closed by the reader (``imm list -o csv | head -1``): that is the reader's choice, a quiet
+    success. Point stdout at /dev/null so the interpreter's final flush cannot fail again (Python's docs:
+    https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 class ImmGroup(click.Group):
     """Loads commands lazily and turns every ImmError into one line and its exit code."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        words = list(args)  # parsing consumes the list
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # a bad global option or subcommand name
+            if not extra.get("resilient_parsing"):
+                _usage_error_as_json(exc, words)
+            raise
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name in COMMANDS if self.get_command(ctx, name) is not None]
@@ -196,6 +250,7 @@ class ImmGroup(click.Group):
         return _add_global_options(command)
 
     def invoke(self, ctx: click.Context) -> Any:
+        words = [*ctx._protected_args, *ctx.args]
         try:
             return super().invoke(ctx)
         except ImmError as exc:
@@ -205,10 +260,14 @@ class ImmGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("\nInterrupted.", err=True)
             ctx.exit(int(ExitStatus.INTERRUPTED))
+        except click.UsageError as exc:  # a command's bad option or value
+            _usage_error_as_json(exc, words)
+            raise
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except BrokenPipeError:  # e.g. `imm list -o csv | head`: click exits quietly
-            raise
+        except BrokenPipeError:  # e.g. `imm list -o csv | head -1`: quiet success
+            _quiet_closed_pipe()
+            ctx.exit(0)
         except Exception as exc:  # an imm defect: one line, the traceback only on request
             if os.environ.get("IMM_RAISE_ERRORS"):
                 raise

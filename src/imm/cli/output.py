@@ -74,7 +74,7 @@ def output_options(f: Callable[..., Any], formats: Sequence[str] = ("table", "js
     f = click.option(
         "--query",
         metavar="JMESPATH",
-        help="JMESPath expression over the JSON output, e.g. \"[?operating_company=='Contoso'].primary_smtp\".",
+        help="JMESPath expression (https://jmespath.org) over the JSON output: the fields -o json prints.",
     )(f)
     f = click.option(
         "-o",

@@ -14,6 +14,7 @@ import click
 
 from imm.cli.completion import complete_hold_kinds
 from imm.cli.context import app
+from imm.cli.filters import check_hold_kind
 from imm.cli.output import output_options
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def report_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--hold-type",
             metavar="KIND",
             shell_complete=complete_hold_kinds,
+            callback=check_hold_kind,
             help="Only mailboxes with this kind of hold (e.g. litigation).",
         ),
     ]

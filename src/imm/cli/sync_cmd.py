@@ -28,7 +28,10 @@ def sync(full: bool, concurrency: int | None, wait: bool) -> None:
     cleanly and keeps what was fetched (exit 130); exit 1 when some mailboxes could not be read. One sync per
     profile at a time: a second one names the process that holds it and exits 5, or waits with --wait.
 
-    Example: imm sync --full
+    \b
+    Examples:
+      imm sync
+      imm sync --full
     """
     import threading
 
