@@ -133,6 +133,9 @@ def test_list_json_has_every_field_exactly(boxes: dict[str, InactiveMailbox]) ->
         (["--older-than", "365"], ["Bob Baker", "Dave Dunn"]),
         (["--older-than", "30"], ["Alice Archer", "Bob Baker", "Dave Dunn"]),
         (["--older-than", "31"], ["Bob Baker", "Dave Dunn"]),
+        (["--older-than", "1y"], ["Bob Baker", "Dave Dunn"]),  # a period: 365 days
+        (["--older-than", "365D"], ["Bob Baker", "Dave Dunn"]),
+        (["--older-than", "1m"], ["Alice Archer", "Bob Baker", "Dave Dunn"]),  # 30 days
         (["--min-size-mb", "2000"], ["Bob Baker", "Dave Dunn"]),  # Bob: 1000 + 1000 archive
         (["--max-size-mb", "1999.5"], ["Alice Archer"]),
         (["--min-size-mb", "100", "--max-size-mb", "2000"], ["Alice Archer", "Bob Baker"]),
@@ -309,7 +312,16 @@ def test_bulk_plan_checks_its_filters_as_list_does(boxes: dict[str, InactiveMail
     assert rows and all("Fabrikam" in row for row in rows)
 
 
-@pytest.mark.parametrize("args", [["--older-than", "-1"], ["--limit", "x"], ["--min-size-mb", "-3"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--older-than", "-1"],
+        ["--older-than", "2x"],
+        ["--older-than", "101y"],
+        ["--limit", "x"],
+        ["--min-size-mb", "-3"],
+    ],
+)
 def test_list_invalid_option_values(boxes: dict[str, InactiveMailbox], args: list[str]) -> None:
     result = invoke("list", *args)
     assert result.exit_code == 2

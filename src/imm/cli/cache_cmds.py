@@ -99,7 +99,7 @@ def list_mailboxes(
 
     \b
     Examples:
-      imm list --company Contoso --older-than 365 --sort size --desc --limit 20
+      imm list --company Contoso --older-than 1y --sort size --desc --limit 20
       imm list --hold-type litigation --releasable --output csv > releasable.csv
     """
     obj = app()

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from imm.cli.completion import complete_hold_kinds
+from imm.cli.params import PERIOD
 
 _NAMES = (
     "company",
@@ -75,9 +76,10 @@ def mailbox_filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--older-than",
-            type=click.IntRange(min=0),
-            metavar="DAYS",
-            help="Only mailboxes deleted more than DAYS days ago.",
+            type=PERIOD,
+            metavar="PERIOD",
+            help="Only mailboxes deleted longer ago than PERIOD: days (365 or 365d), weeks (12w), months (6m: 30 "
+            "days each) or years (2y: 365 days each).",
         ),
         click.option(
             "--min-size-mb",

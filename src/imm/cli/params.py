@@ -82,6 +82,36 @@ class Text(click.types.StringParamType):
 
 TEXT = Text()
 
+PERIOD_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}  # a month is 30 days, a year 365 (as `imm list` has always counted)
+MAX_PERIOD_DAYS = 36500
+
+
+class Period(click.ParamType):
+    """A period in days: ``365`` or ``365d``, ``12w``, ``6m`` (30-day months), ``2y`` (365-day years); ASCII
+    digits, at most 100 years. The same forms wherever imm asks for a period of days."""
+
+    name = "period"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        unit = text[-1:] if text[-1:] in PERIOD_DAYS else "d"
+        digits = text[:-1] if text[-1:] in PERIOD_DAYS else text
+        try:
+            count = read_whole(digits, 0, MAX_PERIOD_DAYS)
+            return check_range(count * PERIOD_DAYS[unit], 0, MAX_PERIOD_DAYS, whole=True)
+        except NumberError:
+            self.fail(
+                f"{_quoted(value)} is not a period: use days (365 or 365d), weeks (12w), months (6m) or years (2y), "
+                f"at most {MAX_PERIOD_DAYS} days",
+                param,
+                ctx,
+            )
+
+
+PERIOD = Period()
+
 
 def _quoted(value: Any) -> str:
     from imm.textsafe import shown
