@@ -480,7 +480,7 @@ def restore() -> None:
 
     \b
     Examples:
-      imm restore emma.garcia@contoso.com --target john.delacruz@contoso.com --what-if
+      imm restore emma.garcia@contoso.com --target olivia.delacruz@tailspintoys.com --what-if
       imm restore status
     """
 
@@ -518,7 +518,7 @@ def restore_start(
 
     \b
     Examples:
-      imm restore start emma.garcia@contoso.com --target john.delacruz@contoso.com --target-folder Emma --what-if
+      imm restore start emma.garcia@contoso.com --target olivia.delacruz@tailspintoys.com --target-folder Emma --what-if
     """
     with _session() as actions:
         options: dict[str, Any] = {

@@ -125,7 +125,9 @@ def next_commands(config_path: Path, company: str | None, mailbox: str | None) -
     return commands
 
 
-def online_commands(config_path: Path, mailbox: str | None, recoverable: str | None) -> list[str]:
+def online_commands(
+    config_path: Path, mailbox: str | None, recoverable: str | None, upn_domain: str | None = None
+) -> list[str]:
     """The commands to try against the running tenant (``imm demo --keep``): reads, and changes as previews
     (--what-if: nothing is changed); each runs as printed."""
     base = _base(config_path)
@@ -135,7 +137,7 @@ def online_commands(config_path: Path, mailbox: str | None, recoverable: str | N
         commands.append(f"{base} holds release {shlex.quote(mailbox)} --type all-unlocked --what-if")
     if recoverable:
         local, _, domain = recoverable.partition("@")
-        upn = f"{local}.recovered@{domain}"
+        upn = f"{local}.recovered@{upn_domain or domain}"
         commands.append(f"{base} recover {shlex.quote(recoverable)} --upn {shlex.quote(upn)} --what-if")
     commands.append(f"{base} sync")
     return commands
@@ -175,7 +177,9 @@ def run_demo(
         sample = _sample_mailbox(mailboxes)
         result.next_commands = next_commands(config_path, company, sample)
         if keep:
-            result.online_commands = online_commands(config_path, sample, _recoverable_mailbox(mailboxes))
+            result.online_commands = online_commands(
+                config_path, sample, _recoverable_mailbox(mailboxes), _managed_domain(mailboxes)
+            )
         return result
     finally:
         db.close()
@@ -201,6 +205,16 @@ def _busiest_company(mailboxes: list[Any]) -> str | None:
         if mailbox.operating_company:
             counts[mailbox.operating_company] = counts.get(mailbox.operating_company, 0) + 1
     return max(sorted(counts), key=lambda c: counts[c]) if counts else None
+
+
+def _managed_domain(mailboxes: list[Any]) -> str | None:
+    """The tenant's onmicrosoft.com domain, as the cached UPNs show it: a new user's UPN there is always managed
+    (a federated domain's is refused by New-Mailbox: the recover preflight's federated-upn blocker)."""
+    for mailbox in mailboxes:
+        domain = (mailbox.user_principal_name or "").rpartition("@")[2].lower()
+        if domain.endswith(".onmicrosoft.com") and domain.isascii():
+            return str(domain)
+    return None
 
 
 def _recoverable_mailbox(mailboxes: list[Any]) -> str | None:
