@@ -211,5 +211,5 @@ def _copy(conn: Any, table: str, names: list[str], rows: Iterator[Any]) -> int:
             count += 1
             yield tuple(row)
 
-    conn.copy_rows(f'COPY "{table}" ({_quoted(names)}) FROM STDIN', counted())
+    conn.copy_rows(f'COPY "{table}" ({_quoted(names)}) FROM STDIN', counted(), queued=True)
     return count
