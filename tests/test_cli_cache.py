@@ -179,18 +179,29 @@ def test_list_table(boxes: dict[str, InactiveMailbox], monkeypatch: pytest.Monke
     assert result.stderr == ""
 
 
-@pytest.mark.parametrize("width", [80, 66])
+@pytest.mark.parametrize(("width", "left_out"), [(80, []), (66, ["Dept"]), (50, ["Company", "Dept", "Age"])])
 def test_list_narrow_terminal_cuts_text_not_numbers(
-    boxes: dict[str, InactiveMailbox], monkeypatch: pytest.MonkeyPatch, width: int
+    boxes: dict[str, InactiveMailbox], monkeypatch: pytest.MonkeyPatch, width: int, left_out: list[str]
 ) -> None:
     monkeypatch.setenv("COLUMNS", str(width))
-    lines = invoke("list").stdout.splitlines()
+    result = invoke("list")
+    lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) == width
     bob = next(line for line in lines if "Bob" in line)
     cells = [c.strip() for c in bob.strip("│").split("│")]
-    assert cells[4:6] == ["2,000", "500"]
-    full = ["Bob Baker", "bob@contoso.com", "Contoso", "Legal", "2,000", "500", "ediscovery, org-policy"]
-    for cell, whole in zip(cells, full, strict=True):
+    headers = ["Name", "SMTP", "Company", "Dept", "Total MB", "Age", "Holds"]
+    full = dict(
+        zip(
+            headers,
+            ["Bob Baker", "bob@contoso.com", "Contoso", "Legal", "2,000", "500", "ediscovery, org-policy"],
+            strict=True,
+        )
+    )
+    assert [c.strip() for c in lines[1].strip("┃").split("┃")] == [h for h in headers if h not in left_out]
+    assert "2,000" in cells
+    if left_out:  # the least needed columns go first (Dept, then Age, then Company), and it is said
+        assert result.stderr == f"Left out to fit {width} columns: {', '.join(left_out)} (--wide shows every column).\n"
+    for cell, whole in zip(cells, [v for k, v in full.items() if k not in left_out], strict=True):
         assert cell == whole or (cell.endswith("…") and whole.startswith(cell[:-1]))
     assert any(cell.endswith("…") for cell in cells)
 

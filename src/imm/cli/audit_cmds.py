@@ -149,12 +149,12 @@ def list_entries(
     if output == "table":
         columns = [
             Column("id", "ID", justify="right", no_wrap=True),
-            Column("time", "Time (UTC)", no_wrap=True),
-            Column("operation", "Operation", no_wrap=True),
-            Column("identity", "Mailbox", max_width=40),
-            Column("user", "User", max_width=30),
+            Column("time", "Time (UTC)", no_wrap=True, min_width=19),
+            Column("operation", "Operation", no_wrap=True, min_width=15),
+            Column("identity", "Mailbox", max_width=40, no_wrap=True, min_width=12),
+            Column("user", "User", max_width=30, no_wrap=True, min_width=12, priority=3),
             Column("result", "Result", no_wrap=True),
-            Column("error_message", "Error", max_width=50),
+            Column("error_message", "Error", max_width=50, min_width=20, priority=2),
         ]
     else:
         columns = [Column(key, key) for key in first or _row_keys()]  # every header, rows or none
@@ -414,8 +414,8 @@ def reconcile(since: str, delay: str, output: str, query: str | None) -> None:
         Column("status", "Status", no_wrap=True),
         Column("when", "When (UTC)", no_wrap=True),
         Column("cmdlet", "Cmdlet", no_wrap=True),
-        Column("mailbox", "Mailbox", max_width=40),
-        Column("user", "By", max_width=30),
+        Column("mailbox", "Mailbox", max_width=40, no_wrap=True, min_width=12),
+        Column("user", "By", max_width=30, no_wrap=True, min_width=12, priority=2),
         Column("audit_row", "imm row", justify="right"),
     ]
     if output != "table":

@@ -918,10 +918,10 @@ def status_cmd(job_id: str, show_all: bool, output: str, query: str | None) -> N
     columns = [
         Column("line", "Line", justify="right", no_wrap=True),
         Column("action", "Action", no_wrap=True),
-        Column("mailbox", "Mailbox", max_width=40),
+        Column("mailbox", "Mailbox", max_width=40, no_wrap=True, min_width=12),
         Column("status", "Status", no_wrap=True),
-        Column("message", "Message", max_width=80),
-        Column("operation_id", "Operation"),
+        Column("message", "Message", max_width=80, min_width=20, priority=2),
+        Column("operation_id", "Operation", no_wrap=True, min_width=12, priority=3),
     ]
     if output == "csv":
         render(rows, columns, "csv")

@@ -34,7 +34,13 @@ SORT_HELP = (
 def _columns(output: str, query: str | None) -> list[Column]:
     """The table's columns; CSV/TSV: the fixed documented columns; otherwise (JSON, --query) every field."""
     from imm.cli.output import Column
-    from imm.services.inventory_view import TABLE_COLUMNS, TABLE_WEIGHTS, fields_for
+    from imm.services.inventory_view import (
+        TABLE_COLUMNS,
+        TABLE_PRIORITIES,
+        TABLE_WEIGHTS,
+        WIDE_TABLE_COLUMNS,
+        fields_for,
+    )
 
     if output == "table" and not query:
         return [
@@ -46,8 +52,10 @@ def _columns(output: str, query: str | None) -> list[Column]:
                 no_wrap=True,
                 min_width=least,
                 weight=TABLE_WEIGHTS.get(key, 1.0),
+                priority=TABLE_PRIORITIES.get(key, 1),
+                wide_only=(key, header, most, least, right) in WIDE_TABLE_COLUMNS,
             )
-            for key, header, most, least, right in TABLE_COLUMNS
+            for key, header, most, least, right in (*TABLE_COLUMNS, *WIDE_TABLE_COLUMNS)
         ]
     return [Column(name, name) for name in fields_for(output, query)]
 
@@ -113,7 +121,7 @@ def list_mailboxes(
             descending=desc,
             limit=limit or None,  # 0 is no limit, as on every command that takes --limit
             offset=offset,
-            columns=stored_fields(fields_for(output, query)),
+            columns=stored_fields(fields_for(output, query, obj.wide)),
         )
     )
     if first is None and db.count_mailboxes() == 0:
@@ -160,7 +168,7 @@ def search(text: str, limit: int, output: str, query: str | None) -> None:
     from imm.services.inventory_view import fields_for, stored_fields
 
     first, rows = _first(
-        db.stream_search_rows(text, limit=limit or None, columns=stored_fields(fields_for(output, query)))
+        db.stream_search_rows(text, limit=limit or None, columns=stored_fields(fields_for(output, query, obj.wide)))
     )
     if first is None and db.count_mailboxes() == 0:
         _empty_cache(output, query)

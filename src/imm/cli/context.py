@@ -30,6 +30,8 @@ class AppContext:
     no_input: bool = False  # --no-input
     allow_missing_config: bool = False  # the commands that create the file named by --config
     output: str = "table"
+    wide: bool = False  # --wide: tables show every column in full
+    no_pager: bool = False  # --no-pager
     _db: DatabaseManager | None = None
 
     @cached_property

@@ -16,12 +16,12 @@ for ``list``, ``search`` and ``audit list``), so memory stays flat at any size a
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import json
 import shutil
 import sys
-import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -51,7 +51,10 @@ class Column:
 
     ``no_wrap`` cuts a long value with an ellipsis, otherwise it folds onto more lines. On a narrow terminal the
     left-aligned columns shrink (never below ``min_width`` or the header), widest first, the ``weight`` of a
-    column making it keep more of its width; right-aligned columns (numbers) keep their full width.
+    column making it keep more of its width; right-aligned columns (numbers) keep their full width. When that is
+    not enough, columns are left out, the highest ``priority`` number first (then the rightmost). Nothing folds
+    inside a word, so identifiers (GUIDs, addresses) are whole or cut with an ellipsis, never split over lines.
+    ``wide_only`` columns are shown with ``--wide`` alone.
     """
 
     key: str
@@ -61,6 +64,8 @@ class Column:
     no_wrap: bool = False
     min_width: int | None = None
     weight: float = 1.0
+    priority: int = 1
+    wide_only: bool = False
 
 
 def _set_output(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -69,8 +74,36 @@ def _set_output(ctx: click.Context, param: click.Parameter, value: str | None) -
     return value
 
 
+def _set_flag(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and param.name:
+        setattr(app(ctx), param.name, True)
+
+
+def table_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--wide`` and ``--no-pager`` (kept on the AppContext, read by the table renderer)."""
+    f = click.option(
+        "--no-pager",
+        "no_pager",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_flag,
+        help="Never page a long table (default on a terminal: IMM_PAGER, else PAGER, else less -FRX).",
+    )(f)
+    f = click.option(
+        "--wide",
+        "wide",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_flag,
+        help="Tables: every column, nothing cut (lines may be wider than the terminal).",
+    )(f)
+    return f
+
+
 def output_options(f: Callable[..., Any], formats: Sequence[str] = ("table", "json", "csv")) -> Callable[..., Any]:
-    """Adds ``--output/-o`` and ``--query`` (passed to the command as ``output`` and ``query``)."""
+    """Adds ``--output/-o`` and ``--query`` (passed to the command as ``output`` and ``query``), and the table
+    options ``--wide`` and ``--no-pager`` (:func:`table_options`)."""
+    f = table_options(f)
     f = click.option(
         "--query",
         metavar="JMESPATH",
@@ -210,7 +243,8 @@ def render(
         result = search(list(rows))
         if output == OutputFormat.TABLE and isinstance(result, list) and all(isinstance(r, dict) for r in result):
             keys = list(dict.fromkeys(k for r in result for k in r))
-            columns = [c for c in columns if c.key in keys] or [Column(k, k) for k in keys]
+            known = {c.key: c for c in columns}
+            columns = [known.get(k) or Column(k, k) for k in keys]  # in the order the query gives
             return write_table(result, columns, title=title, stream=stream)
         if output in (OutputFormat.CSV, OutputFormat.TSV):
             write_query_csv(result, [c.key for c in columns], stream, tsv=output == OutputFormat.TSV)
@@ -231,38 +265,99 @@ def terminal_width() -> int:
     return shutil.get_terminal_size((80, 24)).columns
 
 
-def _cells(text: str) -> int:
-    if text.isascii():
-        return len(text)
-    from rich.cells import cell_len
+# ---------------------------------------------------------------------------------------------- display width
+# Cells are counted as a terminal draws them, by wcwidth (https://github.com/jquast/wcwidth), with its corrections
+# for the terminal that TERM_PROGRAM or TERM names: East Asian wide characters and emoji take two cells,
+# combining marks none, and the spacing vowel signs of Devanagari and other Indic scripts (category Mc) one, as
+# glibc's wcwidth() and the terminals built on it count them (Rich's tables count them as none, which is what
+# broke the borders of a Devanagari name). Text is cut only between grapheme clusters (UAX #29), so a cut never
+# leaves a vowel sign without its consonant or half an emoji sequence.
+@functools.lru_cache(maxsize=8192)
+def _cells_of(text: str) -> int:
+    from wcwidth import width
 
-    return cell_len(text)
+    return int(width(text, term_program=True))
+
+
+def _cells(text: str) -> int:
+    """The cells ``text`` takes on the terminal (ASCII: one a character)."""
+    return len(text) if text.isascii() else _cells_of(text)
 
 
 def _cut(text: str, size: int) -> str:
-    """``text`` in at most ``size`` cells, with an ellipsis when cut (wide characters count two)."""
+    """``text`` in at most ``size`` cells, with an ellipsis when cut, cut between grapheme clusters."""
+    if _cells(text) <= size:
+        return text
+    if size <= 1:
+        return "…"[:size]
     if text.isascii():
-        return text if len(text) <= size else text[: max(size - 1, 0)] + "…"
-    from rich.cells import cell_len, set_cell_size
+        return text[: size - 1] + "…"
+    from wcwidth import iter_graphemes
 
-    return text if cell_len(text) <= size else set_cell_size(text, max(size - 1, 0)).rstrip() + "…"
+    kept = ""
+    for grapheme in iter_graphemes(text):
+        if _cells(kept + grapheme) > size - 1:
+            break
+        kept += grapheme
+    return kept.rstrip() + "…"
 
 
-def _fold(text: str, size: int) -> list[str]:
-    """``text`` on lines of at most ``size`` cells: at spaces where it can, inside words where it must."""
+def _pieces(text: str) -> list[tuple[str, str]]:
+    """Where a line may break: (separator, piece) pairs, pieces split at spaces and around East Asian wide
+    characters (CJK text breaks between ideographs, UAX #14, though not before a closing or after an opening
+    bracket or mark); nothing else is split, so an address, a GUID or an operation id stays whole."""
+    pieces: list[tuple[str, str]] = []
+    for n, word in enumerate(text.split()):
+        sep = " " if n else ""
+        if word.isascii():
+            pieces.append((sep, word))
+            continue
+        import unicodedata
+
+        from wcwidth import iter_graphemes
+
+        run, glue = "", False  # glue: the next piece joins the last (after an opening bracket)
+        for grapheme in iter_graphemes(word):
+            if unicodedata.east_asian_width(grapheme[0]) not in {"W", "F"}:
+                run += grapheme
+                continue
+            kind = unicodedata.category(grapheme[0])
+            if kind in {"Pe", "Pf", "Po"} and not run and pieces and not sep:  # stays with what it closes
+                pieces[-1] = (pieces[-1][0], pieces[-1][1] + grapheme)
+                continue
+            if kind in {"Pe", "Pf", "Po"} or glue:
+                run += grapheme
+            else:
+                if run:
+                    pieces.append((sep, run))
+                    sep = ""
+                run = grapheme
+            glue = kind in {"Ps", "Pi"}
+            if not glue:
+                pieces.append((sep, run))
+                sep, run = "", ""
+        if run:
+            pieces.append((sep, run))
+    return pieces
+
+
+def _fold(text: str, size: int, *, keep_long: bool = False) -> list[str]:
+    """``text`` on lines of at most ``size`` cells, broken at spaces (and between CJK characters), never
+    inside a word: a word longer than a line is cut with an ellipsis (``keep_long``: shown whole, the line
+    wider)."""
     if _cells(text) <= size:
         return [text]
-    if text.isascii():
-        return textwrap.wrap(text, size, break_on_hyphens=False, drop_whitespace=True) or [""]
-    from rich.cells import cell_len
-
-    lines, line = [], ""
-    for char in text:
-        if cell_len(line + char) > size:
+    lines: list[str] = []
+    line = ""
+    for sep, piece in _pieces(text):
+        joined = line + sep + piece if line else piece
+        if _cells(joined) <= size:
+            line = joined
+            continue
+        if line:
             lines.append(line)
-            line = ""
-        line += char
-    return [*lines, line]
+        line = piece if keep_long or _cells(piece) <= size else _cut(piece, size)
+    return [*lines, line] if line or not lines else lines
 
 
 def _pad(text: str, size: int, right: bool) -> str:
@@ -272,32 +367,61 @@ def _pad(text: str, size: int, right: bool) -> str:
     return " " * gap + text if right else text + " " * gap
 
 
-def fit_widths(columns: Sequence[Column], texts: Sequence[Sequence[str]], width: int) -> list[int]:
-    """Column widths: each column's widest text (up to its ``max_width``), shrunk to fit ``width`` cells."""
-    sizes = []
-    for i, column in enumerate(columns):
-        wanted = max([_cells(column.header), *(_cells(t[i]) for t in texts)])
-        sizes.append(min(wanted, column.max_width) if column.max_width else wanted)
-    chrome = 3 * len(columns) - 1  # n + 1 borders and 2n - 2 padding (no padding at the edges)
-    floors = {i: max(c.min_width or 4, _cells(c.header)) for i, c in enumerate(columns) if c.justify != "right"}
+# ---------------------------------------------------------------------------------------------- fitting
+def fit_widths(columns: Sequence[Column], texts: Sequence[Sequence[str]], width: int | None) -> list[int]:
+    """Column widths: each column's widest text (up to its ``max_width``), shrunk to fit ``width`` cells; a
+    column that would have to go below its floor is dropped (width 0; highest ``priority`` number first, then
+    the rightmost; the first column stays). ``width`` None (``--wide``): every column at its full width."""
+    natural = [max([_cells(c.header), *(_cells(t[i]) for t in texts)]) for i, c in enumerate(columns)]
+    if width is None:
+        return natural
+    wanted = [min(n, c.max_width) if c.max_width else n for n, c in zip(natural, columns, strict=True)]
+    kept = list(range(len(columns)))
+    while True:
+        sizes, fits = _shrink(columns, wanted, kept, width)
+        if fits or len(kept) == 1:
+            break
+        drop = max(kept[1:], key=lambda i: (columns[i].priority, i))
+        kept.remove(drop)
+    if not fits:  # one column left, still too wide: below its floor
+        (only,) = kept
+        sizes[only] = max(1, width - 2)
+    return [sizes[i] if i in kept else 0 for i in range(len(columns))]
+
+
+def _shrink(
+    columns: Sequence[Column], wanted: Sequence[int], kept: Sequence[int], width: int
+) -> tuple[dict[int, int], bool]:
+    """The kept columns' widths within ``width``: folding columns give way first, then cut ones, down to their
+    floors (numbers never); and whether that fits."""
+    sizes = {i: wanted[i] for i in kept}
+    chrome = 3 * len(kept) - 1  # n + 1 borders and 2n - 2 padding (no padding at the edges)
+    floors = {
+        i: min(wanted[i], max(columns[i].min_width or 4, _cells(columns[i].header)))
+        for i in kept
+        if columns[i].justify != "right"
+    }
     folding = [i for i in floors if not columns[i].no_wrap]
-    # Folding columns give way first, then cut ones, down to their floors; below them only if nothing else fits.
-    for shrinkable, floor_of in (
-        (folding, floors.__getitem__),
-        (list(floors), floors.__getitem__),
-        (list(floors), _one),
-    ):
-        while sum(sizes) + chrome > width:
-            candidates = [i for i in shrinkable if sizes[i] > floor_of(i)]
+    for shrinkable in (folding, list(floors)):
+        while sum(sizes.values()) + chrome > width:
+            candidates = [i for i in shrinkable if sizes[i] > floors[i]]
             if not candidates:
                 break
             widest = max(candidates, key=lambda i: sizes[i] / columns[i].weight)
             sizes[widest] -= 1
-    return sizes
+    return sizes, sum(sizes.values()) + chrome <= width
 
 
-def _one(_: int) -> int:
-    return 1
+def _wide() -> bool:
+    """--wide of the running command (False outside one)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and app(ctx).wide)
+
+
+def _note(message: str) -> None:
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or not app(ctx).quiet:
+        click.echo(message, err=True)
 
 
 def write_table(
@@ -306,17 +430,33 @@ def write_table(
     title: str | None = None,
     stream: Any = None,
     width: int | None = None,
+    wide: bool | None = None,
 ) -> int:
-    """A boxed table written as the rows come: widths fixed from the first :data:`TABLE_SAMPLE` rows."""
+    """A boxed table written as the rows come: widths fixed from the first :data:`TABLE_SAMPLE` rows.
+
+    Fitted to ``width`` (the terminal's) by shrinking text columns and then leaving columns out (said on
+    stderr); ``wide`` (``--wide``): every column, ``wide_only`` ones included, at full width, nothing cut.
+    """
     stream = stream or sys.stdout
-    columns = list(columns) or [Column("value", "value")]
+    wide = _wide() if wide is None else wide
+    columns = [c for c in columns if wide or not c.wide_only] or [Column("value", "value")]
     keys = [c.key for c in columns]
     rows = iter(rows)
     sample = [[_safe(_cell_text(r.get(k))) for k in keys] for r in itertools.islice(rows, TABLE_SAMPLE)]
-    sizes = fit_widths(columns, sample, width or terminal_width())
+    limit = None if wide else width or terminal_width()
+    sizes = fit_widths(columns, sample, limit)
+    if not all(sizes):
+        left_out = [c.header for c, s in zip(columns, sizes, strict=True) if not s]
+        _note(f"Left out to fit {limit} columns: {', '.join(left_out)} (--wide shows every column).")
+        shown = [i for i, s in enumerate(sizes) if s]
+        columns, sizes = [columns[i] for i in shown], [sizes[i] for i in shown]
+        keys = [keys[i] for i in shown]
+        sample = [[t[i] for i in shown] for t in sample]
     total = sum(sizes) + 3 * len(columns) - 1
     if title:
-        stream.write(f"{title:^{total}}\n")
+        title = _safe(title)
+        gap = max(0, total - _cells(title))
+        stream.write(" " * (gap // 2) + title + " " * (gap - gap // 2) + "\n")
     cut = [c.no_wrap for c in columns]
     right = [c.justify == "right" for c in columns]
     plan = list(zip(sizes, cut, right, strict=True))
@@ -325,24 +465,22 @@ def write_table(
         padded = [_pad(cell, size, r) for cell, (size, _, r) in zip(cells, plan, strict=True)]
         return bar + f" {bar} ".join(padded) + bar + "\n"
 
-    from rich.cells import cell_len
-
     def write_row(texts: list[str]) -> None:
         cells: list[str] = []
         folded: list[list[str]] | None = None
         for i, (text, (size, c, r)) in enumerate(zip(texts, plan, strict=True)):
-            used = len(text) if text.isascii() else cell_len(text)
+            used = _cells(text)
             if used <= size:
                 gap = " " * (size - used)
                 cells.append(gap + text if r else text + gap)
-            elif r:  # a number is never cut: its line is wider instead
+            elif r or (c and wide):  # a number is never cut, nor anything under --wide: its line is wider
                 cells.append(text)
             elif c:
                 cells.append(_pad(_cut(text, size), size, False))
             else:
                 folded = folded or [[cell] for cell in cells]
                 cells.append("")
-                folded.append(_fold(text, size))
+                folded.append(_fold(text, size, keep_long=wide))
                 continue
             if folded is not None:
                 folded.append([cells[i]])
@@ -367,7 +505,7 @@ def write_table(
     for texts in sample:
         write_row(texts)
         count += 1
-    fast = _compile_line(keys, plan)
+    fast = _compile_line(keys, plan, wide)
     for r in rows:
         text = fast(r)
         if text is None:
@@ -381,12 +519,12 @@ def write_table(
     return count
 
 
-def _compile_line(keys: Sequence[str], plan: Sequence[tuple[int, bool, bool]]) -> Callable[[Any], str | None]:
+def _compile_line(
+    keys: Sequence[str], plan: Sequence[tuple[int, bool, bool]], wide: bool = False
+) -> Callable[[Any], str | None]:
     """The table line of one row in one generated function (several times faster than a loop over cells), or
     None when a cell does not fit its column (then the general path cuts or folds it)."""
-    from rich.cells import cell_len
-
-    namespace: dict[str, Any] = {"_text": _cell_text, "_safe": _safe, "_cl": cell_len, "_cut": _cut}
+    namespace: dict[str, Any] = {"_text": _cell_text, "_safe": _safe, "_cl": _cells_of, "_cut": _cut}
     body = []
     for i, (key, (size, cut, right)) in enumerate(zip(keys, plan, strict=True)):
         body += [
@@ -395,7 +533,7 @@ def _compile_line(keys: Sequence[str], plan: Sequence[tuple[int, bool, bool]]) -
             "    if not t.isprintable(): t = _safe(t)",
             "    w = len(t) if t.isascii() else _cl(t)",
         ]
-        if cut and not right:
+        if cut and not right and not wide:
             body.append(f"    if w > {size}: t = _cut(t, {size}); w = len(t) if t.isascii() else _cl(t)")
         else:
             body.append(f"    if w > {size}: return None")

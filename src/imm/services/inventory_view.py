@@ -72,6 +72,13 @@ TABLE_COLUMNS: tuple[tuple[str, str, int | None, int | None, bool], ...] = (
     ("age", "Age", None, 5, True),
     ("holds", "Holds", 24, None, False),
 )
+# Shown with --wide only: the UPN and the ExchangeGuid (the identity every command takes).
+WIDE_TABLE_COLUMNS: tuple[tuple[str, str, int | None, int | None, bool], ...] = (
+    ("user_principal_name", "UPN", None, None, False),
+    ("identity", "ExchangeGuid", None, None, False),
+)
+# Which columns a narrow terminal leaves out first (highest first; the others are 1).
+TABLE_PRIORITIES: dict[str, int] = {"department": 4, "age": 3, "operating_company": 2}
 
 # What the table needs from the store (see table_rows); names and addresses keep more of their width when cut.
 TABLE_FIELDS: tuple[str, ...] = (
@@ -91,6 +98,7 @@ TABLE_FIELDS: tuple[str, ...] = (
     "purge_on",
     "delay_hold_until",
 )
+WIDE_TABLE_FIELDS: tuple[str, ...] = (*TABLE_FIELDS, "user_principal_name", "identity")
 _SIZES = ("size_mb", "recoverable_items_mb", "archive_size_mb", "archive_recoverable_items_mb")
 
 
@@ -105,10 +113,11 @@ def stored_fields(names: tuple[str, ...]) -> tuple[str, ...]:
 TABLE_WEIGHTS: dict[str, float] = {"display_name": 1.6, "primary_smtp": 1.8}
 
 
-def fields_for(output: str, query: str | None) -> tuple[str, ...]:
-    """The stored fields a list/search output reads: the table's, CSV's fixed columns, else every field."""
+def fields_for(output: str, query: str | None, wide: bool = False) -> tuple[str, ...]:
+    """The stored fields a list/search output reads: the table's (``wide``: with the UPN and ExchangeGuid),
+    CSV's fixed columns, else every field."""
     if output == "table" and not query:
-        return TABLE_FIELDS
+        return WIDE_TABLE_FIELDS if wide else TABLE_FIELDS
     if output in ("csv", "tsv") and not query:
         return CSV_FIELDS
     return JSON_FIELDS
@@ -130,13 +139,14 @@ def records(rows: Iterable[tuple[Any, ...]], names: tuple[str, ...]) -> Iterator
 
 
 def table_rows(rows: Iterable[tuple[Any, ...]], now: datetime | None = None) -> Iterator[dict[str, Any]]:
-    """Rows of :data:`TABLE_FIELDS` streamed from the store as the values of :data:`TABLE_COLUMNS` (the same as
-    :func:`mailbox_table_row` gives for the mailbox)."""
+    """Rows of :data:`TABLE_FIELDS` (or :data:`WIDE_TABLE_FIELDS`) streamed from the store as the values of
+    :data:`TABLE_COLUMNS` (and :data:`WIDE_TABLE_COLUMNS`), the same as :func:`mailbox_table_row` gives for the
+    mailbox."""
     today = now or datetime.now(UTC)
     parse = datetime.fromisoformat
     for row in rows:
         display_name, name, smtp, company, department, size, rec, archive, arec, deleted, age, holds = row[:12]
-        state, purge_on, delay_until = row[12:]
+        state, purge_on, delay_until = row[12:15]
         if deleted is not None:
             moment = parse(deleted)
             if moment.tzinfo is None:
@@ -148,7 +158,7 @@ def table_rows(rows: Iterable[tuple[Any, ...]], now: datetime | None = None) -> 
             cell = f"delay until ≈ {delay_until[:10] if delay_until else '?'}"
         else:
             cell = ", ".join(holds)
-        yield {
+        shaped = {
             "display_name": display_name or name,
             "primary_smtp": smtp,
             "operating_company": company,
@@ -157,6 +167,9 @@ def table_rows(rows: Iterable[tuple[Any, ...]], now: datetime | None = None) -> 
             "age": age,
             "holds": cell,
         }
+        if len(row) > 15:
+            shaped["user_principal_name"], shaped["identity"] = row[15:17]
+        yield shaped
 
 
 DETAIL_SECTIONS: list[tuple[str, list[str]]] = [
@@ -334,6 +347,8 @@ def mailbox_table_row(mailbox: InactiveMailbox, now: datetime | None = None) -> 
         "total_size_mb": round(total_size_mb(mailbox)),
         "age": age_in_days(mailbox, now),
         "holds": holds_cell(mailbox),
+        "user_principal_name": mailbox.user_principal_name,
+        "identity": mailbox.identity,
     }
 
 

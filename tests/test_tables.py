@@ -1,0 +1,205 @@
+"""Terminal tables (issue 15, item 7): they fit the terminal without splitting an identifier over lines (text is
+cut with an ellipsis, then the least needed columns are left out; ``--wide`` shows everything), and every
+script is measured by the cells a terminal gives it, so the borders line up for Devanagari, CJK and emoji.
+
+Widths are checked against two rulers: wcwidth (what imm measures with), and glibc's own ``wcswidth()``, which
+xterm and VTE-based terminals draw with (independent of imm; ``TERM=xterm`` makes imm use wcwidth's xterm
+corrections, the ones that agree with it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import locale
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import run_imm
+from factories import make_mailbox
+from imm.cli.output import _cut, _fold
+from imm.data.audit_logger import AuditLogger
+from imm.data.database import DatabaseManager
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+UPN = "anjali.sharma.finance.department.emea@contoso-international-holdings.example.com"
+GUIDS = ("1b4e28ba-2fa1-41d2-883f-0016d3cca427", "6fa459ea-ee8a-4ca4-894e-db77e160355e")
+PLAIN_TERMINAL = {"TERM": "xterm-256color", "TERM_PROGRAM": ""}  # no terminal wcwidth knows: its default widths
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    path = tmp_path / "cache.db"
+    db = DatabaseManager(path)
+    db.initialize()
+    db.upsert_mailboxes(
+        [
+            make_mailbox(
+                identity=GUIDS[0],
+                alias="anjali",
+                display_name="अंजलि शर्मा (वित्त विभाग)",
+                primary_smtp=UPN,
+                user_principal_name=UPN,
+                operating_company="Contoso Pharmaceuticals",
+                department="Regulatory Affairs",
+                when_soft_deleted=NOW - timedelta(days=400, hours=1),
+                size_mb=2048.0,
+                hold_types=["litigation", "org-policy"],
+            ),
+            make_mailbox(
+                identity=GUIDS[1],
+                alias="wang.xiaoming",
+                display_name="王小明（研究开发部门主任）",
+                operating_company="株式会社コントソ",
+                department="研究開発",
+                when_soft_deleted=NOW - timedelta(days=30, hours=1),
+                size_mb=512.0,
+                hold_types=["ediscovery"],
+            ),
+        ]
+    )
+    db.close()
+    return path
+
+
+def imm(cache: Path, *args: str, columns: int = 80, env: dict[str, str] | None = None) -> list[str]:
+    result = run_imm("--db", str(cache), *args, env={**PLAIN_TERMINAL, "COLUMNS": str(columns), **(env or {})})
+    assert result.exit_code == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def cells(line: str) -> int:
+    from wcwidth import width
+
+    return int(width(line))
+
+
+def test_list_at_80_columns(cache: Path) -> None:
+    lines = imm(cache, "list")
+    assert lines == [
+        "┏━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━┳━━━━━┳━━━━━━━━━┓",
+        "┃Name         ┃ SMTP           ┃ Company ┃ Dept     ┃ Total MB ┃ Age ┃ Holds   ┃",
+        "┡━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━╇━━━━━╇━━━━━━━━━┩",
+        "│अंजलि शर्मा (…  │ anjali.sharma… │ Contos… │ Regulat… │    2,048 │ 400 │ litigat…│",
+        "│王小明（研…  │ wang.xiaoming… │ 株式会… │ 研究開発 │      512 │  30 │ ediscov…│",
+        "└─────────────┴────────────────┴─────────┴──────────┴──────────┴─────┴─────────┘",
+    ]
+    assert {cells(line) for line in lines} == {80}
+
+
+def test_list_at_100_columns(cache: Path) -> None:
+    lines = imm(cache, "list", columns=100)
+    assert lines == [
+        "┏━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━┳━━━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━┳━━━━━━━━━━━━┓",
+        "┃Name              ┃ SMTP                ┃ Company     ┃ Dept        ┃ Total MB ┃ Age ┃ Holds      ┃",
+        "┡━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━╇━━━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━╇━━━━━━━━━━━━┩",
+        "│अंजलि शर्मा (वित्त…   │ anjali.sharma.fina… │ Contoso Ph… │ Regulatory… │    2,048 │ 400 │ litigation…│",
+        "│王小明（研究开发… │ wang.xiaoming@cont… │ 株式会社コ… │ 研究開発    │      512 │  30 │ ediscovery │",
+        "└──────────────────┴─────────────────────┴─────────────┴─────────────┴──────────┴─────┴────────────┘",
+    ]
+    assert {cells(line) for line in lines} == {100}
+
+
+def test_wide_shows_every_column_in_full(cache: Path) -> None:
+    lines = imm(cache, "list", "--wide")
+    header = [c.strip() for c in lines[1].strip("┃").split("┃")]
+    assert header == ["Name", "SMTP", "Company", "Dept", "Total MB", "Age", "Holds", "UPN", "ExchangeGuid"]
+    first = [c.strip() for c in lines[3].strip("│").split("│")]
+    assert first == [
+        "अंजलि शर्मा (वित्त विभाग)",
+        UPN,
+        "Contoso Pharmaceuticals",
+        "Regulatory Affairs",
+        "2,048",
+        "400",
+        "litigation, org-policy",
+        UPN,
+        GUIDS[0],
+    ]
+    assert len({cells(line) for line in lines}) == 1  # wider than the terminal, borders still in line
+
+
+def test_a_query_table_folds_at_spaces_and_never_splits_an_identifier(cache: Path) -> None:
+    query = "[].{guid: identity, upn: user_principal_name, name: display_name}"
+    assert imm(cache, "list", "--query", query, columns=60) == [
+        "┏━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━┓",
+        "┃guid              ┃ upn               ┃ name              ┃",
+        "┡━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━┩",
+        "│1b4e28ba-2fa1-41… │ anjali.sharma.fi… │ अंजलि शर्मा (वित्त    │",
+        "│                  │                   │ विभाग)            │",
+        "│6fa459ea-ee8a-4c… │ wang.xiaoming@co… │ 王小明（研究开发部│",
+        "│                  │                   │ 门主任）          │",
+        "└──────────────────┴───────────────────┴───────────────────┘",
+    ]
+    wide = imm(cache, "list", "--query", query, "--wide", columns=60)
+    assert [line.split("│")[1].strip() for line in wide[3:5]] == list(GUIDS)
+
+
+def test_audit_list_keeps_guids_and_upns_whole_or_ellipsised(cache: Path) -> None:
+    db = DatabaseManager(cache)
+    log = AuditLogger(db)
+    for guid in GUIDS:
+        log.log_operation(
+            "RECOVER_MAILBOX",
+            guid,
+            {"upn": UPN},
+            "failure",
+            f"could not recover {guid}: the UPN {UPN} is taken",
+            user=UPN,
+        )
+    db.close()
+    for columns, left_out in ((80, "User, Error"), (132, "")):
+        result = run_imm("--db", str(cache), "audit", "list", env={**PLAIN_TERMINAL, "COLUMNS": str(columns)})
+        lines = result.stdout.splitlines()
+        assert {cells(line) for line in lines[1:]} == {columns}  # the title line is centred, not padded
+        assert result.stderr == (
+            f"Left out to fit 80 columns: {left_out} (--wide shows every column).\n" if left_out else ""
+        )
+        found = [m.group(0) for line in lines for m in re.finditer(r"[0-9a-f]{6}[0-9a-f-]*…?", line)]
+        for guid in GUIDS:  # whole or cut, never split: each piece found starts as a GUID starts
+            assert any(f == guid or (f.endswith("…") and guid.startswith(f[:-1])) for f in found)
+        assert all(any(g.startswith(f.rstrip("…")) for g in GUIDS) for f in found), found
+        upns = [m.group(0) for line in lines for m in re.finditer(r"anjali[\w.@-]*…?", line)]
+        assert all(u == UPN or (u.endswith("…") and UPN.startswith(u[:-1])) for u in upns), upns
+        assert len(upns) == (0 if left_out else 4)  # User and Error columns, two rows
+
+
+@pytest.fixture
+def glibc_wcswidth() -> Iterator[Any]:
+    """glibc's wcswidth() under a UTF-8 locale (the locale is put back afterwards)."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, "wcswidth"):
+        pytest.skip("no wcswidth in the C library")
+    libc.wcswidth.argtypes = [ctypes.c_wchar_p, ctypes.c_size_t]
+    before = locale.setlocale(locale.LC_CTYPE, None)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+    except locale.Error:
+        pytest.skip("no C.UTF-8 locale for glibc's wcswidth")
+    yield libc.wcswidth
+    locale.setlocale(locale.LC_CTYPE, before)
+
+
+def test_borders_line_up_as_glibc_draws_devanagari_cjk_and_emoji(cache: Path, glibc_wcswidth: Any) -> None:
+    db = DatabaseManager(cache)
+    db.upsert_mailboxes([make_mailbox(alias="zoe", display_name="Zoë 👩‍💻 मानवाधिकार", department="R&D 🚀")])
+    db.close()
+    for columns in (80, 100):
+        lines = imm(cache, "list", columns=columns, env={"TERM": "xterm"})
+        widths = {glibc_wcswidth(line, len(line)) for line in lines}
+        assert widths == {columns}, lines
+
+
+def test_cut_and_fold_keep_grapheme_clusters_and_words_whole() -> None:
+    assert _cut("अंजलि शर्मा", 5) == "अंजलि…"  # not "अंजल…", which would strip the vowel sign from its consonant
+    assert _cut("王小明", 4) == "王…"
+    assert _cut("Zoë 👩‍💻", 6) == "Zoë…"  # the emoji sequence whole or not at all
+    text = f"could not recover {GUIDS[0]} now"
+    assert _fold(text, 20) == ["could not recover", "1b4e28ba-2fa1-41d2-…", "now"]
+    assert _fold(text, 20, keep_long=True) == ["could not recover", GUIDS[0], "now"]
