@@ -129,7 +129,10 @@ def test_list_filters(db_path: Path, args: list[str], ids: list[int]) -> None:
 def test_list_says_when_it_shows_only_the_latest(db_path: Path) -> None:
     result = imm(db_path, "audit", "list", "--limit", "2")
     assert result.exit_code == 0
-    assert result.stderr == "Showing the latest 2 rows; --limit 0 shows all.\n"
+    assert result.stderr.splitlines() == [
+        "Left out to fit 80 columns: User, Error (--wide shows every column).",
+        "Showing the latest 2 rows; --limit 0 shows all.",
+    ]
 
 
 @pytest.mark.parametrize(

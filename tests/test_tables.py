@@ -12,7 +12,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import locale
+import os
+import pty
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -203,3 +207,79 @@ def test_cut_and_fold_keep_grapheme_clusters_and_words_whole() -> None:
     text = f"could not recover {GUIDS[0]} now"
     assert _fold(text, 20) == ["could not recover", "1b4e28ba-2fa1-41d2-…", "now"]
     assert _fold(text, 20, keep_long=True) == ["could not recover", GUIDS[0], "now"]
+
+
+# ------------------------------------------------------------------------------------------------ the pager
+PAGER_SCRIPT = """import sys
+data = sys.stdin.buffer.read()
+with open(sys.argv[1], "ab") as f:
+    f.write(data)
+"""
+
+
+def on_a_terminal(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    """The real ``imm`` with stdout on a pseudo-terminal: (exit code, what the terminal showed)."""
+    full = {k: v for k, v in os.environ.items() if k not in {"IMM_PAGER", "PAGER"}}
+    full.update({**PLAIN_TERMINAL, "COLUMNS": "80", "LINES": "12", **env})
+    full.pop("IMM_RAISE_ERRORS", None)
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "imm", *args], env=full, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.wait(timeout=60)
+    finally:
+        os.close(leader)
+    return proc.returncode, b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
+
+
+@pytest.fixture
+def long_cache(cache: Path) -> Path:
+    db = DatabaseManager(cache)
+    db.upsert_mailboxes([make_mailbox(alias=f"user{n:02d}", display_name=f"User {n:02d}") for n in range(30)])
+    db.close()
+    return cache
+
+
+def test_a_long_table_on_a_terminal_goes_through_imm_pager(long_cache: Path, tmp_path: Path) -> None:
+    script, record = tmp_path / "pager.py", tmp_path / "paged.txt"
+    script.write_text(PAGER_SCRIPT)
+    env = {"IMM_PAGER": f"{sys.executable} {script} {record}", "PAGER": "false"}
+    code, shown = on_a_terminal("--db", str(long_cache), "list", env=env)
+    assert code == 0, shown
+    paged = record.read_text(encoding="utf-8")
+    piped = imm(long_cache, "list", env={"IMM_PAGER": env["IMM_PAGER"]})  # not a terminal: no pager
+    assert paged.splitlines() == piped and len(piped) == 32 + 4  # the whole table, as it is off a terminal
+    assert "User 29" not in shown  # the terminal got it from the pager, not from imm
+    record.unlink()
+    code, shown = on_a_terminal("--db", str(long_cache), "list", "--no-pager", env=env)
+    assert code == 0 and not record.exists()
+    assert shown.splitlines() == piped
+    code, shown = on_a_terminal("--db", str(long_cache), "list", "--limit", "3", env=env)  # fits the screen
+    assert code == 0 and not record.exists() and "User 01" in shown
+    code, shown = on_a_terminal("--db", str(long_cache), "list", "-o", "json", env=env)
+    assert code == 0 and not record.exists() and '"display_name": "User 29"' in shown
+
+
+def test_pager_falls_back_to_pager_and_quitting_it_ends_quietly(cache: Path, tmp_path: Path) -> None:
+    db = DatabaseManager(cache)
+    db.upsert_mailboxes([make_mailbox(alias=f"user{n:04d}", display_name=f"User {n:04d}") for n in range(1500)])
+    db.close()
+    script, record = tmp_path / "pager.py", tmp_path / "paged.txt"
+    script.write_text("import sys\nsys.stdin.readline()\nopen(sys.argv[1], 'w').write('quit')\n")
+    env = {"PAGER": f"{sys.executable} {script} {record}"}
+    code, shown = on_a_terminal("--db", str(cache), "list", env={**env, "IMM_PAGER": ""})
+    assert code == 0 and not record.exists() and "User 1499" in shown  # IMM_PAGER empty: no pager at all
+    code, shown = on_a_terminal("--db", str(cache), "list", env=env)
+    # PAGER read one line and quit while imm still had 100 KB to write: imm stops, exit 0, nothing said
+    assert (code, shown, record.read_text()) == (0, "", "quit")

@@ -192,17 +192,18 @@ def show(identity: str, output: str, query: str | None) -> None:
       imm show liam.obrien@contoso.com
       imm show lucas.muller@contoso.onmicrosoft.com --output json --query "{holds: hold_types, size_mb: total_size_mb}"
     """
-    from imm.cli.output import render_object
+    from imm.cli.output import paged, render_object
     from imm.services.inventory_view import mailbox_detail
 
     detail = mailbox_detail(app().database(), identity)
     if output == "table" and not query:
-        render_detail(detail)
+        with paged() as out:
+            render_detail(detail, out)
     else:
         render_object(detail, output, query)
 
 
-def render_detail(detail: dict[str, Any]) -> None:
+def render_detail(detail: dict[str, Any], out: Any = None) -> None:
     """The record in titled sections; keys no section names come last, under "More"."""
     from imm.services.inventory_view import DETAIL_SECTIONS, label
     from imm.textsafe import terminal_safe
@@ -219,14 +220,14 @@ def render_detail(detail: dict[str, Any]) -> None:
         if not keys:
             continue
         if not first:
-            click.echo("")
+            click.echo("", file=out)
         first = False
-        click.secho(title, bold=True)
+        click.secho(title, bold=True, file=out)
         for key in keys:
             lines = [terminal_safe(line) for line in _detail_lines(detail[key])]
-            click.echo(f"  {label(key):<{width}}  {lines[0] if lines else ''}")
+            click.echo(f"  {label(key):<{width}}  {lines[0] if lines else ''}", file=out)
             for line in lines[1:]:
-                click.echo(f"  {'':<{width}}  {line}")
+                click.echo(f"  {'':<{width}}  {line}", file=out)
 
 
 def _detail_lines(value: Any) -> list[str]:

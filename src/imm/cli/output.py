@@ -15,6 +15,7 @@ for ``list``, ``search`` and ``audit list``), so memory stays flat at any size a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -22,7 +23,7 @@ import itertools
 import json
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -235,6 +236,11 @@ def render(
 ) -> int:
     """Write rows as a table (the given columns), JSON / JSON Lines (every key) or CSV / TSV (the given columns),
     one at a time as they come; returns how many rows were written (with ``--query``: how many it gave)."""
+    if stream is None and output == OutputFormat.TABLE:
+        count = 0
+        with paged() as out:
+            count = render(rows, columns, output, query, title, out)
+        return count
     stream = stream or sys.stdout
     if query:
         search = compile_query(query)
@@ -545,6 +551,141 @@ def _compile_line(
     return func
 
 
+# ---------------------------------------------------------------------------------------------- the pager
+class _PagerClosed(Exception):
+    """The pager ended before the table did (the user quit it): stop writing, quietly."""
+
+
+class PagedOutput:
+    """stdout for a table on a terminal: the lines are held until they fill the screen, then the pager starts,
+    gets them and every later line as it comes (so a table still streams, and memory holds one screen at most);
+    a table shorter than the screen goes straight to the terminal and no pager runs."""
+
+    def __init__(self, target: Any, command: list[str], height: int) -> None:
+        self._target = target
+        self._command = command
+        self._height = height
+        self._held: list[str] = []
+        self._lines = 0
+        self._pager: Any = None
+
+    def write(self, text: str) -> int:
+        if self._pager is None:
+            self._held.append(text)
+            self._lines += text.count("\n")
+            if self._lines >= self._height:
+                self._start()
+            return len(text)
+        try:
+            self._pager.stdin.write(text)
+        except (BrokenPipeError, ValueError, OSError) as exc:
+            raise _PagerClosed from exc
+        return len(text)
+
+    def isatty(self) -> bool:  # what click asks before it keeps styles (the pager is less -R by default)
+        return bool(self._target.isatty())
+
+    def flush(self) -> None:
+        if self._pager is None:
+            return
+        try:
+            self._pager.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError) as exc:
+            raise _PagerClosed from exc
+
+    def _start(self) -> None:
+        import subprocess
+
+        held, self._held = "".join(self._held), []
+        encoding = getattr(self._target, "encoding", None) or "utf-8"
+        try:
+            self._pager = subprocess.Popen(  # noqa: S603 - the user's own pager command
+                self._command, stdin=subprocess.PIPE, encoding=encoding, errors="replace"
+            )
+        except OSError as exc:  # not found or not executable: say so once, and print the table as it is
+            click.echo(f"Warning: could not start the pager {self._command[0]}: {exc.strerror}", err=True)
+            self._command = []
+            self._pager = None
+            self._height = sys.maxsize
+            self._target.write(held)
+            self._held = []
+            return
+        self.write(held)
+
+    def close(self) -> None:
+        """Send what is held (short output) to the terminal, or close the pager's input and wait for the user to
+        leave it (Ctrl+C meanwhile is the pager's own: imm waits)."""
+        if self._pager is None:
+            self._target.write("".join(self._held))
+            self._held = []
+            self._target.flush()
+            return
+        try:
+            self._pager.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        while True:
+            try:
+                self._pager.wait()
+                return
+            except KeyboardInterrupt:
+                continue
+
+
+def pager_command() -> list[str] | None:
+    """The pager: ``IMM_PAGER``, else ``PAGER``, else ``less -FRX`` when installed (not on a dumb terminal);
+    None when the variable is empty or ``cat``. A value is split as a shell would (``less -S``)."""
+    import os
+    import shlex
+
+    from imm.errors import InputError
+
+    for name in ("IMM_PAGER", "PAGER"):
+        value = os.environ.get(name)
+        if value is None:
+            continue
+        try:
+            words = shlex.split(value)
+        except ValueError as exc:
+            raise InputError(f"environment variable {name}: {exc}", hint="e.g. IMM_PAGER='less -S'") from None
+        return None if not words or words == ["cat"] else words
+    less = shutil.which("less")
+    if less is None or os.environ.get("TERM") == "dumb":
+        return None
+    return [less, "-FRX"]
+
+
+_PAGING: list[PagedOutput] = []  # the pager a table is being written to (tables inside a paged report share it)
+
+
+@contextlib.contextmanager
+def paged() -> Iterator[Any]:
+    """The stream to write a table (or a report's tables) to: stdout, through the pager when stdout is a
+    terminal and the output is longer than the screen, unless ``--no-pager``; stdout as it is otherwise (a
+    pipe, a file, ``-o json``/``csv``, which never take this path). The pager's quitting early ends the
+    output quietly."""
+    if _PAGING:
+        yield _PAGING[-1]
+        return
+    ctx = click.get_current_context(silent=True)
+    stdout = sys.stdout
+    command = None
+    if ctx is not None and not app(ctx).no_pager and stdout.isatty():
+        command = pager_command()
+    if not command:
+        yield stdout
+        return
+    stream = PagedOutput(stdout, command, max(2, shutil.get_terminal_size((80, 24)).lines - 1))
+    _PAGING.append(stream)
+    try:
+        yield stream
+    except _PagerClosed:
+        pass
+    finally:
+        _PAGING.pop()
+        stream.close()
+
+
 def _safe(text: str) -> str:
     """Text that cannot move the cursor or recolour the terminal (:func:`imm.textsafe.terminal_safe`: control
     characters, escape sequences and bidirectional overrides shown as visible escapes)."""
@@ -556,7 +697,8 @@ def _safe(text: str) -> str:
 
 
 def render_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column], title: str | None = None) -> None:
-    write_table(rows, columns, title=title)
+    with paged() as out:
+        write_table(rows, columns, title=title, stream=out)
 
 
 def render_object(data: dict[str, Any], output: str = "table", query: str | None = None) -> None:
@@ -577,5 +719,6 @@ def render_object(data: dict[str, Any], output: str = "table", query: str | None
         click.echo(out.getvalue(), nl=False)
     else:
         width = max((len(k) for k in data), default=0)
-        for key, value in data.items():
-            click.echo(f"{key:<{width}}  {_safe(_cell_text(value))}")
+        with paged() as out:
+            for key, value in data.items():
+                out.write(f"{key:<{width}}  {_safe(_cell_text(value))}\n")

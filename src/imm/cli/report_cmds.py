@@ -185,10 +185,13 @@ def print_report(report: Report, section: str | None, query: str | None) -> None
         else:
             click.echo(json.dumps(to_jsonable(result), ensure_ascii=False, indent=2))
         return
+    from imm.cli.output import paged
+
     sections = [report.section(section)] if section else report.sections()
-    for i, part in enumerate(sections):
-        limit = None if section or i == 0 else TABLE_DETAIL_ROWS
-        _print_section(part, limit, report.currency)
+    with paged() as out:  # one pager for every section; the notes follow on stderr when it ends
+        for i, part in enumerate(sections):
+            limit = None if section or i == 0 else TABLE_DETAIL_ROWS
+            _print_section(part, limit, report.currency, out)
     if not app().quiet:
         for note in report.notes:
             click.echo(f"Note: {note}", err=True)
@@ -234,7 +237,7 @@ def _right(column: ReportColumn) -> bool:
     return column.numeric or column.kind in {"auto", "date"}
 
 
-def _print_section(section: Section, limit: int | None, currency: str) -> None:
+def _print_section(section: Section, limit: int | None, currency: str, out: Any = None) -> None:
     from rich import box
     from rich.console import Console
     from rich.markup import escape
@@ -243,9 +246,9 @@ def _print_section(section: Section, limit: int | None, currency: str) -> None:
     from imm.services.reports import format_value
 
     if limit is None and len(section.rows) > TABLE_STREAM_ROWS:
-        _stream_section(section, currency)
+        _stream_section(section, currency, out)
         return
-    console = Console(soft_wrap=False)
+    console = Console(soft_wrap=False, file=out)
     rows = section.rows if limit is None else section.rows[:limit]
     shown = [*rows, *([section.totals] if section.totals else [])]
     fitted = fit_columns([c for c in section.columns if not c.wide], shown, console.width)
@@ -276,7 +279,7 @@ def _print_section(section: Section, limit: int | None, currency: str) -> None:
         )
 
 
-def _stream_section(section: Section, currency: str) -> None:
+def _stream_section(section: Section, currency: str, out: Any = None) -> None:
     """A long table (every blocked mailbox, say; those have no totals row) through the list renderer: written
     as the rows are read from the store, column widths fixed from the first rows, so memory stays flat."""
     from imm.cli.output import Column, write_table
@@ -289,7 +292,7 @@ def _stream_section(section: Section, currency: str) -> None:
     ]
     rows = ({c.key: format_value(r.get(c.key), c.kind) for c in shown} for r in section.rows)
     money = any(c.kind == "money" for c in shown)
-    write_table(rows, columns, title=f"{section.title} (amounts in {currency})" if money else section.title)
+    write_table(rows, columns, title=f"{section.title} (amounts in {currency})" if money else section.title, stream=out)
 
 
 @click.group()
