@@ -580,8 +580,10 @@ def test_cli_table_shows_rows_and_totals(cache: Path) -> None:
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "monthly cost by company (amounts in EUR)" in lines[0]
-    assert any(line.split()[:5] == ["Contoso", "3", "5.10", "22.55", "48.2"] for line in lines)
-    assert any(line.split()[:4] == ["Total", "6", "17.60", "46.80"] for line in lines)
+    rows = [[c.strip() for c in line.strip("│").split("│")] for line in lines if line.startswith("│")]
+    assert ["Contoso", "3", "5.10", "22.55", "48.2"] == rows[0][:5]
+    assert ["Total", "6", "17.60", "46.80"] == rows[-1][:4]
+    assert lines[-4].startswith("├") and lines[-2].startswith("└")  # the totals row under a rule, at the end
     assert "Note: Cost model (per month, EUR)" in result.stderr
 
 

@@ -283,3 +283,35 @@ def test_pager_falls_back_to_pager_and_quitting_it_ends_quietly(cache: Path, tmp
     code, shown = on_a_terminal("--db", str(cache), "list", env=env)
     # PAGER read one line and quit while imm still had 100 KB to write: imm stops, exit 0, nothing said
     assert (code, shown, record.read_text()) == (0, "", "quit")
+    code, shown = on_a_terminal("--db", str(cache), "list", "--limit", "40", env={"IMM_PAGER": str(tmp_path / "none")})
+    assert code == 0 and "User 0039" in shown  # a pager that cannot start: said once, the table as it is
+    assert shown.startswith(f"Warning: could not start the pager {tmp_path / 'none'}: No such file or directory\n")
+    code, shown = on_a_terminal("--db", str(cache), "list", env={"IMM_PAGER": "less 'unclosed", "NO_COLOR": "1"})
+    assert code == 2 and shown.startswith("Error: environment variable IMM_PAGER: No closing quotation\n"), shown
+
+
+def test_the_expiry_reasons_fold_so_rows_that_differ_late_stay_distinct(tmp_path: Path) -> None:
+    reasons = [
+        f"never by itself: legacy In-Place Hold {guid.replace('-', '')} has no duration imm can read" for guid in GUIDS
+    ] + ["never by itself: Litigation Hold is unlimited"]
+    path = tmp_path / "expiry.db"
+    db = DatabaseManager(path)
+    db.initialize()
+    db.upsert_mailboxes([make_mailbox(alias=f"m{n}", expiry_reason=r) for n, r in enumerate(reasons)])
+    db.close()
+    lines = imm(path, "report", "expiry", "--section", "never")
+    assert lines == [
+        "                  Why the other holds never end by themselves                   ",
+        "┏━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━┳━━━━━┓",
+        "┃Reason                                                      ┃ Mailboxes ┃   GB┃",
+        "┡━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━┩",
+        "│never by itself: Litigation Hold is unlimited               │         1 │ 2.00│",
+        "│never by itself: legacy In-Place Hold                       │         1 │ 2.00│",
+        "│1b4e28ba2fa141d2883f0016d3cca427 has no duration imm can    │           │     │",
+        "│read                                                        │           │     │",
+        "│never by itself: legacy In-Place Hold                       │         1 │ 2.00│",
+        "│6fa459eaee8a4ca4894edb77e160355e has no duration imm can    │           │     │",
+        "│read                                                        │           │     │",
+        "└────────────────────────────────────────────────────────────┴───────────┴─────┘",
+        "",
+    ]  # each reason whole (folded at spaces, the hold's GUID intact), so the rows are told apart

@@ -437,8 +437,10 @@ def write_table(
     stream: Any = None,
     width: int | None = None,
     wide: bool | None = None,
+    footer: dict[str, Any] | None = None,
 ) -> int:
-    """A boxed table written as the rows come: widths fixed from the first :data:`TABLE_SAMPLE` rows.
+    """A boxed table written as the rows come: widths fixed from the first :data:`TABLE_SAMPLE` rows (and the
+    ``footer``, a totals row written under a rule after the rows).
 
     Fitted to ``width`` (the terminal's) by shrinking text columns and then leaving columns out (said on
     stderr); ``wide`` (``--wide``): every column, ``wide_only`` ones included, at full width, nothing cut.
@@ -449,8 +451,9 @@ def write_table(
     keys = [c.key for c in columns]
     rows = iter(rows)
     sample = [[_safe(_cell_text(r.get(k))) for k in keys] for r in itertools.islice(rows, TABLE_SAMPLE)]
+    foot = [_safe(_cell_text(footer.get(k))) for k in keys] if footer is not None else None
     limit = None if wide else width or terminal_width()
-    sizes = fit_widths(columns, sample, limit)
+    sizes = fit_widths(columns, [*sample, foot] if foot else sample, limit)
     if not all(sizes):
         left_out = [c.header for c, s in zip(columns, sizes, strict=True) if not s]
         _note(f"Left out to fit {limit} columns: {', '.join(left_out)} (--wide shows every column).")
@@ -458,6 +461,7 @@ def write_table(
         columns, sizes = [columns[i] for i in shown], [sizes[i] for i in shown]
         keys = [keys[i] for i in shown]
         sample = [[t[i] for i in shown] for t in sample]
+        foot = [foot[i] for i in shown] if foot else None
     total = sum(sizes) + 3 * len(columns) - 1
     if title:
         title = _safe(title)
@@ -498,12 +502,13 @@ def write_table(
 
     if len(sizes) == 1:
         bar, thin = "━" * sizes[0], "─" * sizes[0]
-        rule_top, rule_mid, rule_end = f"┏{bar}┓", f"┡{bar}┩", f"└{thin}┘"
+        rule_top, rule_mid, rule_end, rule_foot = f"┏{bar}┓", f"┡{bar}┩", f"└{thin}┘", f"├{thin}┤"
     else:
         edge = [s + (2 if 0 < i < len(sizes) - 1 else 1) for i, s in enumerate(sizes)]
         rule_top = "┏" + "┳".join("━" * n for n in edge) + "┓"
         rule_mid = "┡" + "╇".join("━" * n for n in edge) + "┩"
         rule_end = "└" + "┴".join("─" * n for n in edge) + "┘"
+        rule_foot = "├" + "┼".join("─" * n for n in edge) + "┤"
     stream.write(rule_top + "\n")
     stream.write(line([_cut(_safe(c.header), s) for c, s in zip(columns, sizes, strict=True)], "┃"))
     stream.write(rule_mid + "\n")
@@ -519,6 +524,9 @@ def write_table(
         else:
             stream.write(text)
         count += 1
+    if foot is not None and count:
+        stream.write(rule_foot + "\n")
+        write_row(foot)
     stream.write(rule_end + "\n")
     if count == 0:
         stream.write("No rows.\n")
@@ -568,12 +576,15 @@ class PagedOutput:
         self._held: list[str] = []
         self._lines = 0
         self._pager: Any = None
+        self._direct = False  # the pager could not start: straight to the terminal
 
     def write(self, text: str) -> int:
+        if self._direct:
+            return int(self._target.write(text))
         if self._pager is None:
             self._held.append(text)
             self._lines += text.count("\n")
-            if self._lines >= self._height:
+            if self._lines > self._height:  # more than the screen holds above the prompt
                 self._start()
             return len(text)
         try:
@@ -604,11 +615,8 @@ class PagedOutput:
             )
         except OSError as exc:  # not found or not executable: say so once, and print the table as it is
             click.echo(f"Warning: could not start the pager {self._command[0]}: {exc.strerror}", err=True)
-            self._command = []
-            self._pager = None
-            self._height = sys.maxsize
+            self._direct = True
             self._target.write(held)
-            self._held = []
             return
         self.write(held)
 

@@ -7,6 +7,7 @@ recorded in the audit log (operation REPORT). The reports themselves live in :mo
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +19,13 @@ from imm.cli.filters import check_hold_kind
 from imm.cli.output import output_options
 
 if TYPE_CHECKING:
+    from imm.cli.output import Column
     from imm.services.reports import Report, ReportColumn, Section
 
 EMPTY_CACHE = "The cache is empty: run `imm sync` (or `imm demo`)"
 FORMATS = ("table", "csv", "json", "xlsx", "html")
 SUFFIXES = {".csv": "csv", ".json": "json", ".xlsx": "xlsx", ".html": "html", ".htm": "html"}
 TABLE_DETAIL_ROWS = 50  # rows of a detail section shown in the terminal (--section NAME shows all)
-TABLE_STREAM_ROWS = 1000  # a longer table is written as its rows are read (widths from the first rows)
 
 
 def report_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -200,99 +201,60 @@ def print_report(report: Report, section: str | None, query: str | None) -> None
             click.echo(f"Sections: {names} (--section NAME for one, --format xlsx or html for all).", err=True)
 
 
-def fit_columns(columns: list[ReportColumn], rows: list[dict[str, Any]], width: int) -> list[tuple[ReportColumn, int]]:
-    """The columns that fit ``width`` terminal cells, each with its width.
-
-    Numbers and dates keep their full width; text columns shrink (widest first, to 8 cells) and are cut with an
-    ellipsis; long text wraps. When even that does not fit, numeric columns are left out from the right, the
-    first three excepted (files keep every column).
-    """
-    from imm.services.reports import format_value
-
-    def natural(column: ReportColumn) -> int:
-        cells = [len(format_value(r.get(column.key), column.kind)) for r in rows]
-        return max([len(column.terminal_header), *cells])
-
-    fixed = {c.key: natural(c) for c in columns if _right(c)}
-    text = {c.key: min(natural(c), 48 if c.kind == "long" else 40) for c in columns if not _right(c)}
-    kept = list(columns)
-
-    def room() -> int:
-        return width - (3 * len(kept) - 1) - sum(fixed[c.key] for c in kept if c.key in fixed)
-
-    floor = {k: min(v, 8) for k, v in text.items()}
-    droppable = [c for c in kept if c.key in fixed][3:]
-    while room() < sum(floor[c.key] for c in kept if c.key in floor) and droppable:
-        kept.remove(droppable.pop())
-    sizes = {c.key: text[c.key] for c in kept if c.key in text}
-    while sum(sizes.values()) > room():
-        candidates = [k for k in sizes if sizes[k] > floor[k]]
-        if not candidates:
-            break
-        sizes[max(candidates, key=lambda k: sizes[k])] -= 1
-    return [(c, fixed.get(c.key) or sizes[c.key]) for c in kept]
-
-
 def _right(column: ReportColumn) -> bool:
     return column.numeric or column.kind in {"auto", "date"}
 
 
-def _print_section(section: Section, limit: int | None, currency: str, out: Any = None) -> None:
-    from rich import box
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+def table_columns(columns: list[ReportColumn]) -> list[Column]:
+    """A report's columns as the table renderer's: numbers and dates right-aligned and never cut; a GUID or a
+    name cut with an ellipsis; a sentence (reasons, blockers) folded over lines, so rows stay distinguishable;
+    on a narrow terminal numeric columns after the first three are left out first; ``wide`` ones only with
+    ``--wide`` (files have every column)."""
+    from imm.cli.output import Column
 
-    from imm.services.reports import format_value
-
-    if limit is None and len(section.rows) > TABLE_STREAM_ROWS:
-        _stream_section(section, currency, out)
-        return
-    console = Console(soft_wrap=False, file=out)
-    rows = section.rows if limit is None else section.rows[:limit]
-    shown = [*rows, *([section.totals] if section.totals else [])]
-    fitted = fit_columns([c for c in section.columns if not c.wide], shown, console.width)
-    money = any(c.kind == "money" for c, _ in fitted)
-    title = f"{section.title} (amounts in {currency})" if money else section.title
-    table = Table(title=escape(title), header_style="bold", pad_edge=False, title_justify="left", box=box.SIMPLE_HEAD)
-    for column, size in fitted:
+    shown: list[Column] = []
+    numbers = 0
+    for column in columns:
+        right = _right(column)
+        numbers += right
         long = column.kind == "long"
-        table.add_column(
-            escape(column.terminal_header),
-            justify="right" if _right(column) else "left",
-            overflow="fold" if long else "ellipsis",
-            no_wrap=not long,
-            width=size,
+        shown.append(
+            Column(
+                column.key,
+                column.terminal_header,
+                max_width=None if right or long else 40,
+                justify="right" if right else "left",
+                no_wrap=not long,
+                min_width=20 if long else 8,
+                priority=2 if right and numbers > 3 else 1,
+                wide_only=column.wide,
+            )
         )
-    for n, row in enumerate(rows):
-        cells = [escape(format_value(row.get(c.key), c.kind)) for c, _ in fitted]
-        table.add_row(*cells, end_section=bool(section.totals) and n == len(rows) - 1)
-    if section.totals:
-        totals = section.totals
-        table.add_row(*(escape(format_value(totals.get(c.key), c.kind)) for c, _ in fitted), style="bold")
-    console.print(table)
-    if not section.rows:
-        console.print("[dim]No rows.[/dim]")
-    elif limit is not None and len(section.rows) > limit:
-        console.print(
-            f"[dim]… {len(section.rows) - limit:,} more rows: --section {escape(section.name)} shows them all.[/dim]"
-        )
+    return shown
 
 
-def _stream_section(section: Section, currency: str, out: Any = None) -> None:
-    """A long table (every blocked mailbox, say; those have no totals row) through the list renderer: written
-    as the rows are read from the store, column widths fixed from the first rows, so memory stays flat."""
-    from imm.cli.output import Column, write_table
+def _print_section(section: Section, limit: int | None, currency: str, out: Any = None) -> None:
+    """One section through the one table renderer (streamed: a section that lists mailboxes is read from the
+    store as it is written), its totals row under a rule, then how many rows a cut section left out."""
+    import itertools
+
+    from imm.cli.output import write_table
     from imm.services.reports import format_value
 
-    shown = [c for c in section.columns if not c.wide]
-    columns = [
-        Column(c.key, c.terminal_header, justify="right" if _right(c) else "left", no_wrap=c.kind != "long")
-        for c in shown
-    ]
-    rows = ({c.key: format_value(r.get(c.key), c.kind) for c in shown} for r in section.rows)
-    money = any(c.kind == "money" for c in shown)
-    write_table(rows, columns, title=f"{section.title} (amounts in {currency})" if money else section.title, stream=out)
+    out = out or sys.stdout
+    money = any(c.kind == "money" for c in section.columns if not c.wide or app().wide)
+    title = f"{section.title} (amounts in {currency})" if money else section.title
+    kinds = [(c.key, c.kind) for c in section.columns]
+
+    def formatted(row: dict[str, Any]) -> dict[str, Any]:
+        return {key: format_value(row.get(key), kind) for key, kind in kinds}
+
+    rows = section.rows if limit is None else itertools.islice(section.rows, limit)
+    footer = formatted(section.totals) if section.totals else None
+    write_table(map(formatted, rows), table_columns(section.columns), title=title, stream=out, footer=footer)
+    if limit is not None and len(section.rows) > limit:
+        out.write(f"… {len(section.rows) - limit:,} more rows: --section {section.name} shows them all.\n")
+    out.write("\n")
 
 
 @click.group()

@@ -840,7 +840,7 @@ def _expiry_report(
             name="never",
             title="Why the other holds never end by themselves",
             columns=[
-                ReportColumn("reason", "Reason"),
+                ReportColumn("reason", "Reason", "long"),  # a sentence: folded, never cut (rows would look alike)
                 ReportColumn("mailboxes", "Mailboxes", "int"),
                 ReportColumn("total_gb", "GB", "gb"),
             ],
