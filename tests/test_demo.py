@@ -109,8 +109,8 @@ def test_demo_runs_end_to_end_and_every_hint_runs_as_printed(tmp_path: Path, imm
     assert html.count("<svg") >= 3
     assert "<script src=" not in html and "http://" not in html.replace("http://www.w3.org", "")
     # the summary report on stdout: the inactive mailboxes, and the soft-deleted one on a row of its own
-    assert re.search(r"^ Inactive mailboxes +300 $", stdout, re.MULTILINE), stdout
-    assert re.search(r"^ Soft-deleted, awaiting purge +1 $", stdout, re.MULTILINE), stdout
+    assert re.search(r"^│Inactive mailboxes +│ +300│$", stdout, re.MULTILINE), stdout
+    assert re.search(r"^│Soft-deleted, awaiting purge +│ +1│$", stdout, re.MULTILINE), stdout
 
     export = f"Every --help example runs against the demo with: export IMM_CONFIG={workdir}/config.toml"
     assert stdout_lines[-2] == export
