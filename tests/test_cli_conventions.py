@@ -20,7 +20,8 @@ def run_on_terminal(*args: str, env: dict[str, str] | None = None, input: bytes 
     """``imm`` with stdin, stdout and stderr on a pseudo-terminal, as a person runs it: (exit code, output)."""
     master, slave = pty.openpty()
     full_env = {k: v for k, v in os.environ.items() if k not in {"NO_COLOR", "FORCE_COLOR", "IMM_RAISE_ERRORS"}}
-    full_env.update({"TERM": "xterm-256color", "COLUMNS": "100", **(env or {})})
+    # IMM_PAGER empty: no pager, which would wait for keys this test never types (tests/test_tables.py pages)
+    full_env.update({"TERM": "xterm-256color", "COLUMNS": "100", "IMM_PAGER": "", **(env or {})})
     proc = subprocess.Popen([sys.executable, "-m", "imm", *args], stdin=slave, stdout=slave, stderr=slave, env=full_env)
     os.close(slave)
     if input:
