@@ -165,11 +165,12 @@ class MailboxFetcher:
             return None
 
     # ------------------------------------------------------------------------------------------- listing
-    def list_inactive(self, slim: bool = False) -> dict[str, Listed]:
+    def list_inactive(self, slim: bool = False, stopped: Callable[[], bool] | None = None) -> dict[str, Listed]:
         """ExchangeGuid → Get-Mailbox record of every inactive mailbox (the complete list), plus the formerly
         inactive ones that are soft-deleted and not yet purged (kept with their lifecycle state and purge date;
         delete-an-inactive-mailbox). ``slim``: only :data:`CHANGE_PROPERTIES` (an incremental sync: a page is a
-        fraction of the size to send and decode; what is fetched reads its record then)."""
+        fraction of the size to send and decode; what is fetched reads its record then). ``stopped``: asked after
+        each page's records; once true the listing ends short (the caller then uses none of it)."""
         out: dict[str, Listed] = {}
         select = CHANGE_PROPERTIES if slim else self.properties
         wanted = frozenset(p.lower() for p in select)
@@ -183,10 +184,12 @@ class MailboxFetcher:
             soft_deleted = side.submit(
                 lambda: [kept(r) for r in self.ops.iter_soft_deleted_mailboxes(formerly_inactive=True, select=select)]
             )
-            for record in self.ops.iter_inactive_mailboxes(select=select):
+            for n, record in enumerate(self.ops.iter_inactive_mailboxes(select=select), 1):
                 identity = identity_of(record)
                 if identity:
                     out[identity] = Listed.of(identity, kept(record), slim)
+                if stopped is not None and n % 1000 == 0 and stopped():
+                    break
             soft_records = soft_deleted.result()
         for record in soft_records:
             identity = identity_of(record)
@@ -195,12 +198,12 @@ class MailboxFetcher:
                 self.soft_deleted_listed += 1
         return out
 
-    def recipient_index(self) -> dict[str, dict[str, Any]]:
+    def recipient_index(self) -> dict[Any, dict[str, Any]]:
         """Company and Department of every recipient of one paged Get-Recipient listing, by each of its keys (see
         :func:`lookup_recipient`); nothing else of a recipient is kept."""
         from imm.domain.records import RECIPIENT_PROPERTIES
 
-        index: dict[str, dict[str, Any]] = {}
+        index: dict[Any, dict[str, Any]] = {}
         shared: dict[tuple[Any, Any], dict[str, Any]] = {}  # one dict per distinct pair (read only, never changed)
         for record in self.ops.iter_recipients(select=RECIPIENT_PROPERTIES):
             pair = (record.get("Company"), record.get("Department"))
@@ -344,22 +347,32 @@ def identity_of(record: dict[str, Any]) -> str:
     return str(record.get("ExchangeGuid") or record.get("Guid") or "").strip().lower()
 
 
-def _recipient_keys(record: dict[str, Any]) -> list[str]:
-    keys = []
-    for name in ("ExchangeGuid", "Guid", "ExternalDirectoryObjectId"):
+_GUID_KINDS = (("ExchangeGuid", b"E"), ("Guid", b"G"), ("ExternalDirectoryObjectId", b"X"))
+
+
+def _recipient_keys(record: dict[str, Any]) -> list[bytes | str]:
+    """The keys of a recipient index entry: each GUID as its kind's letter and its 16 bytes (a third of the memory
+    of its text, for 100K recipients x 3; a value that is not a GUID keeps its text), then ``smtp:<address>``."""
+    keys: list[bytes | str] = []
+    for name, kind in _GUID_KINDS:
         value = str(record.get(name) or "").strip().lower()
         if value and value != "00000000-0000-0000-0000-000000000000":
-            keys.append(f"{name}:{value}")
+            try:
+                raw = bytes.fromhex(value.replace("-", ""))
+            except ValueError:
+                raw = b""
+            keys.append(kind + raw if len(raw) == 16 else f"{name}:{value}")
     smtp = str(record.get("PrimarySmtpAddress") or "").strip().lower()
     if smtp:
         keys.append(f"smtp:{smtp}")
     return keys
 
 
-def lookup_recipient(index: dict[str, dict[str, Any]], mailbox: dict[str, Any]) -> dict[str, Any] | None:
+def lookup_recipient(index: dict[Any, dict[str, Any]], mailbox: dict[str, Any]) -> dict[str, Any] | None:
     """The recipient of a mailbox: by ExchangeGuid first (SMTP addresses can be shared), then Guid, then SMTP."""
-    for key in _recipient_keys(mailbox):
-        if key.startswith("smtp:"):
+    keys = _recipient_keys(mailbox)
+    for key in keys:
+        if isinstance(key, str) and key.startswith("smtp:"):
             continue
         found = index.get(key)
         if found is not None:
