@@ -195,7 +195,6 @@ class ExchangeClient:
         self.warnings: list[str] = []
         self.non_terminating_errors: list[str] = []
         self._local = threading.local()
-        self._pages: ThreadPoolExecutor | None = None  # next-page fetches of listings (_records), made on first use
         self._closed = threading.Event()
         self._encryptor: Callable[[str], str] | None = None
         self._key_lock = threading.Lock()
@@ -366,8 +365,6 @@ class ExchangeClient:
 
     def close(self) -> None:
         self._closed.set()
-        if self._pages is not None:
-            self._pages.shutdown(wait=True, cancel_futures=True)
         self._http.close()
 
     def __enter__(self) -> ExchangeClient:
@@ -479,56 +476,28 @@ class ExchangeClient:
             raise non_terminating_error(call.cmdlet, list(self._local.errors), call.client_request_id)
 
     def _records(self, call: _Call, keep_annotations: bool) -> Iterator[dict[str, Any]]:
-        """The records of every page. The next page is asked for as soon as a page names it, on a side thread,
-        while this one's records are handed out: a listing of 100 pages costs the pages' round trips, not the round
-        trips plus the caller's work on each page (issue 18). A caller that stops early leaves at most that one
-        page in flight, which is read and dropped."""
         self.stats.add(calls=1)
+        url: str | None = None
         count = 0
-        ahead: Future[tuple[httpx.Response, str]] | None = None
-        try:
-            response, url = self._request(call, None)
-            while True:
-                data = self._page_data(call, response)
-                records = data.get("value") or []
-                next_link = data.get("@odata.nextLink")
-                more = bool(next_link) and (call.limit is None or count + len(records) < call.limit)
-                refused: ExchangeError | None = None  # a link to an untrusted host: raised after this page
-                if more:
-                    try:
-                        next_url = self._checked_link(str(next_link), url)
-                    except ExchangeError as exc:
-                        refused = exc
-                    else:
-                        self.stats.add(pages=1)
-                        ahead = self._page_pool().submit(self._request, call, next_url)
-                for record in records:
-                    if call.limit is not None and count >= call.limit:
-                        return
-                    count += 1
-                    if isinstance(record, dict):
-                        yield record if keep_annotations else strip_annotations(record)
-                    else:
-                        yield {"Value": record}
-                if refused is not None:
-                    raise refused
-                if ahead is None:
+        while True:
+            data, url = self._page(call, url)
+            for record in data.get("value") or []:
+                if call.limit is not None and count >= call.limit:
                     return
-                response, url = ahead.result()
-                ahead = None
-        finally:
-            if ahead is not None:
-                ahead.cancel()  # not started: never sent; in flight: its reply is read and closed by _request
+                count += 1
+                if isinstance(record, dict):
+                    yield record if keep_annotations else strip_annotations(record)
+                else:
+                    yield {"Value": record}
+            next_link = data.get("@odata.nextLink")
+            if not next_link or (call.limit is not None and count >= call.limit):
+                return
+            url = self._checked_link(str(next_link), url)
+            self.stats.add(pages=1)
 
-    def _page_pool(self) -> ThreadPoolExecutor:
-        """The side threads that fetch listings' next pages (one per listing paged at a time is enough)."""
-        with self._url_lock:
-            if self._pages is None:
-                self._pages = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"imm-{self.endpoint}-pages")
-            return self._pages
-
-    def _page_data(self, call: _Call, response: httpx.Response) -> dict[str, Any]:
-        """The decoded reply of one page (warnings and errors noted on the calling thread)."""
+    def _page(self, call: _Call, url: str | None) -> tuple[dict[str, Any], str]:
+        """POST the body to ``url`` (the endpoint when None) and return the decoded reply and the URL used."""
+        response, used = self._request(call, url)
         data = self._json_reply(call, response)
         self._note(call, data)
         if data.get("@adminapi.confirmationmessage") and not data.get("value"):
@@ -541,7 +510,7 @@ class ExchangeClient:
                 request_id=header(response.headers, "request-id"),
                 client_request_id=call.client_request_id,
             )
-        return data
+        return data, used
 
     def _json_reply(self, call: _Call, response: httpx.Response) -> dict[str, Any]:
         """The JSON object of a 2xx reply, or :class:`UnreadableReplyError` saying what came instead (exo-rest.md §4:

@@ -47,7 +47,6 @@ from imm.errors import ImmError
 from imm.services.sync_build import RecordBuilder, load_mapping, policies_from_read
 from imm.services.sync_fetch import (
     COMPLIANCE_UNKNOWN,
-    ComplianceRead,
     Fetched,
     Listed,
     MailboxFetcher,
@@ -231,23 +230,15 @@ class SyncService:
         now = self._now or datetime.now(UTC)
         result = SyncResult(mode="full" if full else "incremental")
         started = time.monotonic()
-        notify(SyncProgress("listing"))
-        # The first Exchange reads (they write nothing) run while the store is checked: at 100K mailboxes the check
-        # reads a file of some hundreds of MB, seconds the listing's round trips now hide (issue 18).
-        reads = _FirstReads(self.fetcher, not full and self._has_cache())
-        try:
-            self._check_store()  # a damaged file is named before anything is written to it
-            self.db.limit_page_cache(SYNC_PAGE_CACHE_KIB)
-            from imm.data.stale import close_interrupted_syncs
+        self._check_store()  # a damaged file is named before anything is written to it
+        self.db.limit_page_cache(SYNC_PAGE_CACHE_KIB)
+        from imm.data.stale import close_interrupted_syncs
 
-            close_interrupted_syncs(self.db, self.audit)  # runs whose process was killed: closed as interrupted
-            result.run_id = self.runs.start(result.mode)
-            operation_id = self._audit_begin(result)
-        except BaseException:
-            reads.abandon()
-            raise
+        close_interrupted_syncs(self.db, self.audit)  # runs whose process was killed: closed as interrupted
+        result.run_id = self.runs.start(result.mode)
+        operation_id = self._audit_begin(result)
         try:
-            self._run(full, result, now, mapping, notify, cancel, reads)
+            self._run(full, result, now, mapping, notify, cancel)
             if cancel.is_set():
                 result.status = "cancelled"
             else:
@@ -276,11 +267,15 @@ class SyncService:
         mapping: dict[str, tuple[str, str]] | None,
         notify: ProgressCallback,
         cancel: threading.Event,
-        reads: _FirstReads,
     ) -> None:
         phase = _Phases(result)
-        org_holds, compliance, listing = reads.result()
-        slim = reads.slim
+        notify(SyncProgress("listing"))
+        # Org-wide holds and policies (a few sequential calls) are read while the mailbox list pages in.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imm-sync-policies") as side:
+            org_state = side.submit(lambda: (self.fetcher.org_holds(), self.fetcher.compliance()))
+            slim = not full and self.db.count_mailboxes() > 0  # change detection needs a cache to compare with
+            listing = self.fetcher.list_inactive(slim)  # on failure, leaving the block waits for the side call
+            org_holds, compliance = org_state.result()
         result.warnings.extend(compliance.warnings or [])  # the caller shows them once
         policies = policies_from_read(compliance, self.org_state.policy_rows() if not compliance.complete else [])
         result.listed = len(listing)
@@ -360,14 +355,6 @@ class SyncService:
         picked = [listing[i] for i in candidates if i in listing and i not in fetching][:size]
         result.refreshed = len(picked)
         return picked
-
-    def _has_cache(self) -> bool:
-        """Whether the cache holds mailboxes (change detection needs some to compare with); False when the file
-        cannot say (the store check then names what is wrong)."""
-        try:
-            return self.db.count_mailboxes() > 0
-        except Exception:
-            return False
 
     def _check_store(self) -> None:
         """SQLite's quick check of the store file (every page; issue 17): a damaged one stops the run before it
@@ -522,34 +509,6 @@ class SyncService:
                 "cancelled": "cancelled",
             }.get(result.status, "failure")
             self.audit.finish(operation_id, audit_result, details, error)
-
-
-class _FirstReads:
-    """The reads that start a run, on two side threads: org-wide holds and compliance policies (a few sequential
-    calls), and the mailbox listing (``slim``: keys and WhenChanged only). They begin before the store is checked
-    and write nothing; :meth:`abandon` stops them when the run ends before it uses them."""
-
-    def __init__(self, fetcher: MailboxFetcher, slim: bool) -> None:
-        self.slim = slim
-        self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="imm-sync-reads")
-        self._org = self._pool.submit(lambda: (fetcher.org_holds(), fetcher.compliance()))
-        self._listing = self._pool.submit(fetcher.list_inactive, slim, self._stop.is_set)
-
-    def result(self) -> tuple[list[str], ComplianceRead, dict[str, Listed]]:
-        """(org holds, compliance read, listing); a failure of either is raised once both ended."""
-        try:
-            listing = self._listing.result()
-            org_holds, compliance = self._org.result()
-        except BaseException:
-            self.abandon()
-            raise
-        self._pool.shutdown(wait=True)
-        return org_holds, compliance, listing
-
-    def abandon(self) -> None:
-        self._stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Phases:

@@ -165,12 +165,11 @@ class MailboxFetcher:
             return None
 
     # ------------------------------------------------------------------------------------------- listing
-    def list_inactive(self, slim: bool = False, stopped: Callable[[], bool] | None = None) -> dict[str, Listed]:
+    def list_inactive(self, slim: bool = False) -> dict[str, Listed]:
         """ExchangeGuid → Get-Mailbox record of every inactive mailbox (the complete list), plus the formerly
         inactive ones that are soft-deleted and not yet purged (kept with their lifecycle state and purge date;
         delete-an-inactive-mailbox). ``slim``: only :data:`CHANGE_PROPERTIES` (an incremental sync: a page is a
-        fraction of the size to send and decode; what is fetched reads its record then). ``stopped``: asked after
-        each page's records; once true the listing ends short (the caller then uses none of it)."""
+        fraction of the size to send and decode; what is fetched reads its record then)."""
         out: dict[str, Listed] = {}
         select = CHANGE_PROPERTIES if slim else self.properties
         wanted = frozenset(p.lower() for p in select)
@@ -184,12 +183,10 @@ class MailboxFetcher:
             soft_deleted = side.submit(
                 lambda: [kept(r) for r in self.ops.iter_soft_deleted_mailboxes(formerly_inactive=True, select=select)]
             )
-            for n, record in enumerate(self.ops.iter_inactive_mailboxes(select=select), 1):
+            for record in self.ops.iter_inactive_mailboxes(select=select):
                 identity = identity_of(record)
                 if identity:
                     out[identity] = Listed.of(identity, kept(record), slim)
-                if stopped is not None and n % 1000 == 0 and stopped():
-                    break
             soft_records = soft_deleted.result()
         for record in soft_records:
             identity = identity_of(record)
