@@ -397,7 +397,10 @@ def _after_listing(sim: Simulator, action: Callable[[], None], statistics: int =
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             log = list(sim.exchange.request_log)
-            listed = any(e["cmdlet"] == "Get-Mailbox" and e["status"] == 200 for e in log)
+            listed = any(  # the inactive listing (the soft-deleted one runs beside it and may answer first)
+                e["cmdlet"] == "Get-Mailbox" and e["status"] == 200 and "InactiveMailboxOnly" in (e["parameters"] or {})
+                for e in log
+            )
             if listed and sum(e["cmdlet"] == "Get-MailboxStatistics" for e in log) >= statistics:
                 action()
                 return
