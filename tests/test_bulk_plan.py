@@ -492,7 +492,8 @@ def test_migration_0003_creates_the_journal_tables(tmp_path: Path) -> None:
                       "concurrency", "user", "tenant", "totals", "audit_operation_id", "results_path",
                       "passwords_path", "runs"],
         "bulk_items": ["job_id", "line_no", "action", "identity", "mailbox_guid", "label", "params", "status",
-                       "operation_id", "message", "attempts", "started_at", "finished_at"],
+                       "operation_id", "message", "attempts", "started_at", "finished_at", "lease_owner",
+                       "lease_expires"],
     }  # fmt: skip
     assert "restore_requests" in {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert [r[2] for r in conn.execute("PRAGMA foreign_key_list(bulk_items)")] == ["bulk_jobs"]

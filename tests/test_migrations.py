@@ -53,6 +53,7 @@ def test_registry_names_are_fixed() -> None:
         "0007_conflicts",
         "0008_restore_consistency",
         "0009_leaver_schedule",
+        "0010_job_leases",
     ]
     assert MIGRATIONS[1].target == "imm.data.audit_schema:migrate"
     assert MIGRATIONS[2].target == "imm.data.jobs_schema:migrate"
@@ -147,7 +148,13 @@ def test_0006_adds_sizes_and_lifecycle_and_makes_the_next_sync_read_every_mailbo
         "VALUES ('a', 1636.0, 12400, '2026-11-01T10:00:00+00:00')"
     )
     conn.commit()
-    assert migrate(conn) == ["0006_lifecycle", "0007_conflicts", "0008_restore_consistency", "0009_leaver_schedule"]
+    assert migrate(conn) == [
+        "0006_lifecycle",
+        "0007_conflicts",
+        "0008_restore_consistency",
+        "0009_leaver_schedule",
+        "0010_job_leases",
+    ]
     row = conn.execute(
         "SELECT size_mb, when_changed, recoverable_items_mb, lifecycle_state, is_inactive_mailbox, purge_on "
         "FROM inactive_mailboxes"
@@ -164,7 +171,7 @@ def test_0007_adds_the_conflicts_found_at_sync_empty(tmp_path: Path) -> None:
     migrate(conn, MIGRATIONS[:6])
     conn.execute("INSERT INTO inactive_mailboxes(identity) VALUES ('a')")
     conn.commit()
-    assert migrate(conn) == ["0007_conflicts", "0008_restore_consistency", "0009_leaver_schedule"]
+    assert migrate(conn) == ["0007_conflicts", "0008_restore_consistency", "0009_leaver_schedule", "0010_job_leases"]
     assert conn.execute("SELECT smtp_conflict, upn_conflict FROM inactive_mailboxes").fetchone() == ("", "")
     conn.close()
 

@@ -88,6 +88,7 @@ class OperationType(StrEnum):
     REMOVE_ADDRESS = "REMOVE_ADDRESS"
     # bulk jobs and the audit log itself
     BULK_RESUME = "BULK_RESUME"
+    BULK_WORK = "BULK_WORK"  # one worker's share of a job (imm bulk work)
     PRUNE = "PRUNE"
     # four-eyes approval of bulk jobs (imm.services.approval)
     BULK_SUBMIT = "BULK_SUBMIT"
@@ -104,6 +105,7 @@ CHANGE_OPERATIONS = frozenset(
         "CHANGE_HOLD",
         "BULK_OPERATION",
         "BULK_RESUME",
+        "BULK_WORK",
         "BULK_APPROVE",
         "REMOVE_RESTORE_REQUEST",
         "ADD_ADDRESS",

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from imm.errors import NotFoundError
@@ -76,6 +76,8 @@ _ITEM_COLUMNS = (
     "attempts",
     "started_at",
     "finished_at",
+    "lease_owner",
+    "lease_expires",
 )
 
 
@@ -132,6 +134,8 @@ class Item:
     attempts: int = 0
     started_at: str | None = None
     finished_at: str | None = None
+    lease_owner: str | None = None  # the worker that claimed it last (``imm bulk work``)
+    lease_expires: str | None = None  # until when its claim holds; NULL: no live lease
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _ITEM_COLUMNS}
@@ -193,29 +197,137 @@ class JobStore:
             conn.execute(f"UPDATE bulk_jobs SET {assignments} WHERE id = ?", (*values.values(), job_id))
 
     def claim(self, job_id: str, line_no: int, from_statuses: Iterable[str]) -> bool:
-        """Mark the item ``running`` (one more attempt) if it is in one of ``from_statuses``; committed before the
-        action starts. False when the item is in another state (already done)."""
+        """Mark the item ``running`` (one more attempt) if it is in one of ``from_statuses`` and no worker holds a
+        live lease on it; committed before the action starts. False when the item is in another state (already
+        done) or leased. A claim of ``bulk run``/``resume`` (under the job's exclusive lock) holds no lease."""
         statuses = list(from_statuses)
+        now = self.now()
         with self.db.transaction() as conn:
             cursor = conn.execute(
-                "UPDATE bulk_items SET status = ?, attempts = attempts + 1, started_at = ?, finished_at = NULL "
-                f"WHERE job_id = ? AND line_no = ? AND status IN ({', '.join('?' * len(statuses))})",
-                (RUNNING, self.now(), job_id, line_no, *statuses),
+                "UPDATE bulk_items SET status = ?, attempts = attempts + 1, started_at = ?, finished_at = NULL, "
+                "lease_owner = NULL, lease_expires = NULL "
+                f"WHERE job_id = ? AND line_no = ? AND status IN ({', '.join('?' * len(statuses))}) "
+                "AND (lease_expires IS NULL OR lease_expires < ?)",
+                (RUNNING, now, job_id, line_no, *statuses, now),
             )
             return cursor.rowcount == 1
 
-    def finish(
-        self, job_id: str, line_no: int, status: str, message: str | None, operation_id: str | None = None
-    ) -> None:
-        """The item's final status (committed)."""
-        if status not in ITEM_STATUSES:
-            raise ValueError(f"unknown item status {status!r}")
+    def claim_next(
+        self, job_id: str, owner: str, *, lease_seconds: float, stale_before: str, limit: int = 1
+    ) -> list[Item]:
+        """``imm bulk work``: claim up to ``limit`` items for worker ``owner`` with a lease of ``lease_seconds``,
+        each committed ``running`` before its action starts. Claimable: ``pending`` items, and ``running`` ones
+        whose worker is gone (its lease expired before ``stale_before``; with no lease, a killed ``bulk run``'s item
+        started before it), which the caller reconciles with Exchange before anything is sent again.
+
+        Returned as they were when claimed (``status``: the status claimed from; ``lease_owner``: the previous
+        holder, if any). One claim statement per dialect: PostgreSQL ``UPDATE … FROM (SELECT … FOR UPDATE SKIP
+        LOCKED)`` (workers never wait for each other's rows, and never for the store's write lock); SQLite the
+        same rows under ``BEGIN IMMEDIATE`` (the file's one writer) with ``UPDATE … RETURNING``."""
+        now = self.now()
+        expires = stamp(self._clock() + timedelta(seconds=lease_seconds))
+        claimable = (
+            "job_id = ? AND (status = 'pending' OR (status = 'running' AND ((lease_expires IS NOT NULL AND "
+            "lease_expires < ?) OR (lease_expires IS NULL AND started_at < ?))))"
+        )
+        assign = (
+            "status = 'running', attempts = attempts + 1, started_at = ?, finished_at = NULL, lease_owner = ?, "
+            "lease_expires = ?"
+        )
+        if self.db.is_postgresql:
+            columns = ", ".join(f"b.{name}" for name in _ITEM_COLUMNS if name not in ("status", "lease_owner"))
+            rows = self.db.get_connection().execute(
+                f"UPDATE bulk_items AS b SET {assign.replace('attempts + 1', 'b.attempts + 1')} "
+                "FROM (SELECT job_id, line_no, status AS was, lease_owner AS held_by FROM bulk_items "
+                f"WHERE {claimable} ORDER BY line_no LIMIT ? FOR UPDATE SKIP LOCKED) AS c "
+                f"WHERE b.job_id = c.job_id AND b.line_no = c.line_no RETURNING {columns}, c.was, c.held_by",
+                (now, owner, expires, job_id, stale_before, stale_before, limit),
+            )
+            found = rows.fetchall()
+        else:
+            columns = ", ".join(name for name in _ITEM_COLUMNS if name not in ("status", "lease_owner"))
+            with self.db.transaction() as conn:
+                was = {
+                    int(r[0]): (str(r[1]), r[2])
+                    for r in conn.execute(
+                        f"SELECT line_no, status, lease_owner FROM bulk_items WHERE {claimable} "
+                        "ORDER BY line_no LIMIT ?",
+                        (job_id, stale_before, stale_before, limit),
+                    )
+                }
+                if not was:
+                    return []
+                returned = conn.execute(
+                    f"UPDATE bulk_items SET {assign} WHERE job_id = ? "
+                    f"AND line_no IN ({', '.join('?' * len(was))}) RETURNING {columns}",
+                    (now, owner, expires, job_id, *was),
+                ).fetchall()
+                found = [(*row, *was[int(row[1])]) for row in returned]
+        names = [name for name in _ITEM_COLUMNS if name not in ("status", "lease_owner")] + ["status", "lease_owner"]
+        items = []
+        for row in found:
+            values = dict(zip(names, row, strict=True))
+            values["params"] = json.loads(values.get("params") or "{}")
+            items.append(Item(**values))
+        return sorted(items, key=lambda i: i.line_no)
+
+    def renew(self, job_id: str, owner: str, lines: Collection[int], lease_seconds: float) -> int:
+        """Extend ``owner``'s leases on the items ``lines`` it is running; how many it still held."""
+        if not lines:
+            return 0
+        expires = stamp(self._clock() + timedelta(seconds=lease_seconds))
+        with self.db.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE bulk_items SET lease_expires = ? WHERE job_id = ? AND lease_owner = ? AND status = 'running' "
+                f"AND line_no IN ({', '.join('?' * len(lines))})",
+                (expires, job_id, owner, *lines),
+            )
+            return int(cursor.rowcount)
+
+    def live_leases(self, job_id: str) -> int:
+        """Items a worker is running right now under a lease that has not expired."""
+        row = (
+            self.db.get_connection()
+            .execute(
+                "SELECT COUNT(*) FROM bulk_items WHERE job_id = ? AND status = 'running' AND lease_expires >= ?",
+                (job_id, self.now()),
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def add_run(self, job_id: str) -> None:
+        """One more run of the job (a worker's start), counted in the database (workers start at once)."""
         with self.db.transaction() as conn:
             conn.execute(
-                "UPDATE bulk_items SET status = ?, message = ?, operation_id = COALESCE(?, operation_id), "
-                "finished_at = ? WHERE job_id = ? AND line_no = ?",
-                (status, message, operation_id, self.now(), job_id, line_no),
+                "UPDATE bulk_jobs SET status = ?, runs = runs + 1, updated_at = ? WHERE id = ?",
+                (JOB_RUNNING, self.now(), job_id),
             )
+
+    def finish(
+        self,
+        job_id: str,
+        line_no: int,
+        status: str,
+        message: str | None,
+        operation_id: str | None = None,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        """The item's final status (committed); its lease ends. With ``owner`` (a worker), only while that worker
+        still holds the item: False when its lease was taken over (it had expired)."""
+        if status not in ITEM_STATUSES:
+            raise ValueError(f"unknown item status {status!r}")
+        sql = (
+            "UPDATE bulk_items SET status = ?, message = ?, operation_id = COALESCE(?, operation_id), "
+            "finished_at = ?, lease_expires = NULL WHERE job_id = ? AND line_no = ?"
+        )
+        params: tuple[Any, ...] = (status, message, operation_id, self.now(), job_id, line_no)
+        if owner is not None:
+            sql += " AND lease_owner = ? AND status = 'running'"
+            params += (owner,)
+        with self.db.transaction() as conn:
+            return conn.execute(sql, params).rowcount == 1
 
     # ----- reading -----
     def get(self, job_id: str) -> Job:

@@ -276,6 +276,17 @@ def migrate_0009_leaver_schedule(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE inactive_mailboxes ADD COLUMN {name} {kind}")
 
 
+# ------------------------------------------------------------------------------------------------ 0010_job_leases
+LEASE_COLUMNS = (("lease_owner", "TEXT"), ("lease_expires", "TEXT"))
+
+
+def migrate_0010_job_leases(conn: sqlite3.Connection) -> None:
+    """A bulk item's lease: the worker that claimed it (``imm bulk work``) and until when (ISO 8601 UTC text;
+    NULL when no live lease). An expired lease is a worker that died mid-item: its item is reconciled first."""
+    for name, kind in LEASE_COLUMNS:
+        conn.execute(f"ALTER TABLE bulk_items ADD COLUMN {name} {kind}")
+
+
 # ------------------------------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class Migration:
@@ -318,6 +329,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0007_conflicts", migrate_0007_conflicts),
     Migration("0008_restore_consistency", migrate_0008_restore_consistency),
     Migration("0009_leaver_schedule", migrate_0009_leaver_schedule),
+    Migration("0010_job_leases", migrate_0010_job_leases),
 )
 
 KNOWN_NAMES = frozenset(m.name for m in MIGRATIONS)

@@ -346,3 +346,10 @@ def migrate_0009_leaver_schedule(conn: Any) -> None:
     for name, kind in LEAVER_COLUMNS:
         sql_type, _, default = kind.partition(" ")
         run(conn, f"ALTER TABLE inactive_mailboxes ADD COLUMN {name} {_pg_type(sql_type)} {default}")
+
+
+def migrate_0010_job_leases(conn: Any) -> None:
+    from imm.data.migrations import LEASE_COLUMNS
+
+    for name, kind in LEASE_COLUMNS:
+        run(conn, f"ALTER TABLE bulk_items ADD COLUMN {name} {_pg_type(kind)}")

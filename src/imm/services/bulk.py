@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import secrets
 import sys
 import threading
 import time
@@ -71,6 +72,7 @@ from imm.data.jobs import (
     Job,
     JobStore,
     new_job_id,
+    stamp,
 )
 from imm.errors import BlockedError, ExitStatus, ImmError, InputError, StoreError
 from imm.services.bulk_plan import RECOVER, RELEASE, RESTORE, Plan, csv_safe
@@ -90,6 +92,7 @@ _RESULT_STATUS = {"success": SUCCEEDED, "failed": FAILED, "skipped": SKIPPED, "a
 ActionsFactory = Callable[[], Any]
 
 
+DEFAULT_LEASE_SECONDS = 60.0  # a worker's claim on an item; renewed every third of it while the item runs
 UNAVAILABLE_STOP = 5  # a job stops after this many items in a row (at least concurrency + 2) could not reach Exchange
 _UNAVAILABLE_CODES = frozenset({"transient", "throttled"})
 
@@ -231,8 +234,9 @@ class PasswordFile:
 class JobLock:
     """An exclusive lock on one job (a lock file next to the database), released by the OS when the process dies."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, shared: bool = False) -> None:
         self.path = path
+        self.shared = shared  # ``bulk work``: any number of workers at once, never beside a run or resume
         self._fd: int | None = None
 
     def acquire(self) -> bool:
@@ -243,7 +247,7 @@ class JobLock:
                 f"cannot create the job lock {self.path} ({exc.strerror or exc}): the database's folder must be "
                 "writable"
             ) from None
-        if not _try_lock(fd):
+        if not _try_lock(fd, shared=self.shared):
             os.close(fd)
             return False
         self._fd = fd
@@ -251,7 +255,7 @@ class JobLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            _unlock(self._fd)
+            _unlock(self._fd, shared=self.shared)
             os.close(self._fd)
             self._fd = None
 
@@ -265,10 +269,12 @@ class JobLock:
         return True
 
 
-def _try_lock(fd: int) -> bool:
+def _try_lock(fd: int, *, shared: bool = False) -> bool:
     if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
         import msvcrt
 
+        if shared:  # no shared file locks: workers rely on their leases alone
+            return True
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
             return True
@@ -277,16 +283,18 @@ def _try_lock(fd: int) -> bool:
     import fcntl
 
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         return True
     except OSError:
         return False
 
 
-def _unlock(fd: int) -> None:
+def _unlock(fd: int, *, shared: bool = False) -> None:
     if sys.platform == "win32":  # pragma: no cover
         import msvcrt
 
+        if shared:
+            return
         os.lseek(fd, 0, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
         return
@@ -296,6 +304,13 @@ def _unlock(fd: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+def worker_id() -> str:
+    """This worker's name in leases and audit rows: ``host:pid:random`` (unique across machines and restarts)."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 def default_results_path(plan_path: Path | str, job_id: str) -> Path:
     """``<plan folder>/<plan name>.<job id>.results.csv``."""
     plan = Path(plan_path)
@@ -367,6 +382,8 @@ class BulkEngine:
         self._local = threading.local()
         self._confirmed: Callable[[int], Collection[str]] = lambda _line: ()
         self._on_preview: Callable[[Item, Any], None] | None = None
+        self._held: set[int] = set()  # a worker's items in flight (their leases are renewed)
+        self._held_lock = threading.Lock()
 
     # ----- jobs -----
     def create_job(
@@ -412,10 +429,16 @@ class BulkEngine:
         return Path(f"{self.db.db_path}.{job_id}.lock")
 
     @contextmanager
-    def locked(self, job_id: str) -> Iterator[None]:
-        """Hold the job's lock (JobBusyError when another process runs it)."""
-        lock = JobLock(self.lock_path(job_id))
+    def locked(self, job_id: str, *, shared: bool = False) -> Iterator[None]:
+        """Hold the job's lock (JobBusyError when another process runs it). ``shared``: a worker's (``bulk work``),
+        held by any number of workers at once but never beside a run or resume of the job on this machine."""
+        lock = JobLock(self.lock_path(job_id), shared=shared)
         if not lock.acquire():
+            if shared:
+                raise JobBusyError(
+                    f"bulk job {job_id} is being run or resumed by another imm process right now",
+                    hint=f"wait for it to finish; `imm bulk status {job_id}` shows its progress",
+                )
             raise JobBusyError(
                 f"bulk job {job_id} is running in another imm process right now",
                 hint=f"wait for it to finish; `imm bulk status {job_id}` shows its progress",
@@ -426,16 +449,31 @@ class BulkEngine:
             lock.release()
 
     def check_not_busy(self, job_id: str) -> None:
-        """JobBusyError when another process runs the job right now."""
+        """JobBusyError when another process runs the job right now (here, or a worker anywhere: a live lease)."""
         if JobLock(self.lock_path(job_id)).held_elsewhere():
             raise JobBusyError(
                 f"bulk job {job_id} is running in another imm process right now",
                 hint=f"wait for it to finish; `imm bulk status {job_id}` shows its progress",
             )
+        self._check_no_workers(job_id)
+
+    def _check_no_workers(self, job_id: str) -> None:
+        leased = self.store.live_leases(job_id)
+        if leased:
+            raise JobBusyError(
+                f"bulk job {job_id} is being worked on: {leased:,} item(s) are leased to `imm bulk work` processes",
+                hint=f"let the workers finish it (or join them: imm bulk work {job_id}); a killed worker's lease "
+                "expires on its own",
+            )
 
     def effective_status(self, job: Job) -> str:
-        """The job's status, with a ``running`` job whose process is gone shown as ``interrupted``."""
-        if job.status == JOB_RUNNING and not JobLock(self.lock_path(job.id)).held_elsewhere():
+        """The job's status, with a ``running`` job whose process is gone (no lock held here, no worker's live
+        lease anywhere) shown as ``interrupted``."""
+        if (
+            job.status == JOB_RUNNING
+            and not JobLock(self.lock_path(job.id)).held_elsewhere()
+            and not self.store.live_leases(job.id)
+        ):
             return INTERRUPTED
         return job.status
 
@@ -504,6 +542,7 @@ class BulkEngine:
         self._confirmed = confirmed or (lambda _line: ())
         self._on_preview = on_preview
         with self.locked(job_id):
+            self._check_no_workers(job_id)
             self.close_interrupted_runs(except_job=job_id)
             job = self.store.get(job_id)
             outcome = self._run_locked(
@@ -521,6 +560,123 @@ class BulkEngine:
         if outcome.job.status in (COMPLETED, COMPLETED_WITH_ERRORS):
             self.lock_path(job_id).unlink(missing_ok=True)  # made again if the job is ever resumed
         return outcome
+
+    def work(
+        self,
+        job_id: str,
+        actions_factory: ActionsFactory,
+        *,
+        concurrency: int | None = None,
+        cancel: threading.Event | None = None,
+        progress: Callable[[BulkProgress], None] | None = None,
+        passwords: PasswordFile | None = None,
+        results_path: Path | None = None,
+        confirmed: Callable[[int], Collection[str]] | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        in_flight_seconds: float = 0.0,
+        worker: str | None = None,
+    ) -> RunOutcome:
+        """``imm bulk work JOB``: one of any number of workers (processes, machines) sharing the job. Each claims
+        items with a lease (``JobStore.claim_next``) and runs them through the same ``_work`` as a run; a thread
+        renews the leases of the items in flight every third of ``lease_seconds``. An item whose worker died
+        keeps its lease until it expires; it is claimed again only ``in_flight_seconds`` (the request timeout)
+        after that (the dead worker's last call may still be running in Exchange), then reconciled with Exchange
+        before anything is sent again, exactly as a resume does, and the dead worker's ``BULK_WORK`` row is closed
+        as ``interrupted``. A worker ends when nothing is left that may come back to it (every item final, or
+        left ``unknown``/``failed``/``blocked`` for ``bulk resume``); the last one marks the job completed."""
+        self._confirmed = confirmed or (lambda _line: ())
+        self._on_preview = None
+        worker = worker or worker_id()
+        cancel = cancel or threading.Event()
+        with self.locked(job_id, shared=True):
+            self.close_interrupted_runs(except_job=job_id)
+            job = self.store.get(job_id)
+            started = time.monotonic()
+            counts_now = self.store.counts(job.id)
+            left = sum(counts_now.get(s, 0) for s in (PENDING, RUNNING))
+            if job.mode == EXECUTE and passwords is None and self._recover_left(job):
+                raise InputError(
+                    f"job {job.id} has recover rows: their new passwords need --passwords-out FILE",
+                    hint="the file is created with mode 0600 and holds one password per mailbox this worker recovers",
+                )
+            operation_id = self._begin_audit(job, [], concurrency or job.concurrency, worker=worker,
+                                             lease_seconds=lease_seconds, left=left)  # fmt: skip
+            self.store.add_run(job.id)
+            job = self.store.get(job.id)
+            state: dict[str, Any] = {"done": 0, "stop": None}
+            counts: dict[str, int] = {}
+            closed: set[str] = set()
+            workers = max(1, concurrency or job.concurrency)
+
+            def claim() -> Item | None:
+                stale = stamp(self._clock() - timedelta(seconds=max(0.0, in_flight_seconds)))
+                found = self.store.claim_next(job.id, worker, lease_seconds=lease_seconds, stale_before=stale)
+                if not found:
+                    return None
+                item = found[0]
+                with self._held_lock:
+                    self._held.add(item.line_no)
+                gone = item.lease_owner
+                if item.status == RUNNING and gone and gone != worker and gone not in closed:
+                    closed.add(gone)
+                    self._close_dead_worker(job, gone, worker, item.line_no)
+                return item
+
+            def more() -> bool:
+                now = self.store.counts(job.id)
+                return any(now.get(s) for s in (PENDING, RUNNING))
+
+            stop_renewing = threading.Event()
+            renewer = threading.Thread(
+                target=self._renew_leases, args=(job.id, worker, lease_seconds, stop_renewing), daemon=True,
+                name="imm-bulk-lease",
+            )  # fmt: skip
+            renewer.start()
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imm-bulk")
+            try:
+                self._loop(
+                    job, claim, left, pool, actions_factory, workers, cancel, progress, passwords, counts, state,
+                    worker=worker, more=more, poll_seconds=min(1.0, max(0.05, lease_seconds / 4)),
+                )  # fmt: skip
+            except KeyboardInterrupt:
+                pool.shutdown(wait=False, cancel_futures=True)
+                stop_renewing.set()
+                self._finalize(job, operation_id, started, state, interrupted=True, worker=worker)
+                raise
+            pool.shutdown(wait=True)
+            stop_renewing.set()
+            renewer.join(timeout=5)
+            return self._finalize(
+                job, operation_id, started, state, interrupted=cancel.is_set(), worker=worker,
+                results_path=results_path,
+            )  # fmt: skip
+
+    def _recover_left(self, job: Job) -> bool:
+        return any(i.action == RECOVER for i in self.store.items(job.id, (PENDING, RUNNING)))
+
+    def _renew_leases(self, job_id: str, worker: str, lease_seconds: float, stop: threading.Event) -> None:
+        """Every third of the lease: extend the leases of this worker's items in flight."""
+        while not stop.wait(lease_seconds / 3):
+            with self._held_lock:
+                lines = set(self._held)
+            try:
+                self.store.renew(job_id, worker, lines, lease_seconds)
+            except Exception:  # the store is away: the items' finish will tell; the lease may lapse meanwhile
+                log.warning("bulk job %s: renewing the leases of worker %s failed", job_id, worker, exc_info=True)
+
+    def _close_dead_worker(self, job: Job, gone: str, by: str, line: int) -> None:
+        """Give the ``BULK_WORK`` row of a worker whose lease expired (it was killed or lost the store) its
+        ``interrupted`` result, once (the check and the row in one store transaction)."""
+        with self.db.transaction():
+            for row in self.audit.get_operations(identity=job.id, incomplete=True):
+                if row.operation == OperationType.BULK_WORK and row.details.get("worker") == gone and row.operation_id:
+                    self.audit.finish(
+                        row.operation_id,
+                        AuditResult.INTERRUPTED,
+                        {"job_id": job.id, "worker": gone, "reclaimed_by": by, "line": line},
+                        f"worker {gone} ended without recording a result (killed, or cut off from the store): its "
+                        f"lease on line {line} expired and worker {by} reconciles the item",
+                    )
 
     def _run_locked(
         self,
@@ -559,8 +715,12 @@ class BulkEngine:
         if job.mode == EXECUTE:
             self._wait_for_in_flight(todo, in_flight_seconds, cancel, on_wait)
         pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="imm-bulk")
+        queue = iter(todo)
         try:
-            self._loop(job, todo, pool, actions_factory, concurrency, cancel, progress, passwords, counts, state)
+            self._loop(
+                job, lambda: next(queue, None), len(todo), pool, actions_factory, concurrency, cancel, progress,
+                passwords, counts, state,
+            )  # fmt: skip
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             self._finalize(job, operation_id, started, state, interrupted=True)
@@ -611,7 +771,8 @@ class BulkEngine:
     def _loop(
         self,
         job: Job,
-        todo: list[Item],
+        source: Callable[[], Item | None],
+        total: int,
         pool: ThreadPoolExecutor,
         actions_factory: ActionsFactory,
         concurrency: int,
@@ -620,19 +781,24 @@ class BulkEngine:
         passwords: PasswordFile | None,
         counts: dict[str, int],
         state: dict[str, Any],
+        *,
+        worker: str | None = None,
+        more: Callable[[], bool] | None = None,
+        poll_seconds: float = 1.0,
     ) -> None:
-        queue = iter(todo)
+        """Keep ``concurrency`` items in flight, each taken from ``source`` (None: nothing to take now). A run's
+        source is its list of items, claimed in ``_work``; a worker's (``worker``) claims them itself, and while
+        ``more()`` (other workers still hold items that may come back) it polls every ``poll_seconds``."""
         running: set[Future[_Done]] = set()
-        total = len(todo)
         unavailable_in_a_row = 0
         give_up_after = max(UNAVAILABLE_STOP, concurrency + 2)
 
         def fill() -> None:
             while len(running) < concurrency and not cancel.is_set() and state["stop"] is None:
-                item = next(queue, None)
+                item = source()
                 if item is None:
                     return
-                running.add(pool.submit(self._work, job, item, actions_factory, passwords))
+                running.add(pool.submit(self._work, job, item, actions_factory, passwords, worker))
 
         def report() -> None:
             if progress is not None:
@@ -640,7 +806,14 @@ class BulkEngine:
 
         fill()
         report()
-        while running:
+        while True:
+            if not running:
+                if cancel.is_set() or state["stop"] is not None or more is None or not more():
+                    break
+                cancel.wait(poll_seconds)
+                fill()
+                report()
+                continue
             finished, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
             for future in finished:
                 running.discard(future)
@@ -673,11 +846,24 @@ class BulkEngine:
             self._local.actions, self._local.factory = actions, factory
         return actions
 
-    def _work(self, job: Job, item: Item, factory: ActionsFactory, passwords: PasswordFile | None) -> _Done:
+    def _work(
+        self, job: Job, item: Item, factory: ActionsFactory, passwords: PasswordFile | None, worker: str | None = None
+    ) -> _Done:
         """One item, in a worker thread: claim (commit) → reconcile if its outcome is unknown → action → final
-        status (commit)."""
-        if not self.store.claim(job.id, item.line_no, [item.status]):
+        status (commit). A worker's item (``worker``) was claimed already, with its lease (``item.status`` is the
+        status it was claimed from)."""
+        if worker is None and not self.store.claim(job.id, item.line_no, [item.status]):
             return _Done("")  # no longer in the state it was read in (cannot happen under the job lock)
+        try:
+            return self._work_claimed(job, item, factory, passwords, worker)
+        finally:
+            if worker is not None:
+                with self._held_lock:
+                    self._held.discard(item.line_no)
+
+    def _work_claimed(
+        self, job: Job, item: Item, factory: ActionsFactory, passwords: PasswordFile | None, worker: str | None
+    ) -> _Done:
         context = {"job_id": job.id, "line": item.line_no}
         status, message, operation_id, stop, unavailable = UNKNOWN, None, None, None, False
         try:
@@ -717,7 +903,12 @@ class BulkEngine:
         except Exception as exc:  # an imm defect: the outcome is unknown, so a resume reconciles it
             log.error("bulk job %s line %d: unexpected error", job.id, item.line_no, exc_info=True)
             status, message = UNKNOWN, _clip(f"unexpected {type(exc).__name__}: {exc}")
-        self.store.finish(job.id, item.line_no, status, message, operation_id)
+        if not self.store.finish(job.id, item.line_no, status, message, operation_id, owner=worker):
+            # this worker's lease expired (it was cut off from the store) and another took the item over: that
+            # one reconciles it with Exchange, so it is counted there, once
+            log.warning("bulk job %s line %d: the lease was taken over; its result is the new holder's", job.id,
+                        item.line_no)  # fmt: skip
+            return _Done("", stop, unavailable, message)
         return _Done(status, stop, unavailable, message)
 
     @staticmethod
@@ -774,11 +965,36 @@ class BulkEngine:
         return actions.set_duration(guid, p.get("days"), operation_context=context)
 
     # ----- audit and the end of a run -----
-    def _begin_audit(self, job: Job, todo: list[Item], concurrency: int) -> str:
-        """The run's write-ahead row: BULK_OPERATION the first time, BULK_RESUME after. A job-level row that an
-        earlier run left without a result (it was killed) gets its ``interrupted`` result first."""
+    def _begin_audit(
+        self,
+        job: Job,
+        todo: list[Item],
+        concurrency: int,
+        *,
+        worker: str | None = None,
+        lease_seconds: float = 0.0,
+        left: int = 0,
+    ) -> str:
+        """The run's write-ahead row: BULK_OPERATION the first time, BULK_RESUME after, BULK_WORK for each worker.
+        A job-level row that an earlier run left without a result (it was killed) gets its ``interrupted`` result
+        first."""
         counts = self.store.counts(job.id)
         self._close_dangling(job)
+        if worker is not None:
+            return self.audit.begin(
+                OperationType.BULK_WORK,
+                job.id,
+                {
+                    "job_id": job.id,
+                    "mode": job.mode,
+                    "worker": worker,
+                    "lease_seconds": lease_seconds,
+                    "items": left,
+                    "by_status": counts,
+                    "concurrency": concurrency,
+                    "bulk_operation_id": job.audit_operation_id,
+                },
+            )
         if job.audit_operation_id is None:
             by_action: dict[str, int] = {}
             for item in todo:
@@ -812,7 +1028,15 @@ class BulkEngine:
         )
 
     def _finalize(
-        self, job: Job, operation_id: str, started: float, state: dict[str, Any], *, interrupted: bool
+        self,
+        job: Job,
+        operation_id: str,
+        started: float,
+        state: dict[str, Any],
+        *,
+        interrupted: bool,
+        worker: str | None = None,
+        results_path: Path | None = None,
     ) -> RunOutcome:
         counts = self.store.counts(job.id)
         stop: ImmError | None = state["stop"]
@@ -822,8 +1046,12 @@ class BulkEngine:
             status = INTERRUPTED
         else:
             status = COMPLETED_WITH_ERRORS if errors else COMPLETED
+        others = worker is not None and status == INTERRUPTED and self.store.live_leases(job.id) > 0
         finished_at = self.store.now() if status in (COMPLETED, COMPLETED_WITH_ERRORS) else None
-        self.store.update_job(job.id, status=status, totals=counts, finished_at=finished_at)
+        if others:  # other workers go on with the job: it stays running
+            self.store.update_job(job.id, totals=counts)
+        else:
+            self.store.update_job(job.id, status=status, totals=counts, finished_at=finished_at)
         job = self.store.get(job.id)
         outcome = RunOutcome(
             job, counts, state["done"], interrupted=interrupted, stop_error=stop, duration=time.monotonic() - started
@@ -831,8 +1059,9 @@ class BulkEngine:
         items = self.store.items(job.id)
         outcome.failures = [i for i in items if i.status in ERRORS]
         outcome.not_done = [i for i in items if i.status in (PENDING, RUNNING) and i.message]
-        if job.results_path:
-            outcome.results_path = Path(job.results_path)
+        target = results_path or (Path(job.results_path) if job.results_path else None)
+        if target is not None and (worker is None or finished_at is not None):  # a worker: once the job is done
+            outcome.results_path = target
             try:
                 write_results(items, outcome.results_path)
             except OSError as exc:
@@ -844,10 +1073,11 @@ class BulkEngine:
             result = AuditResult.PREVIEW
         else:
             result = AuditResult.PARTIAL if errors else AuditResult.SUCCESS
-        details = {
+        details: dict[str, Any] = {"worker": worker} if worker is not None else {}
+        details |= {
             "job_id": job.id,
             "mode": job.mode,
-            "status": status,
+            "status": job.status,
             "totals": counts,
             "processed": state["done"],
             "duration_seconds": round(outcome.duration, 3),
