@@ -459,7 +459,7 @@ def resume_cmd(
       imm bulk resume job-20261128-123456-ab12
     """
     from imm.data.audit_logger import OperationType
-    from imm.data.jobs import EXECUTE, RUNNING, UNKNOWN
+    from imm.data.jobs import EXECUTE
     from imm.errors import InputError
     from imm.services.bulk import BulkEngine, check_writable_file, summary_counts
 
@@ -492,30 +492,8 @@ def resume_cmd(
     if concurrency is not None:
         obj.overrides["concurrency"] = concurrency
     workers = concurrency or job.concurrency
-    confirmed = None
-    if job.mode == EXECUTE:
-        audit_as = ("BULK_RESUME", job.id, {"job_id": job.id, "mode": job.mode})
-        found = _consequences(obj, db, [(i.line_no, i.action, i.mailbox_guid, i.params, i.label or i.identity)
-                                        for i in todo])  # fmt: skip
-        _approvals(obj, db).check_runnable(
-            job, needs=_needs(obj, [i.action for i in todo], found), operation=OperationType.BULK_RESUME
-        )
-        flagged = _flagged(understood_last_hold, understood_unlimited, understood_ediscovery)
-        by_action: dict[str, int] = {}
-        for item in todo:
-            by_action[item.action] = by_action.get(item.action, 0) + 1
-        confirmed, typed = _confirm_consequences(obj, found, flagged, audit_as, by_action)
-        if not yes and not typed:
-            unknown = sum(1 for i in todo if i.status in (RUNNING, UNKNOWN))
-            note = f" ({unknown:,} of them checked against Exchange first)" if unknown else ""
-            _confirm(
-                obj,
-                by_action,
-                [i.label or i.identity for i in todo],
-                release_types={str(i.params.get("type")) for i in todo},
-                lead=f"Resume job {job.id}{note}: ",
-                audit_as=audit_as,
-            )
+    flagged = _flagged(understood_last_hold, understood_unlimited, understood_ediscovery)
+    confirmed = _authorise(obj, db, job, todo, OperationType.BULK_RESUME, flagged, yes, f"Resume job {job.id}")
     _run(
         obj,
         db,
@@ -527,6 +505,116 @@ def resume_cmd(
         retry_failed=retry_failed,
         confirmed=confirmed,
     )
+
+
+def _authorise(obj: AppContext, db: Any, job: Job, todo: Sequence[Item], operation: Any, flagged: set[str],
+               yes: bool, lead: str) -> Any:  # fmt: skip
+    """What ``bulk resume`` and ``bulk work`` ask before an executed job goes on: the four-eyes check (refused,
+    audited as ``operation``, exit 5), the typed count of the consequences (unless flagged), then the one
+    confirmation (unless --yes). Returns what was confirmed, per line (None for a what-if job)."""
+    from imm.data.jobs import EXECUTE, RUNNING, UNKNOWN
+
+    if job.mode != EXECUTE:
+        return None
+    audit_as = (str(operation), job.id, {"job_id": job.id, "mode": job.mode})
+    found = _consequences(obj, db, [(i.line_no, i.action, i.mailbox_guid, i.params, i.label or i.identity)
+                                    for i in todo])  # fmt: skip
+    _approvals(obj, db).check_runnable(job, needs=_needs(obj, [i.action for i in todo], found), operation=operation)
+    by_action: dict[str, int] = {}
+    for item in todo:
+        by_action[item.action] = by_action.get(item.action, 0) + 1
+    confirmed, typed = _confirm_consequences(obj, found, flagged, audit_as, by_action)
+    if not yes and not typed:
+        unknown = sum(1 for i in todo if i.status in (RUNNING, UNKNOWN))
+        note = f" ({unknown:,} of them checked against Exchange first)" if unknown else ""
+        _confirm(
+            obj,
+            by_action,
+            [i.label or i.identity for i in todo],
+            release_types={str(i.params.get("type")) for i in todo},
+            lead=f"{lead}{note}: ",
+            audit_as=audit_as,
+        )
+    return confirmed
+
+
+@bulk.command("work")
+@click.argument("job_id", metavar="JOB")
+@click.option("--concurrency", type=click.IntRange(1, 64), metavar="N", help="Items in flight (default: the job's).")
+@click.option(
+    "--lease",
+    type=click.IntRange(1, 3600),
+    default=60,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a claimed item stays this worker's without a renewal (renewed every third of it).",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--results", type=click.Path(path_type=Path), metavar="FILE", help="Where to write the results CSV.")
+@_understood_options
+@_passwords_option
+def work_cmd(
+    job_id: str,
+    concurrency: int | None,
+    lease: int,
+    yes: bool,
+    results: Path | None,
+    understood_last_hold: bool,
+    understood_unlimited: bool,
+    understood_ediscovery: bool,
+    passwords_out: Path | None,
+) -> None:
+    """Work on a job together with other workers: any number of 'imm bulk work JOB' processes, on this machine
+    or others sharing the team store, split the job between them, every item exactly once.
+
+    Each worker claims items with a lease it renews while it runs them. A worker that is killed leaves its items
+    leased until the lease runs out; after that and the profile's request_timeout (its last call may still be
+    running in Exchange) another worker takes each over and first checks it against Exchange, as a resume does.
+    A worker asks what 'imm bulk resume' asks (the four-eyes approval, the typed count of last-hold, Unlimited
+    and eDiscovery releases or --i-understand-*, one confirmation: --yes for unattended workers) and ends when
+    nothing is left that could come back to it. Items left failed, blocked or unknown are for 'imm bulk resume'.
+
+    \b
+    Example:
+      imm bulk submit plan.csv                        # a second admin approves it, then on each machine:
+      imm bulk work job-20261128-123456-ab12 --yes --i-understand-last-hold
+    """
+    from imm.data.audit_logger import OperationType
+    from imm.data.jobs import EXECUTE, PENDING, RUNNING
+    from imm.errors import InputError
+    from imm.services.bulk import BulkEngine, check_writable_file, summary_counts
+
+    obj = app()
+    db = obj.database()
+    engine = BulkEngine(db, obj.audit())
+    job = engine.store.get(job_id)
+    todo = engine.store.items(job.id, (PENDING, RUNNING))
+    if not todo:
+        counts = engine.store.counts(job.id)
+        click.echo(f"Job {job.id} has nothing left for a worker ({summary_counts(counts)}).", err=True)
+        if any(counts.get(s) for s in ("failed", "blocked", "unknown")):
+            click.echo(f"Check and finish the rest with: {_resume_command(obj, job.id)}", err=True)
+            click.get_current_context().exit(1)
+        return
+    if results is not None:
+        check_writable_file(results, "--results")
+    if job.mode != EXECUTE or not any(i.action == "recover" for i in todo):
+        passwords_out = None  # no password will be made
+    elif passwords_out is None:
+        raise InputError(
+            f"job {job.id} has recover rows left: give --passwords-out FILE for the passwords of the mailboxes "
+            "this worker recovers",
+            hint="each worker keeps its own file (mode 0600)",
+        )
+    else:
+        check_writable_file(passwords_out, "--passwords-out")
+    if concurrency is not None:
+        obj.overrides["concurrency"] = concurrency
+    workers = concurrency or job.concurrency
+    flagged = _flagged(understood_last_hold, understood_unlimited, understood_ediscovery)
+    confirmed = _authorise(obj, db, job, todo, OperationType.BULK_WORK, flagged, yes, f"Work on job {job.id}")
+    _run(obj, db, job=job, mode=job.mode, workers=workers, results=results, passwords_out=passwords_out,
+         confirmed=confirmed, lease=float(lease))  # fmt: skip
 
 
 # --------------------------------------------------------------------------------- four-eyes approval
@@ -771,8 +859,10 @@ def _run(
     confirmed: Any = None,
     on_preview: Any = None,
     after: Any = None,
+    lease: float | None = None,
 ) -> None:
-    """Sign in, create the job (for a plan), run it with a progress bar, print the outcome, exit."""
+    """Sign in, create the job (for a plan), run it with a progress bar (with ``lease``: as one of the job's
+    workers, ``bulk work``), print the outcome, exit."""
     from imm.cli.progress import BulkProgressBar, interrupt_sets
     from imm.errors import ExitStatus
     from imm.services.actions import MailboxActions
@@ -800,10 +890,14 @@ def _run(
             passwords = PasswordFile(passwords_out, new=False)
         assert job is not None
         resume = _resume_command(obj, job.id)
-        total = len(engine.remaining(job, retry_failed=retry_failed))
+        if lease is not None:  # a worker takes what is pending or in flight (unknown ones are for a resume)
+            total = len(engine.store.items(job.id, ("pending", "running")))
+        else:
+            total = len(engine.remaining(job, retry_failed=retry_failed))
         if not obj.quiet:
             verb = "Previewing" if mode == "what-if" else "Running"
-            click.echo(f"Job {job.id}: {verb} {total:,} items ({mode}, {workers} at a time)", err=True)
+            share = f", a worker among others (lease {lease:g} s)" if lease is not None else ""
+            click.echo(f"Job {job.id}: {verb} {total:,} items ({mode}, {workers} at a time{share})", err=True)
 
         def factory() -> MailboxActions:
             return MailboxActions(db, session.connection, session.audit, obj.profile)
@@ -816,20 +910,34 @@ def _run(
                     bar.note("Stopping: the items in flight finish and no new one starts (Ctrl+C again to stop now)…")
 
                 with interrupt_sets(cancel, say):
-                    outcome = engine.run(
-                        job.id,
-                        factory,
-                        concurrency=workers,
-                        cancel=cancel,
-                        progress=bar.update,
-                        passwords=passwords,
-                        retry_failed=retry_failed,
-                        results_path=results,
-                        confirmed=confirmed,
-                        on_preview=on_preview,
-                        in_flight_seconds=obj.profile.request_timeout,
-                        on_wait=bar.note,
-                    )
+                    if lease is not None:
+                        outcome = engine.work(
+                            job.id,
+                            factory,
+                            concurrency=workers,
+                            cancel=cancel,
+                            progress=bar.update,
+                            passwords=passwords,
+                            results_path=results,
+                            confirmed=confirmed,
+                            lease_seconds=lease,
+                            in_flight_seconds=obj.profile.request_timeout,
+                        )
+                    else:
+                        outcome = engine.run(
+                            job.id,
+                            factory,
+                            concurrency=workers,
+                            cancel=cancel,
+                            progress=bar.update,
+                            passwords=passwords,
+                            retry_failed=retry_failed,
+                            results_path=results,
+                            confirmed=confirmed,
+                            on_preview=on_preview,
+                            in_flight_seconds=obj.profile.request_timeout,
+                            on_wait=bar.note,
+                        )
         except KeyboardInterrupt:
             click.echo(f"\nInterrupted: job {job.id} can be finished with: {resume}", err=True)
             ctx.exit(int(ExitStatus.INTERRUPTED))

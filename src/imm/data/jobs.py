@@ -391,7 +391,7 @@ class JobStore:
             self.db.get_connection()
             .execute(
                 "SELECT operation_id FROM audit_log WHERE result = 'success' AND details LIKE ? "
-                "AND json_extract(details, '$.job_id') = ? AND json_extract(details, '$.line') = ? "
+                "AND json_extract(details, '$.job_id') = ? AND CAST(json_extract(details, '$.line') AS INTEGER) = ? "
                 "ORDER BY id DESC LIMIT 1",
                 (f"%{job_id}%", job_id, line_no),
             )
