@@ -49,6 +49,7 @@ NEEDS = {
     "imm bulk approve job-": "a bulk job's id awaiting approval, and a second admin",
     "imm bulk reject job-": "a bulk job's id awaiting approval, and a second admin",
     "imm bulk status job-": "a bulk job's id (imm bulk list shows them)",
+    "imm bulk work job-": "a bulk job's id, approved or confirmed (tests/test_bulk_workers.py runs workers)",
     "imm bulk submit ": "a profile with approval_required",
     "imm restore remove ": "a restore request (imm restore start … makes one)",
     "imm restore suspend ": "a restore request (imm restore start … makes one)",
