@@ -826,3 +826,29 @@ def test_a_leaver_retention_schedule_keeps_mailboxes_out_of_releasable_and_plans
         refused = run_imm("bulk", "plan", "--leaver-retention-ended")
         assert refused.exit_code == 2
         assert "has no leaver retention schedule" in refused.stderr
+
+
+def test_sync_writes_its_record_as_json_or_csv_and_the_summary_on_stderr(tmp_path: Path, imm_home: Path) -> None:
+    with make_simulator(tmp_path, mailboxes=40, seed=3, auto_approve_after=0.0) as sim:
+        _write_profile(sim, imm_home)
+        _login(sim, imm_home)
+        first = run_imm("sync", "-o", "json")
+        assert first.exit_code == 0, first.stderr
+        record = json.loads(first.stdout)
+        expected = len(_inactive(sim))
+        assert (record["status"], record["listed"], record["fetched"], record["errors"]) == (
+            "completed",
+            expected,
+            expected,
+            0,
+        )
+        assert record["failures"] == [] and isinstance(record["run_id"], int)
+        assert first.stderr.splitlines()[-1].startswith("Synced: ")  # the summary, not on stdout
+        second = run_imm("sync", "-o", "csv")
+        assert second.exit_code == 0, second.stderr
+        header, row = second.stdout.splitlines()
+        assert header.split(",")[:4] == ["mode", "status", "listed", "soft_deleted"]
+        values = dict(zip(header.split(","), row.split(","), strict=False))
+        assert (values["mode"], values["unchanged"], values["fetched"]) == ("incremental", str(expected), "0")
+        picked = run_imm("sync", "--query", "listed")
+        assert (picked.exit_code, picked.stdout) == (0, f"{expected}\n")

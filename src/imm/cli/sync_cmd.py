@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from imm.cli.context import app
+from imm.cli.output import output_options
 
 
 @click.command()
@@ -20,18 +21,22 @@ from imm.cli.context import app
     is_flag=True,
     help="When another imm process syncs this profile, wait for it to finish instead of exiting (exit 5).",
 )
-def sync(full: bool, concurrency: int | None, wait: bool) -> None:
+@output_options
+def sync(full: bool, concurrency: int | None, wait: bool, output: str, query: str | None) -> None:
     """Fetch the inventory of inactive mailboxes into the local cache.
 
     Incremental by default: only mailboxes that are new or changed since the last sync are read in detail, and
     mailboxes that are no longer inactive leave the cache. Signs in first when needed (device code). Ctrl+C stops
     cleanly and keeps what was fetched (exit 130); exit 1 when some mailboxes could not be read. One sync per
     profile at a time: a second one names the process that holds it and exits 5, or waits with --wait.
+    With --output json or csv the run's record (counts, duration, warnings, failures) goes to stdout, the
+    summary line to stderr; the exit codes are the same.
 
     \b
     Examples:
       imm sync
       imm sync --full
+      imm sync --output json --query "{listed: listed, fetched: fetched, status: status}"
     """
     import threading
 
@@ -63,8 +68,19 @@ def sync(full: bool, concurrency: int | None, wait: bool) -> None:
         click.echo(f"  failed: {terminal_safe(detail)}", err=True)
     if result.errors > len(shown):
         click.echo(f"  … and {result.errors - len(shown):,} more (in the log file)", err=True)
+    structured = output != "table" or query is not None
     if not obj.quiet or result.errors or result.cancelled:
-        click.echo(result.summary(), err=result.cancelled or result.errors > 0)
+        click.echo(result.summary(), err=structured or result.cancelled or result.errors > 0)
+    if structured:
+        from imm.cli.output import render_object
+
+        record = {
+            **result.counts(),
+            "run_id": result.run_id,
+            "warnings": list(result.warnings),
+            "failures": list(result.error_details),
+        }
+        render_object(record, output, query)
     if result.cancelled:
         click.get_current_context().exit(int(ExitStatus.INTERRUPTED))
     if result.errors:
