@@ -608,6 +608,17 @@ def test_cli_writes_each_file_format(cache: Path, tmp_path: Path) -> None:
         ("xlsx", str(xlsx_out), None),
         ("html", str(html_out), {"company": "contoso"}),
     ]
+    # an existing file is replaced only with --force (as audit export and bulk plan)
+    csv_out.write_text("kept\n", encoding="utf-8")
+    result = run_imm("report", "costs", "--format", "csv", "--out", str(csv_out))
+    assert (result.exit_code, result.stderr.splitlines()[0]) == (
+        2,
+        f"Error: --out {csv_out} exists: choose a new file, or add --force to replace it",
+    )
+    assert csv_out.read_text(encoding="utf-8") == "kept\n"
+    result = run_imm("report", "costs", "--format", "csv", "--out", str(csv_out), "--force")
+    assert result.exit_code == 0, result.stderr
+    assert csv_out.read_text(encoding="utf-8").splitlines()[1] == "Contoso,3,5.1,22.55,270.6,48.2,2,17.05,204.6"
 
 
 def test_cli_csv_to_stdout_and_sections(cache: Path) -> None:

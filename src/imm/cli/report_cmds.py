@@ -7,6 +7,7 @@ recorded in the audit log (operation REPORT). The reports themselves live in :mo
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ def report_options(f: Callable[..., Any]) -> Callable[..., Any]:
             metavar="FILE",
             help="Write the report to FILE (- for stdout with csv or json); the format follows the file's suffix.",
         ),
+        click.option("--force", is_flag=True, help="Replace FILE if it exists."),
         click.option(
             "--section",
             metavar="NAME",
@@ -118,6 +120,7 @@ def run_report(
     hold_type: str | None,
     output: str,
     query: str | None,
+    force: bool = False,
 ) -> None:
     """Read the cache, build the report, render or write it, and record a REPORT audit row."""
     from datetime import UTC, datetime
@@ -127,6 +130,8 @@ def run_report(
     from imm.services import reports
 
     target, dest = resolve_format(fmt, out, output, query)
+    if dest not in {None, "-"} and os.path.lexists(str(dest)) and not force:  # as audit export and bulk plan
+        raise InputError(f"--out {dest} exists: choose a new file, or add --force to replace it")
     if section is not None and target not in {"table", "csv"}:
         raise InputError(f"--section picks one table for the terminal or CSV; {target} holds every section")
     obj = app()
